@@ -1,0 +1,25 @@
+"""Engines turn (a loaded manifest, a replica index, its GPUs) into a container spec.
+
+One small module per engine (``llamacpp``, ``vllm``) knows its official image, its command-line
+flags, its port and health endpoint. ``build_spec`` picks the module by the manifest's engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from controller.engines import llamacpp, vllm
+from controller.manifest_loader import LoadedModel
+from controller.spec import ContainerSpec
+
+SpecBuilder = Callable[[LoadedModel, int, tuple[str, ...]], ContainerSpec]
+
+BUILDERS: dict[str, SpecBuilder] = {
+    "llamacpp": llamacpp.container_spec,
+    "vllm": vllm.container_spec,
+}
+
+
+def build_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...] = ()) -> ContainerSpec:
+    """The container spec for one replica of ``model`` owning ``gpus`` (device IDs)."""
+    return BUILDERS[model.manifest.resolved_engine](model, replica, gpus)

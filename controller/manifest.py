@@ -1,0 +1,222 @@
+"""The model manifest: what a user asks for, validated in one pass with errors that name the field.
+
+One YAML (or JSON) document describes one model. The seed's example is a valid manifest as written::
+
+    {"model": "path/to/model.safetensors", "engine": "vllm", "num_gpus": 2, "max_batch_size": 16}
+
+``model`` is the weights: a path relative to a model root (or absolute, under one). ``num_gpus`` is
+GPUs per replica (vLLM's tensor parallel size) and ``max_batch_size`` the sequences one replica serves
+at once (vLLM ``--max-num-seqs``, llama.cpp ``--parallel``). Files and documents are handled by
+``controller.manifest_loader``; this module only knows one document.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+Engine = Literal["llamacpp", "vllm"]
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _check_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(
+            f"'{value}' is not a valid name: use 1-63 lower-case letters, digits, '.', '_' or '-',"
+            " starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not re.match(ENV_PATTERN, value):
+        raise ValueError(f"'{value}' is not a valid environment variable name")
+    return value
+
+
+ModelName = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
+]
+EnvName = Annotated[
+    str,
+    AfterValidator(_check_env_name),
+    WithJsonSchema({"type": "string", "pattern": ENV_PATTERN}),
+]
+
+# Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
+ENGINE_BY_SUFFIX: dict[str, Engine] = {".gguf": "llamacpp", ".safetensors": "vllm"}
+
+# Flags modelctl sets itself; letting `args` repeat them would silently fight the controller.
+RESERVED_ARGS: dict[Engine, frozenset[str]] = {
+    "llamacpp": frozenset(
+        {
+            "-m",
+            "--model",
+            "--host",
+            "--port",
+            "-a",
+            "--alias",
+            "-c",
+            "--ctx-size",
+            "-np",
+            "--parallel",
+            "-ngl",
+            "--gpu-layers",
+            "--n-gpu-layers",
+        }
+    ),
+    "vllm": frozenset(
+        {
+            "--model",
+            "--host",
+            "--port",
+            "--served-model-name",
+            "--tensor-parallel-size",
+            "-tp",
+            "--max-num-seqs",
+            "--max-model-len",
+            "--gpu-memory-utilization",
+        }
+    ),
+}
+
+
+class ModelManifest(BaseModel):
+    """One model: its weights, the engine that serves them, and how many replicas of what size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    model: str = Field(
+        min_length=1,
+        description="Weights: a .gguf file or a safetensors file/folder, relative to a model root "
+        "or an absolute path under one.",
+    )
+    name: ModelName | None = Field(
+        default=None,
+        validate_default=True,
+        description="Name clients put in `model`; defaults to the weights' file name, lower-cased.",
+    )
+    engine: Engine | None = Field(
+        default=None,
+        validate_default=True,
+        description="llamacpp or vllm; defaults from the weights (GGUF -> llamacpp).",
+    )
+    aliases: list[ModelName] = Field(default_factory=list, description="Other names it answers to.")
+    replicas: int = Field(default=1, ge=0, le=64, description="How many identical servers to run.")
+    num_gpus: int = Field(
+        default=0, ge=0, le=64, description="GPUs per replica (vLLM --tensor-parallel-size)."
+    )
+    max_batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=4096,
+        description="Sequences one replica serves at once (vLLM --max-num-seqs, llama.cpp --parallel).",
+    )
+    context_length: int | None = Field(
+        default=None, ge=16, description="Context window (vLLM --max-model-len, llama.cpp -c)."
+    )
+    image: str | None = Field(
+        default=None, min_length=1, description="Container image; defaults to the engine's own."
+    )
+    args: list[str] = Field(default_factory=list, description="Extra engine command-line args.")
+    env: dict[EnvName, str] = Field(default_factory=dict, description="Extra environment.")
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _default_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and "model" in info.data:
+            return default_name(info.data["model"])
+        return value
+
+    @field_validator("engine", mode="after")
+    @classmethod
+    def _engine_fits_weights(cls, value: Engine | None, info: ValidationInfo) -> Engine | None:
+        if "model" not in info.data:
+            return value
+        engine = value or infer_engine(info.data["model"])
+        check_engine_serves(engine, info.data["model"])
+        return engine
+
+    @field_validator("aliases", mode="after")
+    @classmethod
+    def _aliases_unique(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("name") in value:
+            raise ValueError(f"alias '{info.data['name']}' repeats the model's own name")
+        if len(set(value)) != len(value):
+            raise ValueError("aliases repeat a name")
+        return value
+
+    @field_validator("args", mode="after")
+    @classmethod
+    def _args_not_reserved(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("engine"):
+            check_args(info.data["engine"], value)
+        return value
+
+    @property
+    def resolved_name(self) -> str:
+        assert self.name is not None  # set by the validator
+        return self.name
+
+    @property
+    def resolved_engine(self) -> Engine:
+        assert self.engine is not None  # set by the validator
+        return self.engine
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.resolved_name, *self.aliases)
+
+
+def default_name(weights: str) -> str:
+    """Derive a valid model name from a weights path: 'SmolLM2-135M.Q4_1.gguf' -> 'smollm2-135m.q4_1'."""
+    path = PurePosixPath(weights.rstrip("/"))
+    stem = path.stem if path.suffix in ENGINE_BY_SUFFIX else path.name
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("._-")[:63].strip("._-")
+    if not re.match(NAME_PATTERN, name):
+        raise ValueError(f"cannot derive a model name from '{weights}'; set `name`")
+    return name
+
+
+def infer_engine(weights: str) -> Engine:
+    """Pick the engine from the weights' format, or say why it cannot."""
+    suffix = PurePosixPath(weights).suffix.lower()
+    if suffix in ENGINE_BY_SUFFIX:
+        return ENGINE_BY_SUFFIX[suffix]
+    if suffix == "":
+        return "vllm"  # a folder: Hugging Face layout (config.json + *.safetensors)
+    raise ValueError(
+        f"cannot tell the engine from '{weights}' (not .gguf or .safetensors); set `engine`"
+    )
+
+
+def check_engine_serves(engine: Engine, weights: str) -> None:
+    """Refuse weights the engine cannot load (llama.cpp only reads GGUF; vLLM here no GGUF)."""
+    suffix = PurePosixPath(weights).suffix.lower()
+    if engine == "llamacpp" and suffix != ".gguf":
+        raise ValueError(f"engine llamacpp serves GGUF weights only, not '{weights}'")
+    if engine == "vllm" and suffix == ".gguf":
+        raise ValueError(f"engine vllm is not set up for GGUF weights ('{weights}'); use llamacpp")
+
+
+def check_args(engine: Engine, args: list[str]) -> None:
+    """Refuse extra args that would override flags modelctl derives from the manifest."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in RESERVED_ARGS[engine]:
+            raise ValueError(f"args may not set {flag}: modelctl sets it from the manifest")
