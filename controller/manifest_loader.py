@@ -136,7 +136,7 @@ def validate_document(
 def describe(err: Any) -> str:
     """A pydantic error in the words a manifest author needs."""
     if err["type"] == "extra_forbidden":
-        return "unknown field (check the spelling; see schema/manifest.schema.json)"
+        return "unknown field (check the spelling)"
     if err["type"] == "missing":
         return "required field is missing"
     message = str(err["msg"])

@@ -1,0 +1,48 @@
+"""The controller's small internal HTTP API: the endpoint table for the gateway, and status.
+
+It is the only channel from control plane to data plane, so the gateway needs no Docker socket.
+``GET /v1/endpoints?after=N&wait=S`` long-polls: it answers when the table's version differs from N,
+or after S seconds with the unchanged table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from controller.endpoint_store import EndpointStore
+from controller.reconcile import Reconciler
+
+MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
+
+
+def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
+    """The aiohttp application serving /v1/endpoints, /v1/status and /healthz."""
+    app = web.Application()
+
+    async def endpoints(request: web.Request) -> web.Response:
+        try:
+            after = int(request.query.get("after", "-1"))
+            wait = min(float(request.query.get("wait", "0")), MAX_WAIT_S)
+        except ValueError:
+            return web.json_response({"error": "after and wait must be numbers"}, status=400)
+        table = await store.wait_newer(after, wait) if wait > 0 else store.current()
+        return web.json_response(table.to_json())
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "replicas": [asdict(r) for r in reconciler.replicas],
+                "manifest_errors": reconciler.manifest_errors,
+                "endpoints_version": store.current().version,
+            }
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/v1/endpoints", endpoints)
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/healthz", healthz)
+    return app

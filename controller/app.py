@@ -1,0 +1,108 @@
+"""The composition root: builds the controller (and optionally an in-process gateway) from settings.
+
+``modelctl controller``, ``modelctl serve`` and the integration tests all go through
+``running_controller``, so what the tests exercise is what users run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import aiohttp
+from aiohttp import web
+
+from controller.api import create_api
+from controller.endpoint_store import EndpointStore
+from controller.gateway.app import GatewaySettings, create_app
+from controller.health import HttpProber
+from controller.manifest_loader import load_folder
+from controller.reconcile import Reconciler
+from controller.runtime.docker import DockerRuntime, connect
+from controller.settings import ControllerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningController:
+    """Handles on a running controller, for the CLI and for tests."""
+
+    reconciler: Reconciler
+    store: EndpointStore
+    runtime: DockerRuntime
+    api_url: str
+    gateway_url: str | None
+
+
+@asynccontextmanager
+async def running_controller(
+    settings: ControllerSettings, *, gateway: GatewaySettings | None = None
+) -> AsyncIterator[RunningController]:
+    """Start the reconciler and the internal API (and a gateway when given); stop them on exit.
+
+    Replicas keep running after exit: a controller that starts again adopts them.
+    Raises RuntimeUnavailable when Docker cannot be reached at start.
+    """
+    client = await asyncio.to_thread(connect, settings.docker_url)
+    runtime = DockerRuntime(client, instance=settings.instance, network=settings.network)
+    await asyncio.to_thread(runtime.ensure_network)
+    store = EndpointStore()
+    load = partial(load_folder, settings.manifests, model_roots=settings.model_roots)
+    runners: list[web.AppRunner] = []
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(
+            runtime=runtime,
+            load_models=load,
+            store=store,
+            prober=HttpProber(session),
+            interval_s=settings.interval_s,
+        )
+        loop_task = asyncio.create_task(reconciler.run(), name="reconciler")
+        try:
+            api_url = await serve(
+                create_api(store, reconciler), settings.api_host, settings.api_port, runners
+            )
+            gateway_url = None
+            if gateway is not None:
+                app = create_app(store, gateway)
+                gateway_url = await serve(app, gateway.host, gateway.port, runners, cancel_on_disconnect=True)
+            log.info("controller API on %s; manifests from %s", api_url, settings.manifests)
+            yield RunningController(reconciler, store, runtime, api_url, gateway_url)
+        finally:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+            for runner in reversed(runners):
+                await runner.cleanup()
+            client.close()
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    runners: list[web.AppRunner],
+    *,
+    cancel_on_disconnect: bool = False,
+) -> str:
+    """Serve ``app`` on host:port (0 = any free port); returns its base URL."""
+    runner = web.AppRunner(app, handler_cancellation=cancel_on_disconnect, access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    return f"http://{bound_host}:{bound_port}"
+
+
+async def run_controller(settings: ControllerSettings, *, gateway: GatewaySettings | None = None) -> None:
+    """Run until cancelled (the CLI's `controller` and `serve` commands)."""
+    async with running_controller(settings, gateway=gateway) as running:
+        print(f"modelctl controller: API {running.api_url}, manifests {settings.manifests}", flush=True)
+        if running.gateway_url:
+            print(f"modelctl gateway: OpenAI endpoint {running.gateway_url}/v1", flush=True)
+        await asyncio.Event().wait()

@@ -1,0 +1,155 @@
+"""The `modelctl` command line: thin parsing around the composition root in ``controller.app``.
+
+    modelctl serve        controller + gateway in one process (development, single host)
+    modelctl controller   the control plane alone (compose: needs the Docker socket)
+    modelctl gateway      the data plane alone (compose: no Docker socket)
+    modelctl validate     check manifests; exit 1 with every error
+    modelctl down         remove every container modelctl started, and nothing else
+
+Users see one line per error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from controller.errors import InvalidManifests, ModelctlError
+from controller.gateway.app import GatewaySettings, run_gateway
+from controller.manifest_loader import load_folder
+from controller.settings import ControllerSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("MODELCTL_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except ModelctlError as exc:
+        print(f"modelctl: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="modelctl", description=__doc__.split("\n")[0])
+    sub = root.add_subparsers(required=True, metavar="COMMAND")
+    add_controller_args(sub.add_parser("controller", help="run the control plane"), cmd_controller)
+    serve = sub.add_parser("serve", help="run controller and gateway in one process")
+    add_controller_args(serve, cmd_serve)
+    add_gateway_args(serve)
+    gateway = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")
+    add_gateway_args(gateway)
+    gateway.add_argument("--controller-url", default=os.environ.get("MODELCTL_CONTROLLER_URL"))
+    gateway.set_defaults(func=cmd_gateway)
+    validate = sub.add_parser("validate", help="check manifests; exit 1 listing every error")
+    validate.add_argument("path", type=Path)
+    validate.add_argument("--model-root", action="append", type=Path, help="also check weights exist")
+    validate.set_defaults(func=cmd_validate)
+    down = sub.add_parser("down", help="remove every container modelctl started")
+    down.add_argument("--instance", help="only this controller instance's containers")
+    down.set_defaults(func=cmd_down)
+    return root
+
+
+def add_controller_args(p: argparse.ArgumentParser, func: Any) -> None:
+    p.add_argument("--manifests", type=Path, help="manifest folder or file (MODELCTL_MANIFESTS)")
+    p.add_argument("--model-root", action="append", type=Path, help="allowed weights folder, repeatable")
+    p.add_argument("--instance", help="controller instance name (MODELCTL_INSTANCE)")
+    p.add_argument("--network", help="Docker network for replicas (MODELCTL_NETWORK)")
+    p.add_argument("--api-host", help="internal API address (MODELCTL_API_HOST)")
+    p.add_argument("--api-port", type=int, help="internal API port (MODELCTL_API_PORT)")
+    p.set_defaults(func=func)
+
+
+def add_gateway_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=os.environ.get("MODELCTL_GATEWAY_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("MODELCTL_GATEWAY_PORT", "8080")))
+
+
+def controller_settings(args: argparse.Namespace) -> ControllerSettings:
+    roots = tuple(p.absolute() for p in args.model_root) if args.model_root else None
+    return ControllerSettings.from_env(
+        manifests=args.manifests,
+        model_roots=roots,
+        instance=args.instance,
+        network=args.network,
+        api_host=args.api_host,
+        api_port=args.api_port,
+    )
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from controller.app import run_controller
+
+    return run_until_signal(run_controller(controller_settings(args)))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from controller.app import run_controller
+
+    gateway = GatewaySettings(host=args.host, port=args.port)
+    return run_until_signal(run_controller(controller_settings(args), gateway=gateway))
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    url = args.controller_url or GatewaySettings().controller_url
+    return run_until_signal(run_gateway(GatewaySettings(host=args.host, port=args.port, controller_url=url)))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    roots = [p.absolute() for p in args.model_root] if args.model_root else None
+    try:
+        models = load_folder(args.path, model_roots=roots)
+    except InvalidManifests as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s) in {args.path}", file=sys.stderr)
+        return 1
+    for model in models:
+        m = model.manifest
+        print(f"ok  {model.name:<24} {m.engine:<9} replicas={m.replicas} num_gpus={m.num_gpus}  {model.file}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from controller.runtime.docker import connect, remove_all
+
+    client = connect(os.environ.get("DOCKER_HOST"))
+    removed = remove_all(client, args.instance)
+    for name in removed:
+        print(f"removed {name}")
+    print(f"{len(removed)} container(s) removed")
+    return 0
+
+
+def run_until_signal(main_coro: Coroutine[Any, Any, None]) -> int:
+    """Run a long-lived coroutine; SIGTERM and SIGINT stop it cleanly (exit 0)."""
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(main_coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(runner())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The controller's copy of the endpoint table, versioned, with a long poll for the gateway.
+
+The reconciler publishes after every pass; the version only grows when the content changed, so the
+gateway's long poll (``wait_newer``) wakes exactly when routing must change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from controller.endpoints import EndpointTable, ModelEndpoints
+
+
+class EndpointStore:
+    """Holds the current EndpointTable; also serves as an in-process TableSource for the gateway."""
+
+    def __init__(self) -> None:
+        self._table = EndpointTable()
+        self._changed = asyncio.Condition()
+
+    def current(self) -> EndpointTable:
+        return self._table
+
+    async def publish(self, models: tuple[ModelEndpoints, ...]) -> bool:
+        """Replace the table's models; returns True (and bumps the version) if they changed."""
+        if models == self._table.models:
+            return False
+        async with self._changed:
+            self._table = EndpointTable(version=self._table.version + 1, models=models)
+            self._changed.notify_all()
+        return True
+
+    async def wait_newer(self, after: int, timeout: float) -> EndpointTable:
+        """The table once its version differs from ``after``, or the current one after ``timeout``."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._table.version != after), timeout)
+        return self._table

@@ -1,0 +1,1 @@
+"""Container runtimes: the edge where specs become running containers (Docker today)."""

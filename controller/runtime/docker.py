@@ -1,0 +1,196 @@
+"""The Docker Engine edge: create, list, remove and read the logs of modelctl's containers.
+
+Everything else in the controller works on plain data (``ContainerSpec`` in, ``ObservedContainer``
+out); this module is the only one that imports docker-py. docker-py is blocking, so the reconciler
+calls it from a worker thread. Docker errors are mapped here to ``BackendRuntimeError`` (the engine
+refused) or ``RuntimeUnavailable`` (the engine did not answer; the caller retries on its next pass).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest, LogConfig, Mount
+
+from controller import labels
+from controller.errors import BackendRuntimeError, RuntimeUnavailable
+from controller.spec import ContainerSpec
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10  # SIGTERM, then SIGKILL: engines stop in well under a second
+LOG_LIMITS = LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"})
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedContainer:
+    """A managed container as Docker reports it."""
+
+    id: str
+    name: str
+    model: str
+    replica: int
+    spec_hash: str
+    state: str  # Docker's: created, running, restarting, exited, dead, paused, removing
+    exit_code: int | None
+    ip: str | None  # on the controller's network
+    port: int
+    health_path: str
+    max_concurrency: int
+    started_at: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def url(self) -> str | None:
+        return f"http://{self.ip}:{self.port}" if self.ip else None
+
+
+@contextmanager
+def docker_errors(action: str) -> Iterator[None]:
+    """Map docker-py's exceptions to ours, saying what we were doing."""
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        if isinstance(exc, docker.errors.APIError):
+            raise BackendRuntimeError(f"{action}: {exc.explanation or exc}") from exc
+        raise RuntimeUnavailable(f"{action}: Docker engine unreachable ({exc})") from exc
+
+
+def connect(base_url: str | None = None) -> docker.DockerClient:
+    """A client for the engine at ``base_url`` (default: DOCKER_HOST or the local socket)."""
+    with docker_errors("connecting to Docker"):
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        client.ping()
+        return client
+
+
+class DockerRuntime:
+    """modelctl's view of one Docker engine, for one controller instance and network."""
+
+    def __init__(self, client: docker.DockerClient, *, instance: str, network: str) -> None:
+        self.client = client
+        self.instance = instance
+        self.network = network
+
+    def ensure_network(self) -> None:
+        """Create the bridge network replicas and the gateway share, unless it exists."""
+        with docker_errors(f"creating network {self.network}"):
+            if not self.client.networks.list(names=[self.network]):
+                self.client.networks.create(
+                    self.network, driver="bridge", labels={labels.NETWORK_OWNED: "true"}
+                )
+                log.info("created network %s", self.network)
+
+    def list(self) -> list[ObservedContainer]:
+        """Every container of this instance, running or not."""
+        with docker_errors("listing containers"):
+            found = self.client.containers.list(all=True, filters={"label": label_filter(self.instance)})
+            return [observe(c.attrs, self.network) for c in found]
+
+    def start(self, spec: ContainerSpec) -> str:
+        """Create and start a replica's container; returns its ID.
+
+        A leftover container with the same name (same spec) is removed first, so a crashed
+        run never causes "name already in use".
+        """
+        name = spec.container_name(self.instance)
+        with docker_errors(f"starting replica {spec.model}-{spec.replica}"):
+            self.remove_by_name(name)
+            container = self.client.containers.create(**create_kwargs(spec, self.instance, self.network))
+            container.start()
+            return str(container.id)
+
+    def remove(self, container_id: str) -> None:
+        """Stop and remove a container; one that is already gone is fine."""
+        with docker_errors(f"removing container {container_id[:12]}"):
+            try:
+                container = self.client.containers.get(container_id)
+                if container.status == "running":
+                    container.stop(timeout=STOP_TIMEOUT_S)
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+    def remove_by_name(self, name: str) -> None:
+        with suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True)
+
+    def logs(self, container_id: str, tail: int = 50) -> str:
+        """The last ``tail`` lines of a container's output (stdout and stderr)."""
+        with docker_errors(f"reading logs of {container_id[:12]}"):
+            raw = self.client.containers.get(container_id).logs(tail=tail)
+            return bytes(raw).decode("utf-8", errors="replace")
+
+
+def label_filter(instance: str | None) -> list[str]:
+    return [f"{k}={v}" for k, v in labels.selector(instance).items()]
+
+
+def remove_all(client: docker.DockerClient, instance: str | None = None) -> list[str]:
+    """Remove every container modelctl started (of one instance, or all); returns their names."""
+    with docker_errors("removing modelctl's containers"):
+        found = client.containers.list(all=True, filters={"label": label_filter(instance)})
+        for container in found:
+            container.remove(force=True)
+        return [str(c.name) for c in found]
+
+
+def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str, Any]:
+    """docker-py ``containers.create`` arguments for ``spec``: least privilege, no host ports."""
+    kwargs: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command),
+        "name": spec.container_name(instance),
+        "labels": spec.labels(instance),
+        "environment": dict(spec.env),
+        "mounts": [
+            Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only) for m in spec.mounts
+        ],
+        "network": network,
+        "detach": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "log_config": LOG_LIMITS,
+    }
+    if spec.gpus:
+        kwargs["device_requests"] = [
+            DeviceRequest(
+                driver=spec.gpus.driver, device_ids=list(spec.gpus.device_ids), capabilities=[["gpu"]]
+            )
+        ]
+    if spec.shm_size:
+        kwargs["shm_size"] = spec.shm_size
+    if spec.ipc_mode:
+        kwargs["ipc_mode"] = spec.ipc_mode
+    return kwargs
+
+
+def observe(attrs: dict[str, Any], network: str) -> ObservedContainer:
+    """Read one container's inspect data into plain data."""
+    lbl = attrs["Config"]["Labels"] or {}
+    state = attrs["State"]
+    net = (attrs.get("NetworkSettings", {}).get("Networks") or {}).get(network) or {}
+    return ObservedContainer(
+        id=attrs["Id"],
+        name=attrs["Name"].lstrip("/"),
+        model=lbl.get(labels.MODEL, ""),
+        replica=int(lbl.get(labels.REPLICA, "-1")),
+        spec_hash=lbl.get(labels.SPEC_HASH, ""),
+        state=state.get("Status", "unknown"),
+        exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
+        ip=net.get("IPAddress") or None,
+        port=int(lbl.get(labels.PORT, "0")),
+        health_path=lbl.get(labels.HEALTH_PATH, "/health"),
+        max_concurrency=int(lbl.get(labels.MAX_CONCURRENCY, "1")),
+        started_at=state.get("StartedAt", ""),
+    )

@@ -1,0 +1,56 @@
+"""Controller settings: one dataclass, each field with its default and why, read from the
+environment (compose) or the command line (cli). No globals: the composition root passes it down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _paths(value: str) -> tuple[Path, ...]:
+    return tuple(Path(p).absolute() for p in value.split(os.pathsep) if p)
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    # Folder (or file) of manifests, usually a git checkout. MODELCTL_MANIFESTS.
+    manifests: Path = Path("models")
+    # Host folders weights may come from; nothing outside them is ever mounted. MODELCTL_MODEL_ROOTS
+    # (os.pathsep-separated). In compose the controller sees them at the same path as the host does,
+    # because Docker resolves bind-mount sources on the host.
+    model_roots: tuple[Path, ...] = field(default_factory=lambda: (Path("models-data").absolute(),))
+    # Label value that tells this controller's containers from another's on the same engine.
+    instance: str = "default"
+    # Bridge network shared by replicas, the controller (health probes) and the gateway.
+    network: str = "modelctl"
+    # The internal API the gateway follows. Loopback by default; compose binds it on its network.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
+    # Docker engine address; None means DOCKER_HOST or the local socket.
+    docker_url: str | None = None
+    # Seconds between passes once everything is ready (events and starting replicas come sooner).
+    interval_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> ControllerSettings:
+        """Settings from MODELCTL_* variables; explicit ``overrides`` (not None) win."""
+        values: dict[str, object] = {}
+        if "MODELCTL_MANIFESTS" in env:
+            values["manifests"] = Path(env["MODELCTL_MANIFESTS"])
+        if "MODELCTL_MODEL_ROOTS" in env:
+            values["model_roots"] = _paths(env["MODELCTL_MODEL_ROOTS"])
+        for key, name, kind in (
+            ("instance", "MODELCTL_INSTANCE", str),
+            ("network", "MODELCTL_NETWORK", str),
+            ("api_host", "MODELCTL_API_HOST", str),
+            ("api_port", "MODELCTL_API_PORT", int),
+            ("docker_url", "DOCKER_HOST", str),
+            ("interval_s", "MODELCTL_INTERVAL_S", float),
+        ):
+            if name in env:
+                values[key] = kind(env[name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
