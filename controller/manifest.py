@@ -194,15 +194,9 @@ def default_name(weights: str) -> str:
 
 
 def infer_engine(weights: str) -> Engine:
-    """Pick the engine from the weights' format, or say why it cannot."""
-    suffix = PurePosixPath(weights).suffix.lower()
-    if suffix in ENGINE_BY_SUFFIX:
-        return ENGINE_BY_SUFFIX[suffix]
-    if suffix == "":
-        return "vllm"  # a folder: Hugging Face layout (config.json + *.safetensors)
-    raise ValueError(
-        f"cannot tell the engine from '{weights}' (not .gguf or .safetensors); set `engine`"
-    )
+    """Pick the engine from the weights' format: GGUF is llama.cpp's; anything else (a safetensors
+    file, or a folder in Hugging Face layout such as 'Qwen2.5-0.5B') is vLLM's."""
+    return "llamacpp" if PurePosixPath(weights).suffix.lower() == ".gguf" else "vllm"
 
 
 def check_engine_serves(engine: Engine, weights: str) -> None:

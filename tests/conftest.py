@@ -1,0 +1,1 @@
+"""Shared test setup: warnings are errors (pyproject), Docker-backed fixtures live in their folders."""
