@@ -109,7 +109,7 @@ def test_a_document_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
 def test_names_and_aliases_are_unique_across_files(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", "model: a.gguf\naliases: [chat]\n")
     write(tmp_path, "b.yaml", "model: b.gguf\nname: chat\n")
-    with pytest.raises(InvalidManifests, match="name 'chat' is already used by .*a.yaml"):
+    with pytest.raises(InvalidManifests, match=r"name 'chat' is already used by .*a\.yaml"):
         load_folder(tmp_path)
 
 
