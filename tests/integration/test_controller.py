@@ -1,0 +1,151 @@
+"""The spine on a real Docker engine: manifest -> two real llama.cpp containers -> the gateway.
+
+The controller and an in-process gateway run through the same composition root as `modelctl serve`.
+Replicas are real `llama-server` processes (the stand-in image holds llama.cpp's real server)
+serving SmolLM2 from a read-only mount; the client is the official `openai` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import docker
+import openai
+import pytest
+
+from controller import labels
+from controller.app import RunningController, running_controller
+from controller.cli import main as modelctl
+from controller.gateway.app import GatewaySettings
+from controller.settings import ControllerSettings
+
+from .conftest import GGUF
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("images")]
+
+MANIFEST = f"""
+name: smollm2
+model: {GGUF}
+aliases: [smol]
+replicas: 2
+max_batch_size: 2
+context_length: 512
+"""
+
+
+def settings(manifests: Path, model_root: Path, instance: str) -> ControllerSettings:
+    return ControllerSettings(
+        manifests=manifests,
+        model_roots=(model_root,),
+        instance=instance,
+        network=f"modelctl-{instance}",
+        api_port=0,
+        interval_s=1.0,
+    )
+
+
+async def wait_ready(running: RunningController, model: str, replicas: int, timeout: float = 120) -> None:
+    """Poll the endpoint table until ``model`` has ``replicas`` ready ones, or fail saying why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entry = running.store.current().lookup(model)
+        if entry is not None and len(entry.replicas) == replicas:
+            return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{model}: not {replicas} ready replicas after {timeout}s: {running.reconciler.replicas}")
+
+
+def managed(client: docker.DockerClient, instance: str) -> list[docker.models.containers.Container]:
+    return client.containers.list(all=True, filters={"label": f"{labels.INSTANCE}={instance}"})
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    (tmp_path / "smollm2.yaml").write_text(MANIFEST)
+    return tmp_path
+
+
+async def test_two_real_llamacpp_replicas_serve_through_the_gateway(
+    manifests: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
+) -> None:
+    gateway = GatewaySettings(host="127.0.0.1", port=0)
+    async with running_controller(settings(manifests, model_root, instance), gateway=gateway) as rc:
+        await wait_ready(rc, "smollm2", 2)
+        containers = managed(docker_client, instance)
+        assert len(containers) == 2
+        for c in containers:
+            assert c.labels[labels.MANAGED] == "true" and c.labels[labels.MODEL] == "smollm2"
+            (mount,) = c.attrs["Mounts"]
+            assert mount["Source"] == str(model_root / GGUF) and mount["RW"] is False
+            assert c.attrs["HostConfig"]["PortBindings"] in (None, {})
+            assert c.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+
+        client = openai.AsyncOpenAI(base_url=f"{rc.gateway_url}/v1", api_key="unused", max_retries=0)
+        models = await client.models.list()
+        assert {m.id for m in models.data} == {"smollm2", "smol"}
+
+        served_by: collections.Counter[str] = collections.Counter()
+        for _ in range(6):
+            raw = await client.chat.completions.with_raw_response.create(
+                model="smol", max_tokens=8, messages=[{"role": "user", "content": "Say hi."}]
+            )
+            served_by[raw.headers["x-modelctl-replica"]] += 1
+            answer = raw.parse()
+            assert answer.choices[0].message.content
+        assert set(served_by) == {"smollm2-0", "smollm2-1"}, served_by
+
+        stream = await client.chat.completions.create(
+            model="smollm2",
+            max_tokens=16,
+            stream=True,
+            messages=[{"role": "user", "content": "Count to five."}],
+        )
+        chunks = [chunk async for chunk in stream]
+        assert len(chunks) > 3
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        completion = await client.completions.create(model="smollm2", prompt="The sky is", max_tokens=4)
+        assert completion.choices[0].text
+
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+        await client.close()
+
+
+async def test_a_restarted_controller_adopts_running_replicas(
+    manifests: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
+) -> None:
+    config = settings(manifests, model_root, instance)
+    async with running_controller(config) as rc:
+        await wait_ready(rc, "smollm2", 2)
+    before = sorted(c.id for c in managed(docker_client, instance))
+    async with running_controller(config) as rc:
+        await wait_ready(rc, "smollm2", 2)
+        assert await rc.reconciler.reconcile_once()  # settled: nothing to create or delete
+    after = sorted(c.id for c in managed(docker_client, instance))
+    assert after == before
+
+
+async def test_down_removes_modelctl_containers_and_nothing_else(
+    manifests: Path,
+    model_root: Path,
+    instance: str,
+    docker_client: docker.DockerClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bystander = docker_client.containers.create(
+        "modelctl/llamacpp:server", ["--version"], name=f"bystander-{instance}"
+    )
+    try:
+        async with running_controller(settings(manifests, model_root, instance)) as rc:
+            await wait_ready(rc, "smollm2", 2)
+        assert len(managed(docker_client, instance)) == 2
+        assert await asyncio.to_thread(modelctl, ["down", "--instance", instance]) == 0
+        assert managed(docker_client, instance) == []
+        bystander.reload()  # still there
+        assert "2 container(s) removed" in capsys.readouterr().out
+    finally:
+        bystander.remove(force=True)
