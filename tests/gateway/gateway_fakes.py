@@ -1,0 +1,228 @@
+"""Small real HTTP servers standing in for llama-server replicas and the controller's table API.
+
+They answer the way the real ones do (chat.completion JSON with ``usage``, SSE chunks ending in
+``data: [DONE]``, 503 "Loading model"), over real sockets, so the gateway is tested as deployed.
+Hooks (``gate``, ``endless``, ``break_after_first``) let a test hold a stream at a known point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from controller.endpoints import EndpointTable, ModelEndpoints, Replica
+
+PIECES = ("Hel", "lo", " there", "!")
+
+
+# The conftest fixtures' types: start a fake replica (-> it, its URL); start the gateway over a table.
+StartUpstream = Callable[..., Awaitable[tuple["FakeLlamaServer", str]]]
+StartGateway = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@dataclass
+class Seen:
+    """One request as a fake upstream received it."""
+
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def sse(document: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(document).encode() + b"\n\n"
+
+
+def completion(server: str, model: str) -> dict[str, Any]:
+    """A non-streamed chat.completion as llama-server answers it."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1764120000,
+        "model": model,
+        "system_fingerprint": server,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": f"hello from {server}"},
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+    }
+
+
+def chunk(model: str, content: str | None, finish: str | None = None) -> dict[str, Any]:
+    delta = {"content": content} if content is not None else {}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1764120000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+class FakeLlamaServer:
+    """A llama-server look-alike: /v1/chat/completions (JSON or SSE), /v1/completions, /health."""
+
+    def __init__(self, name: str, *, status: int = 200, chunk_delay_s: float = 0.01) -> None:
+        self.name = name
+        self.status = status  # 503 is what llama-server answers while it loads the model
+        self.chunk_delay_s = chunk_delay_s
+        self.requests: list[Seen] = []
+        self.gate: asyncio.Event | None = None  # a stream waits on it after its first chunk
+        self.endless = False  # a stream goes on until the connection is closed
+        self.break_after_first = False  # drop the connection after the first chunk
+        self.truncate_json = False  # promise a long JSON body, send a few bytes, drop it
+        self.sent_last = False
+        self.cancelled = asyncio.Event()  # set when the stream was cut off from our side
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.chat)
+        app.router.add_get("/health", self.health)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Seen(request.path, body, dict(request.headers)))
+        if self.status != 200:
+            error = {"code": self.status, "message": "Loading model", "type": "unavailable_error"}
+            return web.json_response({"error": error}, status=self.status)
+        if self.truncate_json:
+            return await self._truncated(request)
+        if body.get("stream"):
+            return await self._stream(request, body["model"])
+        return web.json_response(completion(self.name, body["model"]), headers={"X-Served": "1"})
+
+    async def _truncated(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = 1000
+        await resp.prepare(request)
+        await resp.write(b'{"id": "chatcmpl-1", ')
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            await resp.write(sse(chunk(model, PIECES[0])))
+            if self.break_after_first:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if self.gate is not None:
+                await self.gate.wait()
+            while self.endless:
+                await asyncio.sleep(self.chunk_delay_s)
+                await resp.write(sse(chunk(model, ".")))
+            for piece in PIECES[1:]:
+                await asyncio.sleep(self.chunk_delay_s)
+                await resp.write(sse(chunk(model, piece)))
+            await resp.write(sse(chunk(model, None, "stop")))
+            await resp.write(b"data: [DONE]\n\n")
+            self.sent_last = True
+        except (asyncio.CancelledError, ConnectionError):
+            self.cancelled.set()
+            raise
+        return resp
+
+
+class FakeController:
+    """The controller's ``GET /v1/endpoints?after=&wait=`` long poll, over a table a test sets."""
+
+    def __init__(self, table: EndpointTable) -> None:
+        self.table = table
+        self.polls = 0
+        self.answered: list[int] = []  # the version each poll got, in order
+        self.garbage = False  # answer HTML instead of the table
+        self._changed = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/endpoints", self.endpoints)
+        app.on_shutdown.append(self._wake)
+        return app
+
+    def publish(self, table: EndpointTable) -> None:
+        self.table = table
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wake(self, _: web.Application) -> None:
+        self._changed.set()
+
+    async def endpoints(self, request: web.Request) -> web.Response:
+        self.polls += 1
+        if self.garbage:
+            return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
+        after = request.query.get("after")
+        if after is not None and int(after) == self.table.version:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(float(request.query["wait"])):
+                    await self._changed.wait()
+        self.answered.append(self.table.version)
+        return web.json_response(self.table.to_json())
+
+
+async def start_closing_server() -> tuple[asyncio.Server, str]:
+    """A server that accepts a connection, reads the request head, and hangs up without a word."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+def refused_url() -> str:
+    """A URL where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def table_of(*models: tuple[str, tuple[str, ...], list[str]], version: int = 1) -> EndpointTable:
+    """A table from (name, aliases, replica urls); replica ids are ``name-<index>``."""
+    return EndpointTable(
+        version=version,
+        models=tuple(
+            ModelEndpoints(
+                name=name,
+                aliases=aliases,
+                created=1764120000,
+                replicas=tuple(Replica(f"{name}-{i}", url, 4) for i, url in enumerate(urls)),
+            )
+            for name, aliases, urls in models
+        ),
+    )
+
+
+async def eventually(predicate: Callable[[], bool], *, within_s: float = 5.0) -> None:
+    """Poll ``predicate`` until true; fail the test if ``within_s`` passes first."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within_s}s")
+        await asyncio.sleep(0.01)
