@@ -1,0 +1,191 @@
+"""Forwarding one request to a ready replica, and its answer back, byte for byte as it arrives.
+
+This is where the data plane's promises are kept: the balancer's slot is always given back; a replica
+that refuses the connection, drops it, or answers 502/503 *before we sent the client anything* is
+skipped for another one; after the first byte there is no retry, a failing upstream ends the stream
+(with an SSE error event for event streams) and never hangs; a client that goes away closes the
+upstream connection, so the backend stops generating tokens nobody will read.
+
+Client disconnects: run the server with ``handler_cancellation=True`` (``run_gateway`` does, as do
+aiohttp's test servers) and the handler is cancelled the moment the client leaves. Without it the
+disconnect is noticed at the next chunk written. Either way ``_try`` closes the upstream response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from controller.endpoints import ModelEndpoints, Replica
+from controller.gateway import errors
+from controller.gateway.balancer import Balancer
+
+if TYPE_CHECKING:
+    from controller.gateway.app import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Host and length belong to the new request; the client's credentials are the gateway's business.
+_DROP_FROM_REQUEST = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie", "expect"}
+# aiohttp writes its own Date/Server and frames the body itself.
+_DROP_FROM_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
+# Upstream statuses that mean "this replica cannot take it now": worth another replica.
+_RETRY_STATUSES = frozenset({502, 503})
+
+
+class RetryableError(Exception):
+    """This try failed before anything reached the client; another replica may serve it."""
+
+
+def request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Return the client's headers that the replica should see."""
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROP_FROM_REQUEST)
+
+
+def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Return the replica's headers that the client should see."""
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROP_FROM_RESPONSE)
+
+
+class Proxy:
+    """Sends requests to replicas picked by the balancer; ``session`` is set at app start-up."""
+
+    def __init__(self, settings: GatewaySettings, balancer: Balancer) -> None:
+        self._settings = settings
+        self._balancer = balancer
+        self.session: aiohttp.ClientSession | None = None
+
+    async def forward(self, request: web.Request, model: ModelEndpoints, body: bytes) -> web.StreamResponse:
+        """Answer ``request`` from one of ``model``'s replicas; errors come back as responses.
+
+        Tries up to ``min(max_tries, replicas)`` replicas, each at most once, while nothing has been
+        sent to the client. Returns the relayed response, a 503 (with Retry-After) when every try
+        failed that way, or a 502 when a replica failed in a way a retry would not fix.
+        """
+        tries = min(self._settings.max_tries, len(model.replicas))
+        failed: list[str] = []
+        for _ in range(tries):
+            replica = self._balancer.pick(model, exclude=failed)
+            if replica is None:
+                break
+            done = self._balancer.acquire(replica.id)
+            try:
+                return await self._try(request, replica, body)
+            except RetryableError as exc:
+                log.warning("model %s: replica %s failed: %s", model.name, replica.id, exc)
+                failed.append(replica.id)
+            finally:
+                done()
+        return errors.unavailable(
+            f"The model '{model.name}' is temporarily unavailable: {len(failed)} of its replicas "
+            "failed to answer. Retry later.",
+            retry_after=self._settings.retry_after_s,
+        )
+
+    async def _try(self, request: web.Request, replica: Replica, body: bytes) -> web.StreamResponse:
+        """One try on ``replica``; raise RetryableError if it failed before the first byte."""
+        upstream = await self._open(request, replica, body)
+        if isinstance(upstream, web.Response):
+            return upstream
+        try:
+            if upstream.status in _RETRY_STATUSES:
+                raise RetryableError(f"answered HTTP {upstream.status}")
+            return await self._relay(request, upstream, replica)
+        finally:
+            # A no-op after a complete body (the connection went back to the pool already);
+            # otherwise (cancelled, failed, client gone) it closes the connection to the replica.
+            upstream.close()
+
+    async def _open(
+        self, request: web.Request, replica: Replica, body: bytes
+    ) -> aiohttp.ClientResponse | web.Response:
+        """Send the request; return the upstream response (headers read) or a 502 to answer."""
+        assert self.session is not None, "the gateway's client session starts with the app"
+        url = replica.url.rstrip("/") + request.raw_path
+        timeout_s = self._settings.first_byte_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.session.post(url, data=body, headers=request_headers(request.headers))
+        except aiohttp.ClientConnectionError as exc:
+            # Refused, reset, dropped before the status line, connect timeout: nothing was sent.
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError:
+            log.warning("replica %s sent no answer within %gs", replica.id, timeout_s)
+            return errors.upstream_failed(f"The model server sent no answer within {timeout_s:g} seconds.")
+        except aiohttp.ClientError as exc:
+            log.warning("replica %s answered badly: %s: %s", replica.id, type(exc).__name__, exc)
+            return errors.upstream_failed("The model server sent an invalid answer.")
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, replica: Replica
+    ) -> web.StreamResponse:
+        """Copy status, headers and each chunk to the client as it arrives; return the response."""
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        resp.headers.update(response_headers(upstream.headers))
+        is_sse = upstream.content_type == "text/event-stream"
+        if is_sse:
+            resp.headers["Cache-Control"] = "no-cache"
+            resp.headers["X-Accel-Buffering"] = "no"
+        elif upstream.content_length is not None:
+            resp.content_length = upstream.content_length
+        await resp.prepare(request)
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.read_timeout_s):
+                    chunk = await upstream.content.readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                await self._end_broken(request, resp, replica, exc, is_sse=is_sse)
+                return resp
+            if not chunk:
+                break
+            try:
+                await resp.write(chunk)
+            except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+                log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
+                return resp
+        await resp.write_eof()
+        return resp
+
+    async def _end_broken(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        replica: Replica,
+        exc: BaseException,
+        *,
+        is_sse: bool,
+    ) -> None:
+        """End a response whose upstream failed after the first byte, without hanging the client."""
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.warning("replica %s failed mid-answer to %s: %s", replica.id, request.path, reason)
+        if not is_sse:
+            # The client must see a truncated body as an error, not as a short complete one.
+            resp.force_close()
+            if request.transport is not None:
+                request.transport.close()
+            return
+        try:
+            await resp.write(errors.sse_error_event("The model server failed mid-stream."))
+            await resp.write_eof()
+        except ConnectionError:
+            log.debug("client left %s before the error event", request.path)

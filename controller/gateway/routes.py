@@ -1,0 +1,165 @@
+"""The gateway's HTTP surface: OpenAI's model list, health probes, and every POST /v1/* by model.
+
+Requests are routed by the ``model`` field of their JSON body (a name or an alias), which is how every
+OpenAI client addresses a model. This module validates the request and answers what it can answer
+itself (lists, 400/404/413/503); ``proxy.Proxy`` does the forwarding. The body is read and parsed once,
+then forwarded unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from controller.endpoints import EndpointTable
+from controller.gateway import errors
+from controller.gateway.proxy import Proxy
+from controller.gateway.table import TableSource
+
+if TYPE_CHECKING:
+    from controller.gateway.app import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    """The request cannot be forwarded; ``response`` says why, in OpenAI's error shape."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def model_list(table: EndpointTable) -> dict[str, object]:
+    """Return OpenAI's model list: one entry per name and per alias."""
+    data = [
+        {"id": name, "object": "model", "created": m.created, "owned_by": "modelctl"}
+        for m in table.models
+        for name in m.names
+    ]
+    return {"object": "list", "data": data}
+
+
+def requested_model(body: bytes) -> str:
+    """Return the body's ``model``; raise BadRequest if the body is not JSON with a string model."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are both
+        raise BadRequest(errors.bad_request(f"The request body is not valid JSON: {exc}")) from exc
+    if not isinstance(document, dict):
+        raise BadRequest(errors.bad_request("The request body must be a JSON object."))
+    model = document.get("model")
+    if model is None:
+        raise BadRequest(errors.bad_request("You must provide a model parameter.", code=None))
+    if not isinstance(model, str) or not model:
+        raise BadRequest(errors.bad_request("The model parameter must be a non-empty string."))
+    return model
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Return the whole request body; raise BadRequest (413) once it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(errors.too_large(limit))
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(errors.too_large(limit))
+    return bytes(body)
+
+
+class Routes:
+    """Request handlers over one table source, one proxy and the settings."""
+
+    def __init__(self, source: TableSource, settings: GatewaySettings, proxy: Proxy) -> None:
+        self._source = source
+        self._settings = settings
+        self._proxy = proxy
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model:.+}", self.get_model)
+        app.router.add_post("/v1/chat/completions", self.forward)
+        app.router.add_post("/v1/completions", self.forward)
+        app.router.add_post("/v1/{path:.+}", self.forward)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """200 while the process serves HTTP at all."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """200 if some model has a ready replica, else 503."""
+        table = self._source.current()
+        ready = [m.name for m in table.models if m.replicas]
+        status = 200 if ready else 503
+        return web.json_response({"version": table.version, "ready_models": ready}, status=status)
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        return web.json_response(model_list(self._source.current()))
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        table = self._source.current()
+        entry = table.lookup(name)
+        if entry is None:
+            return self._unknown(table, name)
+        return web.json_response(
+            {"id": name, "object": "model", "created": entry.created, "owned_by": "modelctl"}
+        )
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        """Route a POST by its body's model to a ready replica; see ``Proxy.forward``."""
+        started = time.monotonic()
+        try:
+            body = await read_body(request, self._settings.max_body_bytes)
+            model = requested_model(body)
+        except BadRequest as exc:
+            self._log(request, "-", exc.response.status, started)
+            return exc.response
+        try:
+            resp = await self._route(request, model, body)
+        except asyncio.CancelledError:
+            self._log(request, model, 499, started)  # nginx's "client closed request"
+            raise
+        self._log(request, model, resp.status, started)
+        return resp
+
+    async def _route(self, request: web.Request, model: str, body: bytes) -> web.StreamResponse:
+        table = self._source.current()
+        entry = table.lookup(model)
+        if entry is None:
+            return self._unknown(table, model)
+        if not entry.replicas:
+            return errors.unavailable(
+                f"The model '{model}' has no ready replica yet. Retry later.",
+                retry_after=self._settings.retry_after_s,
+            )
+        return await self._proxy.forward(request, entry, body)
+
+    def _unknown(self, table: EndpointTable, model: str) -> web.Response:
+        if table.version == 0 and not table.models:
+            # Version 0 is the empty table a source starts with: nothing known yet, not "no such".
+            return errors.unavailable(
+                "The gateway knows no models yet: the controller has published no endpoint "
+                "table. Retry later.",
+                retry_after=self._settings.retry_after_s,
+            )
+        return errors.model_not_found(model, (n for m in table.models for n in m.names))
+
+    @staticmethod
+    def _log(request: web.Request, model: str, status: int, started: float) -> None:
+        log.debug(
+            "%s %s model=%s -> %d in %.3fs",
+            request.method,
+            request.path,
+            model,
+            status,
+            time.monotonic() - started,
+        )

@@ -1,0 +1,57 @@
+"""run_gateway, the entry ``modelctl gateway`` calls: serves, follows the controller, stops on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from gateway_fakes import FakeController, StartUpstream, eventually, table_of
+
+from controller.gateway import GatewaySettings, run_gateway
+
+
+def test_settings_defaults() -> None:
+    settings = GatewaySettings()
+    assert (settings.host, settings.port, settings.max_tries) == ("0.0.0.0", 8080, 3)
+    assert settings.max_body_bytes == 16 * 1024 * 1024
+
+
+async def test_run_gateway_serves_the_controllers_table_until_cancelled(
+    start_upstream: StartUpstream,
+    unused_tcp_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, url = await start_upstream("a")
+    controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
+    await controller.start_server()
+    settings = GatewaySettings(
+        host="127.0.0.1", port=unused_tcp_port, controller_url=str(controller.make_url(""))
+    )
+    gateway = asyncio.create_task(run_gateway(settings))
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def ready() -> bool:
+                try:
+                    async with session.get(f"{base}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            async with asyncio.timeout(10):  # poll with a deadline until the table arrived
+                while not await ready():
+                    await asyncio.sleep(0.02)
+            async with session.post(f"{base}/v1/completions", json={"model": "m"}) as resp:
+                assert resp.status == 200
+        printed = capsys.readouterr().out
+        assert f"listening on http://127.0.0.1:{unused_tcp_port}/v1" in printed
+        assert str(controller.make_url("")) in printed
+    finally:
+        gateway.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gateway
+        await controller.close()
+    await eventually(gateway.done)
