@@ -67,6 +67,9 @@ def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROP_FROM_RESPONSE)
 
 
+REPLICA_HEADER = "X-Modelctl-Replica"
+
+
 class Proxy:
     """Sends requests to replicas picked by the balancer; ``session`` is set at app start-up."""
 
@@ -142,6 +145,7 @@ class Proxy:
         """Copy status, headers and each chunk to the client as it arrives; return the response."""
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         resp.headers.update(response_headers(upstream.headers))
+        resp.headers[REPLICA_HEADER] = replica.id  # which replica answered: for users and tests
         is_sse = upstream.content_type == "text/event-stream"
         if is_sse:
             resp.headers["Cache-Control"] = "no-cache"

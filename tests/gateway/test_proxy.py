@@ -36,11 +36,13 @@ async def test_sequential_requests_spread_over_both_replicas(
     a, url_a = await start_upstream("a")
     b, url_b = await start_upstream("b")
     client = await start_gateway(table_of(("m", (), [url_a, url_b])))
-    served = []
+    served, named = [], []
     for _ in range(4):
         resp = await client.post(CHAT, json=ASK)
         served.append((await resp.json())["system_fingerprint"])
+        named.append(resp.headers["X-Modelctl-Replica"])
     assert served == ["a", "b", "a", "b"]
+    assert named == ["m-0", "m-1", "m-0", "m-1"]
     assert (len(a.requests), len(b.requests)) == (2, 2)
     assert in_flight(client, "m-0", "m-1") == [0, 0]
 
