@@ -67,8 +67,7 @@ class EndpointTable:
                     "aliases": list(m.aliases),
                     "created": m.created,
                     "replicas": [
-                        {"id": r.id, "url": r.url, "max_concurrency": r.max_concurrency}
-                        for r in m.replicas
+                        {"id": r.id, "url": r.url, "max_concurrency": r.max_concurrency} for r in m.replicas
                     ],
                 }
                 for m in self.models
