@@ -130,6 +130,11 @@ class ModelManifest(BaseModel):
     context_length: int | None = Field(
         default=None, ge=16, description="Context window (vLLM --max-model-len, llama.cpp -c)."
     )
+    gpu_memory: float | str | None = Field(
+        default=None,
+        description="GPU memory each replica may use on each of its GPUs: a fraction of one GPU "
+        "(0 < f <= 1, e.g. 0.5) or a size ('24GiB', '500MB'). Default: estimated from the weights.",
+    )
     image: str | None = Field(
         default=None, min_length=1, description="Container image; defaults to the engine's own."
     )
@@ -141,6 +146,15 @@ class ModelManifest(BaseModel):
     def _default_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and "model" in info.data:
             return default_name(info.data["model"])
+        return value
+
+    @field_validator("gpu_memory", mode="after")
+    @classmethod
+    def _gpu_memory_form(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str):
+            parse_size(value)
+        elif value is not None and not 0 < value <= 1:
+            raise ValueError(f"a fraction of a GPU must be in (0, 1], not {value}; or give a size '24GiB'")
         return value
 
     @field_validator("engine", mode="after")
@@ -181,6 +195,33 @@ class ModelManifest(BaseModel):
     @property
     def names(self) -> tuple[str, ...]:
         return (self.resolved_name, *self.aliases)
+
+
+SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "KB": 1000,
+    "M": 1000**2,
+    "MB": 1000**2,
+    "G": 1000**3,
+    "GB": 1000**3,
+    "T": 1000**4,
+    "TB": 1000**4,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+    "TIB": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size like '24GiB', '500MB', '1.5G' (decimal and binary units). Raises ValueError."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in SIZE_UNITS:
+        raise ValueError(f"'{text}' is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
 
 
 def default_name(weights: str) -> str:
