@@ -104,7 +104,8 @@ class ModelManifest(BaseModel):
     model: str = Field(
         min_length=1,
         description="Weights: a .gguf file or a safetensors file/folder, relative to a model root "
-        "or an absolute path under one.",
+        "or an absolute path under one; or a Hugging Face reference 'hf://org/repo' (llama.cpp: "
+        "'hf://org/repo:QUANT') that the engine downloads itself into a cache volume.",
     )
     name: ModelName | None = Field(
         default=None,
@@ -226,7 +227,7 @@ def parse_size(text: str) -> int:
 
 def default_name(weights: str) -> str:
     """Derive a valid model name from a weights path: 'SmolLM2-135M.Q4_1.gguf' -> 'smollm2-135m.q4_1'."""
-    path = PurePosixPath(weights.rstrip("/"))
+    path = PurePosixPath(weights.removeprefix(HUB_PREFIX).split(":")[0].rstrip("/"))
     stem = path.stem if path.suffix in ENGINE_BY_SUFFIX else path.name
     name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("._-")[:63].strip("._-")
     if not re.match(NAME_PATTERN, name):
@@ -234,14 +235,37 @@ def default_name(weights: str) -> str:
     return name
 
 
+HUB_PREFIX = "hf://"
+HUB_PATTERN = re.compile(r"^hf://[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+
+
+def hub_reference(weights: str) -> str | None:
+    """'org/repo[:quant]' for a hub reference 'hf://org/repo[:quant]', None for a path."""
+    return weights.removeprefix(HUB_PREFIX) if weights.startswith(HUB_PREFIX) else None
+
+
 def infer_engine(weights: str) -> Engine:
-    """Pick the engine from the weights' format: GGUF is llama.cpp's; anything else (a safetensors
-    file, or a folder in Hugging Face layout such as 'Qwen2.5-0.5B') is vLLM's."""
+    """Pick the engine from the weights' format: GGUF is llama.cpp's (a hub repo with 'GGUF' in its
+    name or a ':QUANT' tag too); anything else (a safetensors file, or a folder in Hugging Face
+    layout such as 'Qwen2.5-0.5B') is vLLM's."""
+    ref = hub_reference(weights)
+    if ref is not None:
+        return "llamacpp" if ":" in ref or "gguf" in ref.lower() else "vllm"
     return "llamacpp" if PurePosixPath(weights).suffix.lower() == ".gguf" else "vllm"
 
 
 def check_engine_serves(engine: Engine, weights: str) -> None:
     """Refuse weights the engine cannot load (llama.cpp only reads GGUF; vLLM here no GGUF)."""
+    if weights.startswith(HUB_PREFIX):
+        if not HUB_PATTERN.match(weights):
+            raise ValueError(
+                f"'{weights}' is not a hub reference: use hf://org/repo (or hf://org/repo:QUANT)"
+            )
+        if engine == "vllm" and ":" in weights.removeprefix(HUB_PREFIX):
+            raise ValueError(
+                f"':QUANT' selects a GGUF file, which is llama.cpp's; not for vllm ('{weights}')"
+            )
+        return
     suffix = PurePosixPath(weights).suffix.lower()
     if engine == "llamacpp" and suffix != ".gguf":
         raise ValueError(f"engine llamacpp serves GGUF weights only, not '{weights}'")

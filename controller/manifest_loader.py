@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifest import ModelManifest
+from controller.manifest import ModelManifest, hub_reference
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -32,7 +32,13 @@ class LoadedModel:
     manifest: ModelManifest
     file: str
     document: int
-    weights: Path | None  # resolved host path under a model root; None when roots were not given
+    weights: Path | None  # resolved host path under a model root; None for hub references and
+    # when no roots were given
+
+    @property
+    def hub(self) -> str | None:
+        """'org/repo[:quant]' when the engine downloads the weights itself."""
+        return hub_reference(self.manifest.model)
 
     @property
     def name(self) -> str:
@@ -80,7 +86,7 @@ def load_file(
         if model is None:
             continue
         weights = None
-        if model_roots is not None:
+        if model_roots is not None and hub_reference(model.model) is None:
             weights = resolve_or_report(model, file, index, node, model_roots, errors)
         loaded.append(LoadedModel(model, str(file), index, weights))
     return loaded

@@ -16,11 +16,12 @@ from controller import labels
 
 @dataclass(frozen=True, slots=True)
 class Mount:
-    """A bind mount. Weights are always mounted read-only."""
+    """A bind mount of checked weights (read-only), or a named volume modelctl owns (hub cache)."""
 
-    source: str  # host path, already checked to lie under a model root
+    source: str  # host path already checked to lie under a model root, or a volume name
     target: str  # path inside the container
     read_only: bool = True
+    type: str = "bind"  # "bind" or "volume"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""What both engines do alike: mount the weights read-only and request GPUs by device ID."""
+"""What both engines do alike: mount the weights read-only (or give the engine a hub reference and
+a cache volume to download into), and request GPUs by device ID."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import EngineError
@@ -9,24 +11,37 @@ from controller.manifest_loader import LoadedModel
 from controller.spec import GpuRequest, Mount
 
 MODELS_DIR = "/models"  # where weights appear inside every engine container
+HUB_CACHE_VOLUME = "modelctl-hub-cache"  # named volume the engines download hub weights into
+HUB_CACHE_DIR = "/cache"  # where that volume appears inside the container
 
 
-def weights_mount(model: LoadedModel, *, whole_folder: bool = False) -> tuple[Mount, str]:
-    """A read-only mount of the weights and the path the engine should load inside the container.
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """How an engine finds its weights: a path inside the container, or a hub reference."""
+
+    mount: Mount
+    path: str | None = None  # set for host weights
+    hub: str | None = None  # 'org/repo[:quant]' for hub references
+
+
+def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights:
+    """Host weights as a read-only bind mount, or a hub reference with the shared cache volume.
 
     ``whole_folder``: a weights file is mounted with the folder it sits in (vLLM needs the
-    config.json and tokenizer beside the .safetensors), and the path returned is that folder.
-
-    Raises EngineError when the weights were not resolved against the model roots: a spec must
+    config.json and tokenizer beside the .safetensors), and the path is that folder.
+    Raises EngineError when host weights were not resolved against the model roots: a spec must
     never mount a path that was not checked.
     """
+    if model.hub is not None:
+        cache = Mount(source=HUB_CACHE_VOLUME, target=HUB_CACHE_DIR, read_only=False, type="volume")
+        return Weights(mount=cache, hub=model.hub)
     if model.weights is None:
         raise EngineError(f"model {model.name}: weights were not checked against the model roots")
     host = Path(model.weights)
     if whole_folder and host.is_file():
         host = host.parent
     target = f"{MODELS_DIR}/{model.name}/{host.name}"
-    return Mount(source=str(host), target=target, read_only=True), target
+    return Weights(mount=Mount(source=str(host), target=target, read_only=True), path=target)
 
 
 def gpu_request(gpus: tuple[str, ...]) -> GpuRequest | None:

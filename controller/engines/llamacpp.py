@@ -9,7 +9,7 @@ Readiness: ``GET /health`` answers 200 once the model is loaded (503 while loadi
 
 from __future__ import annotations
 
-from controller.engines.common import gpu_request, weights_mount
+from controller.engines.common import HUB_CACHE_DIR, Weights, gpu_request, weights_source
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
 
@@ -23,26 +23,28 @@ ALL_LAYERS = "999"  # more layers than any model has: offload everything to the 
 def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> ContainerSpec:
     """The spec of replica ``replica`` of a GGUF model served by llama-server."""
     manifest = model.manifest
-    mount, weights_path = weights_mount(model)
+    weights = weights_source(model)
+    hub_env = (("LLAMA_CACHE", f"{HUB_CACHE_DIR}/llama.cpp"),) if weights.hub else ()
     return ContainerSpec(
         model=model.name,
         replica=replica,
         engine="llamacpp",
         image=manifest.image or DEFAULT_IMAGE,
-        command=tuple(command(model, weights_path, gpus)),
+        command=tuple(command(model, weights, gpus)),
         port=PORT,
         health_path=HEALTH_PATH,
         max_concurrency=manifest.max_batch_size,
-        env=tuple(sorted(manifest.env.items())),
-        mounts=(mount,),
+        env=tuple(sorted((*manifest.env.items(), *hub_env))),
+        mounts=(weights.mount,),
         gpus=gpu_request(gpus),
     )
 
 
-def command(model: LoadedModel, weights_path: str, gpus: tuple[str, ...]) -> list[str]:
+def command(model: LoadedModel, weights: Weights, gpus: tuple[str, ...]) -> list[str]:
     """llama-server's arguments (the image's entrypoint is /app/llama-server)."""
     manifest = model.manifest
-    args = ["-m", weights_path, "--alias", ",".join(manifest.names)]
+    source = ["-hf", weights.hub] if weights.hub else ["-m", str(weights.path)]
+    args = [*source, "--alias", ",".join(manifest.names)]
     args += ["--host", "0.0.0.0", "--port", str(PORT), "--no-webui"]
     args += ["--parallel", str(manifest.max_batch_size)]
     if manifest.context_length:

@@ -9,7 +9,7 @@ vLLM's workers talk through shared memory, so the container gets a larger /dev/s
 
 from __future__ import annotations
 
-from controller.engines.common import gpu_request, weights_mount
+from controller.engines.common import HUB_CACHE_DIR, gpu_request, weights_source
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
 
@@ -23,25 +23,26 @@ SHM_SIZE = "2g"
 def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> ContainerSpec:
     """The spec of replica ``replica`` of a safetensors model served by vLLM."""
     manifest = model.manifest
-    mount, weights_path = weights_mount(model, whole_folder=True)
+    weights = weights_source(model, whole_folder=True)
+    hub_env = (("HF_HOME", f"{HUB_CACHE_DIR}/huggingface"),) if weights.hub else ()
     return ContainerSpec(
         model=model.name,
         replica=replica,
         engine="vllm",
         image=manifest.image or DEFAULT_IMAGE,
-        command=tuple(command(model, weights_path, gpus)),
+        command=tuple(command(model, str(weights.hub or weights.path), gpus)),
         port=PORT,
         health_path=HEALTH_PATH,
         max_concurrency=manifest.max_batch_size,
-        env=tuple(sorted(manifest.env.items())),
-        mounts=(mount,),
+        env=tuple(sorted((*manifest.env.items(), *hub_env))),
+        mounts=(weights.mount,),
         gpus=gpu_request(gpus),
         shm_size=SHM_SIZE,
     )
 
 
 def command(model: LoadedModel, model_path: str, gpus: tuple[str, ...]) -> list[str]:
-    """`vllm serve` arguments."""
+    """`vllm serve` arguments; ``model_path`` is the folder inside the container or 'org/repo'."""
     manifest = model.manifest
     args = [model_path, "--served-model-name", *manifest.names, "--host", "0.0.0.0"]
     args += ["--port", str(PORT), "--max-num-seqs", str(manifest.max_batch_size)]

@@ -154,7 +154,7 @@ def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str,
         "labels": spec.labels(instance),
         "environment": dict(spec.env),
         "mounts": [
-            Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only) for m in spec.mounts
+            Mount(target=m.target, source=m.source, type=m.type, read_only=m.read_only) for m in spec.mounts
         ],
         "network": network,
         "detach": True,

@@ -122,3 +122,46 @@ def test_docker_create_arguments_are_least_privilege() -> None:
     assert kwargs["labels"]["io.modelctl.spec-hash"] == spec.spec_hash()
     (request,) = kwargs["device_requests"]
     assert request["DeviceIDs"] == ["1"] and request["Capabilities"] == [["gpu"]]
+
+
+@pytest.mark.parametrize(
+    ("doc", "engine", "source", "env"),
+    [
+        (
+            {"model": "hf://bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M"},
+            "llamacpp",
+            ("-hf", "bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M"),
+            ("LLAMA_CACHE", "/cache/llama.cpp"),
+        ),
+        (
+            {"model": "hf://Qwen/Qwen2.5-0.5B-Instruct"},
+            "vllm",
+            ("Qwen/Qwen2.5-0.5B-Instruct",),
+            ("HF_HOME", "/cache/huggingface"),
+        ),
+    ],
+)
+def test_hub_references_download_into_the_cache_volume(
+    doc: dict[str, object], engine: str, source: tuple[str, ...], env: tuple[str, str]
+) -> None:
+    model = loaded(None, **doc)
+    spec = build_spec(model, 0)
+    assert spec.engine == engine
+    assert spec.command[: len(source)] == source
+    assert env in spec.env
+    (mount,) = spec.mounts
+    assert (mount.type, mount.source, mount.target, mount.read_only) == (
+        "volume",
+        "modelctl-hub-cache",
+        "/cache",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "words"),
+    [("hf://no-repo", "not a hub reference"), ("hf://a/b c", "not a hub reference")],
+)
+def test_malformed_hub_references_are_refused(weights: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        ModelManifest.model_validate({"model": weights})

@@ -144,3 +144,14 @@ class TestWeightsUnderModelRoots:
         (error,) = info.value.errors
         assert (error.field, error.line) == ("model", 2)
         assert "outside the model roots" in error.message or "not found under" in error.message
+
+
+def test_hub_references_need_no_model_root(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "name: qwen\nmodel: hf://Qwen/Qwen2.5-0.5B-Instruct\n")
+    (model,) = load_folder(tmp_path, model_roots=[tmp_path / "root"])
+    assert (model.weights, model.hub, model.manifest.engine) == (None, "Qwen/Qwen2.5-0.5B-Instruct", "vllm")
+
+
+def test_a_gguf_quant_tag_is_not_for_vllm() -> None:
+    with pytest.raises(ValidationError, match="llama.cpp's; not for vllm"):
+        ModelManifest.model_validate({"model": "hf://org/repo:Q4_K_M", "engine": "vllm"})
