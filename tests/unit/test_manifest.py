@@ -153,5 +153,5 @@ def test_hub_references_need_no_model_root(tmp_path: Path) -> None:
 
 
 def test_a_gguf_quant_tag_is_not_for_vllm() -> None:
-    with pytest.raises(ValidationError, match="llama.cpp's; not for vllm"):
+    with pytest.raises(ValidationError, match=r"llama\.cpp.s; not for vllm"):
         ModelManifest.model_validate({"model": "hf://org/repo:Q4_K_M", "engine": "vllm"})
