@@ -1,0 +1,79 @@
+"""Why did a replica fail? Known engine and Docker messages turned into one line a user can act on.
+
+Engines print pages of logs; the user needs the one line that matters and what to do about it.
+``explain`` matches the tail of a container's output (or a Docker error) against a table of known
+failures, most specific first, and falls back to the last error-looking line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFailure:
+    pattern: re.Pattern[str]
+    message: str  # may use the pattern's named groups
+
+
+def known(pattern: str, message: str) -> KnownFailure:
+    return KnownFailure(re.compile(pattern, re.IGNORECASE | re.MULTILINE), message)
+
+
+KNOWN_FAILURES = (
+    known(
+        r"CUDA out of memory|OutOfMemoryError|cudaMalloc failed: out of memory|"
+        r"ggml_backend_cuda_buffer_type_alloc_buffer: allocating .* failed",
+        "CUDA out of memory: lower context_length or max_batch_size, or set more gpu_memory / num_gpus",
+    ),
+    known(
+        r"could not select device driver .* with capabilities: \[\[gpu\]\]",
+        "this Docker engine has no NVIDIA container runtime: GPU replicas cannot start here",
+    ),
+    known(
+        r"failed to open GGUF file '(?P<path>[^']+)' \((?P<why>[^)]+)\)",
+        "weights not readable: {path} ({why})",
+    ),
+    known(r"invalid magic characters: .*expected 'GGUF'", "weights are not a GGUF file (bad magic)"),
+    known(
+        r"unknown model architecture: '(?P<arch>[^']+)'",
+        "unsupported model architecture '{arch}' for this llama.cpp build",
+    ),
+    known(
+        r"Model architectures \[(?P<arch>[^\]]+)\] are not supported",
+        "unsupported model architecture {arch} for this vLLM",
+    ),
+    known(
+        r"(?:No such file or directory|does not appear to have a file named) ?:? ?'?"
+        r"(?P<path>[^'\n]*config\.json)",
+        "weights folder incomplete: {path} not found (vLLM needs config.json beside the safetensors)",
+    ),
+    known(r"Error while deserializing header|HeaderTooLarge", "weights are not valid safetensors"),
+    known(
+        r"couldn't bind HTTP server socket.*port: (?P<port>\d+)|address already in use",
+        "port in use: the engine could not listen (another process holds the port)",
+    ),
+    known(r"exec format error", "image built for another CPU architecture (exec format error)"),
+)
+
+ERROR_LINE = re.compile(r"error|failed|fatal|exception|traceback", re.IGNORECASE)
+MAX_LINE = 200
+
+
+def explain(output: str, *, exit_code: int | None = None) -> str:
+    """One line saying why a replica failed, from its log tail or a Docker error message."""
+    for failure in KNOWN_FAILURES:
+        match = failure.pattern.search(output)
+        if match:
+            groups = {k: (v or "").strip() for k, v in match.groupdict().items()}
+            return failure.message.format(**groups)
+    return fallback(output, exit_code)
+
+
+def fallback(output: str, exit_code: int | None) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if ERROR_LINE.search(line)]
+    last = (errors or lines or [""])[-1][:MAX_LINE]
+    code = f"exited with code {exit_code}" if exit_code is not None else "failed"
+    return f"{code}: {last}" if last else code
