@@ -14,16 +14,21 @@ from dataclasses import dataclass
 from functools import partial
 
 import aiohttp
+import docker
 from aiohttp import web
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from controller.api import create_api
+from controller.drain import Drainer
 from controller.endpoint_store import EndpointStore
+from controller.errors import RuntimeUnavailable
 from controller.gateway.app import GatewaySettings, create_app
 from controller.health import HttpProber
 from controller.manifest_loader import load_folder
 from controller.reconcile import Reconciler
 from controller.runtime.docker import DockerRuntime, connect
 from controller.settings import ControllerSettings
+from controller.watch import watch_docker_events, watch_manifests
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +53,29 @@ async def running_controller(
     Replicas keep running after exit: a controller that starts again adopts them.
     Raises RuntimeUnavailable when Docker cannot be reached at start.
     """
-    client = await asyncio.to_thread(connect, settings.docker_url)
+    client = await connect_with_retry(settings)
     runtime = DockerRuntime(client, instance=settings.instance, network=settings.network)
     await asyncio.to_thread(runtime.ensure_network)
     store = EndpointStore()
     load = partial(load_folder, settings.manifests, model_roots=settings.model_roots)
     runners: list[web.AppRunner] = []
     async with aiohttp.ClientSession() as session:
+        prober = HttpProber(session)
+        drainer = Drainer(runtime, prober.fetch, grace_s=settings.drain_grace_s)
         reconciler = Reconciler(
             runtime=runtime,
             load_models=load,
             store=store,
-            prober=HttpProber(session),
+            prober=prober,
+            drainer=drainer,
             interval_s=settings.interval_s,
+            lifecycle=settings.lifecycle,
         )
-        loop_task = asyncio.create_task(reconciler.run(), name="reconciler")
+        tasks = [
+            asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(watch_manifests(settings.manifests, reconciler.wake.set), name="manifests"),
+            asyncio.create_task(watch_docker_events(runtime, reconciler.wake.set), name="docker-events"),
+        ]
         try:
             api_url = await serve(
                 create_api(store, reconciler), settings.api_host, settings.api_port, runners
@@ -74,11 +87,31 @@ async def running_controller(
             log.info("controller API on %s; manifests from %s", api_url, settings.manifests)
             yield RunningController(reconciler, store, runtime, api_url, gateway_url)
         finally:
-            loop_task.cancel()
-            await asyncio.gather(loop_task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await drainer.close()
             for runner in reversed(runners):
                 await runner.cleanup()
             client.close()
+
+
+async def connect_with_retry(settings: ControllerSettings) -> docker.DockerClient:
+    """Connect to Docker, retrying with backoff while the engine is unavailable (it may be
+    starting or restarting) for up to ``settings.docker_wait_s``; then RuntimeUnavailable."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(RuntimeUnavailable),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_delay(settings.docker_wait_s),
+        before_sleep=lambda state: log.warning(
+            "Docker engine unavailable (%s); retrying", state.outcome.exception() if state.outcome else "?"
+        ),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await asyncio.to_thread(connect, settings.docker_url)
+    raise AssertionError("unreachable: tenacity reraises")
 
 
 async def serve(

@@ -16,6 +16,8 @@ PROBE_TIMEOUT_S = 2.0  # a loaded engine answers /health in milliseconds; longer
 class Prober(Protocol):
     async def ready(self, url: str) -> bool: ...
 
+    async def fetch(self, url: str) -> str | None: ...
+
 
 class HttpProber:
     """Probes over one shared aiohttp session."""
@@ -31,3 +33,11 @@ class HttpProber:
                 return response.status == 200
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
+
+    async def fetch(self, url: str) -> str | None:
+        """The body of a 200 answer from ``url``, or None (timeout, refused, other status)."""
+        try:
+            async with self.session.get(url, timeout=self.timeout) as response:
+                return await response.text() if response.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None

@@ -34,6 +34,7 @@ class LoadedModel:
     document: int
     weights: Path | None  # resolved host path under a model root; None for hub references and
     # when no roots were given
+    created: int = 0  # the manifest file's modification time (OpenAI's `created` in /v1/models)
 
     @property
     def hub(self) -> str | None:
@@ -88,7 +89,7 @@ def load_file(
         weights = None
         if model_roots is not None and hub_reference(model.model) is None:
             weights = resolve_or_report(model, file, index, node, model_roots, errors)
-        loaded.append(LoadedModel(model, str(file), index, weights))
+        loaded.append(LoadedModel(model, str(file), index, weights, modified_at(file)))
     return loaded
 
 
@@ -238,3 +239,10 @@ def yaml_problem(exc: Exception) -> str:
 def yaml_line(exc: Exception) -> int | None:
     mark = getattr(exc, "problem_mark", None)
     return mark.line + 1 if mark is not None else None
+
+
+def modified_at(file: Path) -> int:
+    try:
+        return int(file.stat().st_mtime)
+    except OSError:
+        return 0

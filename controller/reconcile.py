@@ -2,10 +2,11 @@
 replicas are ready.
 
 Each pass reads the manifests (keeping the last good set if they became invalid), lists the managed
-containers by label, computes a plan (``controller.plan``), executes it (deletes before creates),
-probes the live replicas' health and publishes the ready ones to the endpoint store. It trusts what
-Docker reports over its own memory, so a restarted controller adopts what is running. Events (a
-manifest change, a replica starting) only make the next pass come sooner.
+containers by label, replaces crashed or stuck ones (with backoff, the reason read from their logs),
+probes health, computes a plan (``controller.plan``), publishes the ready replicas to the endpoint
+store, then drains and removes what goes and creates what is missing. It trusts what Docker reports
+over its memory, so a restarted controller adopts what is running. Docker events and manifest edits
+only make the next pass come sooner (``wake``).
 """
 
 from __future__ import annotations
@@ -13,33 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller.drain import Drainer
 from controller.endpoint_store import EndpointStore
 from controller.endpoints import ModelEndpoints, Replica
 from controller.engines import build_spec
 from controller.errors import InvalidManifests, ModelctlError
+from controller.failures import explain
 from controller.health import Prober
+from controller.lifecycle import Lifecycle, LifecycleSettings
 from controller.manifest_loader import LoadedModel
-from controller.plan import Kept, Plan, calculate_plan
-from controller.runtime.docker import DockerRuntime
+from controller.plan import Plan, calculate_plan
+from controller.runtime.docker import DockerRuntime, ObservedContainer
 from controller.spec import ContainerSpec
+from controller.status import ReplicaStatus, statuses
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """What one replica is doing, for `modelctl status` and the controller's API."""
-
-    model: str
-    replica: int
-    state: str  # Pending, Starting, Ready, Failed
-    container: str | None = None
-    endpoint: str | None = None
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,29 +51,38 @@ class Reconciler:
         load_models: Callable[[], list[LoadedModel]],
         store: EndpointStore,
         prober: Prober,
+        drainer: Drainer,
         interval_s: float = 5.0,
         busy_interval_s: float = 0.5,
+        lifecycle: LifecycleSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
         self.load_models = load_models
         self.store = store
         self.prober = prober
+        self.drainer = drainer
         self.interval_s = interval_s  # between passes when everything is settled
         self.busy_interval_s = busy_interval_s  # while replicas start: readiness is noticed fast
+        self.lifecycle = Lifecycle(lifecycle)
+        self.clock = clock
         self.models: list[LoadedModel] = []  # the last valid manifests
         self.manifest_errors: list[str] = []
         self.replicas: list[ReplicaStatus] = []
-        self.start_errors: dict[tuple[str, int], str] = {}
         self.wake = asyncio.Event()
+        self.passes = 0
 
     async def run(self) -> None:
-        """Reconcile until cancelled. Errors of one pass are logged; the next pass retries."""
+        """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
+        last_error = ""
         while True:
             try:
                 settled = await self.reconcile_once()
+                last_error = ""
             except ModelctlError as exc:
-                log.warning("reconcile pass failed, retrying: %s", exc)
-                settled = False
+                if str(exc) != last_error:
+                    log.warning("reconcile pass failed, retrying: %s", exc)
+                last_error, settled = str(exc), False
             await self.sleep(self.interval_s if settled else self.busy_interval_s)
 
     async def sleep(self, seconds: float) -> None:
@@ -89,21 +91,29 @@ class Reconciler:
         self.wake.clear()
 
     async def reconcile_once(self) -> bool:
-        """One pass. Returns True when every desired replica is ready (nothing to watch closely)."""
+        """One pass. Returns True when every desired replica is ready and nothing is changing."""
         await asyncio.to_thread(self.refresh_models)
         desired = desired_state(self.models)
         observed = await asyncio.to_thread(self.runtime.list)
-        plan = calculate_plan(desired.specs, observed)
-        await self.execute(plan)
-        ready = await self.probe(plan.remain)
-        await self.store.publish(endpoint_table(self.models, ready))
-        self.replicas = self.statuses(desired, plan, ready)
-        return not plan.changes and len(ready) == len(desired.specs)
+        ready = await self.probe(observed)
+        observed = await self.replace_failed(observed, ready)
+        plan = calculate_plan(desired.specs, observed, frozenset(ready))
+        for container in plan.delete:
+            self.drainer.start(container, wake=self.wake.set)
+        serving = [c for c in plan.remain if c.id in ready and not self.drainer.draining(c.id)]
+        await self.store.publish(endpoint_table(self.models, serving))
+        created = await self.create(plan)
+        self.lifecycle.forget({c.id for c in observed})
+        self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
+        self.passes += 1
+        return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
 
     def refresh_models(self) -> None:
         """Load the manifests; on errors keep serving the last good set and report them once."""
         try:
             self.models = self.load_models()
+            if self.manifest_errors:
+                log.info("manifests valid again")
             self.manifest_errors = []
         except InvalidManifests as exc:
             errors = [str(e) for e in exc.errors]
@@ -111,46 +121,56 @@ class Reconciler:
                 log.error("manifests invalid, still serving the last good set:\n%s", "\n".join(errors))
             self.manifest_errors = errors
 
-    async def execute(self, plan: Plan) -> None:
-        """Delete, then create; one failing replica does not stop the others."""
-        for container in plan.delete:
-            log.info("removing %s (replica %s-%d)", container.name, container.model, container.replica)
+    async def probe(self, observed: list[ObservedContainer]) -> set[str]:
+        """IDs of the running containers whose engine answers its health endpoint."""
+        live = [c for c in observed if c.running and c.url]
+        answers = await asyncio.gather(*(self.prober.ready(f"{c.url}{c.health_path}") for c in live))
+        return {c.id for c, ok in zip(live, answers, strict=True) if ok}
+
+    async def replace_failed(
+        self, observed: list[ObservedContainer], ready: set[str]
+    ) -> list[ObservedContainer]:
+        """Remove crashed and stuck containers, recording why and when they may start again.
+
+        Returns the containers that remain. Draining containers are left to their drain.
+        """
+        now = self.clock()
+        remaining = []
+        for container in observed:
+            reason = None
+            if not container.alive:
+                logs = await asyncio.to_thread(self.runtime.logs, container.id)
+                reason = explain(logs, exit_code=container.exit_code)
+            elif container.running and not self.drainer.draining(container.id):
+                reason = self.lifecycle.observe(
+                    container.id, container.slot, ready=container.id in ready, now=now
+                )
+            if reason is None or self.drainer.draining(container.id):
+                remaining.append(container)
+                continue
+            delay = self.lifecycle.failed(container.slot, reason, now)
+            log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
             await asyncio.to_thread(self.runtime.remove, container.id)
+        return remaining
+
+    async def create(self, plan: Plan) -> int:
+        """Start the planned containers whose backoff has passed; one failing does not stop others."""
+        started = 0
         for spec in plan.create:
             slot = (spec.model, spec.replica)
+            if not self.lifecycle.may_start(slot, self.clock()):
+                continue
             try:
                 await asyncio.to_thread(self.runtime.start, spec)
-                self.start_errors.pop(slot, None)
+                started += 1
                 log.info("started replica %s-%d (%s)", spec.model, spec.replica, spec.image)
             except ModelctlError as exc:
-                if self.start_errors.get(slot) != str(exc):
-                    log.error("%s", exc)
-                self.start_errors[slot] = str(exc)
-
-    async def probe(self, kept: list[Kept]) -> dict[tuple[str, int], Kept]:
-        """The kept replicas whose engine answers its health endpoint."""
-        live = [k for k in kept if k.container.running and k.container.url]
-        answers = await asyncio.gather(
-            *(self.prober.ready(f"{k.container.url}{k.container.health_path}") for k in live)
-        )
-        return {(k.spec.model, k.spec.replica): k for k, ok in zip(live, answers, strict=True) if ok}
-
-    def statuses(
-        self, desired: Desired, plan: Plan, ready: dict[tuple[str, int], Kept]
-    ) -> list[ReplicaStatus]:
-        found = {(k.spec.model, k.spec.replica): k for k in plan.remain}
-        out = list(desired.pending)
-        for spec in desired.specs:
-            slot = (spec.model, spec.replica)
-            kept = found.get(slot)
-            name = kept.container.name if kept else None
-            if slot in ready:
-                out.append(ReplicaStatus(*slot, "Ready", name, ready[slot].container.url))
-            elif slot in self.start_errors:
-                out.append(ReplicaStatus(*slot, "Failed", name, None, self.start_errors[slot]))
-            else:
-                out.append(ReplicaStatus(*slot, "Starting", name, None, "waiting for /health"))
-        return sorted(out, key=lambda s: (s.model, s.replica))
+                reason = explain(str(exc))
+                delay = self.lifecycle.failed(slot, reason, self.clock())
+                log.error(
+                    "replica %s-%d could not start: %s (%s); retrying in %gs", *slot, reason, exc, delay
+                )
+        return started
 
 
 def desired_state(models: list[LoadedModel]) -> Desired:
@@ -170,27 +190,14 @@ def desired_state(models: list[LoadedModel]) -> Desired:
     return Desired(specs, pending)
 
 
-def endpoint_table(
-    models: list[LoadedModel], ready: dict[tuple[str, int], Kept]
-) -> tuple[ModelEndpoints, ...]:
+def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) -> tuple[ModelEndpoints, ...]:
     """Every model, with only its ready replicas, in replica order."""
     entries = []
     for model in models:
         replicas = tuple(
-            Replica(
-                id=f"{model.name}-{k.spec.replica}",
-                url=str(k.container.url),
-                max_concurrency=k.spec.max_concurrency,
-            )
-            for slot, k in sorted(ready.items())
-            if slot[0] == model.name
+            Replica(id=c.name, url=str(c.url), max_concurrency=c.max_concurrency)
+            for c in sorted(serving, key=lambda c: (c.replica, c.name))
+            if c.model == model.name
         )
-        entries.append(ModelEndpoints(model.name, tuple(model.manifest.aliases), created_at(model), replicas))
+        entries.append(ModelEndpoints(model.name, tuple(model.manifest.aliases), model.created, replicas))
     return tuple(entries)
-
-
-def created_at(model: LoadedModel) -> int:
-    try:
-        return int(os.stat(model.file).st_mtime)
-    except OSError:
-        return 0

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.lifecycle import LifecycleSettings
+
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(p).absolute() for p in value.split(os.pathsep) if p)
@@ -33,6 +35,12 @@ class ControllerSettings:
     docker_url: str | None = None
     # Seconds between passes once everything is ready (events and starting replicas come sooner).
     interval_s: float = 5.0
+    # How long to keep retrying when the Docker engine does not answer at start (it may be booting).
+    docker_wait_s: float = 300.0
+    # Longest wait for a leaving replica's in-flight requests before it is stopped.
+    drain_grace_s: float = 30.0
+    # Restart backoff and health timeouts.
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> ControllerSettings:
@@ -49,6 +57,8 @@ class ControllerSettings:
             ("api_port", "MODELCTL_API_PORT", int),
             ("docker_url", "DOCKER_HOST", str),
             ("interval_s", "MODELCTL_INTERVAL_S", float),
+            ("docker_wait_s", "MODELCTL_DOCKER_WAIT_S", float),
+            ("drain_grace_s", "MODELCTL_DRAIN_GRACE_S", float),
         ):
             if name in env:
                 values[key] = kind(env[name])

@@ -20,6 +20,13 @@ BUILDERS: dict[str, SpecBuilder] = {
 }
 
 
+# How to tell that a replica finished its in-flight requests: (path, predicate over the body).
+IDLE_CHECKS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "llamacpp": (llamacpp.IDLE_PATH, llamacpp.is_idle),
+    "vllm": (vllm.IDLE_PATH, vllm.is_idle),
+}
+
+
 def build_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...] = ()) -> ContainerSpec:
     """The container spec for one replica of ``model`` owning ``gpus`` (device IDs)."""
     return BUILDERS[model.manifest.resolved_engine](model, replica, gpus)

@@ -9,6 +9,8 @@ Readiness: ``GET /health`` answers 200 once the model is loaded (503 while loadi
 
 from __future__ import annotations
 
+import json
+
 from controller.engines.common import HUB_CACHE_DIR, Weights, gpu_request, weights_source
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
@@ -52,3 +54,13 @@ def command(model: LoadedModel, weights: Weights, gpus: tuple[str, ...]) -> list
         args += ["-c", str(manifest.context_length * manifest.max_batch_size)]
     args += ["-ngl", ALL_LAYERS if gpus else "0"]
     return args + list(manifest.args)
+
+
+# Draining: GET /slots lists the server's slots with `is_processing` (enabled by default).
+IDLE_PATH = "/slots"
+
+
+def is_idle(body: str) -> bool:
+    """True when no slot is processing a request (``body`` is GET /slots's JSON)."""
+    slots = json.loads(body)
+    return not any(slot.get("is_processing") for slot in slots)

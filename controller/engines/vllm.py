@@ -9,6 +9,8 @@ vLLM's workers talk through shared memory, so the container gets a larger /dev/s
 
 from __future__ import annotations
 
+import re
+
 from controller.engines.common import HUB_CACHE_DIR, gpu_request, weights_source
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
@@ -51,3 +53,13 @@ def command(model: LoadedModel, model_path: str, gpus: tuple[str, ...]) -> list[
     if manifest.context_length:
         args += ["--max-model-len", str(manifest.context_length)]
     return args + list(manifest.args)
+
+
+# Draining: vLLM's Prometheus metrics count running and waiting requests.
+IDLE_PATH = "/metrics"
+_BUSY = re.compile(r"^vllm:num_requests_(?:running|waiting)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE)
+
+
+def is_idle(body: str) -> bool:
+    """True when vLLM reports no running or waiting request (``body`` is GET /metrics)."""
+    return all(float(value) == 0 for value in _BUSY.findall(body))

@@ -9,7 +9,8 @@ refused) or ``RuntimeUnavailable`` (the engine did not answer; the caller retrie
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ class ObservedContainer:
     name: str
     model: str
     replica: int
+    engine: str
     spec_hash: str
     state: str  # Docker's: created, running, restarting, exited, dead, paused, removing
     exit_code: int | None
@@ -49,6 +51,15 @@ class ObservedContainer:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def alive(self) -> bool:
+        """Serving or about to; exited and dead containers are replaced."""
+        return self.state in ("created", "running", "restarting")
+
+    @property
+    def slot(self) -> tuple[str, int]:
+        return (self.model, self.replica)
 
     @property
     def url(self) -> str | None:
@@ -125,6 +136,23 @@ class DockerRuntime:
         with suppress(docker.errors.NotFound):
             self.client.containers.get(name).remove(force=True)
 
+    def follow_events(self, on_event: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_event`` for each Docker event of this instance's containers, until ``stop``
+        is set (checked at each event and every few seconds) or the engine goes away."""
+        with docker_errors("following Docker events"):
+            stream = self.client.events(
+                decode=True, filters={"type": "container", "label": label_filter(self.instance)}
+            )
+            closer = threading.Thread(target=lambda: (stop.wait(), stream.close()), daemon=True)
+            closer.start()
+            try:
+                for _ in stream:
+                    if stop.is_set():
+                        return
+                    on_event()
+            finally:
+                stop.set()
+
     def logs(self, container_id: str, tail: int = 50) -> str:
         """The last ``tail`` lines of a container's output (stdout and stderr)."""
         with docker_errors(f"reading logs of {container_id[:12]}"):
@@ -185,6 +213,7 @@ def observe(attrs: dict[str, Any], network: str) -> ObservedContainer:
         name=attrs["Name"].lstrip("/"),
         model=lbl.get(labels.MODEL, ""),
         replica=int(lbl.get(labels.REPLICA, "-1")),
+        engine=lbl.get(labels.ENGINE, ""),
         spec_hash=lbl.get(labels.SPEC_HASH, ""),
         state=state.get("Status", "unknown"),
         exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,

@@ -165,3 +165,18 @@ def test_hub_references_download_into_the_cache_volume(
 def test_malformed_hub_references_are_refused(weights: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         ModelManifest.model_validate({"model": weights})
+
+
+def test_idle_checks_read_each_engine_s_own_load() -> None:
+    from controller.engines import llamacpp, vllm
+
+    busy_slots = '[{"id": 0, "is_processing": false}, {"id": 1, "is_processing": true}]'
+    assert not llamacpp.is_idle(busy_slots)
+    assert llamacpp.is_idle(busy_slots.replace("true", "false"))
+    metrics = (
+        "# HELP vllm:num_requests_running Number of requests.\n"
+        'vllm:num_requests_running{engine="0",model_name="q"} 1.0\n'
+        'vllm:num_requests_waiting{engine="0",model_name="q"} 0.0\n'
+    )
+    assert not vllm.is_idle(metrics)
+    assert vllm.is_idle(metrics.replace("} 1.0", "} 0.0"))

@@ -1,4 +1,4 @@
-"""The plan: desired specs vs observed containers, as a table."""
+"""The plan: desired specs vs observed containers (and which are ready), as a table."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def spec(model: str, replica: int, image: str = "img:1") -> ContainerSpec:
 
 def seen(s: ContainerSpec, state: str = "running", cid: str = "") -> ObservedContainer:
     return ObservedContainer(
-        id=cid or f"{s.model}-{s.replica}-{s.spec_hash()}-{state}",
+        id=cid or f"{s.model}{s.replica}-{s.image}-{state}",
         name=s.container_name("default"),
         model=s.model,
         replica=s.replica,
+        engine=s.engine,
         spec_hash=s.spec_hash(),
         state=state,
         exit_code=None,
@@ -40,34 +41,109 @@ def seen(s: ContainerSpec, state: str = "running", cid: str = "") -> ObservedCon
 
 
 A0, A1, B0 = spec("a", 0), spec("a", 1), spec("b", 0)
-A0_NEW = spec("a", 0, image="img:2")
+A0N, A1N = spec("a", 0, image="img:2"), spec("a", 1, image="img:2")
+ALL_READY = frozenset({"a0-img:1-running", "a1-img:1-running", "b0-img:1-running"})
+NEW0 = seen(A0N)
 
 CASES = {
-    # name: (desired, observed, expected create, expected delete ids, expected kept)
-    "nothing to do": ([], [], [], [], []),
-    "fresh start creates all": ([A0, A1], [], [A0, A1], [], []),
-    "running and matching is kept": ([A0], [seen(A0)], [], [], [A0]),
-    "starting container is kept": ([A0], [seen(A0, "created")], [], [], [A0]),
-    "exited container is replaced": ([A0], [seen(A0, "exited")], [A0], [seen(A0, "exited").id], []),
-    "changed spec replaces": ([A0_NEW], [seen(A0)], [A0_NEW], [seen(A0).id], []),
-    "scale down deletes the extra replica": ([A0], [seen(A0), seen(A1)], [], [seen(A1).id], [A0]),
-    "removed model is deleted": ([A0], [seen(A0), seen(B0)], [], [seen(B0).id], [A0]),
+    # name: (desired, observed, ready ids, create, delete ids, remain ids, waiting)
+    "nothing to do": ([], [], set(), [], [], [], []),
+    "fresh start creates all at once": ([A0, A1], [], set(), [A0, A1], [], [], []),
+    "running and matching is kept": ([A0], [seen(A0)], set(), [], [], ["a0-img:1-running"], []),
+    "starting container is kept": ([A0], [seen(A0, "created")], set(), [], [], ["a0-img:1-created"], []),
+    "exited container is replaced": (
+        [A0],
+        [seen(A0, "exited")],
+        set(),
+        [A0],
+        ["a0-img:1-exited"],
+        [],
+        [],
+    ),
+    "changed spec: new starts beside the old, which keeps serving": (
+        [A0N],
+        [seen(A0)],
+        ALL_READY,
+        [A0N],
+        [],
+        ["a0-img:1-running"],
+        [],
+    ),
+    "changed spec: old stays while the new one is not ready": (
+        [A0N],
+        [seen(A0), NEW0],
+        ALL_READY,
+        [],
+        [],
+        [NEW0.id, "a0-img:1-running"],
+        [],
+    ),
+    "changed spec: old goes once the new one is ready": (
+        [A0N],
+        [seen(A0), NEW0],
+        ALL_READY | {NEW0.id},
+        [],
+        ["a0-img:1-running"],
+        [NEW0.id],
+        [],
+    ),
+    "rolling: one replica of a model at a time": (
+        [A0N, A1N],
+        [seen(A0), seen(A1)],
+        ALL_READY,
+        [A0N],
+        [],
+        ["a0-img:1-running", "a1-img:1-running"],
+        [A1N],
+    ),
+    "rolling: the next replica starts when the first is done": (
+        [A0N, A1N],
+        [NEW0, seen(A1)],
+        ALL_READY | {NEW0.id},
+        [A1N],
+        [],
+        [NEW0.id, "a1-img:1-running"],
+        [],
+    ),
+    "scale down deletes the extra replica": (
+        [A0],
+        [seen(A0), seen(A1)],
+        set(),
+        [],
+        ["a1-img:1-running"],
+        ["a0-img:1-running"],
+        [],
+    ),
+    "removed model is deleted": (
+        [A0],
+        [seen(A0), seen(B0)],
+        set(),
+        [],
+        ["b0-img:1-running"],
+        ["a0-img:1-running"],
+        [],
+    ),
     "duplicate of a slot is deleted": (
         [A0],
         [seen(A0, cid="x1"), seen(A0, cid="x2")],
+        set(),
         [],
         ["x2"],
-        [A0],
+        ["x1"],
+        [],
     ),
 }
 
 
-@pytest.mark.parametrize(("desired", "observed", "create", "delete", "kept"), CASES.values(), ids=CASES)
-def test_plan(desired, observed, create, delete, kept) -> None:  # type: ignore[no-untyped-def]
-    plan = calculate_plan(desired, observed)
+@pytest.mark.parametrize(
+    ("desired", "observed", "ready", "create", "delete", "remain", "waiting"), CASES.values(), ids=CASES
+)
+def test_plan(desired, observed, ready, create, delete, remain, waiting) -> None:  # type: ignore[no-untyped-def]
+    plan = calculate_plan(desired, observed, frozenset(ready))
     assert plan.create == create
     assert [c.id for c in plan.delete] == delete
-    assert [k.spec for k in plan.remain] == kept
+    assert [c.id for c in plan.remain] == remain
+    assert plan.waiting == waiting
     assert plan.changes == bool(create or delete)
 
 
