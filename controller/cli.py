@@ -4,6 +4,8 @@
     modelctl controller   the control plane alone (compose: needs the Docker socket)
     modelctl gateway      the data plane alone (compose: no Docker socket)
     modelctl validate     check manifests; exit 1 with every error
+    modelctl status       every model and replica: state, endpoint, restarts, age, last reason
+    modelctl logs MODEL   a replica's engine output
     modelctl down         remove every container modelctl started, and nothing else
 
 Users see one line per error, never a traceback.
@@ -14,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
+import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,9 @@ from controller.errors import InvalidManifests, ModelctlError
 from controller.gateway.app import GatewaySettings, run_gateway
 from controller.manifest_loader import load_folder
 from controller.settings import ControllerSettings
+from controller.status import render_table
+
+DEFAULT_API = "http://127.0.0.1:8081"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +66,16 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path)
     validate.add_argument("--model-root", action="append", type=Path, help="also check weights exist")
     validate.set_defaults(func=cmd_validate)
+    status = sub.add_parser("status", help="models and replicas as the controller sees them")
+    status.add_argument("--controller-url", default=os.environ.get("MODELCTL_CONTROLLER_URL", DEFAULT_API))
+    status.add_argument("--json", action="store_true", help="the raw JSON")
+    status.set_defaults(func=cmd_status)
+    logs = sub.add_parser("logs", help="a replica's engine output")
+    logs.add_argument("model")
+    logs.add_argument("--replica", type=int, default=0)
+    logs.add_argument("--tail", type=int, default=100)
+    logs.add_argument("--instance", default=os.environ.get("MODELCTL_INSTANCE", "default"))
+    logs.set_defaults(func=cmd_logs)
     down = sub.add_parser("down", help="remove every container modelctl started")
     down.add_argument("--instance", help="only this controller instance's containers")
     down.set_defaults(func=cmd_down)
@@ -122,6 +139,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for model in models:
         m = model.manifest
         print(f"ok  {model.name:<24} {m.engine:<9} replicas={m.replicas} num_gpus={m.num_gpus}  {model.file}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.controller_url.rstrip("/") + "/v1/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            payload = json.load(response)
+    except (OSError, ValueError) as exc:
+        raise ModelctlError(
+            f"cannot read status from the controller at {url}: {exc} (is it running? `make up`)"
+        ) from exc
+    print(json.dumps(payload, indent=2) if args.json else render_table(payload))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from controller.runtime.docker import DockerRuntime, connect
+
+    runtime = DockerRuntime(connect(os.environ.get("DOCKER_HOST")), instance=args.instance, network="")
+    found = [c for c in runtime.list() if c.model == args.model and c.replica == args.replica]
+    if not found:
+        raise ModelctlError(
+            f"no container for replica {args.model}-{args.replica} (instance {args.instance})"
+        )
+    for container in sorted(found, key=lambda c: c.started_at):
+        print(f"==> {container.name} ({container.state}) <==")
+        print(runtime.logs(container.id, tail=args.tail), end="")
     return 0
 
 

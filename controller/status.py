@@ -10,7 +10,8 @@ replica of the same model).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from controller.lifecycle import Lifecycle
 from controller.spec import ContainerSpec
@@ -29,6 +30,7 @@ class ReplicaStatus:
     endpoint: str | None = None
     restarts: int = 0
     reason: str = ""
+    started_at: str = ""  # Docker's StartedAt (RFC 3339) of the container, if any
 
 
 def statuses(
@@ -52,7 +54,17 @@ def statuses(
             state = "Ready" if container.id in ready else "Starting"
         endpoint = container.url if state == "Ready" else None
         reason = "" if state == "Ready" else record.reason
-        rows.append(ReplicaStatus(*container.slot, state, container.name, endpoint, record.restarts, reason))
+        rows.append(
+            ReplicaStatus(
+                *container.slot,
+                state,
+                container.name,
+                endpoint,
+                record.restarts,
+                reason,
+                container.started_at,
+            )
+        )
     covered = {(c.model, c.replica) for c in plan.remain if c.spec_hash in current}
     for spec in specs:
         slot = (spec.model, spec.replica)
@@ -62,3 +74,47 @@ def statuses(
         state = "Waiting" if spec in plan.waiting else "BackingOff" if record.failures else "Starting"
         rows.append(ReplicaStatus(*slot, state, None, None, record.restarts, record.reason))
     return sorted(rows, key=lambda r: (r.model, r.replica, r.state))
+
+
+COLUMNS = ("MODEL", "REPLICA", "STATE", "RESTARTS", "AGE", "ENDPOINT", "CONTAINER", "REASON")
+
+
+def age(started_at: str, now: datetime) -> str:
+    """'5s', '3m', '2h', '4d' since Docker's StartedAt; '-' when unknown."""
+    try:
+        started = datetime.fromisoformat(started_at.replace("Z", "+00:00")[:26] + "+00:00")
+    except ValueError:
+        return "-"
+    seconds = max(0, int((now - started).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
+    """The controller's /v1/status answer as a text table, manifest errors below it."""
+    now = now or datetime.now(UTC)
+    rows = [
+        (
+            r["model"],
+            str(r["replica"]),
+            r["state"],
+            str(r["restarts"]),
+            age(r.get("started_at", ""), now),
+            r["endpoint"] or "-",
+            r["container"] or "-",
+            r["reason"] or "",
+        )
+        for r in payload["replicas"]
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [COLUMNS, *rows]
+    ]
+    if not rows:
+        lines.append("(no models)")
+    for error in payload.get("manifest_errors", []):
+        lines.append(f"manifest error (serving the last good set): {error}")
+    return "\n".join(lines)
