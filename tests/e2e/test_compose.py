@@ -49,6 +49,7 @@ def stack() -> Iterator[str]:
         "MODELCTL_NETWORK": f"modelctl-e2e-{suffix}",
         "MODELCTL_INSTANCE": f"e2e-{suffix}",
         "MODELCTL_PORT": str(port),
+        "MODELCTL_API_PORT": str(free_port()),
     }
     compose = ["docker", "compose", "-f", str(REPO / "compose.yaml"), "-p", f"modelctl-e2e-{suffix}"]
     started = time.monotonic()

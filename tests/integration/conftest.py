@@ -17,8 +17,10 @@ import pytest
 
 from controller.runtime.docker import remove_all
 
+from .support import GGUF
+
 REPO = Path(__file__).resolve().parents[2]
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
 LLAMACPP_IMAGE = "modelctl/llamacpp:server"
 
 
