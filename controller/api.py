@@ -27,6 +27,10 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
             wait = min(float(request.query.get("wait", "0")), MAX_WAIT_S)
         except ValueError:
             return web.json_response({"error": "after and wait must be numbers"}, status=400)
+        if not store.published:
+            return web.json_response(
+                {"error": "no endpoint table yet: first reconcile pass running"}, status=503
+            )
         table = await store.wait_newer(after, wait) if wait > 0 else store.current()
         return web.json_response(table.to_json())
 

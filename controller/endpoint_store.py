@@ -18,13 +18,17 @@ class EndpointStore:
     def __init__(self) -> None:
         self._table = EndpointTable()
         self._changed = asyncio.Condition()
+        # False until the first reconcile pass has published: a restarted controller must not hand
+        # the gateway an empty table while it is still discovering the running replicas.
+        self.published = False
 
     def current(self) -> EndpointTable:
         return self._table
 
     async def publish(self, models: tuple[ModelEndpoints, ...]) -> bool:
         """Replace the table's models; returns True (and bumps the version) if they changed."""
-        if models == self._table.models:
+        first, self.published = not self.published, True
+        if models == self._table.models and not first:
             return False
         async with self._changed:
             self._table = EndpointTable(version=self._table.version + 1, models=models)

@@ -35,3 +35,23 @@ def test_wire_format_round_trips() -> None:
     table = EndpointTable(version=3, models=SMOL)
     assert EndpointTable.from_json(table.to_json()) == table
     assert table.lookup("s") == SMOL[0] and table.lookup("nope") is None
+
+
+async def test_api_answers_503_until_the_first_pass_then_long_polls(aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from controller.api import create_api
+
+    store = EndpointStore()
+    reconciler = SimpleNamespace(replicas=[], manifest_errors=[])
+    client = await aiohttp_client(create_api(store, reconciler))  # type: ignore[arg-type]
+    assert (await client.get("/v1/endpoints")).status == 503
+    await store.publish(SMOL)
+    first = await (await client.get("/v1/endpoints?after=-1&wait=5")).json()
+    assert EndpointTable.from_json(first) == EndpointTable(version=1, models=SMOL)
+    waiting = asyncio.create_task(client.get("/v1/endpoints?after=1&wait=30"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await store.publish(())
+    assert (await (await waiting).json())["version"] == 2
+    assert (await client.get("/v1/endpoints?after=x")).status == 400
