@@ -332,3 +332,28 @@ def test_inventory_fixture_files_are_current(name: str) -> None:
 if __name__ == "__main__":
     write_inventories()
     print(f"wrote {sorted(p.name for p in INVENTORIES.glob('*.json'))}")
+
+
+def test_gpus_table_shows_missing_values_as_dashes() -> None:
+    from controller.render import gpus_json, gpus_table
+
+    inv = read_inventory(NvmlReplay(synthetic(load_snapshot())["h200x2-foreign"]))
+    lines = gpus_table(inv).splitlines()
+    assert lines[0].split() == [
+        "GPU",
+        "NAME",
+        "UUID",
+        "MEMORY",
+        "FREE",
+        "USED",
+        "UTIL",
+        "CC",
+        "MIG",
+        "PROCESSES",
+    ]
+    assert lines[1].endswith("140.4 GiB  39.8 GiB   100.6 GiB  0%    9.0  disabled  pid 4242 (100.0 GiB)")
+    assert lines[2].endswith("pid 777 (-)")
+    assert lines[3] == "driver 580.159.04, CUDA 13.0"
+    assert Inventory.from_json(gpus_json(inv)) == inv
+    empty = Inventory(reason="NVML unavailable: libnvidia-ml.so.1 not found")
+    assert gpus_table(empty) == "No GPUs: NVML unavailable: libnvidia-ml.so.1 not found"

@@ -3,6 +3,7 @@ tests/fixtures/inventories) + what runs now -> devices per replica, or why it is
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -294,3 +295,25 @@ def test_requests_from_manifests() -> None:
     placement = place(requests, machine("h200x4"))
     model = placement.assignment(("model", 0))
     assert model is not None and model.devices == ("2", "3") and model.gpu_memory_utilization == 0.2849
+
+
+def test_plan_table_and_json() -> None:
+    from controller.placement import Pending
+    from controller.render import plan_json, plan_table
+
+    placement = place(
+        [req("seed", 2, 30, engine="vllm"), req("big", 2, 139)], machine("h200x2-foreign"), Current()
+    )
+    extra = [Pending("unsized", 0, "weights not resolved; set gpu_memory to place it")]
+    text = plan_table(placement, pending=extra)
+    lines = text.splitlines()
+    assert lines[0].split() == ["REPLICA", "STATE", "DEVICES", "MEMORY/GPU", "VLLM", "UTIL", "REASON"]
+    assert lines[1].split()[:6] == ["big-0", "Pending", "-", "-", "-", "needs"]
+    assert lines[1].endswith("needs 2 GPUs with 139.0 GiB free each; best is GPU 1 with 131.8 GiB free")
+    assert lines[2].split() == ["seed-0", "Placed", "0,1", "30.0", "GiB", "0.2137"]
+    assert lines[3].endswith("Pending  -        -           -          " + extra[0].reason)
+    assert lines[5].split() == ["DEVICE", "ID", "TOTAL", "OFFERED", "CLAIMED", "LEFT"]
+    assert lines[6].split() == ["GPU", "0", "0", "140.4", "GiB", "39.8", "GiB", "30.0", "GiB", "9.8", "GiB"]
+    data = json.loads(plan_json(placement, pending=extra))
+    assert [p["model"] for p in data["pending"]] == ["big", "unsized"]
+    assert data["assignments"][0]["devices"] == ["0", "1"]
