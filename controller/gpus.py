@@ -142,7 +142,7 @@ def read_inventory(nvml: Any = None) -> Inventory:
 def init_problem(nvml: Any, exc: Exception) -> str:
     """The reason nvmlInit failed, in the words a user can act on."""
     if isinstance(exc, getattr(nvml, "NVMLError_LibraryNotFound", ())):
-        return "libnvidia-ml.so.1 not found (no NVIDIA driver on this machine?)"
+        return "libnvidia-ml.so.1 not found"
     if isinstance(exc, getattr(nvml, "NVMLError_DriverNotLoaded", ())):
         return "the NVIDIA driver is not loaded"
     return str(exc)
