@@ -1,9 +1,10 @@
 """The NVML inventory, driven through the real adapter by a replay of recorded NVML output.
 
 ``NvmlReplay`` stands in for the pynvml module (same function names, handles, NVMLError classes with
-NVML's own messages), answering from the H200 snapshot in ../shared/fixtures/nvml/ or from synthetic
-machines made from it. The synthetic inventories are also kept as JSON in tests/fixtures/inventories
-for the placement tests; ``PYTHONPATH=. python tests/unit/test_gpus.py`` rewrites them.
+NVML's own messages), answering from the recorded H200 snapshot (tests/fixtures/nvml, a copy of
+../shared/fixtures/nvml) or from synthetic machines made from it. The synthetic inventories are also
+kept as JSON in tests/fixtures/inventories for the placement tests;
+``PYTHONPATH=. python tests/unit/test_gpus.py`` rewrites them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from controller.gpus import GpuProcess, Inventory, read_inventory
 
 REPO = Path(__file__).resolve().parents[2]
-NVML_FIXTURES = Path(os.environ.get("MODELCTL_NVML_FIXTURES", REPO.parent / "shared" / "fixtures" / "nvml"))
+# Copies of ../shared/fixtures/nvml (recorded on a real H200), so a fresh clone tests the same bytes.
+NVML_FIXTURES = Path(os.environ.get("MODELCTL_NVML_FIXTURES", REPO / "tests" / "fixtures" / "nvml"))
 SNAPSHOT = NVML_FIXTURES / "h200-nvml-snapshot.json"
 SMI_CSV = NVML_FIXTURES / "h200-nvidia-smi-query.csv"
 INVENTORIES = REPO / "tests" / "fixtures" / "inventories"
