@@ -90,7 +90,7 @@ recipe_standin() {
 }
 build_standin() {
     local bin ctx=$ROOT/build/contexts/llama.cpp-server
-    say "  llama-server binary: scripts/build-llama-server.sh (cached; a cold compile takes 11-18 min)"
+    say "  llama-server binary: scripts/build-llama-server.sh (cached; a cold compile takes 5-18 min)"
     bin=$("$ROOT/scripts/build-llama-server.sh" 2>>"$1" | tail -n 1)
     [ -x "$bin" ] || { tail -n 3 "$1" >&2; return 1; }
     rm -rf "$ctx" && mkdir -p "$ctx" && cp "$bin" "$ctx/llama-server"

