@@ -91,6 +91,7 @@ async def running_controller(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await drainer.close()
+            await store.close()
             for runner in reversed(runners):
                 await runner.cleanup()
             client.close()

@@ -21,6 +21,7 @@ class EndpointStore:
         # False until the first reconcile pass has published: a restarted controller must not hand
         # the gateway an empty table while it is still discovering the running replicas.
         self.published = False
+        self._closing = False
 
     def current(self) -> EndpointTable:
         return self._table
@@ -39,5 +40,13 @@ class EndpointStore:
         """The table once its version differs from ``after``, or the current one after ``timeout``."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(lambda: self._table.version != after), timeout)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._closing or self._table.version != after), timeout
+                )
         return self._table
+
+    async def close(self) -> None:
+        """Answer every waiting long poll now (shutdown must not wait out their timeouts)."""
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()

@@ -71,7 +71,16 @@ def explain(output: str, *, exit_code: int | None = None) -> str:
     return fallback(output, exit_code)
 
 
+SIGNAL_EXITS = {
+    137: "killed (exit code 137, SIGKILL): stopped from outside, or the host ran out of memory",
+    139: "crashed (exit code 139, SIGSEGV)",
+    134: "aborted (exit code 134, SIGABRT)",
+}
+
+
 def fallback(output: str, exit_code: int | None) -> str:
+    if exit_code in SIGNAL_EXITS:
+        return SIGNAL_EXITS[exit_code]
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if ERROR_LINE.search(line)]
     last = (errors or lines or [""])[-1][:MAX_LINE]

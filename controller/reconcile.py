@@ -16,29 +16,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from controller.desired import desired_state
 from controller.drain import Drainer
 from controller.endpoint_store import EndpointStore
 from controller.endpoints import ModelEndpoints, Replica
-from controller.engines import build_spec
-from controller.errors import InvalidManifests, ModelctlError
+from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError
 from controller.failures import explain
+from controller.gpus import Inventory, read_inventory
 from controller.health import Prober
 from controller.lifecycle import Lifecycle, LifecycleSettings
 from controller.manifest_loader import LoadedModel
 from controller.plan import Plan, calculate_plan
 from controller.runtime.docker import DockerRuntime, ObservedContainer
-from controller.spec import ContainerSpec
 from controller.status import ReplicaStatus, statuses
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    specs: list[ContainerSpec]
-    pending: list[ReplicaStatus]
 
 
 class Reconciler:
@@ -55,6 +48,7 @@ class Reconciler:
         interval_s: float = 5.0,
         busy_interval_s: float = 0.5,
         lifecycle: LifecycleSettings | None = None,
+        read_inventory: Callable[[], Inventory] = read_inventory,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runtime = runtime
@@ -66,6 +60,7 @@ class Reconciler:
         self.busy_interval_s = busy_interval_s  # while replicas start: readiness is noticed fast
         self.lifecycle = Lifecycle(lifecycle)
         self.clock = clock
+        self.read_inventory = read_inventory  # NVML, or a fixed inventory in tests
         self.models: list[LoadedModel] = []  # the last valid manifests
         self.manifest_errors: list[str] = []
         self.replicas: list[ReplicaStatus] = []
@@ -93,8 +88,9 @@ class Reconciler:
     async def reconcile_once(self) -> bool:
         """One pass. Returns True when every desired replica is ready and nothing is changing."""
         await asyncio.to_thread(self.refresh_models)
-        desired = desired_state(self.models)
         observed = await asyncio.to_thread(self.runtime.list)
+        inventory = await asyncio.to_thread(self.read_inventory)
+        desired = await asyncio.to_thread(desired_state, self.models, inventory, observed)
         ready = await self.probe(observed)
         observed = await self.replace_failed(observed, ready)
         plan = calculate_plan(desired.specs, observed, frozenset(ready))
@@ -137,21 +133,31 @@ class Reconciler:
         now = self.clock()
         remaining = []
         for container in observed:
+            if self.drainer.draining(container.id) or container.state == "removing":
+                remaining.append(container)
+                continue
             reason = None
             if not container.alive:
-                logs = await asyncio.to_thread(self.runtime.logs, container.id)
-                reason = explain(logs, exit_code=container.exit_code)
-            elif container.running and not self.drainer.draining(container.id):
+                reason = explain(await self.last_logs(container), exit_code=container.exit_code)
+            elif container.running:
                 reason = self.lifecycle.observe(
                     container.id, container.slot, ready=container.id in ready, now=now
                 )
-            if reason is None or self.drainer.draining(container.id):
+            if reason is None:
                 remaining.append(container)
                 continue
             delay = self.lifecycle.failed(container.slot, reason, now)
             log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
             await asyncio.to_thread(self.runtime.remove, container.id)
         return remaining
+
+    async def last_logs(self, container: ObservedContainer) -> str:
+        """The container's last output; empty if it vanished meanwhile (its reason is then unknown)."""
+        try:
+            return await asyncio.to_thread(self.runtime.logs, container.id)
+        except BackendRuntimeError as exc:
+            log.debug("no logs for %s: %s", container.name, exc)
+            return ""
 
     async def create(self, plan: Plan) -> int:
         """Start the planned containers whose backoff has passed; one failing does not stop others."""
@@ -171,23 +177,6 @@ class Reconciler:
                     "replica %s-%d could not start: %s (%s); retrying in %gs", *slot, reason, exc, delay
                 )
         return started
-
-
-def desired_state(models: list[LoadedModel]) -> Desired:
-    """Container specs for every replica that can run here, and Pending reasons for the rest."""
-    specs: list[ContainerSpec] = []
-    pending: list[ReplicaStatus] = []
-    for model in models:
-        for index in range(model.manifest.replicas):
-            if model.manifest.num_gpus:
-                reason = f"needs {model.manifest.num_gpus} GPU(s); GPU placement is not available yet"
-                pending.append(ReplicaStatus(model.name, index, "Pending", reason=reason))
-                continue
-            try:
-                specs.append(build_spec(model, index))
-            except ModelctlError as exc:
-                pending.append(ReplicaStatus(model.name, index, "Pending", reason=str(exc)))
-    return Desired(specs, pending)
 
 
 def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) -> tuple[ModelEndpoints, ...]:

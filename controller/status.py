@@ -53,7 +53,7 @@ def statuses(
         else:
             state = "Ready" if container.id in ready else "Starting"
         endpoint = container.url if state == "Ready" else None
-        reason = "" if state == "Ready" else record.reason
+        reason = record.reason  # the last failure of this replica, kept while it is healthy again
         rows.append(
             ReplicaStatus(
                 *container.slot,

@@ -12,7 +12,7 @@ from controller.engines import llamacpp, vllm
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
 
-SpecBuilder = Callable[[LoadedModel, int, tuple[str, ...]], ContainerSpec]
+SpecBuilder = Callable[[LoadedModel, int, tuple[str, ...], float | None], ContainerSpec]
 
 BUILDERS: dict[str, SpecBuilder] = {
     "llamacpp": llamacpp.container_spec,
@@ -27,6 +27,9 @@ IDLE_CHECKS: dict[str, tuple[str, Callable[[str], bool]]] = {
 }
 
 
-def build_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...] = ()) -> ContainerSpec:
-    """The container spec for one replica of ``model`` owning ``gpus`` (device IDs)."""
-    return BUILDERS[model.manifest.resolved_engine](model, replica, gpus)
+def build_spec(
+    model: LoadedModel, replica: int, gpus: tuple[str, ...] = (), gpu_share: float | None = None
+) -> ContainerSpec:
+    """The container spec for one replica of ``model`` owning ``gpus`` (device IDs); ``gpu_share``
+    is the fraction of each GPU's memory it may use (vLLM --gpu-memory-utilization)."""
+    return BUILDERS[model.manifest.resolved_engine](model, replica, gpus, gpu_share)

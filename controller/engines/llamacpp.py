@@ -22,8 +22,11 @@ HEALTH_PATH = "/health"
 ALL_LAYERS = "999"  # more layers than any model has: offload everything to the owned GPUs
 
 
-def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> ContainerSpec:
-    """The spec of replica ``replica`` of a GGUF model served by llama-server."""
+def container_spec(
+    model: LoadedModel, replica: int, gpus: tuple[str, ...], gpu_share: float | None = None
+) -> ContainerSpec:
+    """The spec of replica ``replica`` of a GGUF model served by llama-server. ``gpu_share`` is
+    not a llama.cpp setting: its memory is bounded by the weights, -c and --parallel."""
     manifest = model.manifest
     weights = weights_source(model)
     hub_env = (("LLAMA_CACHE", f"{HUB_CACHE_DIR}/llama.cpp"),) if weights.hub else ()

@@ -22,8 +22,11 @@ HEALTH_PATH = "/health"
 SHM_SIZE = "2g"
 
 
-def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> ContainerSpec:
-    """The spec of replica ``replica`` of a safetensors model served by vLLM."""
+def container_spec(
+    model: LoadedModel, replica: int, gpus: tuple[str, ...], gpu_share: float | None = None
+) -> ContainerSpec:
+    """The spec of replica ``replica`` of a safetensors model served by vLLM; ``gpu_share`` is its
+    share of each GPU's memory when placement shares GPUs (--gpu-memory-utilization)."""
     manifest = model.manifest
     weights = weights_source(model, whole_folder=True)
     hub_env = (("HF_HOME", f"{HUB_CACHE_DIR}/huggingface"),) if weights.hub else ()
@@ -32,7 +35,7 @@ def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> C
         replica=replica,
         engine="vllm",
         image=manifest.image or DEFAULT_IMAGE,
-        command=tuple(command(model, str(weights.hub or weights.path), gpus)),
+        command=tuple(command(model, str(weights.hub or weights.path), gpus, gpu_share)),
         port=PORT,
         health_path=HEALTH_PATH,
         max_concurrency=manifest.max_batch_size,
@@ -43,7 +46,9 @@ def container_spec(model: LoadedModel, replica: int, gpus: tuple[str, ...]) -> C
     )
 
 
-def command(model: LoadedModel, model_path: str, gpus: tuple[str, ...]) -> list[str]:
+def command(
+    model: LoadedModel, model_path: str, gpus: tuple[str, ...], gpu_share: float | None = None
+) -> list[str]:
     """`vllm serve` arguments; ``model_path`` is the folder inside the container or 'org/repo'."""
     manifest = model.manifest
     args = [model_path, "--served-model-name", *manifest.names, "--host", "0.0.0.0"]
@@ -52,6 +57,8 @@ def command(model: LoadedModel, model_path: str, gpus: tuple[str, ...]) -> list[
         args += ["--tensor-parallel-size", str(len(gpus))]
     if manifest.context_length:
         args += ["--max-model-len", str(manifest.context_length)]
+    if gpus and gpu_share is not None:
+        args += ["--gpu-memory-utilization", f"{gpu_share:g}"]
     return args + list(manifest.args)
 
 

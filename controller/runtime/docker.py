@@ -47,6 +47,7 @@ class ObservedContainer:
     health_path: str
     max_concurrency: int
     started_at: str
+    gpus: tuple[str, ...] = ()  # device IDs of its GPU request (index or MIG UUID)
 
     @property
     def running(self) -> bool:
@@ -105,8 +106,16 @@ class DockerRuntime:
     def list(self) -> list[ObservedContainer]:
         """Every container of this instance, running or not."""
         with docker_errors("listing containers"):
-            found = self.client.containers.list(all=True, filters={"label": label_filter(self.instance)})
-            return [observe(c.attrs, self.network) for c in found]
+            summaries = self.client.api.containers(all=True, filters={"label": label_filter(self.instance)})
+            inspected = (self.inspect(summary["Id"]) for summary in summaries)
+            return [observe(attrs, self.network) for attrs in inspected if attrs is not None]
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """A container's inspect data, or None if it was removed since it was listed."""
+        try:
+            return dict(self.client.api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
 
     def start(self, spec: ContainerSpec) -> str:
         """Create and start a replica's container; returns its ID.
@@ -222,4 +231,9 @@ def observe(attrs: dict[str, Any], network: str) -> ObservedContainer:
         health_path=lbl.get(labels.HEALTH_PATH, "/health"),
         max_concurrency=int(lbl.get(labels.MAX_CONCURRENCY, "1")),
         started_at=state.get("StartedAt", ""),
+        gpus=tuple(
+            str(device)
+            for request in (attrs.get("HostConfig", {}).get("DeviceRequests") or [])
+            for device in (request.get("DeviceIDs") or [])
+        ),
     )

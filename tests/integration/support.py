@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import docker
+import docker.errors
 import pytest
 
 from controller import labels
@@ -63,7 +64,14 @@ async def wait_ready(rc: RunningController, model: str, replicas: int, timeout: 
 
 
 def managed(client: docker.DockerClient, instance: str) -> list[docker.models.containers.Container]:
-    return client.containers.list(all=True, filters={"label": f"{labels.INSTANCE}={instance}"})
+    """This instance's containers; one removed between listing and inspecting is left out."""
+    found = []
+    for summary in client.api.containers(all=True, filters={"label": f"{labels.INSTANCE}={instance}"}):
+        try:
+            found.append(client.containers.get(summary["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return found
 
 
 @dataclass

@@ -63,7 +63,7 @@ async def test_killed_replica_comes_back_and_no_request_fails(
         assert recovery > 0
         rows = {(r.replica, r.state): r for r in rc.reconciler.replicas}
         restarted = [r for r in rc.reconciler.replicas if r.restarts == 1]
-        assert len(restarted) == 1 and "exited with code" in restarted[0].reason, rows
+        assert len(restarted) == 1 and "killed (exit code 137" in restarted[0].reason, rows
 
 
 async def test_manifest_change_rolls_one_replica_at_a_time_without_failed_requests(
@@ -72,25 +72,25 @@ async def test_manifest_change_rolls_one_replica_at_a_time_without_failed_reques
     async with running_controller(settings(manifests, model_root, instance), gateway=GATEWAY) as rc:
         await wait_ready(rc, "smollm2", 2)
         before = ids(docker_client, instance)
-        most_alive = 0
+        serving: list[int] = []  # ready replicas in the table, sampled through the roll
         async with Load(str(rc.gateway_url)) as load:
             await wait_for("some traffic", lambda: load.sent > 10)
             changed_at = time.monotonic()
             (manifests / "smollm2.yaml").write_text(manifest(batch=3))
 
             def rolled() -> bool:
-                nonlocal most_alive
-                running = ids(docker_client, instance)
-                most_alive = max(most_alive, len(running))
                 entry = rc.store.current().lookup("smollm2")
-                return not (running & before) and entry is not None and len(entry.replicas) == 2
+                serving.append(len(entry.replicas) if entry else 0)
+                starting = [r for r in rc.reconciler.replicas if r.state == "Starting"]
+                assert len(starting) <= 1, f"more than one replica rolling at once: {starting}"
+                return not (ids(docker_client, instance) & before) and serving[-1] == 2
 
             await wait_for("both replicas replaced", rolled, timeout=120)
             rolled_in = time.monotonic() - changed_at
             await wait_for("traffic after the roll", lambda: load.sent > 60)
         print(f"\nroll: {load.sent} requests, {len(load.failed)} failed, rolled in {rolled_in:.1f}s")
         assert load.failed == []
-        assert most_alive == 3  # one surge container at a time, never both replicas replaced at once
+        assert min(serving) >= 2  # capacity never dropped during the roll
         for container in managed(docker_client, instance):
             assert "--parallel" in container.attrs["Args"] and "3" in container.attrs["Args"]
 
@@ -195,8 +195,18 @@ async def test_sigkilled_controller_restarts_and_adopts_under_load(
         assert ids(docker_client, instance) == before  # adopted: same containers, none restarted
     finally:
         for process in (controller, gateway):
-            process.terminate()
-            process.wait(timeout=10)
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and fail (after a SIGKILL, so nothing leaks) if it does not exit within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"{process.args} did not exit within 15s of SIGTERM")
 
 
 def ready_count(api: int) -> int:

@@ -55,3 +55,12 @@ async def test_api_answers_503_until_the_first_pass_then_long_polls(aiohttp_clie
     await store.publish(())
     assert (await (await waiting).json())["version"] == 2
     assert (await client.get("/v1/endpoints?after=x")).status == 400
+
+
+async def test_close_answers_waiting_long_polls_at_once() -> None:
+    store = EndpointStore()
+    await store.publish(SMOL)
+    waiter = asyncio.create_task(store.wait_newer(1, timeout=30))
+    await asyncio.sleep(0)
+    await store.close()
+    assert (await asyncio.wait_for(waiter, 1)).version == 1

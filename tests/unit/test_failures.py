@@ -56,4 +56,5 @@ def test_known_messages(output: str, starts: str) -> None:
 def test_unknown_failures_fall_back_to_the_last_error_line() -> None:
     output = "loading\nRuntimeError: something odd happened\nshutting down\n"
     assert explain(output, exit_code=3) == "exited with code 3: RuntimeError: something odd happened"
-    assert explain("", exit_code=137) == "exited with code 137"
+    assert explain("", exit_code=1) == "exited with code 1"
+    assert explain("W slot: n_past was set\n", exit_code=137).startswith("killed (exit code 137, SIGKILL)")
