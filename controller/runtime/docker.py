@@ -117,18 +117,28 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return None
 
-    def start(self, spec: ContainerSpec) -> str:
-        """Create and start a replica's container; returns its ID.
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a replica's container; returns its ID.
 
         A leftover container with the same name (same spec) is removed first, so a crashed
         run never causes "name already in use".
         """
-        name = spec.container_name(self.instance)
-        with docker_errors(f"starting replica {spec.model}-{spec.replica}"):
-            self.remove_by_name(name)
+        with docker_errors(f"creating replica {spec.model}-{spec.replica}"):
+            self.remove_by_name(spec.container_name(self.instance))
             container = self.client.containers.create(**create_kwargs(spec, self.instance, self.network))
-            container.start()
             return str(container.id)
+
+    def start(self, spec: ContainerSpec) -> str:
+        """Create and start a replica's container; returns its ID. A container that cannot start
+        (no GPU runtime, bad image entrypoint, ...) is removed again, so no husk is left behind."""
+        container_id = self.create(spec)
+        with docker_errors(f"starting replica {spec.model}-{spec.replica}"):
+            try:
+                self.client.api.start(container_id)
+            except docker.errors.APIError:
+                self.remove_by_name(container_id)
+                raise
+        return container_id
 
     def remove(self, container_id: str) -> None:
         """Stop and remove a container; one that is already gone is fine."""
