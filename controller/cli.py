@@ -4,6 +4,8 @@
     modelctl controller   the control plane alone (compose: needs the Docker socket)
     modelctl gateway      the data plane alone (compose: no Docker socket)
     modelctl validate     check manifests; exit 1 with every error
+    modelctl gpus         the GPUs NVML reports: static facts and live usage
+    modelctl plan PATH    which replica would get which GPUs, and why the rest would wait
     modelctl status       every model and replica: state, endpoint, restarts, age, last reason
     modelctl logs MODEL   a replica's engine output
     modelctl down         remove every container modelctl started, and nothing else
@@ -66,6 +68,17 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path)
     validate.add_argument("--model-root", action="append", type=Path, help="also check weights exist")
     validate.set_defaults(func=cmd_validate)
+    gpus = sub.add_parser("gpus", help="the GPUs NVML reports (static facts and live usage)")
+    gpus.add_argument("--json", action="store_true")
+    gpus.set_defaults(func=cmd_gpus)
+    plan = sub.add_parser("plan", help="place manifests on the GPUs (nothing is started)")
+    plan.add_argument("path", type=Path)
+    plan.add_argument(
+        "--inventory", type=Path, help="a saved inventory (modelctl gpus --json) instead of NVML"
+    )
+    plan.add_argument("--model-root", action="append", type=Path, help="where weights are (for sizes)")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
     status = sub.add_parser("status", help="models and replicas as the controller sees them")
     status.add_argument("--controller-url", default=os.environ.get("MODELCTL_CONTROLLER_URL", DEFAULT_API))
     status.add_argument("--json", action="store_true", help="the raw JSON")
@@ -132,14 +145,51 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         models = load_folder(args.path, model_roots=roots)
     except InvalidManifests as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in {args.path}", file=sys.stderr)
-        return 1
+        return report_invalid(exc, args.path)
     for model in models:
         m = model.manifest
         print(f"ok  {model.name:<24} {m.engine:<9} replicas={m.replicas} num_gpus={m.num_gpus}  {model.file}")
     return 0
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    from controller.gpus import read_inventory
+    from controller.render import gpus_json, gpus_table
+
+    inventory = read_inventory()
+    print(gpus_json(inventory) if args.json else gpus_table(inventory))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from controller.gpus import Inventory, read_inventory
+    from controller.placement import place, requests_for
+    from controller.render import plan_json, plan_table
+
+    roots = [p.absolute() for p in args.model_root] if args.model_root else None
+    try:
+        models = load_folder(args.path, model_roots=roots)
+        inventory = Inventory.from_json(args.inventory.read_text()) if args.inventory else read_inventory()
+    except InvalidManifests as exc:
+        return report_invalid(exc, args.path)
+    except (OSError, ValueError) as exc:
+        raise ModelctlError(f"cannot read the inventory {args.inventory}: {exc}") from exc
+    requests, pending = requests_for(models)
+    placement = place(requests, inventory)
+    render = plan_json if args.json else plan_table
+    print(render(placement, pending=pending))
+    if not args.json:
+        for model in models:
+            if not model.manifest.num_gpus:
+                print(f"{model.name}: {model.manifest.replicas} replica(s) on the CPU (num_gpus: 0)")
+    return 0
+
+
+def report_invalid(exc: InvalidManifests, path: Path) -> int:
+    for error in exc.errors:
+        print(error, file=sys.stderr)
+    print(f"{len(exc.errors)} error(s) in {path}", file=sys.stderr)
+    return 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
