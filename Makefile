@@ -3,15 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 export MODELCTL_MODEL_ROOT ?= $(CURDIR)/models-data
+GPUS ?=
+COMPOSE := docker compose -f compose.yaml $(if $(GPUS),-f compose.gpu.yaml)
 
 .PHONY: up down test check images docker model venv lint
 
 up: docker images model            ## bring the stack up with the example model and ask it something
-	docker compose up -d
+	$(COMPOSE) up -d
 	scripts/smoke-chat.sh
 
 down:                              ## stop the stack and remove every backend container modelctl started
-	docker compose down --remove-orphans
+	$(COMPOSE) down --remove-orphans
 	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
 
 test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included

@@ -16,7 +16,9 @@ SEED = '{"model": "path/to/model.safetensors", "engine": "vllm", "num_gpus": 2, 
 
 def test_validate_the_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO / "models")]) == 0
-    assert "ok  smollm2" in capsys.readouterr().out
+    assert main(["validate", str(REPO / "examples")]) == 0
+    out = capsys.readouterr().out
+    assert "ok  smollm2" in out and "ok  qwen2.5-0.5b" in out and "ok  model " in out
 
 
 def test_validate_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from controller.schema import manifest_schema, render
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO / "schema" / "manifest.schema.json"
-EXAMPLES = sorted((REPO / "models").glob("*.yaml"))
+EXAMPLES = sorted([*(REPO / "models").glob("*.yaml"), *(REPO / "examples").glob("*.*")])
 
 
 def test_committed_schema_is_up_to_date() -> None:
