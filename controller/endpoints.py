@@ -8,6 +8,7 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
 
     {"version": 7,
      "models": [{"name": "smollm2", "aliases": ["smollm"], "created": 1764120000,
+                 "balancing": "prefix-affinity",
                  "replicas": [{"id": "smollm2-0", "url": "http://172.18.0.3:8080",
                                "max_concurrency": 4}]}]}
 
@@ -38,6 +39,10 @@ class ModelEndpoints:
     aliases: tuple[str, ...] = ()
     created: int = 0
     replicas: tuple[Replica, ...] = ()
+    # How the gateway spreads this model's requests: "least-outstanding", "prefix-affinity"
+    # (a conversation returns to the replica holding its KV cache while it is not overloaded)
+    # or "round-robin". From the manifest's `balancing`.
+    balancing: str = "least-outstanding"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -66,6 +71,7 @@ class EndpointTable:
                     "name": m.name,
                     "aliases": list(m.aliases),
                     "created": m.created,
+                    "balancing": m.balancing,
                     "replicas": [
                         {"id": r.id, "url": r.url, "max_concurrency": r.max_concurrency} for r in m.replicas
                     ],
@@ -82,6 +88,7 @@ class EndpointTable:
                 name=str(m["name"]),
                 aliases=tuple(str(a) for a in m.get("aliases", ())),
                 created=int(m.get("created", 0)),
+                balancing=str(m.get("balancing", "least-outstanding")),
                 replicas=tuple(
                     Replica(
                         id=str(r["id"]),

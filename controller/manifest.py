@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 Engine = Literal["llamacpp", "vllm"]
+Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -130,6 +131,12 @@ class ModelManifest(BaseModel):
     )
     context_length: int | None = Field(
         default=None, ge=16, description="Context window (vLLM --max-model-len, llama.cpp -c)."
+    )
+    balancing: Balancing = Field(
+        default="least-outstanding",
+        description="How the gateway spreads requests over replicas: least-outstanding, "
+        "prefix-affinity (a conversation returns to the replica holding its KV cache while it is not "
+        "overloaded), or round-robin.",
     )
     gpu_memory: float | str | None = Field(
         default=None,

@@ -188,5 +188,9 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
             for c in sorted(serving, key=lambda c: (c.replica, c.name))
             if c.model == model.name
         )
-        entries.append(ModelEndpoints(model.name, tuple(model.manifest.aliases), model.created, replicas))
+        entries.append(
+            ModelEndpoints(
+                model.name, tuple(model.manifest.aliases), model.created, replicas, model.manifest.balancing
+            )
+        )
     return tuple(entries)
