@@ -13,8 +13,9 @@ up: docker images model            ## bring the stack up with the example model 
 	scripts/smoke-chat.sh
 
 down:                              ## stop the stack and remove every backend container modelctl started
-	$(COMPOSE) down --remove-orphans
+	$(COMPOSE) stop controller         # first, or it would start the replicas again
 	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
+	$(COMPOSE) down --remove-orphans   # last: the network is free once the replicas are gone
 
 test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
 	$(VENV)/bin/python -m pytest -v -ra
