@@ -8,7 +8,7 @@ from pathlib import Path
 
 from controller.errors import EngineError
 from controller.manifest_loader import LoadedModel
-from controller.spec import GpuRequest, Mount
+from controller.spec import ContainerSpec, GpuRequest, Mount
 
 MODELS_DIR = "/models"  # where weights appear inside every engine container
 HUB_CACHE_VOLUME = "modelctl-hub-cache"  # named volume the engines download hub weights into
@@ -46,3 +46,35 @@ def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights
 
 def gpu_request(gpus: tuple[str, ...]) -> GpuRequest | None:
     return GpuRequest(device_ids=gpus) if gpus else None
+
+
+def engine_spec(
+    model: LoadedModel,
+    replica: int,
+    *,
+    engine: str,
+    default_image: str,
+    command: list[str],
+    port: int,
+    health_path: str,
+    weights: Weights,
+    hub_env: tuple[tuple[str, str], ...],
+    gpus: tuple[str, ...],
+    shm_size: str | None = None,
+) -> ContainerSpec:
+    """The parts of a spec both engines fill alike from the manifest."""
+    manifest = model.manifest
+    return ContainerSpec(
+        model=model.name,
+        replica=replica,
+        engine=engine,
+        image=manifest.image or default_image,
+        command=tuple(command),
+        port=port,
+        health_path=health_path,
+        max_concurrency=manifest.max_batch_size,
+        env=tuple(sorted((*manifest.env.items(), *hub_env))),
+        mounts=(weights.mount,),
+        gpus=gpu_request(gpus),
+        shm_size=shm_size,
+    )

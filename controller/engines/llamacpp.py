@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from controller.engines.common import HUB_CACHE_DIR, Weights, gpu_request, weights_source
+from controller.engines.common import HUB_CACHE_DIR, Weights, engine_spec, weights_source
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
 
@@ -27,21 +27,19 @@ def container_spec(
 ) -> ContainerSpec:
     """The spec of replica ``replica`` of a GGUF model served by llama-server. ``gpu_share`` is
     not a llama.cpp setting: its memory is bounded by the weights, -c and --parallel."""
-    manifest = model.manifest
     weights = weights_source(model)
     hub_env = (("LLAMA_CACHE", f"{HUB_CACHE_DIR}/llama.cpp"),) if weights.hub else ()
-    return ContainerSpec(
-        model=model.name,
-        replica=replica,
+    return engine_spec(
+        model,
+        replica,
         engine="llamacpp",
-        image=manifest.image or DEFAULT_IMAGE,
-        command=tuple(command(model, weights, gpus)),
+        default_image=DEFAULT_IMAGE,
+        command=command(model, weights, gpus),
         port=PORT,
         health_path=HEALTH_PATH,
-        max_concurrency=manifest.max_batch_size,
-        env=tuple(sorted((*manifest.env.items(), *hub_env))),
-        mounts=(weights.mount,),
-        gpus=gpu_request(gpus),
+        weights=weights,
+        hub_env=hub_env,
+        gpus=gpus,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from controller.engines.common import HUB_CACHE_DIR, gpu_request, weights_source
+from controller.engines.common import HUB_CACHE_DIR, engine_spec, weights_source
 from controller.manifest_loader import LoadedModel
 from controller.spec import ContainerSpec
 
@@ -27,21 +27,19 @@ def container_spec(
 ) -> ContainerSpec:
     """The spec of replica ``replica`` of a safetensors model served by vLLM; ``gpu_share`` is its
     share of each GPU's memory when placement shares GPUs (--gpu-memory-utilization)."""
-    manifest = model.manifest
     weights = weights_source(model, whole_folder=True)
     hub_env = (("HF_HOME", f"{HUB_CACHE_DIR}/huggingface"),) if weights.hub else ()
-    return ContainerSpec(
-        model=model.name,
-        replica=replica,
+    return engine_spec(
+        model,
+        replica,
         engine="vllm",
-        image=manifest.image or DEFAULT_IMAGE,
-        command=tuple(command(model, str(weights.hub or weights.path), gpus, gpu_share)),
+        default_image=DEFAULT_IMAGE,
+        command=command(model, str(weights.hub or weights.path), gpus, gpu_share),
         port=PORT,
         health_path=HEALTH_PATH,
-        max_concurrency=manifest.max_batch_size,
-        env=tuple(sorted((*manifest.env.items(), *hub_env))),
-        mounts=(weights.mount,),
-        gpus=gpu_request(gpus),
+        weights=weights,
+        hub_env=hub_env,
+        gpus=gpus,
         shm_size=SHM_SIZE,
     )
 
