@@ -137,6 +137,10 @@ class Reconciler:
                 remaining.append(container)
                 continue
             reason = None
+            if container.state == "created":
+                log.info("removing %s: created but never started (an interrupted run)", container.name)
+                await asyncio.to_thread(self.runtime.remove, container.id)
+                continue
             if not container.alive:
                 reason = explain(await self.last_logs(container), exit_code=container.exit_code)
             elif container.running:

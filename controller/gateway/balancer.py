@@ -1,55 +1,81 @@
-"""Which ready replica gets the next request: least outstanding requests, ties taken in turn.
+"""Which ready replica gets the next request, by the model's ``balancing`` strategy.
 
-Kept free of aiohttp and of the clock so it can be tested by tables. The proxy asks ``pick`` for a
-replica (excluding the ones that already failed this request), then ``acquire``s it and calls the
-returned ``done`` callback when the response has ended, however it ended. Counting in-flight requests
-here, and not in the backend, is what lets sequential requests alternate and concurrent ones spread.
+Kept free of aiohttp and of the clock so it can be tested by tables. Every strategy only considers
+replicas with room (in-flight requests below ``Replica.max_concurrency``, the replica's batch size):
+``pick`` returning None while replicas remain means "all full", and the caller queues the request.
+
+- ``least-outstanding``: the lowest load *relative to capacity* (in_flight / max_concurrency), ties
+  taken in turn (table order, after the previous pick), so sequential requests alternate.
+- ``round-robin``: the next replica in table order that has room.
+- ``prefix-affinity``: bounded-load consistent hashing (Mirrokni, Thorup, Zadimoghaddam 2018). The
+  request's prefix key (``prefix.prefix_key``) picks a point on a hash ring; the first replica
+  clockwise whose in-flight count is below its bound ``ceil(c * (total + 1) * w / W)`` takes it, where
+  ``total`` is the model's in-flight sum, ``w`` the replica's and ``W`` all replicas' max_concurrency,
+  and ``c`` the load factor (1.25). So a conversation returns to the replica holding its KV cache
+  unless that one carries more than c times its fair share; a request without a key (embeddings)
+  falls back to least-outstanding.
+
+The proxy ``acquire``s the picked replica and calls the returned ``done`` when the response has
+ended, however it ended. Not thread-safe by design: one event loop, and nothing here awaits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Collection
 
 from controller.endpoints import ModelEndpoints, Replica
+from controller.gateway.hashring import HashRing
 
 Done = Callable[[], None]
 
+LEAST_OUTSTANDING = "least-outstanding"
+PREFIX_AFFINITY = "prefix-affinity"
+ROUND_ROBIN = "round-robin"
+STRATEGIES = frozenset({LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN})
+
 
 class Balancer:
-    """In-flight counts per replica id and a round-robin cursor per model.
+    """In-flight counts per replica id, a turn cursor per model, and a hash ring per replica set."""
 
-    Not thread-safe by design: the gateway runs on one event loop, and nothing here awaits.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, *, load_factor: float = 1.25, virtual_nodes: int = 64) -> None:
+        if load_factor < 1.0:
+            raise ValueError(f"load_factor must be at least 1.0, not {load_factor}")
+        self._load_factor = load_factor
+        self._virtual_nodes = virtual_nodes
         self._in_flight: dict[str, int] = {}
         self._cursor: dict[str, int] = {}
+        self._rings: dict[tuple[str, ...], HashRing] = {}
 
     def in_flight(self, replica_id: str) -> int:
         """Return how many acquired, not yet done, requests ``replica_id`` has."""
         return self._in_flight.get(replica_id, 0)
 
-    def pick(self, model: ModelEndpoints, exclude: Iterable[str] = ()) -> Replica | None:
-        """Return the replica of ``model`` with the fewest in-flight requests, or None.
+    def has_room(self, replica: Replica) -> bool:
+        """True while ``replica`` has fewer in-flight requests than its ``max_concurrency``."""
+        return self._in_flight.get(replica.id, 0) < replica.max_concurrency
 
-        Replicas whose id is in ``exclude`` are skipped; None means no replica is left. Among equally
-        loaded replicas the one after the previous pick (in table order) wins, so sequential requests
-        alternate. Picking does not count as a request: call ``acquire`` on the result.
+    def pick(
+        self, model: ModelEndpoints, exclude: Collection[str] = (), key: int | None = None
+    ) -> Replica | None:
+        """Return the replica of ``model`` that should take the next request, or None.
+
+        Replicas in ``exclude`` (ids that already failed this request) and replicas without room are
+        skipped; None means none is left. ``key`` is the request's prefix key, used by
+        prefix-affinity only. Picking does not count as a request: call ``acquire`` on the result.
         """
-        skipped = set(exclude)
-        candidates = [(i, r) for i, r in enumerate(model.replicas) if r.id not in skipped]
+        candidates = [r for r in model.replicas if r.id not in exclude and self.has_room(r)]
         if not candidates:
             return None
-        least = min(self.in_flight(r.id) for _, r in candidates)
-        tied = [(i, r) for i, r in candidates if self.in_flight(r.id) == least]
-        start = self._cursor.get(model.name, 0) % len(model.replicas)
-        index, replica = min(tied, key=lambda pair: (pair[0] - start) % len(model.replicas))
-        self._cursor[model.name] = index + 1
-        return replica
+        if model.balancing == ROUND_ROBIN:
+            return self._in_turn(model, candidates)
+        if model.balancing == PREFIX_AFFINITY and key is not None:
+            return self._affine(model, candidates, key)
+        return self._least_loaded(model, candidates)
 
     def acquire(self, replica_id: str) -> Done:
         """Count one more request on ``replica_id``; return the idempotent ``done`` callback."""
-        self._in_flight[replica_id] = self.in_flight(replica_id) + 1
+        self._in_flight[replica_id] = self._in_flight.get(replica_id, 0) + 1
         released = False
 
         def done() -> None:
@@ -57,10 +83,58 @@ class Balancer:
             if released:
                 return
             released = True
-            remaining = self.in_flight(replica_id) - 1
+            remaining = self._in_flight.get(replica_id, 0) - 1
             if remaining > 0:
                 self._in_flight[replica_id] = remaining
             else:
                 self._in_flight.pop(replica_id, None)
 
         return done
+
+    def _least_loaded(self, model: ModelEndpoints, candidates: list[Replica]) -> Replica:
+        """Lowest in_flight / max_concurrency; among equals, the first at or after the cursor."""
+        size = len(model.replicas)
+        start = self._cursor.get(model.name, 0) % size
+        index = {r.id: i for i, r in enumerate(model.replicas)}
+        replica = min(
+            candidates,
+            key=lambda r: (self.in_flight(r.id) / max(r.max_concurrency, 1), (index[r.id] - start) % size),
+        )
+        self._cursor[model.name] = index[replica.id] + 1
+        return replica
+
+    def _in_turn(self, model: ModelEndpoints, candidates: list[Replica]) -> Replica:
+        """The first candidate at or after the cursor, in table order."""
+        size = len(model.replicas)
+        start = self._cursor.get(model.name, 0) % size
+        allowed = {r.id for r in candidates}
+        for step in range(size):
+            index = (start + step) % size
+            if model.replicas[index].id in allowed:
+                self._cursor[model.name] = index + 1
+                return model.replicas[index]
+        raise AssertionError("candidates are replicas of the model")  # pragma: no cover
+
+    def _affine(self, model: ModelEndpoints, candidates: list[Replica], key: int) -> Replica:
+        """The first candidate clockwise from ``key`` under its bounded-load share."""
+        total = sum(self.in_flight(r.id) for r in model.replicas)
+        capacity = sum(max(r.max_concurrency, 1) for r in model.replicas)
+        by_id = {r.id: r for r in candidates}
+        for rid in self._ring(model).walk(key):
+            replica = by_id.get(rid)
+            if replica is None:
+                continue
+            bound = math.ceil(self._load_factor * (total + 1) * max(replica.max_concurrency, 1) / capacity)
+            if self.in_flight(rid) < bound:
+                return replica
+        # Only reachable when exclusions removed every replica under its bound.
+        return self._least_loaded(model, candidates)
+
+    def _ring(self, model: ModelEndpoints) -> HashRing:
+        ids = tuple(r.id for r in model.replicas)
+        ring = self._rings.get(ids)
+        if ring is None:
+            if len(self._rings) >= 256:  # replica sets come and go; keep the cache bounded
+                self._rings.clear()
+            ring = self._rings[ids] = HashRing(ids, virtual_nodes=self._virtual_nodes)
+        return ring

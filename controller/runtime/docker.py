@@ -55,8 +55,10 @@ class ObservedContainer:
 
     @property
     def alive(self) -> bool:
-        """Serving or about to; exited and dead containers are replaced."""
-        return self.state in ("created", "running", "restarting")
+        """Serving or about to. Exited and dead containers are replaced, and so are "created" ones:
+        modelctl starts what it creates in the same call, so one left unstarted is a leftover of
+        an interrupted run."""
+        return self.state in ("running", "restarting")
 
     @property
     def slot(self) -> tuple[str, int]:

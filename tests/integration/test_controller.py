@@ -18,7 +18,12 @@ import pytest
 from controller import labels
 from controller.app import running_controller
 from controller.cli import main as modelctl
+from controller.desired import desired_state
 from controller.gateway.app import GatewaySettings
+from controller.gpus import Inventory
+from controller.manifest_loader import load_folder
+from controller.settings import ControllerSettings
+from controller.spec import ContainerSpec
 
 from .support import GGUF, managed, manifest, settings, wait_ready
 
@@ -112,3 +117,30 @@ async def test_down_removes_modelctl_containers_and_nothing_else(
         assert "2 container(s) removed" in capsys.readouterr().out
     finally:
         bystander.remove(force=True)
+
+
+async def test_leftovers_of_an_interrupted_run_are_replaced_without_name_clashes(
+    manifests: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
+) -> None:
+    config = settings(manifests, model_root, instance)
+    async with running_controller(config) as rc:
+        await wait_ready(rc, "smollm2", 2)
+        first = {c.name: c.id for c in managed(docker_client, instance)}
+    # A run that died between create and start leaves a created container under the same name.
+    victim = sorted(first)[0]
+    docker_client.containers.get(first[victim]).remove(force=True)
+    runtime = rc.runtime
+    husk_spec = next(s for s in desired_specs(config) if s.container_name(instance) == victim)
+    husk = runtime.create(husk_spec)
+    assert docker_client.api.inspect_container(husk)["State"]["Status"] == "created"
+    async with running_controller(config) as rc:
+        await wait_ready(rc, "smollm2", 2)
+    now = {c.name: c.id for c in managed(docker_client, instance)}
+    assert set(now) == set(first)  # same names (same specs), no duplicate
+    assert now[victim] != husk and all(c.status == "running" for c in managed(docker_client, instance))
+
+
+def desired_specs(config: ControllerSettings) -> list[ContainerSpec]:
+    """The specs the controller wants for ``config`` on a machine without GPUs."""
+    models = load_folder(config.manifests, model_roots=config.model_roots)
+    return desired_state(models, Inventory(gpus=(), usage=(), reason="CPU test")).specs
