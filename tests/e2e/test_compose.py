@@ -33,8 +33,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[str]:
-    """`docker compose up -d` of compose.yaml; yields the gateway's base URL."""
+def stack() -> Iterator[tuple[str, str]]:
+    """`docker compose up -d` of compose.yaml; yields the gateway's base URL and the project."""
     client = docker.from_env()
     for tag in ("modelctl/modelctl:local", "modelctl/llamacpp:server"):
         try:
@@ -55,7 +55,7 @@ def stack() -> Iterator[str]:
     started = time.monotonic()
     subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, check=True)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}"
     finally:
         subprocess.run([*compose, "logs", "--no-color", "--tail", "40"], cwd=REPO, env=env, check=False)
         subprocess.run([*compose, "down", "--remove-orphans", "-t", "5"], cwd=REPO, env=env, check=False)
@@ -82,8 +82,8 @@ def first_answer(client: openai.OpenAI, timeout: float = 300) -> tuple[float, st
     pytest.fail(f"no completion through the gateway within {timeout}s; last error: {last!r}")
 
 
-def test_compose_stack_answers_the_official_openai_client(stack: str) -> None:
-    client = openai.OpenAI(base_url=f"{stack}/v1", api_key="unused", max_retries=0)
+def test_compose_stack_answers_the_official_openai_client(stack: tuple[str, str]) -> None:
+    client = openai.OpenAI(base_url=f"{stack[0]}/v1", api_key="unused", max_retries=0)
     waited, text = first_answer(client)
     print(f"first completion {waited:.1f}s after `docker compose up -d` returned: {text!r}")
     assert text
@@ -105,4 +105,18 @@ def test_compose_stack_answers_the_official_openai_client(stack: str) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
     assert info.value.code == "model_not_found"
+    client.close()
+
+
+def test_only_the_controller_holds_the_docker_socket(stack: tuple[str, str]) -> None:
+    client = docker.from_env()
+    found = client.containers.list(filters={"label": f"com.docker.compose.project={stack[1]}"})
+    by_service = {c.labels["com.docker.compose.service"]: c for c in found}
+    sockets = {
+        name: [m for m in c.attrs["Mounts"] if m["Source"] == "/var/run/docker.sock"]
+        for name, c in by_service.items()
+    }
+    assert sockets["gateway"] == [] and len(sockets["controller"]) == 1
+    gateway = by_service["gateway"].attrs
+    assert gateway["Config"]["User"] == "65534:65534" and gateway["HostConfig"]["ReadonlyRootfs"] is True
     client.close()
