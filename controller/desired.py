@@ -27,9 +27,13 @@ class Desired:
 
 
 def desired_state(
-    models: Sequence[LoadedModel], inventory: Inventory, observed: Sequence[ObservedContainer] = ()
+    models: Sequence[LoadedModel],
+    inventory: Inventory,
+    observed: Sequence[ObservedContainer] = (),
+    managed_pids: frozenset[int] = frozenset(),
 ) -> Desired:
-    """Specs for every replica that can run now; Pending rows (with reasons) for the others."""
+    """Specs for every replica that can run now; Pending rows (with reasons) for the others.
+    ``managed_pids`` are the host PIDs of our replicas: their GPU memory is theirs, not foreign."""
     specs: list[ContainerSpec] = []
     pending: list[ReplicaStatus] = []
     by_name = {m.name: m for m in models}
@@ -38,7 +42,8 @@ def desired_state(
             for index in range(model.manifest.replicas):
                 add_spec(model, index, (), None, specs, pending)
     requests, unknown = requests_for([m for m in models if m.manifest.num_gpus])
-    current = Current(assignments={c.slot: c.gpus for c in observed if c.gpus and c.alive})
+    assignments = {c.slot: c.gpus for c in observed if c.gpus and c.alive}
+    current = Current(assignments=assignments, managed_pids=managed_pids)
     placement = place(requests, inventory, current)
     for a in placement.assignments:
         add_spec(by_name[a.model], a.replica, a.devices, a.gpu_memory_utilization, specs, pending)

@@ -90,7 +90,8 @@ class Reconciler:
         await asyncio.to_thread(self.refresh_models)
         observed = await asyncio.to_thread(self.runtime.list)
         inventory = await asyncio.to_thread(self.read_inventory)
-        desired = await asyncio.to_thread(desired_state, self.models, inventory, observed)
+        pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
+        desired = await asyncio.to_thread(desired_state, self.models, inventory, observed, pids)
         ready = await self.probe(observed)
         observed = await self.replace_failed(observed, ready)
         plan = calculate_plan(desired.specs, observed, frozenset(ready))
@@ -116,6 +117,12 @@ class Reconciler:
             if errors != self.manifest_errors:
                 log.error("manifests invalid, still serving the last good set:\n%s", "\n".join(errors))
             self.manifest_errors = errors
+
+    def gpu_pids(self, observed: list[ObservedContainer]) -> frozenset[int]:
+        """Host PIDs of our running GPU replicas, so placement does not count them as foreign."""
+        return frozenset(
+            pid for c in observed if c.gpus and c.running for pid in self.runtime.host_pids(c.id)
+        )
 
     async def probe(self, observed: list[ObservedContainer]) -> set[str]:
         """IDs of the running containers whose engine answers its health endpoint."""

@@ -174,6 +174,15 @@ class DockerRuntime:
             finally:
                 stop.set()
 
+    def host_pids(self, container_id: str) -> tuple[int, ...]:
+        """Host PIDs of a container's processes (what NVML reports); empty if it is gone."""
+        try:
+            top = self.client.api.top(container_id)
+        except docker.errors.APIError:
+            return ()
+        column = top["Titles"].index("PID")
+        return tuple(int(process[column]) for process in top.get("Processes") or [])
+
     def logs(self, container_id: str, tail: int = 50) -> str:
         """The last ``tail`` lines of a container's output (stdout and stderr)."""
         with docker_errors(f"reading logs of {container_id[:12]}"):
