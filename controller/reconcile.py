@@ -65,7 +65,6 @@ class Reconciler:
         self.manifest_errors: list[str] = []
         self.replicas: list[ReplicaStatus] = []
         self.wake = asyncio.Event()
-        self.passes = 0
 
     async def run(self) -> None:
         """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
@@ -102,7 +101,6 @@ class Reconciler:
         created = await self.create(plan)
         self.lifecycle.forget({c.id for c in observed})
         self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
-        self.passes += 1
         return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
 
     def refresh_models(self) -> None:
