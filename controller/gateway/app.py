@@ -10,52 +10,39 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from controller.gateway import errors
+from controller.gateway.admission import Admission
+from controller.gateway.auth import KeyCheck, auth_middleware
 from controller.gateway.balancer import Balancer
+from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import Routes
+from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable, TableSource
 
 log = logging.getLogger(__name__)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# The app's balancer, for whoever needs its in-flight counts (metrics, tests).
+# The app's balancer, for whoever needs its in-flight counts (tests); its metrics and queues.
 BALANCER = web.AppKey("modelctl.balancer", Balancer)
+METRICS = web.AppKey("modelctl.metrics", GatewayMetrics)
+ADMISSION = web.AppKey("modelctl.admission", Admission)
 
-
-@dataclass(frozen=True, kw_only=True)
-class GatewaySettings:
-    """How the gateway listens, whom it follows, and how patient it is with replicas."""
-
-    # All interfaces: the gateway is the endpoint clients (and other containers) reach.
-    host: str = "0.0.0.0"
-    # The port the design promises: clients point at http://localhost:8080/v1.
-    port: int = 8080
-    # The controller's internal API, which serves GET /v1/endpoints (compose: http://controller:8081).
-    controller_url: str = "http://127.0.0.1:8081"
-    # Requests are JSON prompts; 16 MiB holds long contexts and base64 images, and bounds memory.
-    max_body_bytes: int = 16 * 1024 * 1024
-    # A ready replica accepts at once; a slow connect means it is gone, so try another soon.
-    connect_timeout_s: float = 5.0
-    # Until the status line: a non-streamed completion arrives only when generation ends (slow LLMs).
-    first_byte_timeout_s: float = 600.0
-    # Longest silence between two chunks of an answer (prompt processing before the first token).
-    read_timeout_s: float = 300.0
-    # Replicas tried per request before the first byte; each replica at most once.
-    max_tries: int = 3
-    # Retry-After (seconds) on 503: about the time a replica takes to come (back) up.
-    retry_after_s: int = 5
-    # Connections to all replicas together; beyond it requests wait for a free one.
-    max_upstream_connections: int = 1024
-    # Idle keep-alive under the backends' own 5 s (uvicorn, cpp-httplib), so we never reuse a
-    # connection that the replica is closing (that would fail a request with a single replica).
-    upstream_keepalive_s: float = 4.0
+__all__ = [
+    "ADMISSION",
+    "BALANCER",
+    "METRICS",
+    "GatewaySettings",
+    "SettingsError",
+    "create_app",
+    "run_gateway",
+]
 
 
 @web.middleware
@@ -81,11 +68,19 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
     request at once (``run_gateway`` does; aiohttp's test servers do by default).
     """
     settings = settings or GatewaySettings()
-    balancer = Balancer()
-    proxy = Proxy(settings, balancer)
-    app = web.Application(middlewares=[openai_errors], client_max_size=settings.max_body_bytes)
+    balancer = Balancer(load_factor=settings.affinity_load_factor)
+    admission = Admission(source, balancer, settings)
+    metrics = GatewayMetrics(source, balancer.in_flight, admission.queue_depth)
+    proxy = Proxy(settings, admission, metrics)
+    middlewares: list[Middleware] = [openai_errors]
+    keys = KeyCheck(settings.api_keys)
+    if keys:
+        middlewares.append(auth_middleware(keys))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[BALANCER] = balancer
-    Routes(source, settings, proxy).add_to(app)
+    app[ADMISSION] = admission
+    app[METRICS] = metrics
+    Routes(source, settings, proxy=proxy, admission=admission, metrics=metrics).add_to(app)
 
     async def upstream_session(_: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(
@@ -105,28 +100,56 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
             yield
             proxy.session = None
 
+    async def follow_table(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(admission.follow(), name="gateway-admission-table")
+        yield
+        task.cancel()
+        await asyncio.wait([task])
+
     app.cleanup_ctx.append(upstream_session)
+    app.cleanup_ctx.append(follow_table)
     return app
+
+
+def access_line(settings: GatewaySettings) -> str:
+    """Return the start-up line about API keys (never the keys themselves)."""
+    if settings.api_keys:
+        return f"API keys: {len(settings.api_keys)} configured; /v1/* needs 'Authorization: Bearer <key>'"
+    return "API keys: none configured, the gateway is open to anyone who can reach it"
 
 
 async def run_gateway(settings: GatewaySettings) -> None:
     """Serve the gateway, following the controller at ``settings.controller_url``, until cancelled.
 
-    Returns only by cancellation (or raises OSError if the port cannot be bound). The controller
-    being down is not an error: the gateway serves its last table and keeps polling.
+    Returns only by cancellation (or raises OSError if the port cannot be bound, RuntimeError if a
+    worker process dies). The controller being down is not an error: the gateway serves its last
+    table and keeps polling. With ``workers`` > 1, that many processes share the port (SO_REUSEPORT).
     """
+    print(access_line(settings), flush=True)
+    if settings.workers > 1:
+        from controller.gateway.workers import run_workers
+
+        await run_workers(settings, serve)
+    else:
+        await serve(settings, reuse_port=False)
+
+
+async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool = True) -> None:
+    """One serving process: follow the controller, serve the app on the port, until cancelled."""
     async with aiohttp.ClientSession() as controller_session:
         table = ControllerTable(settings.controller_url, controller_session)
         follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
         runner = web.AppRunner(create_app(table, settings), handler_cancellation=True, access_log=None)
         try:
             await runner.setup()
-            await web.TCPSite(runner, settings.host, settings.port).start()
-            print(
-                f"modelctl gateway listening on http://{settings.host}:{settings.port}/v1, "
-                f"following the controller at {settings.controller_url}",
-                flush=True,
-            )
+            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None).start()
+            if announce:
+                workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
+                print(
+                    f"modelctl gateway listening on http://{settings.host}:{settings.port}/v1{workers}, "
+                    f"following the controller at {settings.controller_url}",
+                    flush=True,
+                )
             await asyncio.Event().wait()
         finally:
             follower.cancel()

@@ -7,8 +7,13 @@ gateway produces goes through here; nothing reaches a client as a traceback.
 Statuses used::
 
     400 invalid_request_error   malformed JSON, missing or non-string "model"
+    401 invalid_request_error   code "invalid_api_key": API keys are configured and the bearer token
+                                is missing or not one of them
     404 invalid_request_error   code "model_not_found": no model by that name or alias
     413 invalid_request_error   code "request_too_large": body over GatewaySettings.max_body_bytes
+    429 rate_limit_error        code "queue_full" / "queue_timeout": every replica is at its
+                                max_concurrency and the model's wait queue is full, or the request
+                                waited too long in it; carries Retry-After
     502 server_error            code "upstream_error": the replica failed (timeout, broken answer)
     503 server_error            code "model_unavailable": no ready replica, or every try failed
                                 before the first byte; carries Retry-After
@@ -23,6 +28,7 @@ from aiohttp import web
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
+RATE_LIMIT = "rate_limit_error"
 
 # How many available model names a 404 lists before it says "and N more".
 _LISTED_NAMES = 10
@@ -70,6 +76,18 @@ def model_not_found(model: str, available: Iterable[str]) -> web.Response:
 def unavailable(message: str, *, retry_after: int) -> web.Response:
     """503 with Retry-After: the model exists but nothing can serve it right now."""
     return error_response(503, message, type_=SERVER_ERROR, code="model_unavailable", retry_after=retry_after)
+
+
+def overloaded(message: str, *, code: str, retry_after: int) -> web.Response:
+    """429 with Retry-After: the model is up but at capacity (openai clients: RateLimitError)."""
+    return error_response(429, message, type_=RATE_LIMIT, code=code, retry_after=retry_after)
+
+
+def unauthorized(message: str) -> web.Response:
+    """401: no valid API key (openai clients: AuthenticationError)."""
+    response = error_response(401, message, type_=INVALID_REQUEST, code="invalid_api_key")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="modelctl"'
+    return response
 
 
 def upstream_failed(message: str) -> web.Response:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,8 @@ from multidict import CIMultiDict
 
 from controller.endpoints import ModelEndpoints, Replica
 from controller.gateway import errors
-from controller.gateway.balancer import Balancer
+from controller.gateway.admission import Admission, Rejected
+from controller.gateway.metrics import NO_REPLICA, GatewayMetrics, usage_tokens
 
 if TYPE_CHECKING:
     from controller.gateway.app import GatewaySettings
@@ -53,6 +56,29 @@ _DROP_FROM_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
 _RETRY_STATUSES = frozenset({502, 503})
 
 
+JSON = "application/json"
+
+
+class _Tail:
+    """The last few KiB of a body, kept by reference (no copying per chunk) for ``usage_tokens``."""
+
+    __slots__ = ("_chunks", "_size")
+    KEEP = 8192
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= self.KEEP:
+            self._size -= len(self._chunks.popleft())
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
 class RetryableError(Exception):
     """This try failed before anything reached the client; another replica may serve it."""
 
@@ -70,33 +96,53 @@ def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 REPLICA_HEADER = "X-Modelctl-Replica"
 
 
-class Proxy:
-    """Sends requests to replicas picked by the balancer; ``session`` is set at app start-up."""
+class Call:
+    """One client request on its way: the model it resolved to, its prefix key, its clock."""
 
-    def __init__(self, settings: GatewaySettings, balancer: Balancer) -> None:
+    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream_usage")
+
+    def __init__(self, entry: ModelEndpoints, *, key: int | None, started: float, stream_usage: bool) -> None:
+        self.entry = entry
+        self.key = key
+        self.started = started
+        self.stream_usage = stream_usage  # the client asked stream_options.include_usage
+        self.replica = NO_REPLICA  # the replica that answered, for the request metrics
+        self.first_byte_s: float | None = None
+
+
+class Proxy:
+    """Sends requests to replicas admitted by ``admission``; ``session`` is set at app start-up."""
+
+    def __init__(self, settings: GatewaySettings, admission: Admission, metrics: GatewayMetrics) -> None:
         self._settings = settings
-        self._balancer = balancer
+        self._admission = admission
+        self._metrics = metrics
         self.session: aiohttp.ClientSession | None = None
 
-    async def forward(self, request: web.Request, model: ModelEndpoints, body: bytes) -> web.StreamResponse:
-        """Answer ``request`` from one of ``model``'s replicas; errors come back as responses.
+    async def forward(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
+        """Answer ``request`` from one of ``call.entry``'s replicas; errors come back as responses.
 
-        Tries up to ``min(max_tries, replicas)`` replicas, each at most once, while nothing has been
-        sent to the client. Returns the relayed response, a 503 (with Retry-After) when every try
-        failed that way, or a 502 when a replica failed in a way a retry would not fix.
+        Tries up to ``max_tries`` replicas, each at most once, while nothing has been sent to the
+        client; waits (bounded) for a slot when all are busy or none is ready yet. Returns the relayed
+        response; a 429/503 from admission; a 503 (with Retry-After) when every try failed before the
+        first byte; or a 502 when a replica failed in a way a retry would not fix.
         """
-        tries = min(self._settings.max_tries, len(model.replicas))
+        model = call.entry
         failed: list[str] = []
-        for _ in range(tries):
-            replica = self._balancer.pick(model, exclude=failed)
-            if replica is None:
-                break
-            done = self._balancer.acquire(replica.id)
+        for _ in range(self._settings.max_tries):
             try:
-                return await self._try(request, replica, body)
+                slot = await self._admission.acquire(model, exclude=failed, key=call.key)
+            except Rejected as exc:
+                return exc.response
+            if slot is None:
+                break
+            replica, done = slot
+            try:
+                return await self._try(request, replica, body, call)
             except RetryableError as exc:
                 log.warning("model %s: replica %s failed: %s", model.name, replica.id, exc)
                 failed.append(replica.id)
+                self._metrics.retry(model.name)
             finally:
                 done()
         return errors.unavailable(
@@ -105,7 +151,9 @@ class Proxy:
             retry_after=self._settings.retry_after_s,
         )
 
-    async def _try(self, request: web.Request, replica: Replica, body: bytes) -> web.StreamResponse:
+    async def _try(
+        self, request: web.Request, replica: Replica, body: bytes, call: Call
+    ) -> web.StreamResponse:
         """One try on ``replica``; raise RetryableError if it failed before the first byte."""
         upstream = await self._open(request, replica, body)
         if isinstance(upstream, web.Response):
@@ -113,7 +161,8 @@ class Proxy:
         try:
             if upstream.status in _RETRY_STATUSES:
                 raise RetryableError(f"answered HTTP {upstream.status}")
-            return await self._relay(request, upstream, replica)
+            call.replica = replica.id
+            return await self._relay(request, upstream, replica, call)
         finally:
             # A no-op after a complete body (the connection went back to the pool already);
             # otherwise (cancelled, failed, client gone) it closes the connection to the replica.
@@ -140,7 +189,7 @@ class Proxy:
             return errors.upstream_failed("The model server sent an invalid answer.")
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, replica: Replica
+        self, request: web.Request, upstream: aiohttp.ClientResponse, replica: Replica, call: Call
     ) -> web.StreamResponse:
         """Copy status, headers and each chunk to the client as it arrives; return the response."""
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -152,11 +201,15 @@ class Proxy:
             resp.headers["X-Accel-Buffering"] = "no"
         elif upstream.content_length is not None:
             resp.content_length = upstream.content_length
+        # Usage comes at the end: of a JSON body, or of a stream that asked for it.
+        tail = _Tail() if (call.stream_usage if is_sse else upstream.content_type == JSON) else None
         await resp.prepare(request)
+        read_timeout_s = self._settings.read_timeout_s
+        content = upstream.content
         while True:
             try:
-                async with asyncio.timeout(self._settings.read_timeout_s):
-                    chunk = await upstream.content.readany()
+                async with asyncio.timeout(read_timeout_s):
+                    chunk = await content.readany()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 await self._end_broken(request, resp, replica, exc, is_sse=is_sse)
                 return resp
@@ -167,8 +220,19 @@ class Proxy:
             except ConnectionError:  # aiohttp's ClientConnectionResetError is one
                 log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
                 return resp
+            if call.first_byte_s is None:
+                call.first_byte_s = time.monotonic() - call.started
+            if tail is not None:
+                tail.add(chunk)
         await resp.write_eof()
+        if tail is not None:
+            self._count_tokens(call, tail.value())
         return resp
+
+    def _count_tokens(self, call: Call, tail: bytes) -> None:
+        usage = usage_tokens(tail)
+        if usage is not None:
+            self._metrics.tokens(call.entry.name, *usage)
 
     async def _end_broken(
         self,

@@ -12,13 +12,17 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from controller.endpoints import EndpointTable
 from controller.gateway import errors
-from controller.gateway.proxy import Proxy
+from controller.gateway.admission import Admission
+from controller.gateway.balancer import PREFIX_AFFINITY
+from controller.gateway.metrics import CONTENT_TYPE, NO_REPLICA, UNROUTED, GatewayMetrics
+from controller.gateway.prefix import prefix_key
+from controller.gateway.proxy import Call, Proxy
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
@@ -45,8 +49,8 @@ def model_list(table: EndpointTable) -> dict[str, object]:
     return {"object": "list", "data": data}
 
 
-def requested_model(body: bytes) -> str:
-    """Return the body's ``model``; raise BadRequest if the body is not JSON with a string model."""
+def requested_model(body: bytes) -> tuple[str, dict[str, Any]]:
+    """Return the body's ``model`` and the parsed body; raise BadRequest unless JSON with a string model."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are both
@@ -58,7 +62,13 @@ def requested_model(body: bytes) -> str:
         raise BadRequest(errors.bad_request("You must provide a model parameter.", code=None))
     if not isinstance(model, str) or not model:
         raise BadRequest(errors.bad_request("The model parameter must be a non-empty string."))
-    return model
+    return model, document
+
+
+def wants_stream_usage(document: dict[str, Any]) -> bool:
+    """True if a streamed answer will end with a usage chunk (``stream_options.include_usage``)."""
+    options = document.get("stream_options")
+    return bool(document.get("stream")) and isinstance(options, dict) and bool(options.get("include_usage"))
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -74,20 +84,32 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 class Routes:
-    """Request handlers over one table source, one proxy and the settings."""
+    """Request handlers over one table source, the admission queues, the proxy and the metrics."""
 
-    def __init__(self, source: TableSource, settings: GatewaySettings, proxy: Proxy) -> None:
+    def __init__(
+        self,
+        source: TableSource,
+        settings: GatewaySettings,
+        *,
+        proxy: Proxy,
+        admission: Admission,
+        metrics: GatewayMetrics,
+    ) -> None:
         self._source = source
         self._settings = settings
         self._proxy = proxy
+        self._admission = admission
+        self._metrics = metrics
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
         app.router.add_post("/v1/chat/completions", self.forward)
         app.router.add_post("/v1/completions", self.forward)
+        app.router.add_post("/v1/embeddings", self.forward)
         app.router.add_post("/v1/{path:.+}", self.forward)
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -100,6 +122,10 @@ class Routes:
         ready = [m.name for m in table.models if m.replicas]
         status = 200 if ready else 503
         return web.json_response({"version": table.version, "ready_models": ready}, status=status)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition of this app's registry."""
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response(model_list(self._source.current()))
@@ -117,31 +143,36 @@ class Routes:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         """Route a POST by its body's model to a ready replica; see ``Proxy.forward``."""
         started = time.monotonic()
+        call: Call | None = None
         try:
             body = await read_body(request, self._settings.max_body_bytes)
-            model = requested_model(body)
+            model, document = requested_model(body)
+            resolved = await self._resolve(model, document, started)
+            if isinstance(resolved, Call):
+                call = resolved
+                resp = await self._proxy.forward(request, call, body)
+            else:
+                resp = resolved
         except BadRequest as exc:
-            self._log(request, "-", exc.response.status, started)
-            return exc.response
-        try:
-            resp = await self._route(request, model, body)
+            resp = exc.response
         except asyncio.CancelledError:
-            self._log(request, model, 499, started)  # nginx's "client closed request"
+            self._record(request, call, 499, started)  # nginx's "client closed request"
             raise
-        self._log(request, model, resp.status, started)
+        self._record(request, call, resp.status, started)
         return resp
 
-    async def _route(self, request: web.Request, model: str, body: bytes) -> web.StreamResponse:
+    async def _resolve(self, model: str, document: dict[str, Any], started: float) -> Call | web.Response:
+        """Return the call to forward, or the gateway's own answer (404, 503)."""
         table = self._source.current()
+        if table.version == 0 and not table.models:
+            table = await self._admission.wait_for_table()  # just started: the table is on its way
         entry = table.lookup(model)
         if entry is None:
             return self._unknown(table, model)
-        if not entry.replicas:
-            return errors.unavailable(
-                f"The model '{model}' has no ready replica yet. Retry later.",
-                retry_after=self._settings.retry_after_s,
-            )
-        return await self._proxy.forward(request, entry, body)
+        key = None
+        if entry.balancing == PREFIX_AFFINITY:
+            key = prefix_key(document, prefix_chars=self._settings.affinity_prefix_chars)
+        return Call(entry, key=key, started=started, stream_usage=wants_stream_usage(document))
 
     def _unknown(self, table: EndpointTable, model: str) -> web.Response:
         if table.version == 0 and not table.models:
@@ -153,13 +184,12 @@ class Routes:
             )
         return errors.model_not_found(model, (n for m in table.models for n in m.names))
 
-    @staticmethod
-    def _log(request: web.Request, model: str, status: int, started: float) -> None:
-        log.debug(
-            "%s %s model=%s -> %d in %.3fs",
-            request.method,
-            request.path,
-            model,
-            status,
-            time.monotonic() - started,
-        )
+    def _record(self, request: web.Request, call: Call | None, status: int, started: float) -> None:
+        elapsed = time.monotonic() - started
+        # Labels only carry served model names: a client's unknown name would grow the series.
+        model = call.entry.name if call is not None else UNROUTED
+        self._metrics.request(model, call.replica if call else NO_REPLICA, status, elapsed)
+        if call is not None and call.first_byte_s is not None:
+            self._metrics.first_byte(model, call.first_byte_s)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s model=%s -> %d in %.3fs", request.method, request.path, model, status, elapsed)

@@ -61,6 +61,42 @@ def completion(server: str, model: str) -> dict[str, Any]:
     }
 
 
+def text_completion(server: str, model: str) -> dict[str, Any]:
+    """A non-streamed text_completion (``/v1/completions``)."""
+    return {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1764120000,
+        "model": model,
+        "system_fingerprint": server,
+        "choices": [{"index": 0, "text": f"hello from {server}", "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+
+
+def embeddings(model: str, count: int) -> dict[str, Any]:
+    """An embeddings list as llama-server answers it (its JSON keys sorted: usage last)."""
+    data = [{"embedding": [0.25, -0.5, float(i)], "index": i, "object": "embedding"} for i in range(count)]
+    return {
+        "data": data,
+        "model": model,
+        "object": "list",
+        "usage": {"prompt_tokens": 2 * count, "total_tokens": 2 * count},
+    }
+
+
+def usage_chunk(model: str) -> dict[str, Any]:
+    """The last chunk of a stream that asked ``stream_options.include_usage``."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1764120000,
+        "model": model,
+        "choices": [],
+        "usage": {"prompt_tokens": 6, "completion_tokens": len(PIECES), "total_tokens": 6 + len(PIECES)},
+    }
+
+
 def chunk(model: str, content: str | None, finish: str | None = None) -> dict[str, Any]:
     delta = {"content": content} if content is not None else {}
     return {
@@ -73,7 +109,7 @@ def chunk(model: str, content: str | None, finish: str | None = None) -> dict[st
 
 
 class FakeLlamaServer:
-    """A llama-server look-alike: /v1/chat/completions (JSON or SSE), /v1/completions, /health."""
+    """A llama-server look-alike: chat and text completions (JSON or SSE), embeddings, /health."""
 
     def __init__(self, name: str, *, status: int = 200, chunk_delay_s: float = 0.01) -> None:
         self.name = name
@@ -86,12 +122,16 @@ class FakeLlamaServer:
         self.truncate_json = False  # promise a long JSON body, send a few bytes, drop it
         self.sent_last = False
         self.cancelled = asyncio.Event()  # set when the stream was cut off from our side
+        self.hold: asyncio.Event | None = None  # every request waits on it before answering
+        self.active = 0  # requests being answered now
+        self.most_active = 0  # the most answered at once
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.chat)
+        app.router.add_post("/v1/rerank", self.chat)
         app.router.add_get("/health", self.health)
         return app
 
@@ -101,13 +141,29 @@ class FakeLlamaServer:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(Seen(request.path, body, dict(request.headers)))
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            return await self._answer(request, body)
+        finally:
+            self.active -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         if self.status != 200:
             error = {"code": self.status, "message": "Loading model", "type": "unavailable_error"}
             return web.json_response({"error": error}, status=self.status)
         if self.truncate_json:
             return await self._truncated(request)
         if body.get("stream"):
-            return await self._stream(request, body["model"])
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await self._stream(request, body["model"], usage=usage)
+        if request.path == "/v1/embeddings":
+            count = len(body["input"]) if isinstance(body.get("input"), list) else 1
+            return web.json_response(embeddings(body["model"], count))
+        if request.path == "/v1/completions":
+            return web.json_response(text_completion(self.name, body["model"]))
         return web.json_response(completion(self.name, body["model"]), headers={"X-Served": "1"})
 
     async def _truncated(self, request: web.Request) -> web.StreamResponse:
@@ -119,7 +175,7 @@ class FakeLlamaServer:
         request.transport.close()
         return resp
 
-    async def _stream(self, request: web.Request, model: str) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, model: str, *, usage: bool = False) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         try:
@@ -137,6 +193,8 @@ class FakeLlamaServer:
                 await asyncio.sleep(self.chunk_delay_s)
                 await resp.write(sse(chunk(model, piece)))
             await resp.write(sse(chunk(model, None, "stop")))
+            if usage:
+                await resp.write(sse(usage_chunk(model)))
             await resp.write(b"data: [DONE]\n\n")
             self.sent_last = True
         except (asyncio.CancelledError, ConnectionError):
@@ -203,7 +261,12 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def table_of(*models: tuple[str, tuple[str, ...], list[str]], version: int = 1) -> EndpointTable:
+def table_of(
+    *models: tuple[str, tuple[str, ...], list[str]],
+    version: int = 1,
+    max_concurrency: int = 4,
+    balancing: str = "least-outstanding",
+) -> EndpointTable:
     """A table from (name, aliases, replica urls); replica ids are ``name-<index>``."""
     return EndpointTable(
         version=version,
@@ -212,7 +275,8 @@ def table_of(*models: tuple[str, tuple[str, ...], list[str]], version: int = 1) 
                 name=name,
                 aliases=aliases,
                 created=1764120000,
-                replicas=tuple(Replica(f"{name}-{i}", url, 4) for i, url in enumerate(urls)),
+                replicas=tuple(Replica(f"{name}-{i}", url, max_concurrency) for i, url in enumerate(urls)),
+                balancing=balancing,
             )
             for name, aliases, urls in models
         ),

@@ -26,7 +26,7 @@ def assert_openai_error(document: dict[str, Any], type_: str, code: str | None) 
 async def gateway(start_gateway: StartGateway, start_upstream: StartUpstream) -> TestClient:
     _, url = await start_upstream("up")
     table = table_of(("smollm2", ("smollm", "small"), [url]), ("qwen", (), []))
-    return await start_gateway(table, max_body_bytes=1024)
+    return await start_gateway(table, max_body_bytes=1024, cold_start_wait_s=0.05)
 
 
 async def test_models_lists_every_name_and_alias(gateway: TestClient) -> None:
@@ -109,7 +109,7 @@ async def test_model_without_ready_replica_is_503_with_retry_after(gateway: Test
 
 
 async def test_no_table_yet_is_503_not_404(start_gateway: StartGateway) -> None:
-    client = await start_gateway(EndpointTable())
+    client = await start_gateway(EndpointTable(), cold_start_wait_s=0.05)
     resp = await client.post(CHAT, json={"model": "smollm2"})
     assert resp.status == 503
     assert "Retry-After" in resp.headers

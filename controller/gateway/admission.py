@@ -1,0 +1,222 @@
+"""Admission: a slot on a replica now, a bounded wait for one, or a clear "no" (429 / 503).
+
+Replicas take ``max_concurrency`` requests at once (their batch size); more would only queue inside
+the engine, out of sight, where no deadline or fairness applies. So the gateway holds the excess in one
+bounded FIFO queue per model and hands a freed slot to the longest waiter, synchronously in the
+``done`` callback of the request that freed it (no other request can barge in between). The bounds:
+
+- queue length ``max(queue_min, queue_per_slot * total max_concurrency)``: beyond it 429 at once;
+- waiting for a slot longer than ``queue_timeout_s``: 429 (the model is up, only busy);
+- a model with no ready replica (cold start, all replicas restarting) waits ``cold_start_wait_s`` for
+  the table to gain one, then 503; so does a request that arrives before any table.
+
+Retries (another replica after a failure) skip the length bound and wait at the front of the queue:
+they have waited their turn already. The endpoint table may change at any time; ``follow`` watches it
+(``TableSource`` offers no notification, so it compares the current table every ``table_poll_s``) and
+gives waiting requests the new replicas' slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from controller.endpoints import EndpointTable, ModelEndpoints, Replica
+from controller.gateway import errors
+from controller.gateway.balancer import Balancer, Done
+from controller.gateway.table import TableSource
+
+if TYPE_CHECKING:
+    from controller.gateway.app import GatewaySettings
+
+Slot = tuple[Replica, Done]
+
+
+class Rejected(Exception):
+    """The request will not get a replica; ``response`` (429 or 503, OpenAI-shaped) says why."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    future: asyncio.Future[Slot | None]
+    exclude: Collection[str]
+    key: int | None
+
+
+class Admission:
+    """Per-model wait queues over one balancer and one table source."""
+
+    def __init__(self, source: TableSource, balancer: Balancer, settings: GatewaySettings) -> None:
+        self._source = source
+        self._balancer = balancer
+        self._settings = settings
+        self._queues: dict[str, deque[_Waiter]] = {}
+        self._seen: EndpointTable = source.current()
+        self._changed = asyncio.Event()
+
+    def queue_depth(self, model: str) -> int:
+        """Return how many requests for ``model`` (its name) wait for a slot."""
+        return len(self._queues.get(model, ()))
+
+    def queue_limit(self, entry: ModelEndpoints) -> int:
+        """Return how many requests ``entry`` may have waiting."""
+        capacity = sum(r.max_concurrency for r in entry.replicas)
+        return max(self._settings.queue_min, self._settings.queue_per_slot * capacity)
+
+    async def acquire(
+        self, entry: ModelEndpoints, *, exclude: Collection[str] = (), key: int | None = None
+    ) -> Slot | None:
+        """Return a slot (replica, done) for a request to ``entry``; call ``done`` when it ends.
+
+        Returns None when every replica is in ``exclude`` (they failed this request: the caller
+        answers 503). Waits, bounded, while all are busy or none is ready; raises Rejected (429 or
+        503) when a bound is hit. A non-empty ``exclude`` marks a retry.
+        """
+        if not self._queues.get(entry.name):
+            slot, left = self._try(entry, exclude, key)
+            if slot is not None or not left:
+                return slot
+        return await self._wait(entry, exclude, key)
+
+    async def wait_for_table(self) -> EndpointTable:
+        """Return the current table once one has arrived (version > 0), or after cold_start_wait_s."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.cold_start_wait_s):
+                while self._source.current().version == 0:
+                    await self._changed.wait()
+        return self._source.current()
+
+    async def follow(self) -> None:
+        """Watch the table until cancelled; a new table wakes waiting requests."""
+        while True:
+            await asyncio.sleep(self._settings.table_poll_s)
+            self.check_table()
+
+    def check_table(self) -> None:
+        """Dispatch waiting requests if the table changed since the last look."""
+        table = self._source.current()
+        if table is self._seen:
+            return
+        self._seen = table
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for name in list(self._queues):
+            self._dispatch(name)
+
+    def _try(
+        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None
+    ) -> tuple[Slot | None, bool]:
+        """Return (a slot if one is free now, whether any replica is left to wait for)."""
+        replica = self._balancer.pick(entry, exclude, key)
+        if replica is not None:
+            return (replica, self._slot(entry.name, replica)), True
+        if not entry.replicas:
+            return None, not exclude  # a cold start is worth waiting for, not a retry
+        return None, any(r.id not in exclude for r in entry.replicas)
+
+    def _slot(self, model: str, replica: Replica) -> Done:
+        release = self._balancer.acquire(replica.id)
+
+        def done() -> None:
+            release()
+            if self._queues.get(model):
+                self._dispatch(model)
+
+        return done
+
+    async def _wait(self, entry: ModelEndpoints, exclude: Collection[str], key: int | None) -> Slot | None:
+        queue = self._queues.setdefault(entry.name, deque())
+        retry = bool(exclude)
+        if not retry and len(queue) >= self.queue_limit(entry):
+            raise Rejected(self._busy(entry.name, f"{len(queue)} requests are already waiting"))
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), exclude, key)
+        if retry:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
+        self._dispatch(entry.name)  # a slot may be free for this one (queued retries could not take it)
+        cold = not entry.replicas
+        timeout_s = self._settings.cold_start_wait_s if cold else self._settings.queue_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await waiter.future
+        except TimeoutError:
+            self._abandon(entry.name, waiter)
+            raise Rejected(self._timed_out(entry.name, timeout_s)) from None
+        except BaseException:
+            self._abandon(entry.name, waiter)
+            raise
+
+    def _abandon(self, model: str, waiter: _Waiter) -> None:
+        """Take a waiter that gave up out of the queue, or give back the slot it got meanwhile."""
+        future = waiter.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            slot = future.result()
+            if slot is not None:
+                slot[1]()
+            return
+        queue = self._queues.get(model)
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                queue.remove(waiter)
+            if not queue:
+                del self._queues[model]
+
+    def _dispatch(self, model: str) -> None:
+        """Hand free slots to waiters in order; stop at the first one that finds every replica full."""
+        queue = self._queues.get(model)
+        if not queue:
+            return
+        entry = self._source.current().lookup(model)
+        skipped: list[_Waiter] = []
+        while queue:
+            waiter = queue.popleft()
+            if waiter.future.done():
+                continue
+            if entry is None:
+                waiter.future.set_exception(Rejected(self._gone(model)))
+                continue
+            slot, left = self._try(entry, waiter.exclude, waiter.key)
+            if slot is not None or not left:
+                waiter.future.set_result(slot)
+            elif waiter.exclude:
+                skipped.append(waiter)  # a retry barred from the free replica: others may fit
+            else:
+                queue.appendleft(waiter)  # every replica is full: nobody behind it fits either
+                break
+        queue.extendleft(reversed(skipped))
+        if not queue:
+            del self._queues[model]
+
+    def _busy(self, model: str, why: str) -> web.Response:
+        return errors.overloaded(
+            f"The model '{model}' is at capacity and {why}. Retry later.",
+            code="queue_full",
+            retry_after=self._settings.busy_retry_after_s,
+        )
+
+    def _timed_out(self, model: str, waited_s: float) -> web.Response:
+        entry = self._source.current().lookup(model)
+        if entry is None or not entry.replicas:
+            return self._gone(model, f"no replica became ready within {waited_s:g} seconds")
+        return errors.overloaded(
+            f"The model '{model}' stayed at capacity for {waited_s:g} seconds. Retry later.",
+            code="queue_timeout",
+            retry_after=self._settings.busy_retry_after_s,
+        )
+
+    def _gone(self, model: str, why: str = "it has no ready replica") -> web.Response:
+        return errors.unavailable(
+            f"The model '{model}' is not available: {why}. Retry later.",
+            retry_after=self._settings.retry_after_s,
+        )

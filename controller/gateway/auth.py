@@ -1,0 +1,62 @@
+"""Optional API keys: a bearer token on every /v1/* request, compared in constant time.
+
+With no keys configured the gateway is open (``run_gateway`` says so once at start-up). With keys,
+``Authorization: Bearer <key>`` must carry one of them, else 401 in OpenAI's shape (openai clients
+raise AuthenticationError). Every key is compared with ``hmac.compare_digest`` and the loop never
+stops early, so timing tells neither which key matched nor how much of a guess was right. Probes and
+scrapers (``/healthz``, ``/readyz``, ``/metrics``) stay open: they carry no key, and expose no prompt
+or answer. Keys are never logged, and the proxy never forwards the client's Authorization header.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from controller.gateway import errors
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class KeyCheck:
+    """Whether a bearer token is one of the configured keys."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._keys = tuple(k.encode("ascii") for k in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Return True if the Authorization header value carries a configured key."""
+        if authorization is None:
+            return False
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        candidate = token.strip().encode("utf-8", "replace")
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(candidate, key)
+        return matched
+
+
+def auth_middleware(check: KeyCheck) -> Middleware:
+    """Return middleware that answers 401 to requests outside OPEN_PATHS without a valid key."""
+
+    @web.middleware
+    async def require_key(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or check.accepts(request.headers.get("Authorization")):
+            return await handler(request)
+        if "Authorization" not in request.headers:
+            return errors.unauthorized(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+        return errors.unauthorized("Incorrect API key provided.")
+
+    return require_key

@@ -1,0 +1,145 @@
+"""The gateway's settings: one frozen dataclass, each field with its default and why, and ``from_env``.
+
+``modelctl gateway`` (and ``serve``) build it with ``GatewaySettings.from_env(...)``: MODELCTL_*
+variables first, explicit keyword overrides (CLI flags, not None) win. Bad values are rejected with a
+message naming the field, never clamped. API keys never appear in the repr, hence never in a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A gateway setting (or the variable it came from) has an invalid value."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """How the gateway listens, whom it follows, how patient it is, and whom it lets in."""
+
+    # All interfaces: the gateway is the endpoint clients (and other containers) reach.
+    # Env MODELCTL_GATEWAY_HOST, CLI --host.
+    host: str = "0.0.0.0"
+    # The port the design promises: clients point at http://localhost:8080/v1.
+    # Env MODELCTL_GATEWAY_PORT, CLI --port.
+    port: int = 8080
+    # The controller's internal API, which serves GET /v1/endpoints (compose: http://controller:8081).
+    # Env MODELCTL_CONTROLLER_URL, CLI --controller-url.
+    controller_url: str = "http://127.0.0.1:8081"
+    # Bearer tokens accepted on /v1/*; empty = open (said once at start-up). /healthz, /readyz and
+    # /metrics stay open (probes and scrapers carry no key). Env MODELCTL_API_KEYS (comma-separated)
+    # and/or MODELCTL_API_KEYS_FILE (one key per line, # comments).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Processes serving the same port (SO_REUSEPORT), each with its own loop, table and metrics.
+    # Env MODELCTL_GATEWAY_WORKERS.
+    workers: int = 1
+    # Requests are JSON prompts; 16 MiB holds long contexts and base64 images, and bounds memory.
+    max_body_bytes: int = 16 * 1024 * 1024
+    # A ready replica accepts at once; a slow connect means it is gone, so try another soon.
+    connect_timeout_s: float = 5.0
+    # Until the status line: a non-streamed completion arrives only when generation ends (slow LLMs).
+    first_byte_timeout_s: float = 600.0
+    # Longest silence between two chunks of an answer (prompt processing before the first token).
+    read_timeout_s: float = 300.0
+    # Replicas tried per request before the first byte; each replica at most once.
+    max_tries: int = 3
+    # Retry-After (seconds) on 503: about the time a replica takes to come (back) up.
+    retry_after_s: int = 5
+    # Retry-After (seconds) on 429: a slot frees when one generation ends.
+    busy_retry_after_s: int = 1
+    # Waiting requests per unit of capacity (sum of replicas' max_concurrency) before 429.
+    # Env MODELCTL_GATEWAY_QUEUE_PER_SLOT.
+    queue_per_slot: int = 4
+    # A model may always queue this many, also while it has no replica to multiply by.
+    queue_min: int = 64
+    # Longest wait for a replica slot before 429; a slot frees when some generation ends.
+    # Env MODELCTL_GATEWAY_QUEUE_TIMEOUT_S.
+    queue_timeout_s: float = 30.0
+    # Longest wait for a model without ready replicas (cold start) to gain one before 503; also for
+    # the first table after start-up. Env MODELCTL_GATEWAY_COLD_START_WAIT_S.
+    cold_start_wait_s: float = 30.0
+    # How often waiting requests look for a new table (TableSource has no change notification).
+    table_poll_s: float = 0.1
+    # Prefix affinity: a replica takes a conversation while under c x its fair share of load.
+    affinity_load_factor: float = 1.25
+    # Prefix affinity for /v1/completions: characters of the prompt that make its key.
+    affinity_prefix_chars: int = 512
+    # Connections to all replicas together; beyond it requests wait for a free one.
+    max_upstream_connections: int = 1024
+    # Idle keep-alive under the backends' own 5 s (uvicorn, cpp-httplib), so we never reuse a
+    # connection that the replica is closing (that would fail a request with a single replica).
+    upstream_keepalive_s: float = 4.0
+
+    def __post_init__(self) -> None:
+        positive = ("workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SettingsError(f"gateway setting {name} must be at least 1, not {getattr(self, name)}")
+        not_negative = ["queue_min", "queue_timeout_s", "cold_start_wait_s", "retry_after_s"]
+        not_negative.append("busy_retry_after_s")
+        for name in not_negative:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"gateway setting {name} must not be negative, not {getattr(self, name)}")
+        if self.table_poll_s <= 0:
+            raise SettingsError(f"gateway setting table_poll_s must be positive, not {self.table_poll_s}")
+        if self.affinity_load_factor < 1.0:
+            raise SettingsError(
+                f"gateway setting affinity_load_factor must be at least 1.0, not {self.affinity_load_factor}"
+            )
+        if any(not key or key != key.strip() or not key.isascii() for key in self.api_keys):
+            raise SettingsError("gateway setting api_keys: each key must be non-empty ASCII without spaces")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> GatewaySettings:
+        """Settings from MODELCTL_* variables; explicit ``overrides`` (not None) win.
+
+        Raises SettingsError naming the variable for a value that does not parse, or an unreadable
+        MODELCTL_API_KEYS_FILE.
+        """
+        values: dict[str, object] = {}
+        for key, name in _ENV.items():
+            if name in env:
+                values[key] = _parse(name, env[name], _KINDS[key])
+        keys = _split_keys(env.get("MODELCTL_API_KEYS", ""))
+        if env.get("MODELCTL_API_KEYS_FILE"):
+            keys += read_keys_file(Path(env["MODELCTL_API_KEYS_FILE"]))
+        if keys:
+            values["api_keys"] = tuple(dict.fromkeys(keys))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_ENV = {
+    "host": "MODELCTL_GATEWAY_HOST",
+    "port": "MODELCTL_GATEWAY_PORT",
+    "controller_url": "MODELCTL_CONTROLLER_URL",
+    "workers": "MODELCTL_GATEWAY_WORKERS",
+    "queue_per_slot": "MODELCTL_GATEWAY_QUEUE_PER_SLOT",
+    "queue_timeout_s": "MODELCTL_GATEWAY_QUEUE_TIMEOUT_S",
+    "cold_start_wait_s": "MODELCTL_GATEWAY_COLD_START_WAIT_S",
+}
+_KINDS: dict[str, type] = {f.name: type(f.default) for f in fields(GatewaySettings) if f.name in _ENV}
+
+
+def _parse(name: str, text: str, kind: type) -> object:
+    try:
+        return kind(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from exc
+
+
+def _split_keys(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def read_keys_file(path: Path) -> tuple[str, ...]:
+    """Return the keys in ``path``: one a line, blank lines and ``#`` comments ignored."""
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"MODELCTL_API_KEYS_FILE {path}: cannot read it ({exc})") from exc
+    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
