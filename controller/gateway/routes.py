@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -113,8 +114,8 @@ class Routes:
         app.router.add_post("/v1/{path:.+}", self.forward)
 
     async def healthz(self, request: web.Request) -> web.Response:
-        """200 while the process serves HTTP at all."""
-        return web.json_response({"status": "ok"})
+        """200 while the process serves HTTP at all; names the worker process that answered."""
+        return web.json_response({"status": "ok", "pid": os.getpid()})
 
     async def readyz(self, request: web.Request) -> web.Response:
         """200 if some model has a ready replica, else 503."""

@@ -90,7 +90,7 @@ class GatewaySettings:
             raise SettingsError(
                 f"gateway setting affinity_load_factor must be at least 1.0, not {self.affinity_load_factor}"
             )
-        if any(not key or key != key.strip() or not key.isascii() for key in self.api_keys):
+        if any(not key.isascii() or not key.isprintable() or " " in key or not key for key in self.api_keys):
             raise SettingsError("gateway setting api_keys: each key must be non-empty ASCII without spaces")
 
     @classmethod

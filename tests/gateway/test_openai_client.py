@@ -1,15 +1,79 @@
-"""The official ``openai`` client against the gateway over a real socket, to fake llama-servers.
+"""The official ``openai`` client, sync and async, against the gateway over a real socket.
 
-The sync client blocks, so it runs in a worker thread while the gateway serves on the test's loop.
+Chat, completions and embeddings, streamed and not, the model list, and every error class the gateway
+can cause: 400 BadRequestError, 401 AuthenticationError, 404 NotFoundError, 429 RateLimitError,
+503 InternalServerError. The sync client blocks, so it runs in a worker thread while the gateway
+serves on the test's loop. ``max_retries=0``: the client would otherwise retry 429/503 by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
-from gateway_fakes import PIECES, StartGateway, StartUpstream, table_of
+from gateway_fakes import PIECES, FakeLlamaServer, StartGateway, StartUpstream, eventually, table_of
+
+USER = [{"role": "user", "content": "hi"}]
+Summary = dict[str, Any]
+
+
+def summarize_sync(client: openai.OpenAI) -> Summary:
+    models = [m.id for m in client.models.list()]
+    chat = client.chat.completions.create(model="smollm", messages=USER)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=USER,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = client.completions.create(model="smollm2", prompt="Once upon")
+    vectors = client.embeddings.create(model="smollm2", input=["a", "b"])
+    return {
+        "models": models,
+        "chat": chat.choices[0].message.content,
+        "chat_usage": chat.usage.total_tokens if chat.usage else None,
+        "streamed": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+        "stream_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
+        "text": text.choices[0].text,
+        "vectors": [e.embedding for e in vectors.data],
+    }
+
+
+async def summarize_async(client: openai.AsyncOpenAI) -> Summary:
+    models = [m.id async for m in client.models.list()]
+    chat = await client.chat.completions.create(model="smollm", messages=USER)  # type: ignore[arg-type]
+    stream = await client.chat.completions.create(
+        model="smollm2",
+        messages=USER,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    text = await client.completions.create(model="smollm2", prompt="Once upon")
+    vectors = await client.embeddings.create(model="smollm2", input=["a", "b"])
+    return {
+        "models": models,
+        "chat": chat.choices[0].message.content,
+        "chat_usage": chat.usage.total_tokens if chat.usage else None,
+        "streamed": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+        "stream_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
+        "text": text.choices[0].text,
+        "vectors": [e.embedding for e in vectors.data],
+    }
+
+
+def expected(text_from: set[str]) -> Summary:
+    return {
+        "models": ["smollm2", "smollm"],
+        "chat_usage": 9,
+        "streamed": "".join(PIECES),
+        "stream_usage": len(PIECES),
+        "vectors": [[0.25, -0.5, 0.0], [0.25, -0.5, 1.0]],
+    } | {"chat": text_from, "text": text_from}
 
 
 @pytest.fixture
@@ -20,48 +84,99 @@ async def base_url(start_gateway: StartGateway, start_upstream: StartUpstream) -
     return str(client.make_url("/v1"))
 
 
-def sync_client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10)
+def check(summary: Summary) -> None:
+    want = expected({"hello from a", "hello from b"})
+    for name, value in want.items():
+        if isinstance(value, set):
+            assert summary[name] in value, name
+        else:
+            assert summary[name] == value, name
 
 
-async def test_sync_client_lists_completes_and_streams(base_url: str) -> None:
-    def talk() -> tuple[list[str], list[str], str]:
-        with sync_client(base_url) as client:
-            models = [m.id for m in client.models.list()]
-            answers = []
-            for _ in range(2):
-                reply = client.chat.completions.create(
-                    model="smollm", messages=[{"role": "user", "content": "hi"}]
-                )
-                assert reply.usage is not None and reply.usage.total_tokens == 9
-                answers.append(reply.choices[0].message.content or "")
-            stream = client.chat.completions.create(
-                model="smollm2", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
-            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-            return models, answers, text
+async def test_sync_client(base_url: str) -> None:
+    def talk() -> Summary:
+        with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10) as client:
+            return summarize_sync(client)
 
-    models, answers, text = await asyncio.to_thread(talk)
-    assert models == ["smollm2", "smollm"]
-    assert sorted(answers) == ["hello from a", "hello from b"]
-    assert text == "".join(PIECES)
+    check(await asyncio.to_thread(talk))
 
 
-async def test_sync_client_gets_not_found_for_an_unknown_model(base_url: str) -> None:
-    def ask() -> None:
-        with sync_client(base_url) as client:
-            client.chat.completions.create(model="gpt-9", messages=[])
-
-    with pytest.raises(openai.NotFoundError) as caught:
-        await asyncio.to_thread(ask)
-    assert caught.value.code == "model_not_found"
-    assert "gpt-9" in caught.value.message
+async def test_async_client(base_url: str) -> None:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10) as client:
+        check(await summarize_async(client))
 
 
-async def test_async_client_streams(base_url: str) -> None:
-    async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
-        stream = await client.chat.completions.create(
-            model="smollm2", messages=[{"role": "user", "content": "hi"}], stream=True
+# Errors: each status the gateway produces, as the exception class the client raises.
+
+
+async def errors_gateway(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> tuple[str, FakeLlamaServer, Any]:
+    busy, url = await start_upstream("busy")
+    busy.hold = asyncio.Event()
+    client = await start_gateway(
+        table_of(("busy", (), [url]), ("cold", (), []), max_concurrency=1),
+        api_keys=("sk-right",),
+        queue_timeout_s=0,
+        cold_start_wait_s=0.05,
+    )
+    return str(client.make_url("/v1")), busy, client
+
+
+ERRORS: list[tuple[str, type[openai.APIStatusError], str, str]] = [
+    # (case, exception, model, api key)
+    ("unknown model", openai.NotFoundError, "gpt-9", "sk-right"),
+    ("wrong key", openai.AuthenticationError, "busy", "sk-wrong"),
+    ("empty model", openai.BadRequestError, "", "sk-right"),
+    ("at capacity", openai.RateLimitError, "busy", "sk-right"),
+    ("cold model", openai.InternalServerError, "cold", "sk-right"),
+]
+
+
+def create_sync(base_url: str, model: str, key: str, stream: bool) -> Callable[[], object]:
+    def call() -> object:
+        with openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=10) as client:
+            return client.chat.completions.create(model=model, messages=USER, stream=stream)  # type: ignore[arg-type, call-overload]
+
+    return call
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("case", "error", "model", "key"), ERRORS, ids=[e[0] for e in ERRORS])
+async def test_errors_map_to_the_clients_exceptions(
+    start_gateway: StartGateway,
+    start_upstream: StartUpstream,
+    flavour: str,
+    stream: bool,
+    case: str,
+    error: type[openai.APIStatusError],
+    model: str,
+    key: str,
+) -> None:
+    base_url, busy, gateway = await errors_gateway(start_gateway, start_upstream)
+    occupied = None
+    if case == "at capacity":
+        headers = {"Authorization": "Bearer sk-right"}
+        occupied = asyncio.create_task(
+            gateway.post("/v1/chat/completions", json={"model": "busy"}, headers=headers)
         )
-        pieces = [c.choices[0].delta.content async for c in stream if c.choices]
-    assert "".join(p or "" for p in pieces) == "".join(PIECES)
+        await eventually(lambda: busy.active == 1)
+    try:
+        with pytest.raises(error) as caught:
+            if flavour == "sync":
+                await asyncio.to_thread(create_sync(base_url, model, key, stream))
+            else:
+                async with openai.AsyncOpenAI(
+                    base_url=base_url, api_key=key, max_retries=0, timeout=10
+                ) as client:
+                    await client.chat.completions.create(model=model, messages=USER, stream=stream)  # type: ignore[arg-type, call-overload]
+    finally:
+        busy.hold.set()  # type: ignore[union-attr]
+        if occupied is not None:
+            await occupied
+    assert caught.value.message
+    if case == "unknown model":
+        assert caught.value.code == "model_not_found" and "gpt-9" in caught.value.message
+    if case in ("at capacity", "cold model"):
+        assert caught.value.response.headers["Retry-After"]

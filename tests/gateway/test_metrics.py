@@ -1,0 +1,110 @@
+"""Prometheus metrics: per-app registry, request/latency/token/retry series, live gauges."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from gateway_fakes import StartGateway, StartUpstream, eventually, refused_url, table_of
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.gateway.metrics import usage_tokens
+
+CHAT = "/v1/chat/completions"
+ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def scrape(client: TestClient[Any, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_requests_latency_and_tokens_are_counted(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    _, url = await start_upstream("a")
+    client = await start_gateway(table_of(("m", (), [url])))
+    assert (await client.post(CHAT, json=ASK)).status == 200  # usage 5 + 4
+    stream = {**ASK, "stream": True, "stream_options": {"include_usage": True}}
+    assert (await (await client.post(CHAT, json=stream)).read()).endswith(b"[DONE]\n\n")  # usage 6 + 4
+    await (await client.post(CHAT, json={**ASK, "stream": True})).read()  # no usage asked
+    embed = await client.post("/v1/embeddings", json={"model": "m", "input": ["a", "b"]})  # usage 4 + 0
+    assert embed.status == 200
+    assert (await client.post(CHAT, json={"model": "nope"})).status == 404
+    samples = await scrape(client)
+    assert sample(samples, "modelctl_gateway_requests_total", model="m", replica="m-0", status="200") == 4
+    assert sample(samples, "modelctl_gateway_requests_total", model="none", replica="none", status="404") == 1
+    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="prompt") == 5 + 6 + 4
+    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="completion") == 4 + 4
+    assert sample(samples, "modelctl_gateway_request_duration_seconds_count", model="m") == 4
+    assert sample(samples, "modelctl_gateway_time_to_first_byte_seconds_count", model="m") == 4
+    assert sample(samples, "modelctl_gateway_ready_replicas", model="m") == 1
+
+
+async def test_retries_in_flight_and_queue_depth(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    client = await start_gateway(table_of(("m", (), [refused_url(), url]), max_concurrency=1))
+    assert (await client.post(CHAT, json=ASK)).status == 200
+    assert (await client.post(CHAT, json=ASK)).status == 200
+    fake.hold = asyncio.Event()
+    held = [asyncio.create_task(client.post(CHAT, json=ASK)) for _ in range(3)]
+    await eventually(lambda: fake.active == 1)
+    samples = await scrape(client)
+    assert sample(samples, "modelctl_gateway_retries_total", model="m") >= 1
+    assert sample(samples, "modelctl_gateway_in_flight", model="m", replica="m-1") == 1
+    assert sample(samples, "modelctl_gateway_queue_depth", model="m") >= 1
+    fake.hold.set()
+    assert [(await r).status for r in held] == [200] * 3
+
+
+async def test_each_app_has_its_own_registry(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    _, url = await start_upstream("a")
+    first = await start_gateway(table_of(("m", (), [url])))
+    second = await start_gateway(table_of(("m", (), [url])))
+    await first.post(CHAT, json=ASK)
+    assert sample(
+        await scrape(first), "modelctl_gateway_requests_total", model="m", replica="m-0", status="200"
+    )
+    assert not sample(
+        await scrape(second), "modelctl_gateway_requests_total", model="m", replica="m-0", status="200"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        pytest.param(
+            b'"usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}', (5, 4), id="json"
+        ),
+        pytest.param(
+            b'"usage":{"completion_tokens":2,"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1}}}',
+            (3, 2),
+            id="nested details",
+        ),
+        pytest.param(
+            b'data: {"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":1}}\n\n', (6, 1), id="sse"
+        ),
+        pytest.param(b'"usage": null}', None, id="null"),
+        pytest.param(b'"content": "\\"usage\\": {\\"prompt_tokens\\": 1}"}', None, id="inside a string"),
+        pytest.param(b'"usage": {"prompt_tokens": 8, "total_tokens": 8}}', (8, 0), id="embeddings"),
+        pytest.param(b"no usage here", None, id="none"),
+    ],
+)
+def test_usage_tokens(tail: bytes, expected: tuple[int, int] | None) -> None:
+    assert usage_tokens(tail) == expected
