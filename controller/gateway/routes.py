@@ -74,8 +74,10 @@ def wants_stream_usage(document: dict[str, Any]) -> bool:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """Return the whole request body; raise BadRequest (413) once it passes ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BadRequest(errors.too_large(limit))
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise BadRequest(errors.too_large(limit))
+        return await request.read()  # the declared length is enforced by the parser
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk

@@ -120,6 +120,7 @@ class FakeLlamaServer:
         self.endless = False  # a stream goes on until the connection is closed
         self.break_after_first = False  # drop the connection after the first chunk
         self.truncate_json = False  # promise a long JSON body, send a few bytes, drop it
+        self.promised_length = 1000  # the Content-Length a truncated answer promises
         self.sent_last = False
         self.cancelled = asyncio.Event()  # set when the stream was cut off from our side
         self.hold: asyncio.Event | None = None  # every request waits on it before answering
@@ -168,7 +169,7 @@ class FakeLlamaServer:
 
     async def _truncated(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        resp.content_length = 1000
+        resp.content_length = self.promised_length
         await resp.prepare(request)
         await resp.write(b'{"id": "chatcmpl-1", ')
         assert request.transport is not None

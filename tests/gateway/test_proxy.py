@@ -163,11 +163,25 @@ async def test_upstream_dying_mid_stream_ends_it_with_an_error_event(
     assert in_flight(client, "m-0") == [0]
 
 
+async def test_upstream_dying_mid_body_is_a_502_when_the_body_is_small(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.truncate_json = True  # promises 1000 bytes: read whole before answering
+    client = await start_gateway(table_of(("m", (), [url])))
+    async with asyncio.timeout(10):
+        resp = await client.post(CHAT, json=ASK)
+    assert resp.status == 502
+    assert (await resp.json())["error"]["code"] == "upstream_error"
+    assert in_flight(client, "m-0") == [0]
+
+
 async def test_upstream_dying_mid_body_is_an_error_for_the_client_not_a_hang(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:
     fake, url = await start_upstream("a")
     fake.truncate_json = True
+    fake.promised_length = 2 * 1024 * 1024  # too big to hold: streamed, so it breaks off mid-body
     client = await start_gateway(table_of(("m", (), [url])))
     async with asyncio.timeout(10):
         resp = await client.post(CHAT, json=ASK)
