@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import InvalidManifests, ModelctlError
-from controller.gateway.app import GatewaySettings, run_gateway
+from controller.gateway import GatewaySettings, SettingsError, run_gateway
 from controller.manifest_loader import load_folder
 from controller.settings import ControllerSettings
 from controller.status import render_table
@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     add_gateway_args(serve)
     gateway = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")
     add_gateway_args(gateway)
-    gateway.add_argument("--controller-url", default=os.environ.get("MODELCTL_CONTROLLER_URL"))
+    gateway.add_argument("--controller-url", help="the controller's API (MODELCTL_CONTROLLER_URL)")
     gateway.set_defaults(func=cmd_gateway)
     validate = sub.add_parser("validate", help="check manifests; exit 1 listing every error")
     validate.add_argument("path", type=Path)
@@ -106,8 +106,23 @@ def add_controller_args(p: argparse.ArgumentParser, func: Any) -> None:
 
 
 def add_gateway_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=os.environ.get("MODELCTL_GATEWAY_HOST", "0.0.0.0"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("MODELCTL_GATEWAY_PORT", "8080")))
+    p.add_argument("--host", help="listen address (MODELCTL_GATEWAY_HOST, default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="listen port (MODELCTL_GATEWAY_PORT, default 8080)")
+    p.add_argument("--workers", type=int, help="processes on the port (MODELCTL_GATEWAY_WORKERS)")
+    p.add_argument("--api-keys-file", help="bearer keys, one per line (MODELCTL_API_KEYS_FILE); none: open")
+
+
+def gateway_settings(args: argparse.Namespace, **overrides: object) -> GatewaySettings:
+    """Flags over MODELCTL_* variables over defaults; one clear error for a bad value."""
+    env = dict(os.environ)
+    if args.api_keys_file:
+        env["MODELCTL_API_KEYS_FILE"] = args.api_keys_file
+    try:
+        return GatewaySettings.from_env(
+            env, host=args.host, port=args.port, workers=args.workers, **overrides
+        )
+    except SettingsError as exc:
+        raise ModelctlError(f"gateway settings: {exc}") from exc
 
 
 def controller_settings(args: argparse.Namespace) -> ControllerSettings:
@@ -131,13 +146,11 @@ def cmd_controller(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from controller.app import run_controller
 
-    gateway = GatewaySettings(host=args.host, port=args.port)
-    return run_until_signal(run_controller(controller_settings(args), gateway=gateway))
+    return run_until_signal(run_controller(controller_settings(args), gateway=gateway_settings(args)))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    url = args.controller_url or GatewaySettings().controller_url
-    return run_until_signal(run_gateway(GatewaySettings(host=args.host, port=args.port, controller_url=url)))
+    return run_until_signal(run_gateway(gateway_settings(args, controller_url=args.controller_url)))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -55,6 +55,10 @@ KNOWN_FAILURES = (
         "port in use: the engine could not listen (another process holds the port)",
     ),
     known(r"exec format error", "image built for another CPU architecture (exec format error)"),
+    known(
+        r"Worker failed with error '(?P<error>[^\n]{1,200}?)'(?:, please|\s*$)", "vLLM worker failed: {error}"
+    ),
+    known(r"EngineCore failed to start", "vLLM engine failed to start (see `modelctl logs`)"),
 )
 
 ERROR_LINE = re.compile(r"error|failed|fatal|exception|traceback", re.IGNORECASE)
@@ -63,12 +67,21 @@ MAX_LINE = 200
 
 def explain(output: str, *, exit_code: int | None = None) -> str:
     """One line saying why a replica failed, from its log tail or a Docker error message."""
+    return known_failure(output) or fallback(output, exit_code)
+
+
+def known_failure(output: str) -> str | None:
+    """The one-line explanation of the first known failure in ``output``, or None.
+
+    Also used on replicas that still run: an engine that hit a fatal error but hangs instead of
+    exiting (vLLM does) is recognised from its logs without waiting for the start timeout.
+    """
     for failure in KNOWN_FAILURES:
         match = failure.pattern.search(output)
         if match:
             groups = {k: (v or "").strip() for k, v in match.groupdict().items()}
             return failure.message.format(**groups)
-    return fallback(output, exit_code)
+    return None
 
 
 SIGNAL_EXITS = {

@@ -22,7 +22,7 @@ from controller.drain import Drainer
 from controller.endpoint_store import EndpointStore
 from controller.endpoints import ModelEndpoints, Replica
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError
-from controller.failures import explain
+from controller.failures import explain, known_failure
 from controller.gpus import Inventory, read_inventory
 from controller.health import Prober
 from controller.lifecycle import Lifecycle, LifecycleSettings
@@ -149,16 +149,25 @@ class Reconciler:
             if not container.alive:
                 reason = explain(await self.last_logs(container), exit_code=container.exit_code)
             elif container.running:
-                reason = self.lifecycle.observe(
-                    container.id, container.slot, ready=container.id in ready, now=now
-                )
+                reason = await self.health_problem(container, container.id in ready, now)
             if reason is None:
                 remaining.append(container)
                 continue
             delay = self.lifecycle.failed(container.slot, reason, now)
             log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
-            await asyncio.to_thread(self.runtime.remove, container.id)
+            await asyncio.to_thread(self.runtime.remove, container.id, graceful=False)
         return remaining
+
+    async def health_problem(self, container: ObservedContainer, ready: bool, now: float) -> str | None:
+        """Why a running container must be replaced (unhealthy too long, never ready, or a fatal
+        error in the logs of one that hangs instead of exiting), or None."""
+        reason = self.lifecycle.observe(container.id, container.slot, ready=ready, now=now)
+        if ready or self.lifecycle.ready_once(container.id):
+            return reason
+        fatal = known_failure(await self.last_logs(container))
+        if fatal is not None:
+            return fatal
+        return reason
 
     async def last_logs(self, container: ObservedContainer) -> str:
         """The container's last output; empty if it vanished meanwhile (its reason is then unknown)."""

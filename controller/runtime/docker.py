@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, LogConfig, Mount
+from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from controller import labels
 from controller.errors import BackendRuntimeError, RuntimeUnavailable
@@ -27,6 +27,7 @@ from controller.spec import ContainerSpec
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10  # SIGTERM, then SIGKILL: engines stop in well under a second
+NOFILE = 65536
 LOG_LIMITS = LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"})
 
 
@@ -142,12 +143,14 @@ class DockerRuntime:
                 raise
         return container_id
 
-    def remove(self, container_id: str) -> None:
-        """Stop and remove a container; one that is already gone is fine."""
+    def remove(self, container_id: str, *, graceful: bool = True) -> None:
+        """Stop and remove a container; one that is already gone is fine. ``graceful``: SIGTERM
+        first (SIGKILL after STOP_TIMEOUT_S); otherwise SIGKILL at once (a crashed or hung
+        engine has nothing left to finish)."""
         with docker_errors(f"removing container {container_id[:12]}"):
             try:
                 container = self.client.containers.get(container_id)
-                if container.status == "running":
+                if graceful and container.status == "running":
                     container.stop(timeout=STOP_TIMEOUT_S)
                 container.remove(force=True)
             except docker.errors.NotFound:
@@ -219,6 +222,8 @@ def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "log_config": LOG_LIMITS,
+        # Engines keep a socket per client and files per shard; Docker's default is too low for vLLM.
+        "ulimits": [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)],
     }
     if spec.gpus:
         kwargs["device_requests"] = [

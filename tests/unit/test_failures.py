@@ -58,3 +58,18 @@ def test_unknown_failures_fall_back_to_the_last_error_line() -> None:
     assert explain(output, exit_code=3) == "exited with code 3: RuntimeError: something odd happened"
     assert explain("", exit_code=1) == "exited with code 1"
     assert explain("W slot: n_past was set\n", exit_code=137).startswith("killed (exit code 137, SIGKILL)")
+
+
+def test_a_hung_vllm_is_recognised_from_its_logs() -> None:
+    from controller.failures import known_failure
+
+    log = (
+        "(EngineCore pid=80) ERROR ... RuntimeError: Worker failed with error 'InvalidCxxCompiler: "
+        "No working C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')', please "
+        "check the stack trace above for the root cause\nEngineCore failed to start.\n"
+    )
+    assert known_failure(log) == (
+        "vLLM worker failed: InvalidCxxCompiler: No working C++ compiler found in "
+        "torch._inductor.config.cpp.cxx: (None, 'g++')"
+    )
+    assert known_failure("INFO loading weights\nINFO ready soon\n") is None
