@@ -257,4 +257,6 @@ for a in "${ARGS[@]}"; do
         fi
     done
 done
-say "done in $((SECONDS - total_start)) s"
+# Earlier builds of our tags are left untagged ("dangling"); drop those, and only those.
+pruned=$(docker image prune -f --filter "label=modelctl.recipe" 2>/dev/null | tail -1)
+say "done in $((SECONDS - total_start)) s${pruned:+ ($pruned)}"
