@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+from docker.types import DeviceRequest, LogConfig, Mount
 
 from controller import labels
 from controller.errors import BackendRuntimeError, RuntimeUnavailable
@@ -27,7 +27,6 @@ from controller.spec import ContainerSpec
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10  # SIGTERM, then SIGKILL: engines stop in well under a second
-NOFILE = 65536
 LOG_LIMITS = LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"})
 
 
@@ -222,8 +221,6 @@ def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "log_config": LOG_LIMITS,
-        # Engines keep a socket per client and files per shard; Docker's default is too low for vLLM.
-        "ulimits": [Ulimit(name="nofile", soft=NOFILE, hard=NOFILE)],
     }
     if spec.gpus:
         kwargs["device_requests"] = [
