@@ -17,7 +17,7 @@ from aiohttp.typedefs import Middleware
 
 from controller.gateway import errors
 from controller.gateway.admission import Admission
-from controller.gateway.auth import KeyCheck, auth_middleware
+from controller.gateway.auth import KeyCheck, refusal
 from controller.gateway.balancer import Balancer
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.proxy import Proxy
@@ -45,20 +45,34 @@ __all__ = [
 ]
 
 
-@web.middleware
-async def openai_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Turn aiohttp's own errors (unknown route, wrong method) and bugs into OpenAI error JSON."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        type_ = errors.INVALID_REQUEST if exc.status < 500 else errors.SERVER_ERROR
-        message = f"{request.method} {request.path}: {exc.reason}"
-        return errors.error_response(exc.status, message, type_=type_)
-    except Exception:
-        log.exception("unexpected error answering %s %s", request.method, request.path)
-        return errors.error_response(500, "Internal gateway error.", type_=errors.SERVER_ERROR)
+def gateway_middleware(keys: KeyCheck) -> Middleware:
+    """The app's one middleware (one coroutine frame on the request path, not one per concern).
+
+    With API keys configured it answers 401 to requests outside ``auth.OPEN_PATHS`` without a valid
+    key, before any handler (unknown routes included). It turns aiohttp's own errors (unknown route,
+    wrong method) and bugs into OpenAI error JSON.
+    """
+    check = keys if keys else None
+
+    @web.middleware
+    async def gateway(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if check is not None:
+            denied = refusal(check, request)
+            if denied is not None:
+                return denied
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            type_ = errors.INVALID_REQUEST if exc.status < 500 else errors.SERVER_ERROR
+            message = f"{request.method} {request.path}: {exc.reason}"
+            return errors.error_response(exc.status, message, type_=type_)
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            return errors.error_response(500, "Internal gateway error.", type_=errors.SERVER_ERROR)
+
+    return gateway
 
 
 def create_app(source: TableSource, settings: GatewaySettings | None = None) -> web.Application:
@@ -72,10 +86,7 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
     admission = Admission(source, balancer, settings)
     metrics = GatewayMetrics(source, balancer.in_flight, admission.queue_depth)
     proxy = Proxy(settings, admission, metrics)
-    middlewares: list[Middleware] = [openai_errors]
-    keys = KeyCheck(settings.api_keys)
-    if keys:
-        middlewares.append(auth_middleware(keys))
+    middlewares = [gateway_middleware(KeyCheck(settings.api_keys))]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[BALANCER] = balancer
     app[ADMISSION] = admission
@@ -89,12 +100,14 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
             keepalive_timeout=settings.upstream_keepalive_s,
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
-        # Bodies go through as the replica encoded them, and only what the client asked for.
+        # Bodies go through as the replica encoded them, and only what the client asked for. No
+        # cookie jar: one replica's Set-Cookie must never ride along on other clients' requests.
         async with aiohttp.ClientSession(
             connector=connector,
             timeout=timeout,
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         ) as session:
             proxy.session = session
             yield

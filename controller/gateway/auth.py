@@ -11,14 +11,11 @@ or answer. Keys are never logged, and the proxy never forwards the client's Auth
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from controller.gateway import errors
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -46,17 +43,19 @@ class KeyCheck:
         return matched
 
 
-def auth_middleware(check: KeyCheck) -> Middleware:
-    """Return middleware that answers 401 to requests outside OPEN_PATHS without a valid key."""
+def refusal(check: KeyCheck, request: web.Request) -> web.Response | None:
+    """Return the 401 for a request outside OPEN_PATHS without a valid key, else None (it may pass).
 
-    @web.middleware
-    async def require_key(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or check.accepts(request.headers.get("Authorization")):
-            return await handler(request)
-        if "Authorization" not in request.headers:
-            return errors.unauthorized(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
-            )
-        return errors.unauthorized("Incorrect API key provided.")
-
-    return require_key
+    The app's one middleware (``app.gateway_middleware``) calls it before the handler when keys are
+    configured.
+    """
+    if request.path in OPEN_PATHS:
+        return None
+    authorization = request.headers.get("Authorization")
+    if check.accepts(authorization):
+        return None
+    if authorization is None:
+        return errors.unauthorized(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+        )
+    return errors.unauthorized("Incorrect API key provided.")

@@ -64,7 +64,15 @@ class Balancer:
         skipped; None means none is left. ``key`` is the request's prefix key, used by
         prefix-affinity only. Picking does not count as a request: call ``acquire`` on the result.
         """
-        candidates = [r for r in model.replicas if r.id not in exclude and self.has_room(r)]
+        replicas = model.replicas
+        if len(replicas) == 1:  # the common small deployment: no choice to make
+            only = replicas[0]
+            if only.id in exclude or self._in_flight.get(only.id, 0) >= only.max_concurrency:
+                return None
+            if model.balancing != PREFIX_AFFINITY or key is None:
+                self._cursor[model.name] = 1  # where the strategies below leave it
+            return only
+        candidates = [r for r in replicas if r.id not in exclude and self.has_room(r)]
         if not candidates:
             return None
         if model.balancing == ROUND_ROBIN:

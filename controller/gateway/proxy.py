@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from yarl import URL
 
 from controller.endpoints import ModelEndpoints, Replica
 from controller.gateway import errors
@@ -86,14 +86,38 @@ class RetryableError(Exception):
     """This try failed before anything reached the client; another replica may serve it."""
 
 
-def request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """Return the client's headers that the replica should see."""
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROP_FROM_REQUEST)
+# Whether a header name (as spelled on the wire) passes, remembered per spelling: one dict lookup per
+# header instead of lower() plus a set lookup. Bounded: a client may invent any number of names.
+_KEEP_IN_REQUEST: dict[str, bool] = {}
+_KEEP_IN_RESPONSE: dict[str, bool] = {}
+_KEEP_CACHE_SIZE = 512
 
 
-def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """Return the replica's headers that the client should see."""
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROP_FROM_RESPONSE)
+def _keeps(cache: dict[str, bool], drop: frozenset[str], name: str) -> bool:
+    keep = name.lower() not in drop
+    if len(cache) < _KEEP_CACHE_SIZE:
+        cache[name] = keep
+    return keep
+
+
+def request_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Return the client's headers that the replica should see (name, value pairs, in order)."""
+    cache = _KEEP_IN_REQUEST
+    return [
+        (k, v)
+        for k, v in headers.items()
+        if cache.get(k) or (k not in cache and _keeps(cache, _DROP_FROM_REQUEST, k))
+    ]
+
+
+def response_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Return the replica's headers that the client should see (name, value pairs, in order)."""
+    cache = _KEEP_IN_RESPONSE
+    return [
+        (k, v)
+        for k, v in headers.items()
+        if cache.get(k) or (k not in cache and _keeps(cache, _DROP_FROM_RESPONSE, k))
+    ]
 
 
 REPLICA_HEADER = "X-Modelctl-Replica"
@@ -113,6 +137,41 @@ class Call:
         self.first_byte_s: float | None = None
 
 
+class _ReadWatch:
+    """The read timeout of one streamed answer: one timer for the whole stream, not one per chunk.
+
+    ``reading_since`` is set before each read and cleared after it; the timer, when it fires, looks
+    at it: a read that has waited ``timeout_s`` fails ``content`` with ServerTimeoutError (the read in
+    progress raises it); otherwise the timer is set again for the earliest moment one could.
+    Time spent writing to a slow client does not count, as with a timeout around each read.
+    """
+
+    __slots__ = ("_content", "_handle", "_loop", "_timeout_s", "reading_since")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, timeout_s: float, content: aiohttp.StreamReader
+    ) -> None:
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self._content = content
+        self.reading_since: float | None = None
+        self._handle = loop.call_at(loop.time() + timeout_s, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        since = self.reading_since
+        if since is not None and now - since >= self._timeout_s:
+            self._content.set_exception(
+                aiohttp.ServerTimeoutError(f"no data from the replica for {self._timeout_s:g}s")
+            )
+            return
+        due = (since if since is not None else now) + self._timeout_s
+        self._handle = self._loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class Proxy:
     """Sends requests to replicas admitted by ``admission``; ``session`` is set at app start-up."""
 
@@ -121,6 +180,8 @@ class Proxy:
         self._admission = admission
         self._metrics = metrics
         self.session: aiohttp.ClientSession | None = None
+        # Upstream URLs by (replica base URL, client path): parsed once, not per request. Bounded.
+        self._urls: dict[tuple[str, str], URL] = {}
 
     async def forward(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
         """Answer ``request`` from one of ``call.entry``'s replicas; errors come back as responses.
@@ -154,33 +215,35 @@ class Proxy:
             retry_after=self._settings.retry_after_s,
         )
 
+    def _url(self, replica: Replica, path: str) -> URL:
+        key = (replica.url, path)
+        url = self._urls.get(key)
+        if url is None:
+            url = URL(replica.url.rstrip("/") + path)
+            if len(self._urls) >= 1024:  # replicas and query strings come and go
+                self._urls.clear()
+            self._urls[key] = url
+        return url
+
     async def _try(
         self, request: web.Request, replica: Replica, body: bytes, call: Call
     ) -> web.StreamResponse:
-        """One try on ``replica``; raise RetryableError if it failed before the first byte."""
-        upstream = await self._open(request, replica, body)
-        if isinstance(upstream, web.Response):
-            return upstream
-        try:
-            if upstream.status in _RETRY_STATUSES:
-                raise RetryableError(f"answered HTTP {upstream.status}")
-            call.replica = replica.id
-            return await self._relay(request, upstream, replica, call)
-        finally:
-            # A no-op after a complete body (the connection went back to the pool already);
-            # otherwise (cancelled, failed, client gone) it closes the connection to the replica.
-            upstream.close()
+        """One try on ``replica``; raise RetryableError if it failed before the first byte.
 
-    async def _open(
-        self, request: web.Request, replica: Replica, body: bytes
-    ) -> aiohttp.ClientResponse | web.Response:
-        """Send the request; return the upstream response (headers read) or a 502 to answer."""
+        Sends the request and waits (``first_byte_timeout_s``) for the status line and headers, then
+        relays the answer. The upstream response is closed on the way out: a no-op after a complete
+        body (the connection went back to the pool already); otherwise (cancelled, failed, client
+        gone) it closes the connection to the replica.
+        """
         assert self.session is not None, "the gateway's client session starts with the app"
-        url = replica.url.rstrip("/") + request.raw_path
         timeout_s = self._settings.first_byte_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                return await self.session.post(url, data=body, headers=request_headers(request.headers))
+                upstream = await self.session.post(
+                    self._url(replica, request.raw_path),
+                    data=body,
+                    headers=request_headers(request.headers),
+                )
         except aiohttp.ClientConnectionError as exc:
             # Refused, reset, dropped before the status line, connect timeout: nothing was sent.
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
@@ -190,66 +253,89 @@ class Proxy:
         except aiohttp.ClientError as exc:
             log.warning("replica %s answered badly: %s: %s", replica.id, type(exc).__name__, exc)
             return errors.upstream_failed("The model server sent an invalid answer.")
+        try:
+            if upstream.status in _RETRY_STATUSES:
+                raise RetryableError(f"answered HTTP {upstream.status}")
+            call.replica = replica.id
+            content_type = upstream.content_type
+            is_sse = content_type == "text/event-stream"
+            length = upstream.content_length
+            if not is_sse and length is not None and length <= WHOLE_BODY_BYTES:
+                return await self._relay_whole(upstream, replica, call, content_type)
+            return await self._relay(request, upstream, replica, call, is_sse, content_type)
+        finally:
+            upstream.close()
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, replica: Replica, call: Call
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        replica: Replica,
+        call: Call,
+        is_sse: bool,
+        content_type: str,
     ) -> web.StreamResponse:
         """Copy status, headers and each chunk to the client as it arrives; return the response."""
-        is_sse = upstream.content_type == "text/event-stream"
-        length = upstream.content_length
-        if not is_sse and length is not None and length <= WHOLE_BODY_BYTES:
-            return await self._relay_whole(upstream, replica, call)
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        resp.headers.update(response_headers(upstream.headers))
-        resp.headers[REPLICA_HEADER] = replica.id  # which replica answered: for users and tests
+        headers = resp.headers
+        headers.extend(response_headers(upstream.headers))
+        headers[REPLICA_HEADER] = replica.id  # which replica answered: for users and tests
         if is_sse:
-            resp.headers["Cache-Control"] = "no-cache"
-            resp.headers["X-Accel-Buffering"] = "no"
+            headers["Cache-Control"] = "no-cache"
+            headers["X-Accel-Buffering"] = "no"
         elif upstream.content_length is not None:
             resp.content_length = upstream.content_length
         # Usage comes at the end: of a JSON body, or of a stream that asked for it.
-        tail = _Tail() if (call.stream_usage if is_sse else upstream.content_type == JSON) else None
+        tail = _Tail() if (call.stream_usage if is_sse else content_type == JSON) else None
         await resp.prepare(request)
-        read_timeout_s = self._settings.read_timeout_s
+        loop = asyncio.get_running_loop()
         content = upstream.content
-        while True:
-            try:
-                async with asyncio.timeout(read_timeout_s):
+        watch = _ReadWatch(loop, self._settings.read_timeout_s, content)
+        try:
+            while True:
+                watch.reading_since = loop.time()
+                try:
                     chunk = await content.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                await self._end_broken(request, resp, replica, exc, is_sse=is_sse)
-                return resp
-            if not chunk:
-                break
-            try:
-                await resp.write(chunk)
-            except ConnectionError:  # aiohttp's ClientConnectionResetError is one
-                log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
-                return resp
-            if call.first_byte_s is None:
-                call.first_byte_s = time.monotonic() - call.started
-            if tail is not None:
-                tail.add(chunk)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    await self._end_broken(request, resp, replica, exc, is_sse=is_sse)
+                    return resp
+                watch.reading_since = None
+                if not chunk:
+                    break
+                try:
+                    await resp.write(chunk)
+                except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+                    log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
+                    return resp
+                if call.first_byte_s is None:
+                    call.first_byte_s = time.monotonic() - call.started
+                if tail is not None:
+                    tail.add(chunk)
+        finally:
+            watch.cancel()
         await resp.write_eof()
         if tail is not None:
             self._count_tokens(call, tail.value())
         return resp
 
     async def _relay_whole(
-        self, upstream: aiohttp.ClientResponse, replica: Replica, call: Call
+        self, upstream: aiohttp.ClientResponse, replica: Replica, call: Call, content_type: str
     ) -> web.Response:
         """A small body of known length: read it whole, answer in one write (or 502 if it broke)."""
         try:
-            async with asyncio.timeout(self._settings.read_timeout_s):
+            if upstream.content.is_eof():  # the whole body came with the headers: nothing to wait for
                 body = await upstream.read()
+            else:
+                async with asyncio.timeout(self._settings.read_timeout_s):
+                    body = await upstream.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             log.warning("replica %s failed mid-answer: %s", replica.id, reason)
             return errors.upstream_failed("The model server failed mid-answer.")
         headers = response_headers(upstream.headers)
-        headers[REPLICA_HEADER] = replica.id
+        headers.append((REPLICA_HEADER, replica.id))
         call.first_byte_s = time.monotonic() - call.started
-        if upstream.content_type == JSON:
+        if content_type == JSON:
             self._count_tokens(call, body[-_Tail.KEEP :])
         return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
 

@@ -173,7 +173,9 @@ class Routes:
         if entry is None:
             return self._unknown(table, model)
         key = None
-        if entry.balancing == PREFIX_AFFINITY:
+        # A key only matters where there is a choice: not for a model with exactly one replica (a
+        # request that then waits through a scale-up is balanced least-outstanding, once).
+        if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
             key = prefix_key(document, prefix_chars=self._settings.affinity_prefix_chars)
         return Call(entry, key=key, started=started, stream_usage=wants_stream_usage(document))
 

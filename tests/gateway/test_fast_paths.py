@@ -1,0 +1,203 @@
+"""The request path's cheaper mechanics keep the old behaviour: header filters, one read timer per
+stream, a read timeout on whole bodies, no cookie jar, the single-replica balancer shortcut."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import web
+from gateway_fakes import StartGateway, StartUpstream, table_of
+
+from controller.endpoints import ModelEndpoints, Replica
+from controller.gateway.app import BALANCER
+from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
+from controller.gateway.proxy import _ReadWatch, request_headers, response_headers
+
+CHAT = "/v1/chat/completions"
+ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+STREAM = {**ASK, "stream": True}
+
+
+def test_header_filters_drop_every_spelling_and_keep_order_and_repeats() -> None:
+    sent = [
+        ("Authorization", "Bearer a"),
+        ("AUTHORIZATION", "Bearer b"),
+        ("authorization", "Bearer c"),
+        ("X-Trace", "1"),
+        ("Cookie", "s=1"),
+        ("x-trace", "2"),
+        ("Connection", "keep-alive"),
+        ("Host", "gw"),
+        ("Content-Length", "5"),
+        ("Accept", "*/*"),
+    ]
+
+    class Items:  # a Mapping's items() is all request_headers reads
+        def items(self) -> list[tuple[str, str]]:
+            return sent
+
+    for _ in range(2):  # the second time from the remembered decisions
+        assert request_headers(Items()) == [("X-Trace", "1"), ("x-trace", "2"), ("Accept", "*/*")]  # type: ignore[arg-type]
+    answered = [("Server", "x"), ("Date", "d"), ("Content-Type", "application/json"), ("Set-Cookie", "a=1")]
+
+    class Answer:
+        def items(self) -> list[tuple[str, str]]:
+            return answered
+
+    for _ in range(2):
+        assert response_headers(Answer()) == [("Content-Type", "application/json"), ("Set-Cookie", "a=1")]  # type: ignore[arg-type]
+
+
+def test_header_filter_cache_is_bounded() -> None:
+    from controller.gateway import proxy
+
+    many = [(f"X-Made-Up-{i}", "v") for i in range(3 * proxy._KEEP_CACHE_SIZE)]
+
+    class Items:
+        def items(self) -> list[tuple[str, str]]:
+            return [*many, ("Authorization", "Bearer x")]
+
+    assert request_headers(Items()) == many  # type: ignore[arg-type]
+    assert len(proxy._KEEP_IN_REQUEST) <= proxy._KEEP_CACHE_SIZE
+    assert request_headers(Items()) == many  # type: ignore[arg-type]
+
+
+class _Content:
+    def __init__(self) -> None:
+        self.failed: BaseException | None = None
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.failed = exc
+
+
+async def test_read_watch_fails_only_a_read_that_waited_too_long() -> None:
+    loop = asyncio.get_running_loop()
+    content = _Content()
+    watch = _ReadWatch(loop, 0.05, content)  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.12)  # not reading (writing to a slow client, say): not a timeout
+        assert content.failed is None
+        for _ in range(6):  # reads that each end in time, 0.2 s in all: not a timeout
+            watch.reading_since = loop.time()
+            await asyncio.sleep(0.02)
+            watch.reading_since = None
+        assert content.failed is None
+        watch.reading_since = loop.time()
+        await asyncio.sleep(0.15)  # one read waits three times the timeout
+        assert isinstance(content.failed, TimeoutError)
+    finally:
+        watch.cancel()
+
+
+async def test_stalled_stream_ends_with_an_error_event_after_read_timeout(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.gate = asyncio.Event()  # first chunk, then silence
+    client = await start_gateway(table_of(("m", (), [url])), read_timeout_s=0.3)
+    async with asyncio.timeout(10):
+        resp = await client.post(CHAT, json=STREAM)
+        body = await resp.content.read()
+    events = body.split(b"\n\n")
+    assert b'"Hel"' in events[0]
+    assert events[1].startswith(b'data: {"error": {')
+    assert client.app[BALANCER].in_flight("m-0") == 0
+    fake.gate.set()
+
+
+async def test_a_stream_longer_than_read_timeout_with_steady_chunks_is_not_cut(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a", chunk_delay_s=0.05)
+    fake.endless = True
+    client = await start_gateway(table_of(("m", (), [url])), read_timeout_s=0.2)
+    async with asyncio.timeout(10):
+        resp = await client.post(CHAT, json=STREAM)
+        received = b""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.8  # four read timeouts
+        while loop.time() < until:
+            received += await resp.content.readany()
+        resp.close()
+    assert b"error" not in received
+    assert received.count(b"data: ") >= 8
+
+
+async def test_stalled_small_body_is_a_502_after_read_timeout(
+    start_gateway: StartGateway, aiohttp_server: Any
+) -> None:
+    release = asyncio.Event()
+
+    async def half(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = 100
+        await resp.prepare(request)
+        await resp.write(b'{"id": ')
+        await release.wait()
+        return resp
+
+    app = web.Application()
+    app.router.add_post(CHAT, half)
+    server = await aiohttp_server(app)
+    client = await start_gateway(
+        table_of(("m", (), [str(server.make_url("")).rstrip("/")])), read_timeout_s=0.3
+    )
+    async with asyncio.timeout(10):
+        resp = await client.post(CHAT, json=ASK)
+    assert resp.status == 502
+    assert (await resp.json())["error"]["code"] == "upstream_error"
+    release.set()
+
+
+async def test_a_replicas_cookie_never_reaches_another_client(
+    start_gateway: StartGateway, aiohttp_server: Any
+) -> None:
+    seen: list[str | None] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(request.headers.get("Cookie"))
+        resp = web.json_response({"object": "chat.completion", "choices": []})
+        resp.set_cookie("session", "first-client")
+        return resp
+
+    app = web.Application()
+    app.router.add_post(CHAT, chat)
+    server = await aiohttp_server(app)
+    # A host name, not an IP: aiohttp's cookie jar keeps no cookies from IP addresses.
+    client = await start_gateway(table_of(("m", (), [f"http://localhost:{server.port}"])))
+    for _ in range(2):
+        resp = await client.post(CHAT, json=ASK)
+        assert resp.status == 200
+        client.session.cookie_jar.clear()  # the next request as another client, without cookies
+    assert seen == [None, None]
+
+
+@pytest.mark.parametrize("balancing", [LEAST_OUTSTANDING, ROUND_ROBIN, PREFIX_AFFINITY])
+@pytest.mark.parametrize("key", [None, 12345])
+def test_one_replica_shortcut_matches_the_general_path(balancing: str, key: int | None) -> None:
+    only = Replica("a", "http://a", 2)
+    one = ModelEndpoints("m", replicas=(only,), balancing=balancing)
+    fast, slow = Balancer(), Balancer()
+
+    def general(model: ModelEndpoints, exclude: tuple[str, ...] = ()) -> Replica | None:
+        # The general path, as it runs for more than one replica.
+        candidates = [r for r in model.replicas if r.id not in exclude and slow.has_room(r)]
+        if not candidates:
+            return None
+        if model.balancing == ROUND_ROBIN:
+            return slow._in_turn(model, candidates)
+        if model.balancing == PREFIX_AFFINITY and key is not None:
+            return slow._affine(model, candidates, key)
+        return slow._least_loaded(model, candidates)
+
+    for step in range(4):  # free, half full, full, full
+        assert fast.pick(one, (), key) == general(one)
+        assert fast.pick(one, ("a",), key) is None and general(one, ("a",)) is None
+        assert fast._cursor == slow._cursor, step
+        if step < 2:
+            fast.acquire("a")
+            slow.acquire("a")
