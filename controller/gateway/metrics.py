@@ -17,12 +17,15 @@ last SSE chunk of a stream that asked ``stream_options.include_usage``), ``in_fl
 from __future__ import annotations
 
 import re
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import prometheus_client.metrics
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from controller.gateway.table import TableSource
 
@@ -34,6 +37,7 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 _USAGE = re.compile(rb'"usage"\s*:\s*\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}')
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 def usage_tokens(tail: bytes) -> tuple[int, int] | None:
@@ -55,8 +59,95 @@ def usage_tokens(tail: bytes) -> tuple[int, int] | None:
     return (int(prompt.group(1)) if prompt else 0, int(completion.group(1)) if completion else 0)
 
 
+class _Counter:
+    """A labelled counter kept in a plain dict: the event loop is the only writer, so no lock."""
+
+    __slots__ = ("created", "documentation", "labelnames", "name", "values")
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.values: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        else:
+            values[labels] = amount
+            self.created[labels] = time.time()
+
+    def family(self, with_created: bool) -> Metric:
+        family = Metric(self.name, self.documentation, "counter")
+        for labels, value in self.values.items():
+            named = dict(zip(self.labelnames, labels, strict=True))
+            family.add_sample(self.name + "_total", named, value)
+            if with_created:
+                family.add_sample(self.name + "_created", named, self.created[labels])
+        return family
+
+
+class _Histogram:
+    """A labelled histogram: per label set one count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("bounds", "created", "documentation", "labelnames", "name", "series")
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...], bounds: tuple[float, ...]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = bounds  # upper bounds, ascending, without +Inf
+        self.series: dict[tuple[str, ...], list[float]] = {}  # counts per bucket, +Inf, then the sum
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        counts = self.series.get(labels)
+        if counts is None:
+            counts = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+            self.created[labels] = time.time()
+        counts[bisect_left(self.bounds, value)] += 1  # the first bucket with value <= le
+        counts[-1] += value
+
+    def family(self, with_created: bool) -> Metric:
+        family = Metric(self.name, self.documentation, "histogram")
+        les = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
+        for labels, counts in self.series.items():
+            named = dict(zip(self.labelnames, labels, strict=True))
+            total = 0.0
+            for le, count in zip(les, counts, strict=False):
+                total += count
+                family.add_sample(self.name + "_bucket", {**named, "le": le}, total)
+            family.add_sample(self.name + "_count", named, total)
+            family.add_sample(self.name + "_sum", named, counts[-1])
+            if with_created:
+                family.add_sample(self.name + "_created", named, self.created[labels])
+        return family
+
+
+class _Recorded(Collector):
+    """Exposes the request path's counters and histograms at scrape time."""
+
+    def __init__(self, metrics: tuple[_Counter | _Histogram, ...]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        with_created = getattr(prometheus_client.metrics, "_use_created", True)
+        for metric in self._metrics:
+            yield metric.family(with_created)
+
+
 class GatewayMetrics:
-    """The app's registry and the instruments the request path records into."""
+    """The app's registry and the instruments the request path records into.
+
+    Counters and histograms are plain dicts and lists written by the event loop (one writer, no
+    locks, no label-child lookups) and turned into Prometheus families when scraped; the exposition
+    is the one prometheus_client's Counter and Histogram give (``_total``, ``_bucket``, ``_count``,
+    ``_sum``, ``_created``).
+    """
 
     def __init__(
         self,
@@ -66,65 +157,52 @@ class GatewayMetrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         prefix = "modelctl_gateway_"
-        self._requests = Counter(
+        self._requests = _Counter(
             prefix + "requests",
             "Requests answered, by model, replica and HTTP status.",
-            ["model", "replica", "status"],
-            registry=self.registry,
+            ("model", "replica", "status"),
         )
-        self._duration = Histogram(
+        self._duration = _Histogram(
             prefix + "request_duration_seconds",
             "Time from request to the last byte of the answer.",
-            ["model"],
-            buckets=_BUCKETS,
-            registry=self.registry,
+            ("model",),
+            _BUCKETS,
         )
-        self._ttfb = Histogram(
+        self._ttfb = _Histogram(
             prefix + "time_to_first_byte_seconds",
             "Time from request to the first byte of the replica's answer sent to the client.",
-            ["model"],
-            buckets=_BUCKETS,
-            registry=self.registry,
+            ("model",),
+            _BUCKETS,
         )
-        self._retries = Counter(
-            prefix + "retries",
-            "Tries moved to another replica before the first byte.",
-            ["model"],
-            registry=self.registry,
+        self._retries = _Counter(
+            prefix + "retries", "Tries moved to another replica before the first byte.", ("model",)
         )
-        self._tokens = Counter(
+        self._tokens = _Counter(
             prefix + "tokens",
             "Tokens reported in the replicas' usage, by kind (prompt, completion).",
-            ["model", "kind"],
-            registry=self.registry,
+            ("model", "kind"),
         )
+        recorded = (self._requests, self._duration, self._ttfb, self._retries, self._tokens)
+        self.registry.register(_Recorded(recorded))
         self.registry.register(_LiveCollector(source, in_flight, queue_depth))
-        self._children: dict[tuple[Any, ...], Any] = {}
 
     def render(self) -> bytes:
         """Return the text exposition of this app's metrics."""
         return generate_latest(self.registry)
 
     def request(self, model: str, replica: str, status: int, duration_s: float) -> None:
-        self._child(self._requests, model, replica, str(status)).inc()
-        self._child(self._duration, model).observe(duration_s)
+        self._requests.inc((model, replica, _STATUS.get(status) or str(status)))
+        self._duration.observe((model,), duration_s)
 
     def first_byte(self, model: str, ttfb_s: float) -> None:
-        self._child(self._ttfb, model).observe(ttfb_s)
+        self._ttfb.observe((model,), ttfb_s)
 
     def retry(self, model: str) -> None:
-        self._child(self._retries, model).inc()
+        self._retries.inc((model,))
 
     def tokens(self, model: str, prompt: int, completion: int) -> None:
-        self._child(self._tokens, model, "prompt").inc(prompt)
-        self._child(self._tokens, model, "completion").inc(completion)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self._tokens.inc((model, "prompt"), prompt)
+        self._tokens.inc((model, "completion"), completion)
 
 
 class _LiveCollector(Collector):

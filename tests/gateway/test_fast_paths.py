@@ -201,3 +201,57 @@ def test_one_replica_shortcut_matches_the_general_path(balancing: str, key: int 
         if step < 2:
             fast.acquire("a")
             slow.acquire("a")
+
+
+def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from controller.gateway.metrics import _BUCKETS, GatewayMetrics
+    from controller.gateway.table import StaticTable
+
+    ours = GatewayMetrics(StaticTable(), lambda _: 0, lambda _: 0)
+    registry = CollectorRegistry()
+    p = "modelctl_gateway_"
+    requests = Counter(p + "requests", "Requests answered, by model, replica and HTTP status.",
+                       ["model", "replica", "status"], registry=registry)  # fmt: skip
+    duration = Histogram(p + "request_duration_seconds", "Time from request to the last byte of the answer.",
+                         ["model"], buckets=_BUCKETS, registry=registry)  # fmt: skip
+    ttfb = Histogram(p + "time_to_first_byte_seconds",
+                     "Time from request to the first byte of the replica's answer sent to the client.",
+                     ["model"], buckets=_BUCKETS, registry=registry)  # fmt: skip
+    retries = Counter(p + "retries", "Tries moved to another replica before the first byte.", ["model"],
+                      registry=registry)  # fmt: skip
+    tokens = Counter(p + "tokens", "Tokens reported in the replicas' usage, by kind (prompt, completion).",
+                     ["model", "kind"], registry=registry)  # fmt: skip
+    # Values on bucket bounds, between them, below the first and past the last.
+    for model, replica, status, seconds in [
+        ("a", "a-0", 200, 0.001),
+        ("a", "a-1", 200, 0.0011),
+        ("a", "a-0", 503, 0.0),
+        ("b", "b-0", 200, 600.0),
+        ("b", "b-0", 200, 601.5),
+        ("none", "none", 404, 0.3),
+        ("a", "a-0", 200, 2.5),
+        ("a", "a-0", 999, 1e-9),
+    ]:
+        ours.request(model, replica, status, seconds)
+        requests.labels(model, replica, str(status)).inc()
+        duration.labels(model).observe(seconds)
+        ours.first_byte(model, seconds / 2)
+        ttfb.labels(model).observe(seconds / 2)
+    ours.retry("a")
+    retries.labels("a").inc()
+    ours.tokens("a", 12, 3)
+    ours.tokens("a", 1, 0)
+    tokens.labels("a", "prompt").inc(13)
+    tokens.labels("a", "completion").inc(3)
+
+    def lines(text: bytes) -> list[str]:
+        # _created carries the moment a series was first seen: present in both, equal in neither.
+        return [
+            line.split(" ")[0] if "_created" in line else line
+            for line in text.decode().splitlines()
+            if "_in_flight" not in line and "_queue_depth" not in line and "_ready_replicas" not in line
+        ]
+
+    assert lines(ours.render()) == lines(generate_latest(registry))
