@@ -148,9 +148,17 @@ class Routes:
         started = time.monotonic()
         call: Call | None = None
         try:
-            body = await read_body(request, self._settings.max_body_bytes)
+            limit = self._settings.max_body_bytes
+            length = request.content_length
+            if length is not None and length <= limit:
+                body = await request.read()  # the declared length is enforced by the parser
+            else:
+                body = await read_body(request, limit)
             model, document = requested_model(body)
-            resolved = await self._resolve(model, document, started)
+            table = self._source.current()
+            if table.version == 0 and not table.models:
+                table = await self._admission.wait_for_table()  # just started: the table is on its way
+            resolved = self._resolve(table, model, document, started)
             if isinstance(resolved, Call):
                 call = resolved
                 resp = await self._proxy.forward(request, call, body)
@@ -164,11 +172,10 @@ class Routes:
         self._record(request, call, resp.status, started)
         return resp
 
-    async def _resolve(self, model: str, document: dict[str, Any], started: float) -> Call | web.Response:
+    def _resolve(
+        self, table: EndpointTable, model: str, document: dict[str, Any], started: float
+    ) -> Call | web.Response:
         """Return the call to forward, or the gateway's own answer (404, 503)."""
-        table = self._source.current()
-        if table.version == 0 and not table.models:
-            table = await self._admission.wait_for_table()  # just started: the table is on its way
         entry = table.lookup(model)
         if entry is None:
             return self._unknown(table, model)
