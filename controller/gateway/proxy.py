@@ -137,39 +137,88 @@ class Call:
         self.first_byte_s: float | None = None
 
 
-class _ReadWatch:
-    """The read timeout of one streamed answer: one timer for the whole stream, not one per chunk.
+class _Watchdog:
+    """The deadlines of every request in flight, checked by one timer: no timer per request.
 
-    ``reading_since`` is set before each read and cleared after it; the timer, when it fires, looks
-    at it: a read that has waited ``timeout_s`` fails ``content`` with ServerTimeoutError (the read in
-    progress raises it); otherwise the timer is set again for the earliest moment one could.
-    Time spent writing to a slow client does not count, as with a timeout around each read.
+    An event loop timer costs a few microseconds to arm and to cancel (uvloop: a libuv timer each),
+    per request and, for a timeout around each read, per chunk. Instead each request registers a small
+    deadline object here; one timer sweeps them every ``tick_s`` while any is registered. A deadline
+    therefore fires up to ``tick_s`` late, which is why ``tick_s`` is a small part of the timeouts.
     """
 
-    __slots__ = ("_content", "_handle", "_loop", "_timeout_s", "reading_since")
+    __slots__ = ("_entries", "_handle", "_tick_s")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, timeout_s: float, content: aiohttp.StreamReader
-    ) -> None:
-        self._loop = loop
-        self._timeout_s = timeout_s
-        self._content = content
+    def __init__(self, tick_s: float) -> None:
+        self._tick_s = tick_s
+        self._entries: set[_OpenDeadline | _ReadDeadline] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, entry: _OpenDeadline | _ReadDeadline) -> None:
+        self._entries.add(entry)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self._tick_s, self._sweep)
+
+    def discard(self, entry: _OpenDeadline | _ReadDeadline) -> None:
+        self._entries.discard(entry)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [entry for entry in self._entries if entry.expired_at(now)]
+        for entry in expired:
+            self._entries.discard(entry)
+            entry.expire()
+        if self._entries:
+            self._handle = loop.call_later(self._tick_s, self._sweep)
+
+
+class _OpenDeadline:
+    """Until the replica's status line and headers: cancels the waiting task, as asyncio.timeout does."""
+
+    __slots__ = ("cancelling", "due", "expired", "task")
+
+    def __init__(self, due: float, task: asyncio.Task[object]) -> None:
+        self.due = due
+        self.task = task
+        self.cancelling = task.cancelling()  # cancellations requested before ours: not ours to eat
+        self.expired = False
+
+    def expired_at(self, now: float) -> bool:
+        return now >= self.due
+
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def timed_out(self) -> bool:
+        """After a CancelledError: True if it was (only) this deadline's doing, now taken back."""
+        return self.expired and self.task.uncancel() <= self.cancelling
+
+
+class _ReadDeadline:
+    """The longest wait for one read of a streamed answer (``read_timeout_s``).
+
+    ``reading_since`` is set before each read and cleared after it, so time spent writing to a slow
+    client does not count, as with a timeout around each read. A read that waited ``timeout_s`` fails
+    ``content`` with ServerTimeoutError, which the read in progress raises.
+    """
+
+    __slots__ = ("content", "reading_since", "timeout_s")
+
+    def __init__(self, timeout_s: float, content: aiohttp.StreamReader) -> None:
+        self.timeout_s = timeout_s
+        self.content = content
         self.reading_since: float | None = None
-        self._handle = loop.call_at(loop.time() + timeout_s, self._check)
 
-    def _check(self) -> None:
-        now = self._loop.time()
+    def expired_at(self, now: float) -> bool:
         since = self.reading_since
-        if since is not None and now - since >= self._timeout_s:
-            self._content.set_exception(
-                aiohttp.ServerTimeoutError(f"no data from the replica for {self._timeout_s:g}s")
-            )
-            return
-        due = (since if since is not None else now) + self._timeout_s
-        self._handle = self._loop.call_at(due, self._check)
+        return since is not None and now - since >= self.timeout_s
 
-    def cancel(self) -> None:
-        self._handle.cancel()
+    def expire(self) -> None:
+        self.content.set_exception(
+            aiohttp.ServerTimeoutError(f"no data from the replica for {self.timeout_s:g}s")
+        )
 
 
 class Proxy:
@@ -182,6 +231,9 @@ class Proxy:
         self.session: aiohttp.ClientSession | None = None
         # Upstream URLs by (replica base URL, client path): parsed once, not per request. Bounded.
         self._urls: dict[tuple[str, str], URL] = {}
+        # Deadlines fire at most a tenth of the shortest timeout (and at most 1 s) late.
+        tick_s = min(1.0, settings.first_byte_timeout_s / 10, settings.read_timeout_s / 10)
+        self._watchdog = _Watchdog(tick_s)
 
     async def forward(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
         """Answer ``request`` from one of ``call.entry``'s replicas; errors come back as responses.
@@ -237,22 +289,28 @@ class Proxy:
         """
         assert self.session is not None, "the gateway's client session starts with the app"
         timeout_s = self._settings.first_byte_timeout_s
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = _OpenDeadline(asyncio.get_running_loop().time() + timeout_s, task)
+        watchdog = self._watchdog
+        watchdog.add(deadline)
         try:
-            async with asyncio.timeout(timeout_s):
-                upstream = await self.session.post(
-                    self._url(replica, request.raw_path),
-                    data=body,
-                    headers=request_headers(request.headers),
-                )
+            upstream = await self.session.post(
+                self._url(replica, request.raw_path), data=body, headers=request_headers(request.headers)
+            )
+        except asyncio.CancelledError:
+            if not deadline.timed_out():
+                raise  # the client left (or the server stops): not a timeout
+            log.warning("replica %s sent no answer within %gs", replica.id, timeout_s)
+            return errors.upstream_failed(f"The model server sent no answer within {timeout_s:g} seconds.")
         except aiohttp.ClientConnectionError as exc:
             # Refused, reset, dropped before the status line, connect timeout: nothing was sent.
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError:
-            log.warning("replica %s sent no answer within %gs", replica.id, timeout_s)
-            return errors.upstream_failed(f"The model server sent no answer within {timeout_s:g} seconds.")
         except aiohttp.ClientError as exc:
             log.warning("replica %s answered badly: %s: %s", replica.id, type(exc).__name__, exc)
             return errors.upstream_failed("The model server sent an invalid answer.")
+        finally:
+            watchdog.discard(deadline)
         try:
             if upstream.status in _RETRY_STATUSES:
                 raise RetryableError(f"answered HTTP {upstream.status}")
@@ -290,7 +348,8 @@ class Proxy:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         content = upstream.content
-        watch = _ReadWatch(loop, self._settings.read_timeout_s, content)
+        watch = _ReadDeadline(self._settings.read_timeout_s, content)
+        self._watchdog.add(watch)
         try:
             while True:
                 watch.reading_since = loop.time()
@@ -312,7 +371,7 @@ class Proxy:
                 if tail is not None:
                     tail.add(chunk)
         finally:
-            watch.cancel()
+            self._watchdog.discard(watch)
         await resp.write_eof()
         if tail is not None:
             self._count_tokens(call, tail.value())

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from gateway_fakes import StartGateway, StartUpstream, table_of
+from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 
 from controller.endpoints import ModelEndpoints, Replica
 from controller.gateway.app import BALANCER
 from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
-from controller.gateway.proxy import _ReadWatch, request_headers, response_headers
+from controller.gateway.proxy import _ReadDeadline, _Watchdog, request_headers, response_headers
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -72,23 +72,75 @@ class _Content:
         self.failed = exc
 
 
-async def test_read_watch_fails_only_a_read_that_waited_too_long() -> None:
+async def test_read_deadline_fails_only_a_read_that_waited_too_long() -> None:
     loop = asyncio.get_running_loop()
     content = _Content()
-    watch = _ReadWatch(loop, 0.05, content)  # type: ignore[arg-type]
-    try:
-        await asyncio.sleep(0.12)  # not reading (writing to a slow client, say): not a timeout
-        assert content.failed is None
-        for _ in range(6):  # reads that each end in time, 0.2 s in all: not a timeout
-            watch.reading_since = loop.time()
-            await asyncio.sleep(0.02)
-            watch.reading_since = None
-        assert content.failed is None
+    watchdog = _Watchdog(0.01)
+    watch = _ReadDeadline(0.05, content)  # type: ignore[arg-type]
+    watchdog.add(watch)
+    await asyncio.sleep(0.12)  # not reading (writing to a slow client, say): not a timeout
+    assert content.failed is None
+    for _ in range(6):  # reads that each end in time, 0.2 s in all: not a timeout
         watch.reading_since = loop.time()
-        await asyncio.sleep(0.15)  # one read waits three times the timeout
-        assert isinstance(content.failed, TimeoutError)
-    finally:
-        watch.cancel()
+        await asyncio.sleep(0.02)
+        watch.reading_since = None
+    assert content.failed is None
+    watch.reading_since = loop.time()
+    await asyncio.sleep(0.15)  # one read waits three times the timeout
+    assert isinstance(content.failed, TimeoutError)
+    await asyncio.sleep(0.03)
+    assert watchdog._handle is None  # nothing left to watch: the timer stopped
+
+
+async def test_watchdog_sweeps_many_and_stops_when_empty() -> None:
+    watchdog = _Watchdog(0.01)
+    contents = [_Content() for _ in range(3)]
+    loop = asyncio.get_running_loop()
+    watches = [_ReadDeadline(0.03, c) for c in contents]  # type: ignore[arg-type]
+    for w in watches:
+        w.reading_since = loop.time()
+        watchdog.add(w)
+    watchdog.discard(watches[1])  # finished in time
+    await asyncio.sleep(0.1)
+    assert [c.failed is not None for c in contents] == [True, False, True]
+    assert watchdog._handle is None
+
+
+async def test_no_answer_within_first_byte_timeout_is_a_502(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.hold = asyncio.Event()
+    client = await start_gateway(table_of(("m", (), [url])), first_byte_timeout_s=0.3)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with asyncio.timeout(10):
+        resp = await client.post(CHAT, json=ASK)
+    assert resp.status == 502
+    assert "no answer within 0.3 seconds" in (await resp.json())["error"]["message"]
+    assert 0.3 <= loop.time() - began < 2
+    assert client.app[BALANCER].in_flight("m-0") == 0
+    fake.hold.set()
+    resp = await client.post(CHAT, json=ASK)  # the gateway is fine afterwards
+    assert resp.status == 200
+
+
+async def test_client_leaving_before_the_answer_is_not_a_timeout(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.hold = asyncio.Event()
+    client = await start_gateway(table_of(("m", (), [url])), first_byte_timeout_s=60)
+    request = asyncio.create_task(client.post(CHAT, json=ASK))
+    await eventually(lambda: fake.active == 1)
+    request.cancel()  # the client goes away while the replica thinks
+    await eventually(lambda: client.app[BALANCER].in_flight("m-0") == 0)
+    metrics = (await (await client.get("/metrics")).read()).decode()
+    assert 'modelctl_gateway_requests_total{model="m",replica="none",status="499"} 1.0' in metrics
+    assert 'status="502"' not in metrics
+    fake.hold.set()
+    resp = await client.post(CHAT, json=ASK)
+    assert resp.status == 200
 
 
 async def test_stalled_stream_ends_with_an_error_event_after_read_timeout(
