@@ -283,9 +283,9 @@ class Proxy:
         """One try on ``replica``; raise RetryableError if it failed before the first byte.
 
         Sends the request and waits (``first_byte_timeout_s``) for the status line and headers, then
-        relays the answer. The upstream response is closed on the way out: a no-op after a complete
-        body (the connection went back to the pool already); otherwise (cancelled, failed, client
-        gone) it closes the connection to the replica.
+        relays the answer. The upstream response is closed on the way out unless it completed (its
+        connection went back to the pool already): cancelled, failed or client gone, that closes the
+        connection to the replica.
         """
         assert self.session is not None, "the gateway's client session starts with the app"
         timeout_s = self._settings.first_byte_timeout_s
@@ -322,7 +322,10 @@ class Proxy:
                 return await self._relay_whole(upstream, replica, call, content_type)
             return await self._relay(request, upstream, replica, call, is_sse, content_type)
         finally:
-            upstream.close()
+            # A complete answer has closed itself and given its connection back to the pool: closing
+            # it again would only fail its (finished) content with an exception object, per request.
+            if not upstream.closed or upstream.connection is not None:
+                upstream.close()
 
     async def _relay(
         self,

@@ -307,3 +307,30 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
         ]
 
     assert lines(ours.render()) == lines(generate_latest(registry))
+
+
+async def test_finished_answers_give_their_connection_back_for_reuse(
+    start_gateway: StartGateway, aiohttp_server: Any
+) -> None:
+    peers: list[Any] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        if not body.get("stream"):
+            return web.json_response({"object": "chat.completion", "usage": {"prompt_tokens": 1}})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: {}\n\ndata: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post(CHAT, chat)
+    server = await aiohttp_server(app)
+    client = await start_gateway(table_of(("m", (), [str(server.make_url("")).rstrip("/")])))
+    for ask in (ASK, STREAM, ASK, STREAM, ASK):
+        resp = await client.post(CHAT, json=ask)
+        assert resp.status == 200
+        await resp.read()
+    assert len(peers) == 5 and len(set(peers)) == 1  # one keep-alive connection for all of them
