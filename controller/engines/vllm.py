@@ -3,6 +3,7 @@
 The official image's entrypoint is ``vllm serve``, so the command starts with the model path
 (positional), then: ``--served-model-name`` (name and aliases), ``--tensor-parallel-size`` (GPUs per
 replica), ``--max-num-seqs`` (concurrent sequences), ``--max-model-len`` (context length).
+Flags checked against ``vllm serve --help=all`` of vLLM 0.32.0 (the CPU build in the stand-in image).
 Readiness: ``GET /health`` answers 200 once the engine is up (the port refuses connections before).
 vLLM's workers talk through shared memory, so the container gets a larger /dev/shm (not ipc=host).
 """
