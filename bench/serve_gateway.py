@@ -1,8 +1,8 @@
 """The modelctl gateway over a fixed table, all features on, for the bench.
 
 Two models: ``json`` (prefix affinity) on the nginx upstream and ``sse`` on the streaming upstream;
-API keys on (``bench-key``), metrics on (always), handler cancellation on, as ``run_gateway`` serves;
-on uvloop when installed (BENCH_LOOP=asyncio for asyncio's loop).
+API keys on (``bench-key``), metrics on (always), handler cancellation on, GC tuned once serving, as
+``run_gateway`` serves; on uvloop when installed (BENCH_LOOP=asyncio for asyncio's loop).
 ``python bench/serve_gateway.py PORT JSON_URL SSE_URL``.
 """
 
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from controller.endpoints import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, StaticTable, create_app
-from controller.gateway.workers import loop_factory
+from controller.gateway.workers import loop_factory, tune_gc
 
 KEY = "bench-key"
 
@@ -41,6 +41,7 @@ async def serve(port: int, json_url: str, sse_url: str) -> None:
     )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+    tune_gc()  # as controller.gateway.app.serve does once serving
     try:
         await asyncio.Event().wait()
     finally:

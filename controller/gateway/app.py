@@ -24,6 +24,7 @@ from controller.gateway.proxy import Proxy
 from controller.gateway.routes import Routes
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable, TableSource
+from controller.gateway.workers import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
         try:
             await runner.setup()
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None).start()
+            if settings.tune_gc:
+                tune_gc()  # this process serves from now on
             if announce:
                 workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
                 print(

@@ -73,6 +73,9 @@ class GatewaySettings:
     # Idle keep-alive under the backends' own 5 s (uvicorn, cpp-httplib), so we never reuse a
     # connection that the replica is closing (that would fail a request with a single replica).
     upstream_keepalive_s: float = 4.0
+    # Once serving, freeze the start-up heap and collect the young generation less often
+    # (``workers.tune_gc``): the process serves only the gateway. Off for in-process use (tests).
+    tune_gc: bool = True
 
     def __post_init__(self) -> None:
         positive = ("workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars")

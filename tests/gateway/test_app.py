@@ -28,7 +28,7 @@ async def test_run_gateway_serves_the_controllers_table_until_cancelled(
     controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
     await controller.start_server()
     settings = GatewaySettings(
-        host="127.0.0.1", port=unused_tcp_port, controller_url=str(controller.make_url(""))
+        host="127.0.0.1", port=unused_tcp_port, controller_url=str(controller.make_url("")), tune_gc=False
     )
     gateway = asyncio.create_task(run_gateway(settings))
     base = f"http://127.0.0.1:{unused_tcp_port}"
@@ -65,7 +65,11 @@ async def test_several_workers_share_the_port_and_stop_together(
     controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
     await controller.start_server()
     settings = GatewaySettings(
-        host="127.0.0.1", port=unused_tcp_port, controller_url=str(controller.make_url("")), workers=2
+        host="127.0.0.1",
+        port=unused_tcp_port,
+        controller_url=str(controller.make_url("")),
+        workers=2,
+        tune_gc=False,  # the parent is this test process (its worker gets the same settings)
     )
     gateway = asyncio.create_task(run_gateway(settings))
     base = f"http://127.0.0.1:{unused_tcp_port}"
@@ -93,3 +97,18 @@ async def test_several_workers_share_the_port_and_stop_together(
     for pid in pids - {os.getpid()}:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_tune_gc_freezes_the_start_up_heap_and_raises_the_young_threshold() -> None:
+    import gc
+
+    from controller.gateway.workers import GC_GEN0_THRESHOLD, tune_gc
+
+    threshold = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
