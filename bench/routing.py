@@ -68,7 +68,8 @@ async def first_token_s(
     body = {"model": "smollm2", "stream": True, "max_tokens": 16, "temperature": 0, "messages": messages}
     started, ttft, parts = time.perf_counter(), None, []
     async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
-        resp.raise_for_status()
+        if resp.status != 200:
+            raise SystemExit(f"HTTP {resp.status} from the gateway: {await resp.text()}")
         async for raw in resp.content:
             line = raw.decode().strip()
             if not line.startswith("data: ") or line == "data: [DONE]":

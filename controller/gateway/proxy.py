@@ -277,6 +277,23 @@ class Proxy:
             self._urls[key] = url
         return url
 
+    async def _post(self, replica: Replica, request: web.Request, body: bytes) -> aiohttp.ClientResponse:
+        """Send the request to ``replica``; once more on a fresh connection if a pooled one was dead.
+
+        A replica may close a keep-alive connection the pool still holds (llama-server does after
+        every streamed answer; any server at its idle timeout): the request then fails at once,
+        before the engine saw it, and is safe to send again.
+        """
+        assert self.session is not None, "the gateway's client session starts with the app"
+        url, headers = self._url(replica, request.raw_path), request_headers(request.headers)
+        try:
+            return await self.session.post(url, data=body, headers=headers)
+        except aiohttp.ClientConnectorError:
+            raise  # could not connect at all: another replica, not this one again
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            log.debug("replica %s: pooled connection was closed (%s); sending again", replica.id, exc)
+            return await self.session.post(url, data=body, headers=headers)
+
     async def _try(
         self, request: web.Request, replica: Replica, body: bytes, call: Call
     ) -> web.StreamResponse:
@@ -295,9 +312,7 @@ class Proxy:
         watchdog = self._watchdog
         watchdog.add(deadline)
         try:
-            upstream = await self.session.post(
-                self._url(replica, request.raw_path), data=body, headers=request_headers(request.headers)
-            )
+            upstream = await self._post(replica, request, body)
         except asyncio.CancelledError:
             if not deadline.timed_out():
                 raise  # the client left (or the server stops): not a timeout

@@ -291,3 +291,32 @@ async def eventually(predicate: Callable[[], bool], *, within_s: float = 5.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within_s}s")
         await asyncio.sleep(0.01)
+
+
+async def start_one_answer_per_connection_server() -> tuple[asyncio.Server, str]:
+    """A server that answers the first request of a connection as if keep-alive, then hangs up on
+    the next one without a word (as llama-server does after a streamed answer): the connection
+    the client pooled is dead, though it looked alive."""
+    answer = b'{"object": "chat.completion", "choices": [{"message": {"content": "ok"}}]}'
+
+    async def read_request(reader: asyncio.StreamReader) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lengths = [
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        ]
+        await reader.readexactly(int(lengths[0]) if lengths else 0)
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await read_request(reader)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nKeep-Alive: timeout=5\r\n"
+                b"Content-Length: " + str(len(answer)).encode() + b"\r\n\r\n" + answer
+            )
+            await writer.drain()
+            await read_request(reader)
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"

@@ -15,6 +15,7 @@ from gateway_fakes import (
     eventually,
     refused_url,
     start_closing_server,
+    start_one_answer_per_connection_server,
     table_of,
 )
 
@@ -203,3 +204,19 @@ async def test_forwarded_headers_leave_credentials_and_hop_by_hop_behind(
     assert fake.requests[0].path == "/v1/embeddings"
     assert seen["x-trace"] == "t1"
     assert "authorization" not in seen and "keep-alive" not in seen
+
+
+async def test_a_pooled_connection_the_replica_closed_is_sent_again_not_failed(
+    start_gateway: StartGateway,
+) -> None:
+    """Regression: llama-server closes the connection after a streamed answer; the next request on
+    that pooled connection failed with ServerDisconnected, and a one-replica model answered 503."""
+    server, url = await start_one_answer_per_connection_server()
+    client = await start_gateway(table_of(("m", (), [url])))
+    try:
+        for _ in range(4):
+            resp = await client.post(CHAT, json=ASK)
+            assert resp.status == 200, await resp.text()
+    finally:
+        server.close()
+        await server.wait_closed()
