@@ -126,12 +126,21 @@ REPLICA_HEADER = "X-Modelctl-Replica"
 class Call:
     """One client request on its way: the model it resolved to, its prefix key, its clock."""
 
-    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream_usage")
+    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream", "stream_usage")
 
-    def __init__(self, entry: ModelEndpoints, *, key: int | None, started: float, stream_usage: bool) -> None:
+    def __init__(
+        self,
+        entry: ModelEndpoints,
+        *,
+        key: int | None,
+        started: float,
+        stream_usage: bool,
+        stream: bool = False,
+    ) -> None:
         self.entry = entry
         self.key = key
         self.started = started
+        self.stream = stream  # the client asked for a streamed (SSE) answer
         self.stream_usage = stream_usage  # the client asked stream_options.include_usage
         self.replica = NO_REPLICA  # the replica that answered, for the request metrics
         self.first_byte_s: float | None = None
@@ -277,15 +286,20 @@ class Proxy:
             self._urls[key] = url
         return url
 
-    async def _post(self, replica: Replica, request: web.Request, body: bytes) -> aiohttp.ClientResponse:
-        """Send the request to ``replica``; once more on a fresh connection if a pooled one was dead.
+    async def _post(
+        self, replica: Replica, request: web.Request, body: bytes, call: Call
+    ) -> aiohttp.ClientResponse:
+        """Send the request to ``replica``; once more if the pooled connection it took was dead.
 
         A replica may close a keep-alive connection the pool still holds (llama-server does after
         every streamed answer; any server at its idle timeout): the request then fails at once,
-        before the engine saw it, and is safe to send again.
+        before the engine saw it, and is safe to send again. Streamed answers therefore ask for
+        ``Connection: close``: their connection is not pooled, and a stream costs one connect.
         """
         assert self.session is not None, "the gateway's client session starts with the app"
         url, headers = self._url(replica, request.raw_path), request_headers(request.headers)
+        if call.stream:
+            headers.append(("Connection", "close"))
         try:
             return await self.session.post(url, data=body, headers=headers)
         except aiohttp.ClientConnectorError:
@@ -312,7 +326,7 @@ class Proxy:
         watchdog = self._watchdog
         watchdog.add(deadline)
         try:
-            upstream = await self._post(replica, request, body)
+            upstream = await self._post(replica, request, body, call)
         except asyncio.CancelledError:
             if not deadline.timed_out():
                 raise  # the client left (or the server stops): not a timeout

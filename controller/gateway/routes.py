@@ -184,7 +184,13 @@ class Routes:
         # request that then waits through a scale-up is balanced least-outstanding, once).
         if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
             key = prefix_key(document, prefix_chars=self._settings.affinity_prefix_chars)
-        return Call(entry, key=key, started=started, stream_usage=wants_stream_usage(document))
+        return Call(
+            entry,
+            key=key,
+            started=started,
+            stream_usage=wants_stream_usage(document),
+            stream=document.get("stream") is True,
+        )
 
     def _unknown(self, table: EndpointTable, model: str) -> web.Response:
         if table.version == 0 and not table.models:

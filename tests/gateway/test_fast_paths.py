@@ -309,7 +309,7 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     assert lines(ours.render()) == lines(generate_latest(registry))
 
 
-async def test_finished_answers_give_their_connection_back_for_reuse(
+async def test_finished_answers_give_their_connection_back_and_streams_close_theirs(
     start_gateway: StartGateway, aiohttp_server: Any
 ) -> None:
     peers: list[Any] = []
@@ -333,4 +333,9 @@ async def test_finished_answers_give_their_connection_back_for_reuse(
         resp = await client.post(CHAT, json=ask)
         assert resp.status == 200
         await resp.read()
-    assert len(peers) == 5 and len(set(peers)) == 1  # one keep-alive connection for all of them
+    assert len(peers) == 5
+    # A finished plain answer hands its connection back: the next request reuses it ...
+    assert peers[1] == peers[0] and peers[3] == peers[2]
+    # ... a streamed one asks for Connection: close (llama-server closes after a stream anyway),
+    # so its connection is never taken again from the pool.
+    assert peers[2] != peers[1] and peers[4] != peers[3]
