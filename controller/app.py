@@ -59,7 +59,9 @@ async def running_controller(
     store = EndpointStore()
     load = partial(load_folder, settings.manifests, model_roots=settings.model_roots)
     runners: list[web.AppRunner] = []
-    async with aiohttp.ClientSession() as session:
+    # Probes open a connection each and close it: an idle keep-alive connection would hold one of
+    # the engine's HTTP threads (cpp-httplib keeps a thread per open connection).
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         prober = HttpProber(session)
         drainer = Drainer(runtime, prober.fetch, grace_s=settings.drain_grace_s)
         reconciler = Reconciler(

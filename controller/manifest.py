@@ -79,6 +79,8 @@ RESERVED_ARGS: dict[Engine, frozenset[str]] = {
             "-ngl",
             "--gpu-layers",
             "--n-gpu-layers",
+            "--threads-http",
+            "--no-webui",
         }
     ),
     "vllm": frozenset(

@@ -20,6 +20,10 @@ DEFAULT_IMAGE = "modelctl/llamacpp:server"
 PORT = 8080
 HEALTH_PATH = "/health"
 ALL_LAYERS = "999"  # more layers than any model has: offload everything to the owned GPUs
+# cpp-httplib serves each open connection (idle keep-alive ones too) on a thread of its pool, whose
+# default size follows --parallel. Leave room beyond one per in-flight sequence for health probes,
+# drain checks and the gateway's pooled connections, so they never queue behind each other.
+HTTP_THREAD_HEADROOM = 8
 
 
 def container_spec(
@@ -50,6 +54,7 @@ def command(model: LoadedModel, weights: Weights, gpus: tuple[str, ...]) -> list
     args = [*source, "--alias", ",".join(manifest.names)]
     args += ["--host", "0.0.0.0", "--port", str(PORT), "--no-webui"]
     args += ["--parallel", str(manifest.max_batch_size)]
+    args += ["--threads-http", str(manifest.max_batch_size + HTTP_THREAD_HEADROOM)]
     if manifest.context_length:
         # -c is the total context, split over the slots: give each sequence the asked length.
         args += ["-c", str(manifest.context_length * manifest.max_batch_size)]

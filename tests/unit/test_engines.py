@@ -42,6 +42,8 @@ def test_llamacpp_spec_serves_the_gguf_read_only() -> None:
         "--no-webui",
         "--parallel",
         "3",
+        "--threads-http",
+        "11",
         "-c",
         "3072",
         "-ngl",
