@@ -72,7 +72,13 @@ class Balancer:
             if model.balancing != PREFIX_AFFINITY or key is None:
                 self._cursor[model.name] = 1  # where the strategies below leave it
             return only
-        candidates = [r for r in replicas if r.id not in exclude and self.has_room(r)]
+        return self.pick_general(model, exclude, key)
+
+    def pick_general(
+        self, model: ModelEndpoints, exclude: Collection[str] = (), key: int | None = None
+    ) -> Replica | None:
+        """``pick`` without the one-replica shortcut: the strategy chooses among replicas with room."""
+        candidates = [r for r in model.replicas if r.id not in exclude and self.has_room(r)]
         if not candidates:
             return None
         if model.balancing == ROUND_ROBIN:

@@ -236,15 +236,7 @@ def test_one_replica_shortcut_matches_the_general_path(balancing: str, key: int 
     fast, slow = Balancer(), Balancer()
 
     def general(model: ModelEndpoints, exclude: tuple[str, ...] = ()) -> Replica | None:
-        # The general path, as it runs for more than one replica.
-        candidates = [r for r in model.replicas if r.id not in exclude and slow.has_room(r)]
-        if not candidates:
-            return None
-        if model.balancing == ROUND_ROBIN:
-            return slow._in_turn(model, candidates)
-        if model.balancing == PREFIX_AFFINITY and key is not None:
-            return slow._affine(model, candidates, key)
-        return slow._least_loaded(model, candidates)
+        return slow.pick_general(model, exclude, key)  # the path taken for more than one replica
 
     for step in range(4):  # free, half full, full, full
         assert fast.pick(one, (), key) == general(one)

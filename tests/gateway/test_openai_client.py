@@ -20,6 +20,19 @@ USER = [{"role": "user", "content": "hi"}]
 Summary = dict[str, Any]
 
 
+def summary(models: list[str], chat: Any, chunks: list[Any], text: Any, vectors: Any) -> Summary:
+    """What the sync and the async client saw, in one comparable shape."""
+    return {
+        "models": models,
+        "chat": chat.choices[0].message.content,
+        "chat_usage": chat.usage.total_tokens if chat.usage else None,
+        "streamed": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+        "stream_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
+        "text": text.choices[0].text,
+        "vectors": [e.embedding for e in vectors.data],
+    }
+
+
 def summarize_sync(client: openai.OpenAI) -> Summary:
     models = [m.id for m in client.models.list()]
     chat = client.chat.completions.create(model="smollm", messages=USER)  # type: ignore[arg-type]
@@ -32,15 +45,7 @@ def summarize_sync(client: openai.OpenAI) -> Summary:
     chunks = list(stream)
     text = client.completions.create(model="smollm2", prompt="Once upon")
     vectors = client.embeddings.create(model="smollm2", input=["a", "b"])
-    return {
-        "models": models,
-        "chat": chat.choices[0].message.content,
-        "chat_usage": chat.usage.total_tokens if chat.usage else None,
-        "streamed": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
-        "stream_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
-        "text": text.choices[0].text,
-        "vectors": [e.embedding for e in vectors.data],
-    }
+    return summary(models, chat, chunks, text, vectors)
 
 
 async def summarize_async(client: openai.AsyncOpenAI) -> Summary:
@@ -55,15 +60,7 @@ async def summarize_async(client: openai.AsyncOpenAI) -> Summary:
     chunks = [c async for c in stream]
     text = await client.completions.create(model="smollm2", prompt="Once upon")
     vectors = await client.embeddings.create(model="smollm2", input=["a", "b"])
-    return {
-        "models": models,
-        "chat": chat.choices[0].message.content,
-        "chat_usage": chat.usage.total_tokens if chat.usage else None,
-        "streamed": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
-        "stream_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
-        "text": text.choices[0].text,
-        "vectors": [e.embedding for e in vectors.data],
-    }
+    return summary(models, chat, chunks, text, vectors)
 
 
 def expected(text_from: set[str]) -> Summary:
