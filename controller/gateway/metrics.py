@@ -12,6 +12,12 @@ the gateway answered itself; model "none" when the request named no served model
 ``retries_total{model}``, ``tokens_total{model,kind}`` (from ``usage``: non-streamed JSON, and the
 last SSE chunk of a stream that asked ``stream_options.include_usage``), ``in_flight{model,replica}``,
 ``queue_depth{model}``, ``ready_replicas{model}``.
+
+With several worker processes (``workers.py``) each keeps its own figures; ``snapshot`` gives them as
+plain JSON data and ``render(others)`` answers for the whole gateway: counters, histograms, in-flight
+and queue depths summed over the processes, ready replicas the largest any process sees (each follows
+the same table, so summing would multiply them), plus ``workers`` (processes counted). ``peers.py``
+fetches the other processes' snapshots at scrape time.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, generate_latest
@@ -38,6 +45,11 @@ _USAGE = re.compile(rb'"usage"\s*:\s*\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}')
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _STATUS = {code: str(code) for code in range(100, 600)}
+
+# One process's figures as plain JSON data: per metric name, one row per label set, [labels, value,
+# created] for counters, [labels, counts per bucket + sum, created] for histograms, [labels, value]
+# for gauges. Same code on both ends, so the shapes agree.
+Snapshot = dict[str, list[list[Any]]]
 
 
 def usage_tokens(tail: bytes) -> tuple[int, int] | None:
@@ -79,6 +91,19 @@ class _Counter:
             values[labels] = amount
             self.created[labels] = time.time()
 
+    def dump(self) -> list[list[Any]]:
+        return [[list(labels), value, self.created[labels]] for labels, value in self.values.items()]
+
+    def merge(self, rows: Iterable[list[Any]]) -> None:
+        """Add another process's series (from ``dump``); a series starts when it first did anywhere."""
+        for labels, value, created in rows:
+            key = tuple(labels)
+            self.values[key] = self.values.get(key, 0.0) + value
+            self.created[key] = min(self.created.get(key, created), created)
+
+    def empty(self) -> _Counter:
+        return _Counter(self.name, self.documentation, self.labelnames)
+
     def family(self, with_created: bool) -> Metric:
         family = Metric(self.name, self.documentation, "counter")
         for labels, value in self.values.items():
@@ -112,6 +137,25 @@ class _Histogram:
         counts[bisect_left(self.bounds, value)] += 1  # the first bucket with value <= le
         counts[-1] += value
 
+    def dump(self) -> list[list[Any]]:
+        return [[list(labels), counts, self.created[labels]] for labels, counts in self.series.items()]
+
+    def merge(self, rows: Iterable[list[Any]]) -> None:
+        """Add another process's series (from ``dump``) bucket by bucket."""
+        for labels, counts, created in rows:
+            key = tuple(labels)
+            mine = self.series.get(key)
+            if mine is None:
+                self.series[key] = list(counts)
+                self.created[key] = created
+                continue
+            for i, count in enumerate(counts):
+                mine[i] += count
+            self.created[key] = min(self.created[key], created)
+
+    def empty(self) -> _Histogram:
+        return _Histogram(self.name, self.documentation, self.labelnames, self.bounds)
+
     def family(self, with_created: bool) -> Metric:
         family = Metric(self.name, self.documentation, "histogram")
         les = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
@@ -128,16 +172,54 @@ class _Histogram:
         return family
 
 
-class _Recorded(Collector):
-    """Exposes the request path's counters and histograms at scrape time."""
+class _Gauge:
+    """A labelled gauge read at scrape time; ``summed`` says how processes combine (sum, else max)."""
 
-    def __init__(self, metrics: tuple[_Counter | _Histogram, ...]) -> None:
-        self._metrics = metrics
+    __slots__ = ("documentation", "labelnames", "name", "summed", "values")
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], *, summed: bool) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.summed = summed
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def dump(self) -> list[list[Any]]:
+        return [[list(labels), value] for labels, value in self.values.items()]
+
+    def merge(self, rows: Iterable[list[Any]]) -> None:
+        """Combine another process's values (from ``dump``): summed, or the larger one."""
+        for labels, value in rows:
+            key = tuple(labels)
+            mine = self.values.get(key)
+            if mine is None:
+                self.values[key] = value
+            else:
+                self.values[key] = mine + value if self.summed else max(mine, value)
+
+    def empty(self) -> _Gauge:
+        return _Gauge(self.name, self.documentation, self.labelnames, summed=self.summed)
+
+    def family(self, with_created: bool) -> Metric:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=list(self.labelnames))
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
+_Instrument = _Counter | _Histogram | _Gauge
+
+
+class _Families(Collector):
+    """Exposes instruments at scrape time; ``instruments`` is called on each scrape."""
+
+    def __init__(self, instruments: Callable[[], Iterable[_Instrument]]) -> None:
+        self._instruments = instruments
 
     def collect(self) -> Iterator[Metric]:
         with_created = getattr(prometheus_client.metrics, "_use_created", True)
-        for metric in self._metrics:
-            yield metric.family(with_created)
+        for instrument in self._instruments():
+            yield instrument.family(with_created)
 
 
 class GatewayMetrics:
@@ -146,7 +228,8 @@ class GatewayMetrics:
     Counters and histograms are plain dicts and lists written by the event loop (one writer, no
     locks, no label-child lookups) and turned into Prometheus families when scraped; the exposition
     is the one prometheus_client's Counter and Histogram give (``_total``, ``_bucket``, ``_count``,
-    ``_sum``, ``_created``).
+    ``_sum``, ``_created``). In-flight requests, queue depths and ready replicas are read from the
+    balancer, the admission queues and the table at scrape time.
     """
 
     def __init__(
@@ -155,6 +238,9 @@ class GatewayMetrics:
         in_flight: Callable[[str], int],
         queue_depth: Callable[[str], int],
     ) -> None:
+        self._source = source
+        self._in_flight = in_flight
+        self._queue_depth = queue_depth
         self.registry = CollectorRegistry(auto_describe=True)
         prefix = "modelctl_gateway_"
         self._requests = _Counter(
@@ -182,13 +268,32 @@ class GatewayMetrics:
             "Tokens reported in the replicas' usage, by kind (prompt, completion).",
             ("model", "kind"),
         )
-        recorded = (self._requests, self._duration, self._ttfb, self._retries, self._tokens)
-        self.registry.register(_Recorded(recorded))
-        self.registry.register(_LiveCollector(source, in_flight, queue_depth))
+        self._recorded = (self._requests, self._duration, self._ttfb, self._retries, self._tokens)
+        self.registry.register(_Families(self._instruments))
 
-    def render(self) -> bytes:
-        """Return the text exposition of this app's metrics."""
-        return generate_latest(self.registry)
+    def render(self, others: Sequence[Snapshot] = ()) -> bytes:
+        """Return the text exposition of this app's metrics, with ``others``' figures merged in.
+
+        ``others`` are other worker processes' ``snapshot()``s; with any, the answer also carries
+        ``modelctl_gateway_workers`` (the processes whose figures it holds).
+        """
+        if not others:
+            return generate_latest(self.registry)
+        merged = [instrument.empty() for instrument in self._instruments()]
+        for snapshot in (self.snapshot(), *others):
+            for instrument in merged:
+                instrument.merge(snapshot.get(instrument.name, ()))
+        workers = _Gauge(
+            "modelctl_gateway_workers", "Worker processes whose figures this answer holds.", (), summed=True
+        )
+        workers.values[()] = 1 + len(others)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(_Families(lambda: (*merged, workers)))
+        return generate_latest(registry)
+
+    def snapshot(self) -> Snapshot:
+        """Return this process's figures as plain JSON data, for another worker's ``render``."""
+        return {instrument.name: instrument.dump() for instrument in self._instruments()}
 
     def request(self, model: str, replica: str, status: int, duration_s: float) -> None:
         self._requests.inc((model, replica, _STATUS.get(status) or str(status)))
@@ -204,31 +309,25 @@ class GatewayMetrics:
         self._tokens.inc((model, "prompt"), prompt)
         self._tokens.inc((model, "completion"), completion)
 
+    def _instruments(self) -> tuple[_Instrument, ...]:
+        return (*self._recorded, *self._live())
 
-class _LiveCollector(Collector):
-    """Gauges read at scrape time from the table, the balancer and the admission queues."""
-
-    def __init__(
-        self, source: TableSource, in_flight: Callable[[str], int], queue_depth: Callable[[str], int]
-    ) -> None:
-        self._source = source
-        self._in_flight = in_flight
-        self._queue_depth = queue_depth
-
-    def collect(self) -> Iterator[Metric]:
+    def _live(self) -> tuple[_Gauge, _Gauge, _Gauge]:
+        """The gauges, read now from the table, the balancer and the admission queues."""
         prefix = "modelctl_gateway_"
-        in_flight = GaugeMetricFamily(
-            prefix + "in_flight", "Requests in flight, by model and replica.", labels=["model", "replica"]
+        in_flight = _Gauge(
+            prefix + "in_flight",
+            "Requests in flight, by model and replica.",
+            ("model", "replica"),
+            summed=True,
         )
-        queued = GaugeMetricFamily(
-            prefix + "queue_depth", "Requests waiting for a replica slot, by model.", labels=["model"]
+        queued = _Gauge(
+            prefix + "queue_depth", "Requests waiting for a replica slot, by model.", ("model",), summed=True
         )
-        ready = GaugeMetricFamily(prefix + "ready_replicas", "Ready replicas, by model.", labels=["model"])
+        ready = _Gauge(prefix + "ready_replicas", "Ready replicas, by model.", ("model",), summed=False)
         for model in self._source.current().models:
             for replica in model.replicas:
-                in_flight.add_metric([model.name, replica.id], self._in_flight(replica.id))
-            queued.add_metric([model.name], self._queue_depth(model.name))
-            ready.add_metric([model.name], len(model.replicas))
-        yield in_flight
-        yield queued
-        yield ready
+                in_flight.values[(model.name, replica.id)] = self._in_flight(replica.id)
+            queued.values[(model.name,)] = self._queue_depth(model.name)
+            ready.values[(model.name,)] = len(model.replicas)
+        return in_flight, queued, ready

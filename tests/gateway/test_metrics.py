@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from aiohttp.test_utils import TestClient
 from gateway_fakes import StartGateway, StartUpstream, eventually, refused_url, table_of
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.gateway.metrics import usage_tokens
+from controller.gateway import StaticTable
+from controller.gateway.metrics import GatewayMetrics, usage_tokens
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -20,8 +22,12 @@ async def scrape(client: TestClient[Any, Any]) -> dict[tuple[str, tuple[tuple[st
     resp = await client.get("/metrics")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
+    return parse(await resp.read())
+
+
+def parse(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     samples = {}
-    for family in text_string_to_metric_families(await resp.text()):
+    for family in text_string_to_metric_families(text.decode()):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
@@ -108,3 +114,59 @@ async def test_each_app_has_its_own_registry(
 )
 def test_usage_tokens(tail: bytes, expected: tuple[int, int] | None) -> None:
     assert usage_tokens(tail) == expected
+
+
+def test_render_merges_other_workers_figures() -> None:
+    """Counters and histogram buckets add up, in-flight and queues too; ready replicas do not."""
+    table = StaticTable(table_of(("m", (), ["http://a", "http://b"])))
+    ours = GatewayMetrics(table, {"m-0": 1, "m-1": 0}.__getitem__, lambda _: 2)
+    theirs = GatewayMetrics(table, {"m-0": 2, "m-1": 3}.__getitem__, lambda _: 5)
+    ours.request("m", "m-0", 200, 0.003)
+    ours.request("m", "m-1", 503, 0.2)
+    theirs.request("m", "m-0", 200, 0.004)
+    theirs.request("m", "m-0", 200, 700.0)
+    theirs.request("none", "none", 404, 0.001)
+    ours.tokens("m", 5, 4)
+    theirs.tokens("m", 6, 1)
+    theirs.retry("m")
+    snapshot = json.loads(json.dumps(theirs.snapshot()))  # as it crosses the socket
+
+    samples = parse(ours.render([snapshot]))
+
+    requests = "modelctl_gateway_requests_total"
+    assert sample(samples, requests, model="m", replica="m-0", status="200") == 3
+    assert sample(samples, requests, model="m", replica="m-1", status="503") == 1
+    assert sample(samples, requests, model="none", replica="none", status="404") == 1
+    duration = "modelctl_gateway_request_duration_seconds"
+    assert sample(samples, duration + "_bucket", model="m", le="0.005") == 2
+    assert sample(samples, duration + "_bucket", model="m", le="0.25") == 3
+    assert sample(samples, duration + "_bucket", model="m", le="600.0") == 3
+    assert sample(samples, duration + "_bucket", model="m", le="+Inf") == 4
+    assert sample(samples, duration + "_count", model="m") == 4
+    assert sample(samples, duration + "_sum", model="m") == pytest.approx(0.003 + 0.2 + 0.004 + 700.0)
+    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="prompt") == 11
+    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="completion") == 5
+    assert sample(samples, "modelctl_gateway_retries_total", model="m") == 1
+    assert sample(samples, "modelctl_gateway_in_flight", model="m", replica="m-0") == 3
+    assert sample(samples, "modelctl_gateway_in_flight", model="m", replica="m-1") == 3
+    assert sample(samples, "modelctl_gateway_queue_depth", model="m") == 7
+    assert sample(samples, "modelctl_gateway_ready_replicas", model="m") == 2
+    assert sample(samples, "modelctl_gateway_workers") == 2
+    # A series is as old as its first appearance in any worker.
+    first = min(
+        row[2]
+        for row in (*ours.snapshot()["modelctl_gateway_requests"], *snapshot["modelctl_gateway_requests"])
+        if row[0] == ["m", "m-0", "200"]
+    )
+    assert (
+        sample(samples, "modelctl_gateway_requests_created", model="m", replica="m-0", status="200") == first
+    )
+
+
+def test_render_without_other_workers_is_this_process_alone() -> None:
+    table = StaticTable(table_of(("m", (), ["http://a"])))
+    ours = GatewayMetrics(table, lambda _: 0, lambda _: 0)
+    ours.request("m", "m-0", 200, 0.1)
+    samples = parse(ours.render())
+    assert sample(samples, "modelctl_gateway_requests_total", model="m", replica="m-0", status="200") == 1
+    assert ("modelctl_gateway_workers", ()) not in samples
