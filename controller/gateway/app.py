@@ -20,10 +20,12 @@ from controller.gateway.admission import Admission
 from controller.gateway.auth import KeyCheck, refusal
 from controller.gateway.balancer import Balancer
 from controller.gateway.metrics import GatewayMetrics
+from controller.gateway.peers import Peers
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import Routes
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable, TableSource
+from controller.gateway.upstream import Pool
 from controller.gateway.workers import tune_gc
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ def gateway_middleware(keys: KeyCheck) -> Middleware:
 
 
 def create_app(source: TableSource, settings: GatewaySettings | None = None) -> web.Application:
-    """Return the gateway application serving ``source``'s table; it owns its upstream session.
+    """Return the gateway application serving ``source``'s table; it owns its upstream connections.
 
     Serve it with ``handler_cancellation=True`` so a client that disconnects cancels its upstream
     request at once (``run_gateway`` does; aiohttp's test servers do by default).
@@ -86,33 +88,25 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
     balancer = Balancer(load_factor=settings.affinity_load_factor)
     admission = Admission(source, balancer, settings)
     metrics = GatewayMetrics(source, balancer.in_flight, admission.queue_depth)
+    # Several worker processes: /metrics answers for all of them (peers.py).
+    peers = Peers(settings.workers_dir, metrics.snapshot) if settings.workers_dir else None
     proxy = Proxy(settings, admission, metrics)
     middlewares = [gateway_middleware(KeyCheck(settings.api_keys))]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[BALANCER] = balancer
     app[ADMISSION] = admission
     app[METRICS] = metrics
-    Routes(source, settings, proxy=proxy, admission=admission, metrics=metrics).add_to(app)
+    Routes(source, settings, proxy=proxy, admission=admission, metrics=metrics, peers=peers).add_to(app)
 
-    async def upstream_session(_: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(
-            limit=settings.max_upstream_connections,
-            limit_per_host=0,
-            keepalive_timeout=settings.upstream_keepalive_s,
+    async def upstream_pool(_: web.Application) -> AsyncIterator[None]:
+        proxy.pool = Pool(
+            connect_timeout_s=settings.connect_timeout_s,
+            keepalive_s=settings.upstream_keepalive_s,
+            max_idle=settings.max_upstream_connections,
         )
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
-        # Bodies go through as the replica encoded them, and only what the client asked for. No
-        # cookie jar: one replica's Set-Cookie must never ride along on other clients' requests.
-        async with aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding",),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        ) as session:
-            proxy.session = session
-            yield
-            proxy.session = None
+        yield
+        proxy.pool.close()
+        proxy.pool = None
 
     async def follow_table(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(admission.follow(), name="gateway-admission-table")
@@ -120,8 +114,10 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
         task.cancel()
         await asyncio.wait([task])
 
-    app.cleanup_ctx.append(upstream_session)
+    app.cleanup_ctx.append(upstream_pool)
     app.cleanup_ctx.append(follow_table)
+    if peers is not None:
+        app.cleanup_ctx.append(peers.serving)
     return app
 
 

@@ -17,17 +17,24 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from controller.endpoints import ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.admission import Admission, Rejected
 from controller.gateway.metrics import NO_REPLICA, GatewayMetrics, usage_tokens
+from controller.gateway.upstream import (
+    Answer,
+    BadAnswer,
+    ConnectFailed,
+    ConnectionLost,
+    Pool,
+    ReadTimeout,
+    UpstreamError,
+)
 
 if TYPE_CHECKING:
     from controller.gateway.app import GatewaySettings
@@ -110,12 +117,12 @@ def request_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     ]
 
 
-def response_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Return the replica's headers that the client should see (name, value pairs, in order)."""
     cache = _KEEP_IN_RESPONSE
     return [
         (k, v)
-        for k, v in headers.items()
+        for k, v in headers
         if cache.get(k) or (k not in cache and _keeps(cache, _DROP_FROM_RESPONSE, k))
     ]
 
@@ -210,14 +217,14 @@ class _ReadDeadline:
 
     ``reading_since`` is set before each read and cleared after it, so time spent writing to a slow
     client does not count, as with a timeout around each read. A read that waited ``timeout_s`` fails
-    ``content`` with ServerTimeoutError, which the read in progress raises.
+    the answer with ReadTimeout, which the read in progress raises (and its connection is closed).
     """
 
-    __slots__ = ("content", "reading_since", "timeout_s")
+    __slots__ = ("answer", "reading_since", "timeout_s")
 
-    def __init__(self, timeout_s: float, content: aiohttp.StreamReader) -> None:
+    def __init__(self, timeout_s: float, answer: Answer) -> None:
         self.timeout_s = timeout_s
-        self.content = content
+        self.answer = answer
         self.reading_since: float | None = None
 
     def expired_at(self, now: float) -> bool:
@@ -225,21 +232,17 @@ class _ReadDeadline:
         return since is not None and now - since >= self.timeout_s
 
     def expire(self) -> None:
-        self.content.set_exception(
-            aiohttp.ServerTimeoutError(f"no data from the replica for {self.timeout_s:g}s")
-        )
+        self.answer.fail(ReadTimeout(f"no data from the replica for {self.timeout_s:g}s"))
 
 
 class Proxy:
-    """Sends requests to replicas admitted by ``admission``; ``session`` is set at app start-up."""
+    """Sends requests to replicas admitted by ``admission``; ``pool`` is set at app start-up."""
 
     def __init__(self, settings: GatewaySettings, admission: Admission, metrics: GatewayMetrics) -> None:
         self._settings = settings
         self._admission = admission
         self._metrics = metrics
-        self.session: aiohttp.ClientSession | None = None
-        # Upstream URLs by (replica base URL, client path): parsed once, not per request. Bounded.
-        self._urls: dict[tuple[str, str], URL] = {}
+        self.pool: Pool | None = None
         # Deadlines fire at most a tenth of the shortest timeout (and at most 1 s) late.
         tick_s = min(1.0, settings.first_byte_timeout_s / 10, settings.read_timeout_s / 10)
         self._watchdog = _Watchdog(tick_s)
@@ -276,37 +279,16 @@ class Proxy:
             retry_after=self._settings.retry_after_s,
         )
 
-    def _url(self, replica: Replica, path: str) -> URL:
-        key = (replica.url, path)
-        url = self._urls.get(key)
-        if url is None:
-            url = URL(replica.url.rstrip("/") + path)
-            if len(self._urls) >= 1024:  # replicas and query strings come and go
-                self._urls.clear()
-            self._urls[key] = url
-        return url
+    async def _post(self, replica: Replica, request: web.Request, body: bytes, call: Call) -> Answer:
+        """Send the request to ``replica``; return its answer once the status line and headers are in.
 
-    async def _post(
-        self, replica: Replica, request: web.Request, body: bytes, call: Call
-    ) -> aiohttp.ClientResponse:
-        """Send the request to ``replica``; once more if the pooled connection it took was dead.
-
-        A replica may close a keep-alive connection the pool still holds (llama-server does after
-        every streamed answer; any server at its idle timeout): the request then fails at once,
-        before the engine saw it, and is safe to send again. Streamed answers therefore ask for
-        ``Connection: close``: their connection is not pooled, and a stream costs one connect.
+        Streamed answers ask for ``Connection: close``: llama-server closes the connection after
+        every streamed answer anyway, so pooling it would only risk a request on a dying connection.
+        (A pooled connection found closed before any answer is retried once by the pool.)
         """
-        assert self.session is not None, "the gateway's client session starts with the app"
-        url, headers = self._url(replica, request.raw_path), request_headers(request.headers)
-        if call.stream:
-            headers.append(("Connection", "close"))
-        try:
-            return await self.session.post(url, data=body, headers=headers)
-        except aiohttp.ClientConnectorError:
-            raise  # could not connect at all: another replica, not this one again
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            log.debug("replica %s: pooled connection was closed (%s); sending again", replica.id, exc)
-            return await self.session.post(url, data=body, headers=headers)
+        assert self.pool is not None, "the gateway's upstream pool starts with the app"
+        headers = request_headers(request.headers)
+        return await self.pool.post(replica.url, request.raw_path, headers, body, close=call.stream)
 
     async def _try(
         self, request: web.Request, replica: Replica, body: bytes, call: Call
@@ -318,7 +300,6 @@ class Proxy:
         connection went back to the pool already): cancelled, failed or client gone, that closes the
         connection to the replica.
         """
-        assert self.session is not None, "the gateway's client session starts with the app"
         timeout_s = self._settings.first_byte_timeout_s
         task = asyncio.current_task()
         assert task is not None
@@ -332,11 +313,11 @@ class Proxy:
                 raise  # the client left (or the server stops): not a timeout
             log.warning("replica %s sent no answer within %gs", replica.id, timeout_s)
             return errors.upstream_failed(f"The model server sent no answer within {timeout_s:g} seconds.")
-        except aiohttp.ClientConnectionError as exc:
+        except (ConnectFailed, ConnectionLost) as exc:
             # Refused, reset, dropped before the status line, connect timeout: nothing was sent.
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            log.warning("replica %s answered badly: %s: %s", replica.id, type(exc).__name__, exc)
+        except BadAnswer as exc:
+            log.warning("replica %s answered badly: %s", replica.id, exc)
             return errors.upstream_failed("The model server sent an invalid answer.")
         finally:
             watchdog.discard(deadline)
@@ -351,15 +332,12 @@ class Proxy:
                 return await self._relay_whole(upstream, replica, call, content_type)
             return await self._relay(request, upstream, replica, call, is_sse, content_type)
         finally:
-            # A complete answer has closed itself and given its connection back to the pool: closing
-            # it again would only fail its (finished) content with an exception object, per request.
-            if not upstream.closed or upstream.connection is not None:
-                upstream.close()
+            upstream.close()  # an incomplete answer closes its connection; a complete one is pooled
 
     async def _relay(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Answer,
         replica: Replica,
         call: Call,
         is_sse: bool,
@@ -379,15 +357,14 @@ class Proxy:
         tail = _Tail() if (call.stream_usage if is_sse else content_type == JSON) else None
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
-        content = upstream.content
-        watch = _ReadDeadline(self._settings.read_timeout_s, content)
+        watch = _ReadDeadline(self._settings.read_timeout_s, upstream)
         self._watchdog.add(watch)
         try:
             while True:
                 watch.reading_since = loop.time()
                 try:
-                    chunk = await content.readany()
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                    chunk = await upstream.next_chunk()
+                except UpstreamError as exc:
                     await self._end_broken(request, resp, replica, exc, is_sse=is_sse)
                     return resp
                 watch.reading_since = None
@@ -410,16 +387,16 @@ class Proxy:
         return resp
 
     async def _relay_whole(
-        self, upstream: aiohttp.ClientResponse, replica: Replica, call: Call, content_type: str
+        self, upstream: Answer, replica: Replica, call: Call, content_type: str
     ) -> web.Response:
         """A small body of known length: read it whole, answer in one write (or 502 if it broke)."""
         try:
-            if upstream.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            if upstream.complete:  # the whole body came with the headers: nothing to wait for
                 body = await upstream.read()
             else:
                 async with asyncio.timeout(self._settings.read_timeout_s):
                     body = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             log.warning("replica %s failed mid-answer: %s", replica.id, reason)
             return errors.upstream_failed("The model server failed mid-answer.")

@@ -68,7 +68,8 @@ class GatewaySettings:
     affinity_load_factor: float = 1.25
     # Prefix affinity for /v1/completions: characters of the prompt that make its key.
     affinity_prefix_chars: int = 512
-    # Connections to all replicas together; beyond it requests wait for a free one.
+    # Idle keep-alive connections kept, to all replicas together (in-flight ones are bounded by
+    # the replicas' max_concurrency); beyond it a finished connection is closed.
     max_upstream_connections: int = 1024
     # Idle keep-alive under the backends' own 5 s (uvicorn, cpp-httplib), so we never reuse a
     # connection that the replica is closing (that would fail a request with a single replica).
@@ -76,6 +77,9 @@ class GatewaySettings:
     # Once serving, freeze the start-up heap and collect the young generation less often
     # (``workers.tune_gc``): the process serves only the gateway. Off for in-process use (tests).
     tune_gc: bool = True
+    # Set by ``run_workers``, not by users: the private folder (mode 0700) where the worker processes
+    # answer each other's questions for metrics (``peers.py``). None: one process, nothing to ask.
+    workers_dir: Path | None = None
 
     def __post_init__(self) -> None:
         positive = ("workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars")

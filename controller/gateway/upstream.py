@@ -1,0 +1,460 @@
+"""A small HTTP/1.1 client for the gateway's requests to replicas: one POST, its answer, a pool.
+
+Why not aiohttp's client: it was about a fifth of the gateway's CPU per request (request and response
+objects, cookie and redirect handling, a timer per request, its connector's bookkeeping), for
+features a proxy to replicas on a private network never uses. Here a request is one write of head
+and body on a pooled connection, the answer is parsed by llhttp (``httptools``, as uvicorn does),
+and the status line and headers wake the waiting request once.
+
+What it does, and no more:
+- POST with a body of known length; the answer's body framed by Content-Length, chunked transfer
+  coding (decoded) or the end of the connection.
+- Keep-alive: a connection whose answer completed and that neither side asked to close goes back to
+  an idle list per replica (newest first), for at most ``keepalive_s``. The replica closing an idle
+  connection removes it at once.
+- Flow control: a client that reads slower than the replica writes pauses reading from the replica
+  (``pause_reading``) above ``HIGH_WATER`` bytes buffered, so memory stays bounded.
+- Errors, each saying whether a retry is safe: ``ConnectFailed`` (nothing was sent),
+  ``ConnectionLost`` (``reused`` and ``before_answer`` tell whether the replica can have seen the
+  request), ``BadAnswer`` (not HTTP), and whatever ``Answer.fail`` is given (the gateway's read
+  deadline). Cancelling a waiting task closes its connection: the replica sees the client leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from urllib.parse import urlsplit
+
+import httptools
+
+# aiohttp's server decodes the client's header bytes as UTF-8 with surrogateescape: this gives them back.
+_WIRE = ("utf-8", "surrogateescape")
+# Bytes of answer body buffered for a slow client before the replica's connection stops being read.
+HIGH_WATER = 256 * 1024
+
+
+class UpstreamError(Exception):
+    """A request to a replica failed."""
+
+
+class ConnectFailed(UpstreamError):
+    """No connection could be made: the replica never saw the request."""
+
+
+class ConnectionLost(UpstreamError):
+    """The connection closed or broke before the answer was complete."""
+
+    def __init__(self, message: str, *, reused: bool, before_answer: bool) -> None:
+        super().__init__(message)
+        self.reused = reused  # the connection had served an earlier answer (it came from the pool)
+        self.before_answer = before_answer  # not one byte of the answer had arrived
+
+
+class BadAnswer(UpstreamError):
+    """The replica's bytes are not a valid HTTP/1.1 answer."""
+
+
+class ReadTimeout(UpstreamError, TimeoutError):
+    """The replica sent nothing for too long (raised through ``Answer.fail`` by the caller's clock)."""
+
+
+class Answer:
+    """The replica's answer: status and headers at once, the body as it arrives.
+
+    Read it with ``read()`` (whole) or ``next_chunk()`` (b"" at the end), never both. ``close()``
+    gives up on it: its connection is closed unless the answer had completed and went back to the
+    pool. ``fail(exc)`` makes the waiting read raise ``exc`` and closes the connection.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_error",
+        "_size",
+        "_waiter",
+        "complete",
+        "content_length",
+        "content_type",
+        "headers",
+        "reason",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn: _Connection | None = conn
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.content_type = ""  # the media type, lower case, without parameters
+        self.content_length: int | None = None
+        self.complete = False
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def next_chunk(self) -> bytes:
+        """Return the next piece of body as it arrived, or b"" once the answer is complete."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return b""
+            await self._wait()
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        conn = self._conn
+        if conn is not None and conn.paused and self._size < HIGH_WATER // 4:
+            conn.resume()
+        return chunk
+
+    async def read(self) -> bytes:
+        """Return the whole body (waits for the end of the answer)."""
+        while not self.complete:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return body
+
+    def fail(self, exc: BaseException) -> None:
+        """End the answer with ``exc`` (raised by the read waiting now or next); drop the connection."""
+        if self.complete or self._error is not None:
+            return
+        self._set_error(exc)
+        self.close()
+
+    def close(self) -> None:
+        """Give up on the answer: an incomplete one closes its connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not self.complete:
+            conn.answer = None  # whatever the connection says next is not this answer's business
+            conn.abort()
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # Called by the connection.
+    def _add(self, chunk: bytes) -> bool:
+        """Buffer ``chunk``; return True if the buffer is above the high water mark."""
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        self._wake()
+        return self._size > HIGH_WATER
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._conn = None
+        self._wake()
+
+    def _set_error(self, exc: BaseException) -> None:
+        if self._error is None:  # the first cause is the one to tell
+            self._error = exc
+        self._wake()
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection to a replica; parses answers with llhttp and feeds them to ``Answer``s."""
+
+    def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
+        self._pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.answer: Answer | None = None  # the answer being received, if any
+        self._headers_done: asyncio.Future[None] | None = None
+        self._received = False  # some byte of the current answer arrived
+        self._keep_alive = True
+        self.uses = 0  # answers completed on this connection
+        self.idle_since = 0.0
+        self.paused = False
+        self.closed = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer is None:
+            # Bytes nobody asked for (an idle connection): the replica is not speaking HTTP to us.
+            self.abort()
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._lost(BadAnswer("the replica switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._lost(BadAnswer(f"invalid HTTP answer: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        self._pool._forget(self)
+        answer = self.answer
+        if answer is None:
+            return
+        if exc is None and self._headers_done is None and answer.content_length is None and not self._chunked:
+            self._message_done(keep=False)  # a body framed by the end of the connection: its end
+            return
+        reason = f"{type(exc).__name__}: {exc}" if exc else "the replica closed the connection"
+        self._lost(ConnectionLost(reason, reused=self.uses > 0, before_answer=not self._received))
+
+    # llhttp callbacks
+    def on_status(self, status: bytes) -> None:
+        assert self.answer is not None
+        self.answer.reason = status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        answer = self.answer
+        assert answer is not None
+        key, text = name.decode("latin-1"), value.decode("utf-8", "replace")
+        answer.headers.append((key, text))
+        lower = key.lower()
+        if lower == "content-type":
+            answer.content_type = text.partition(";")[0].strip().lower()
+        elif lower == "content-length":
+            answer.content_length = int(text) if text.isdigit() else None
+        elif lower == "transfer-encoding":
+            self._chunked = "chunked" in text.lower()
+
+    def on_headers_complete(self) -> None:
+        answer = self.answer
+        assert answer is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): wait for the real one
+            answer.headers.clear()
+            answer.content_type, answer.content_length = "", None
+            self._interim = True
+            return
+        answer.status = status
+        self._keep_alive = self._parser.should_keep_alive()
+        waiter, self._headers_done = self._headers_done, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        answer = self.answer
+        if answer is not None and answer._add(body) and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self._message_done(keep=self._keep_alive and not self._close_asked)
+
+    # the pool's side
+    def send(self, answer: Answer, data: bytes, *, close: bool) -> asyncio.Future[None]:
+        """Write one request; return a future done when the answer's status and headers are in.
+
+        ``close``: the request said ``Connection: close``, so the connection ends with this answer.
+        """
+        assert self.transport is not None
+        self.answer = answer
+        self._close_asked = close
+        self._received = False
+        self._interim = False
+        self._chunked = False
+        self._keep_alive = True
+        self._headers_done = waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return waiter
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Close now, whatever is in flight (a reset for the replica: stop generating)."""
+        self.closed = True
+        self._pool._forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _message_done(self, *, keep: bool) -> None:
+        answer, self.answer = self.answer, None
+        self.uses += 1
+        if self.paused:
+            self.resume()
+        if answer is not None:
+            answer._finish()
+        if keep and not self.closed:
+            self._pool._release(self)
+        elif not self.closed:
+            self.closed = True
+            self._pool._forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def _lost(self, exc: UpstreamError) -> None:
+        answer, self.answer = self.answer, None
+        waiter, self._headers_done = self._headers_done, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        elif answer is not None:
+            answer._set_error(exc)
+        if not self.closed:
+            self.abort()
+
+    _chunked = False
+    _interim = False
+    _close_asked = False
+
+
+class Pool:
+    """Connections to replicas, kept alive between answers; ``post`` is the one way to use it."""
+
+    def __init__(self, *, connect_timeout_s: float, keepalive_s: float, max_idle: int = 1024) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._keepalive_s = keepalive_s
+        self._max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle_count = 0
+        self._all: set[_Connection] = set()
+        self._heads: dict[tuple[str, str], bytes] = {}  # (base url, path) -> "POST ... Host: ..."
+        self._keys: dict[str, tuple[str, int]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def post(
+        self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes, *, close: bool = False
+    ) -> Answer:
+        """Send POST ``path`` to the replica at ``base_url``; return its answer once headers are in.
+
+        A pooled connection that turns out closed before any byte of the answer is retried once on a
+        new connection (the replica cannot have acted on it). ``close`` asks the replica to close the
+        connection after this answer (``Connection: close``); it is then not pooled.
+        """
+        key = self._key(base_url)
+        data = self._request_bytes(base_url, path, headers, body, close)
+        conn = self._take_idle(key)
+        if conn is not None:
+            try:
+                return await self._exchange(conn, data, close)
+            except ConnectionLost as exc:
+                if not (exc.reused and exc.before_answer):
+                    raise
+        conn = await self._connect(key)
+        return await self._exchange(conn, data, close)
+
+    def close(self) -> None:
+        """Close every connection (at shutdown)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._all):
+            conn.abort()
+        self._idle.clear()
+        self._idle_count = 0
+
+    def open_connections(self) -> int:
+        return len(self._all)
+
+    async def _exchange(self, conn: _Connection, data: bytes, close: bool) -> Answer:
+        answer = Answer(conn)
+        headers_done = conn.send(answer, data, close=close)
+        try:
+            await headers_done
+        except BaseException:
+            conn.abort()  # cancelled (client left, deadline) or failed: the replica must see it
+            raise
+        return answer
+
+    async def _connect(self, key: tuple[str, int]) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(lambda: _Connection(self, key), *key)
+        except TimeoutError as exc:
+            raise ConnectFailed(f"no connection within {self._connect_timeout_s:g}s") from exc
+        except OSError as exc:
+            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+        self._all.add(conn)
+        return conn
+
+    def _take_idle(self, key: tuple[str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        oldest_ok = time.monotonic() - self._keepalive_s
+        while idle:
+            conn = idle.pop()  # newest first: the likeliest to be open
+            self._idle_count -= 1
+            if not conn.closed and conn.idle_since >= oldest_ok:
+                return conn
+            conn.abort()
+        return None
+
+    def _release(self, conn: _Connection) -> None:
+        if self._idle_count >= self._max_idle:
+            conn.abort()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._idle_count += 1
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive_s, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle longer than ``keepalive_s`` (one timer for the pool, not each)."""
+        self._sweeper = None
+        oldest_ok = time.monotonic() - self._keepalive_s
+        for idle in self._idle.values():
+            stale = [conn for conn in idle if conn.idle_since < oldest_ok]
+            for conn in stale:
+                conn.abort()  # removes it from ``idle``
+        if self._idle_count:
+            self._sweeper = asyncio.get_running_loop().call_later(self._keepalive_s, self._sweep)
+
+    def _forget(self, conn: _Connection) -> None:
+        self._all.discard(conn)
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+            self._idle_count -= 1
+
+    def _key(self, base_url: str) -> tuple[str, int]:
+        key = self._keys.get(base_url)
+        if key is None:
+            parts = urlsplit(base_url)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ConnectFailed(f"not an http:// replica URL: {base_url!r}")
+            key = (parts.hostname, parts.port or 80)
+            if len(self._keys) >= 1024:
+                self._keys.clear()
+            self._keys[base_url] = key
+        return key
+
+    def _request_bytes(
+        self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes, close: bool
+    ) -> bytes:
+        head = self._heads.get((base_url, path))
+        if head is None:
+            host, port = self._key(base_url)
+            prefix = urlsplit(base_url).path.rstrip("/")
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            head = f"POST {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\n".encode(*_WIRE)
+            if len(self._heads) >= 1024:  # replicas and query strings come and go
+                self._heads.clear()
+            self._heads[(base_url, path)] = head
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        if close:
+            lines += "Connection: close\r\n"
+        tail = f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(*_WIRE)
+        return head + tail + body
