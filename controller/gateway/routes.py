@@ -22,6 +22,7 @@ from controller.gateway import errors
 from controller.gateway.admission import Admission
 from controller.gateway.balancer import PREFIX_AFFINITY
 from controller.gateway.metrics import CONTENT_TYPE, NO_REPLICA, UNROUTED, GatewayMetrics
+from controller.gateway.peers import Peers
 from controller.gateway.prefix import prefix_key
 from controller.gateway.proxy import Call, Proxy
 from controller.gateway.table import TableSource
@@ -97,12 +98,14 @@ class Routes:
         proxy: Proxy,
         admission: Admission,
         metrics: GatewayMetrics,
+        peers: Peers | None = None,
     ) -> None:
         self._source = source
         self._settings = settings
         self._proxy = proxy
         self._admission = admission
         self._metrics = metrics
+        self._peers = peers
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
@@ -127,8 +130,9 @@ class Routes:
         return web.json_response({"version": table.version, "ready_models": ready}, status=status)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text exposition of this app's registry."""
-        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        """Prometheus text exposition of the whole gateway: this process and its peer workers, if any."""
+        others = await self._peers.snapshots() if self._peers is not None else ()
+        return web.Response(body=self._metrics.render(others), headers={"Content-Type": CONTENT_TYPE})
 
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response(model_list(self._source.current()))

@@ -3,9 +3,11 @@
 One Python process proxies on one core. With ``workers`` = N the parent serves as worker 0 and spawns
 N-1 children that bind the same port with SO_REUSEPORT; the kernel spreads new connections over them.
 Each process follows the controller itself and keeps its own balancer, queues and metrics, so
-``max_concurrency`` is enforced per process (N processes may send a replica up to N x its batch size)
-and a scrape of /metrics sees one process. A child that dies ends the gateway (RuntimeError), so the
-supervisor (compose, systemd) restarts it whole rather than serving with fewer workers unnoticed.
+``max_concurrency`` is enforced per process (N processes may send a replica up to N x its batch size).
+A scrape of /metrics lands on one process, which asks the others for their figures over unix sockets
+in a private temporary folder (``peers.py``) and answers for the whole gateway, as fresh as the
+scrape. A child that dies ends the gateway (RuntimeError), so the supervisor (compose, systemd)
+restarts it whole rather than serving with fewer workers unnoticed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import gc
 import logging
 import multiprocessing
 import signal
+import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from controller.gateway.settings import GatewaySettings
@@ -33,7 +37,23 @@ _WATCH_S = 0.5
 
 
 async def run_workers(settings: GatewaySettings, serve: Serve) -> None:
-    """Serve with ``settings.workers`` processes until cancelled; raise RuntimeError if one dies."""
+    """Serve with ``settings.workers`` processes until cancelled.
+
+    Raises RuntimeError if one dies, or if there is no writable temporary folder (TMPDIR, /tmp) for
+    the workers' metrics sockets.
+    """
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="modelctl-gateway-")  # mode 0700: ours alone
+    except OSError as exc:
+        raise RuntimeError(
+            f"gateway workers need a writable temporary folder for their metrics sockets: {exc} "
+            "(set TMPDIR, or mount a tmpfs on /tmp)"
+        ) from exc
+    with folder:
+        await _run_workers(replace(settings, workers_dir=Path(folder.name)), serve)
+
+
+async def _run_workers(settings: GatewaySettings, serve: Serve) -> None:
     context = multiprocessing.get_context("spawn")  # no fork of a running event loop
     children = [
         context.Process(target=_child_main, args=(settings,), name=f"modelctl-gateway-{i}", daemon=True)
