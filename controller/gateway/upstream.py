@@ -74,6 +74,7 @@ class Answer:
         "_error",
         "_size",
         "_waiter",
+        "_whole",
         "complete",
         "content_length",
         "content_type",
@@ -94,6 +95,7 @@ class Answer:
         self._size = 0
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._whole = False  # read() wants all of it: no pausing
 
     async def next_chunk(self) -> bytes:
         """Return the next piece of body as it arrived, or b"" once the answer is complete."""
@@ -111,7 +113,11 @@ class Answer:
         return chunk
 
     async def read(self) -> bytes:
-        """Return the whole body (waits for the end of the answer)."""
+        """Return the whole body (waits for the end of the answer; no flow control on the way)."""
+        self._whole = True
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume()
         while not self.complete:
             if self._error is not None:
                 raise self._error
@@ -153,7 +159,7 @@ class Answer:
         self._chunks.append(chunk)
         self._size += len(chunk)
         self._wake()
-        return self._size > HIGH_WATER
+        return self._size > HIGH_WATER and not self._whole
 
     def _finish(self) -> None:
         self.complete = True

@@ -328,6 +328,23 @@ async def test_a_slow_reader_pauses_the_replica(pool: Pool) -> None:
         assert pool.open_connections() == 1  # complete: back in the pool, reading again
 
 
+async def test_read_whole_is_not_paused_by_flow_control(pool: Pool) -> None:
+    body = b"y" * (4 * HIGH_WATER)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 65536):
+            writer.write(body[i : i + 65536])
+            await writer.drain()
+        await reader.read()
+
+    async with serving(handle) as server:
+        answer = await pool.post(server.url, "/v1/x", [], b"{}")
+        await asyncio.sleep(0.2)  # unread meanwhile: paused above the high water mark
+        assert await asyncio.wait_for(answer.read(), 5) == body
+
+
 async def test_idle_connections_are_closed_after_keepalive() -> None:
     pool = Pool(connect_timeout_s=2.0, keepalive_s=0.1)
     try:
