@@ -7,6 +7,7 @@ message naming the field, never clamped. API keys never appear in the repr, henc
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -38,14 +39,19 @@ class GatewaySettings:
     # Env MODELCTL_GATEWAY_WORKERS.
     workers: int = 1
     # Requests are JSON prompts; 16 MiB holds long contexts and base64 images, and bounds memory.
+    # Env MODELCTL_GATEWAY_MAX_BODY_BYTES.
     max_body_bytes: int = 16 * 1024 * 1024
     # A ready replica accepts at once; a slow connect means it is gone, so try another soon.
+    # Env MODELCTL_GATEWAY_CONNECT_TIMEOUT_S.
     connect_timeout_s: float = 5.0
     # Until the status line: a non-streamed completion arrives only when generation ends (slow LLMs).
+    # Env MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S.
     first_byte_timeout_s: float = 600.0
     # Longest silence between two chunks of an answer (prompt processing before the first token).
+    # Env MODELCTL_GATEWAY_READ_TIMEOUT_S.
     read_timeout_s: float = 300.0
     # Replicas tried per request before the first byte; each replica at most once.
+    # Env MODELCTL_GATEWAY_MAX_TRIES.
     max_tries: int = 3
     # Retry-After (seconds) on 503: about the time a replica takes to come (back) up.
     retry_after_s: int = 5
@@ -91,8 +97,12 @@ class GatewaySettings:
         for name in not_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"gateway setting {name} must not be negative, not {getattr(self, name)}")
-        if self.table_poll_s <= 0:
-            raise SettingsError(f"gateway setting table_poll_s must be positive, not {self.table_poll_s}")
+        for name in ("table_poll_s", "connect_timeout_s", "first_byte_timeout_s", "read_timeout_s"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise SettingsError(
+                    f"gateway setting {name} must be a positive number of seconds, not {value}"
+                )
         if self.affinity_load_factor < 1.0:
             raise SettingsError(
                 f"gateway setting affinity_load_factor must be at least 1.0, not {self.affinity_load_factor}"
@@ -128,6 +138,11 @@ _ENV = {
     "queue_per_slot": "MODELCTL_GATEWAY_QUEUE_PER_SLOT",
     "queue_timeout_s": "MODELCTL_GATEWAY_QUEUE_TIMEOUT_S",
     "cold_start_wait_s": "MODELCTL_GATEWAY_COLD_START_WAIT_S",
+    "connect_timeout_s": "MODELCTL_GATEWAY_CONNECT_TIMEOUT_S",
+    "first_byte_timeout_s": "MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S",
+    "read_timeout_s": "MODELCTL_GATEWAY_READ_TIMEOUT_S",
+    "max_tries": "MODELCTL_GATEWAY_MAX_TRIES",
+    "max_body_bytes": "MODELCTL_GATEWAY_MAX_BODY_BYTES",
 }
 _KINDS: dict[str, type] = {f.name: type(f.default) for f in fields(GatewaySettings) if f.name in _ENV}
 

@@ -24,6 +24,11 @@ def test_from_env_then_overrides() -> None:
         "MODELCTL_GATEWAY_QUEUE_PER_SLOT": "2",
         "MODELCTL_GATEWAY_QUEUE_TIMEOUT_S": "12.5",
         "MODELCTL_GATEWAY_COLD_START_WAIT_S": "60",
+        "MODELCTL_GATEWAY_CONNECT_TIMEOUT_S": "1.5",
+        "MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S": "120",
+        "MODELCTL_GATEWAY_READ_TIMEOUT_S": "45",
+        "MODELCTL_GATEWAY_MAX_TRIES": "2",
+        "MODELCTL_GATEWAY_MAX_BODY_BYTES": "1048576",
         "UNRELATED": "x",
     }
     settings = GatewaySettings.from_env(env, port=8088, host=None)
@@ -34,6 +39,9 @@ def test_from_env_then_overrides() -> None:
     )
     assert (settings.workers, settings.queue_per_slot) == (4, 2)
     assert (settings.queue_timeout_s, settings.cold_start_wait_s) == (12.5, 60.0)
+    timeouts = (settings.connect_timeout_s, settings.first_byte_timeout_s, settings.read_timeout_s)
+    assert timeouts == (1.5, 120.0, 45.0)
+    assert (settings.max_tries, settings.max_body_bytes) == (2, 1024 * 1024)
     assert GatewaySettings.from_env({}) == GatewaySettings()
 
 
@@ -43,6 +51,10 @@ def test_from_env_then_overrides() -> None:
         pytest.param({"MODELCTL_GATEWAY_PORT": "eighty"}, "MODELCTL_GATEWAY_PORT", id="port"),
         pytest.param({"MODELCTL_GATEWAY_WORKERS": "0"}, "workers", id="no workers"),
         pytest.param({"MODELCTL_GATEWAY_QUEUE_TIMEOUT_S": "-1"}, "queue_timeout_s", id="negative wait"),
+        pytest.param({"MODELCTL_GATEWAY_READ_TIMEOUT_S": "0"}, "read_timeout_s", id="zero read timeout"),
+        pytest.param({"MODELCTL_GATEWAY_CONNECT_TIMEOUT_S": "inf"}, "connect_timeout_s", id="endless"),
+        pytest.param({"MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S": "soon"}, "FIRST_BYTE", id="not a number"),
+        pytest.param({"MODELCTL_GATEWAY_MAX_TRIES": "0"}, "max_tries", id="no tries"),
         pytest.param(
             {"MODELCTL_API_KEYS_FILE": "/nonexistent/keys"}, "MODELCTL_API_KEYS_FILE", id="keys file"
         ),
