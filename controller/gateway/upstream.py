@@ -183,7 +183,10 @@ class _Connection(asyncio.Protocol):
         self.answer: Answer | None = None  # the answer being received, if any
         self._headers_done: asyncio.Future[None] | None = None
         self._received = False  # some byte of the current answer arrived
-        self._keep_alive = True
+        self._keep_alive = True  # the replica did not say Connection: close
+        self._close_asked = False  # we did
+        self._chunked = False  # the answer's body is chunked (else: length, or the end of the connection)
+        self._interim = False  # a 1xx answer is being parsed: the real one follows
         self.uses = 0  # answers completed on this connection
         self.idle_since = 0.0
         self.paused = False
@@ -318,10 +321,6 @@ class _Connection(asyncio.Protocol):
             answer._set_error(exc)
         if not self.closed:
             self.abort()
-
-    _chunked = False
-    _interim = False
-    _close_asked = False
 
 
 class Pool:
