@@ -138,7 +138,10 @@ class Admission:
         queue = self._queues.setdefault(entry.name, deque())
         retry = bool(exclude)
         if not retry and len(queue) >= self.queue_limit(entry):
-            raise Rejected(self._busy(entry.name, f"{len(queue)} requests are already waiting"))
+            waiting = f"{len(queue)} requests are already waiting"
+            if not entry.replicas:  # not at capacity: there is no replica to be at capacity
+                raise Rejected(self._gone(entry.name, f"it has no ready replica and {waiting} for one"))
+            raise Rejected(self._busy(entry.name, waiting))
         waiter = _Waiter(asyncio.get_running_loop().create_future(), exclude, key)
         if retry:
             queue.appendleft(waiter)

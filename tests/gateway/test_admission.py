@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -110,6 +111,22 @@ async def test_a_cold_model_that_stays_cold_is_503(start_gateway: StartGateway) 
     error = (await resp.json())["error"]
     assert (error["type"], error["code"]) == ("server_error", "model_unavailable")
     assert "no replica became ready" in error["message"]
+
+
+async def test_a_cold_model_with_its_queue_full_is_503_not_429(start_gateway: StartGateway) -> None:
+    # No replica is not "at capacity": the answer says the model is unavailable (found by the real
+    # llama.cpp compatibility test, where queue_min=0 turned a cold model's 503 into a 429).
+    client = await start_gateway(table_of(("m", (), [])), cold_start_wait_s=10, queue_min=1)
+    first = asyncio.ensure_future(client.post(CHAT, json=ASK))
+    await eventually(lambda: client.app[ADMISSION].queue_depth("m") == 1)
+    resp = await client.post(CHAT, json=ASK)
+    assert resp.status == 503
+    error = (await resp.json())["error"]
+    assert (error["type"], error["code"]) == ("server_error", "model_unavailable")
+    assert "no ready replica and 1 requests are already waiting" in error["message"]
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
 
 
 async def test_a_request_before_the_first_table_waits_for_it(
