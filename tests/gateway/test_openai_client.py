@@ -15,52 +15,7 @@ from typing import Any
 import openai
 import pytest
 from gateway_fakes import PIECES, FakeLlamaServer, StartGateway, StartUpstream, eventually, table_of
-
-USER = [{"role": "user", "content": "hi"}]
-Summary = dict[str, Any]
-
-
-def summary(models: list[str], chat: Any, chunks: list[Any], text: Any, vectors: Any) -> Summary:
-    """What the sync and the async client saw, in one comparable shape."""
-    return {
-        "models": models,
-        "chat": chat.choices[0].message.content,
-        "chat_usage": chat.usage.total_tokens if chat.usage else None,
-        "streamed": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
-        "stream_usage": chunks[-1].usage.completion_tokens if chunks[-1].usage else None,
-        "text": text.choices[0].text,
-        "vectors": [e.embedding for e in vectors.data],
-    }
-
-
-def summarize_sync(client: openai.OpenAI) -> Summary:
-    models = [m.id for m in client.models.list()]
-    chat = client.chat.completions.create(model="smollm", messages=USER)  # type: ignore[arg-type]
-    stream = client.chat.completions.create(
-        model="smollm2",
-        messages=USER,  # type: ignore[arg-type]
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    text = client.completions.create(model="smollm2", prompt="Once upon")
-    vectors = client.embeddings.create(model="smollm2", input=["a", "b"])
-    return summary(models, chat, chunks, text, vectors)
-
-
-async def summarize_async(client: openai.AsyncOpenAI) -> Summary:
-    models = [m.id async for m in client.models.list()]
-    chat = await client.chat.completions.create(model="smollm", messages=USER)  # type: ignore[arg-type]
-    stream = await client.chat.completions.create(
-        model="smollm2",
-        messages=USER,  # type: ignore[arg-type]
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = [c async for c in stream]
-    text = await client.completions.create(model="smollm2", prompt="Once upon")
-    vectors = await client.embeddings.create(model="smollm2", input=["a", "b"])
-    return summary(models, chat, chunks, text, vectors)
+from openai_surface import USER, Summary, summarize_async, summarize_sync
 
 
 def expected(text_from: set[str]) -> Summary:
@@ -93,14 +48,14 @@ def check(summary: Summary) -> None:
 async def test_sync_client(base_url: str) -> None:
     def talk() -> Summary:
         with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10) as client:
-            return summarize_sync(client)
+            return summarize_sync(client, chat="smollm", model="smollm2")
 
     check(await asyncio.to_thread(talk))
 
 
 async def test_async_client(base_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10) as client:
-        check(await summarize_async(client))
+        check(await summarize_async(client, chat="smollm", model="smollm2"))
 
 
 # Errors: each status the gateway produces, as the exception class the client raises.
