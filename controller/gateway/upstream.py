@@ -9,6 +9,8 @@ and the status line and headers wake the waiting request once.
 What it does, and no more:
 - POST with a body of known length; the answer's body framed by Content-Length, chunked transfer
   coding (decoded) or the end of the connection.
+- Names are resolved at most every ``DNS_TTL_S`` (replicas are container names: a new connection,
+  as every stream makes, would otherwise ask the resolver in a thread); a failed connect forgets them.
 - Keep-alive: a connection whose answer completed and that neither side asked to close goes back to
   an idle list per replica (newest first), for at most ``keepalive_s``. The replica closing an idle
   connection removes it at once.
@@ -24,6 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
+import math
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -31,6 +36,8 @@ import httptools
 
 # aiohttp's server decodes the client's header bytes as UTF-8 with surrogateescape: this gives them back.
 _WIRE = ("utf-8", "surrogateescape")
+# How long a replica's resolved address is used before asking the resolver again (as aiohttp's default).
+DNS_TTL_S = 10.0
 # Bytes of answer body buffered for a slow client before the replica's connection stops being read.
 HIGH_WATER = 256 * 1024
 
@@ -335,6 +342,7 @@ class Pool:
         self._all: set[_Connection] = set()
         self._heads: dict[tuple[str, str], bytes] = {}  # (base url, path) -> "POST ... Host: ..."
         self._keys: dict[str, tuple[str, int]] = {}
+        self._addresses: dict[str, tuple[list[str], float]] = {}  # host -> (IP addresses, good until)
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def post(
@@ -382,16 +390,51 @@ class Pool:
         return answer
 
     async def _connect(self, key: tuple[str, int]) -> _Connection:
-        loop = asyncio.get_running_loop()
+        host = key[0]
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, conn = await loop.create_connection(lambda: _Connection(self, key), *key)
+                conn = await self._connect_any(key, await self._addresses_of(host))
         except TimeoutError as exc:
+            self._addresses.pop(host, None)
             raise ConnectFailed(f"no connection within {self._connect_timeout_s:g}s") from exc
-        except OSError as exc:
+        except OSError as exc:  # refused, unreachable, or the name does not resolve (gaierror)
+            self._addresses.pop(host, None)
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
         self._all.add(conn)
         return conn
+
+    async def _connect_any(self, key: tuple[str, int], addresses: list[str]) -> _Connection:
+        """Connect to the first of ``addresses`` that accepts; raise the last one's error."""
+        loop = asyncio.get_running_loop()
+        for address in addresses[:-1]:
+            try:
+                _, conn = await loop.create_connection(lambda: _Connection(self, key), address, key[1])
+                return conn
+            except OSError:
+                continue
+        _, conn = await loop.create_connection(lambda: _Connection(self, key), addresses[-1], key[1])
+        return conn
+
+    async def _addresses_of(self, host: str) -> list[str]:
+        """The IP addresses to connect to for ``host``, resolved at most every ``DNS_TTL_S``.
+
+        Replicas are container names on the Docker network: without a cache every new connection
+        (every stream) would ask the resolver, in a thread. A failed connect forgets the addresses.
+        """
+        now = time.monotonic()
+        cached = self._addresses.get(host)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        if _is_ip(host):
+            addresses, expires = [host], math.inf
+        else:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+            expires = now + DNS_TTL_S
+        if len(self._addresses) >= 1024:
+            self._addresses.clear()
+        self._addresses[host] = (addresses, expires)
+        return addresses
 
     def _take_idle(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
@@ -463,3 +506,11 @@ class Pool:
             lines += "Connection: close\r\n"
         tail = f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(*_WIRE)
         return head + tail + body
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -361,3 +361,36 @@ async def test_idle_connections_are_closed_after_keepalive() -> None:
 async def test_not_an_http_url_is_connect_failed(pool: Pool) -> None:
     with pytest.raises(ConnectFailed, match="not an http:// replica URL"):
         await pool.post("https://example.invalid", "/v1/x", [], b"{}")
+
+
+async def test_a_replica_name_is_resolved_once_per_ttl(pool: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+    asked: list[object] = []
+    resolve = loop.getaddrinfo
+
+    async def counting(host: object, *args: object, **kwargs: object) -> object:
+        asked.append(host)
+        return await resolve(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    async with serving(answering(OK)) as server:
+        url = server.url.replace("127.0.0.1", "localhost")
+        for _ in range(3):  # three new connections (each asks to close), one question to the resolver
+            assert await (await pool.post(url, "/v1/x", [], b"{}", close=True)).read() == b"{}"
+    assert asked == ["localhost"]
+    assert server.connections == 3
+
+
+async def test_a_name_that_does_not_resolve_is_connect_failed(pool: Pool) -> None:
+    with pytest.raises(ConnectFailed, match="gaierror"):
+        await pool.post("http://no-such-replica.invalid:8080", "/v1/x", [], b"{}")
+
+
+async def test_a_failed_connect_forgets_the_address(pool: Pool) -> None:
+    async with serving(answering(OK)) as server:
+        url = server.url.replace("127.0.0.1", "localhost")
+        assert await (await pool.post(url, "/v1/x", [], b"{}", close=True)).read() == b"{}"
+        assert "localhost" in pool._addresses
+    with pytest.raises(ConnectFailed):  # the server is gone: refused
+        await pool.post(url, "/v1/x", [], b"{}")
+    assert "localhost" not in pool._addresses
