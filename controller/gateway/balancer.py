@@ -9,11 +9,15 @@ replicas with room (in-flight requests below ``Replica.max_concurrency``, the re
 - ``round-robin``: the next replica in table order that has room.
 - ``prefix-affinity``: bounded-load consistent hashing (Mirrokni, Thorup, Zadimoghaddam 2018). The
   request's prefix key (``prefix.prefix_key``) picks a point on a hash ring; the first replica
-  clockwise whose in-flight count is below its bound ``ceil(c * (total + 1) * w / W)`` takes it, where
-  ``total`` is the model's in-flight sum, ``w`` the replica's and ``W`` all replicas' max_concurrency,
-  and ``c`` the load factor (1.25). So a conversation returns to the replica holding its KV cache
-  unless that one carries more than c times its fair share; a request without a key (embeddings)
-  falls back to least-outstanding.
+  clockwise whose in-flight count is below its bound takes it. The bound is
+  ``max(ceil(c * (total + 1) * w / W), ceil(w / 2))``, where ``total`` is the model's in-flight sum,
+  ``w`` the replica's and ``W`` all replicas' max_concurrency, and ``c`` the load factor (1.25). So a
+  conversation returns to the replica holding its KV cache unless that one carries more than c
+  times its fair share *and* half its batch slots are busy. The floor is for LLM engines: a replica
+  with idle batch slots runs one more request at once, while moving a conversation costs its whole
+  history in prompt processing; without it, at light load (one request in flight, bound 1) every
+  second turn of a conversation left its cache (measured by bench/routing.py). A request without a
+  key (embeddings) falls back to least-outstanding.
 
 The proxy ``acquire``s the picked replica and calls the returned ``done`` when the response has
 ended, however it ended. Not thread-safe by design: one event loop, and nothing here awaits.
@@ -138,7 +142,8 @@ class Balancer:
             replica = by_id.get(rid)
             if replica is None:
                 continue
-            bound = math.ceil(self._load_factor * (total + 1) * max(replica.max_concurrency, 1) / capacity)
+            slots = max(replica.max_concurrency, 1)
+            bound = max(math.ceil(self._load_factor * (total + 1) * slots / capacity), math.ceil(slots / 2))
             if self.in_flight(rid) < bound:
                 return replica
         # Only reachable when exclusions removed every replica under its bound.

@@ -160,13 +160,15 @@ def test_different_keys_spread_over_the_replicas() -> None:
 @pytest.mark.parametrize(
     ("home_load", "others_load", "stays"),
     [
-        # Four replicas of 16: bound = ceil(1.25 * (total + 1) * 16 / 64); home if its load < bound.
-        pytest.param(0, 0, True, id="total 0: bound 1 > 0"),
-        pytest.param(1, 0, False, id="total 1: bound 1, not > 1"),
-        pytest.param(2, 2, True, id="total 8: bound ceil(2.81)=3 > 2"),
-        pytest.param(3, 3, True, id="total 12: bound ceil(4.06)=5 > 3"),
-        pytest.param(5, 3, False, id="total 14: bound ceil(4.69)=5, not > 5"),
-        pytest.param(15, 15, True, id="total 60: bound ceil(19.06)=20 > 15"),
+        # Four replicas of 16: bound = max(ceil(1.25 * (total + 1) * 16 / 64), 8); home if load < bound.
+        pytest.param(0, 0, True, id="total 0: bound 8 (half the slots) > 0"),
+        pytest.param(1, 0, True, id="total 1: share 1, but half the slots free: stays"),
+        pytest.param(7, 0, True, id="total 7: share 3, floor 8 > 7"),
+        pytest.param(8, 0, False, id="total 8: share 3, floor 8, not > 8"),
+        pytest.param(8, 8, True, id="total 32: share ceil(10.3)=11 > 8"),
+        pytest.param(10, 6, False, id="total 28: share ceil(9.06)=10 > floor 8, not > 10"),
+        pytest.param(9, 7, True, id="total 30: share ceil(9.69)=10 > 9"),
+        pytest.param(15, 15, True, id="total 60: share ceil(19.06)=20 > 15"),
         pytest.param(16, 15, False, id="home full: the hard limit"),
     ],
 )
