@@ -133,7 +133,7 @@ REPLICA_HEADER = "X-Modelctl-Replica"
 class Call:
     """One client request on its way: the model it resolved to, its prefix key, its clock."""
 
-    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream", "stream_usage")
+    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream_usage")
 
     def __init__(
         self,
@@ -142,12 +142,10 @@ class Call:
         key: int | None,
         started: float,
         stream_usage: bool,
-        stream: bool = False,
     ) -> None:
         self.entry = entry
         self.key = key
         self.started = started
-        self.stream = stream  # the client asked for a streamed (SSE) answer
         self.stream_usage = stream_usage  # the client asked stream_options.include_usage
         self.replica = NO_REPLICA  # the replica that answered, for the request metrics
         self.first_byte_s: float | None = None
@@ -282,13 +280,13 @@ class Proxy:
     async def _post(self, replica: Replica, request: web.Request, body: bytes, call: Call) -> Answer:
         """Send the request to ``replica``; return its answer once the status line and headers are in.
 
-        Streamed answers ask for ``Connection: close``: llama-server closes the connection after
-        every streamed answer anyway, so pooling it would only risk a request on a dying connection.
-        (A pooled connection found closed before any answer is retried once by the pool.)
+        Streams keep their connection too (vLLM's server keeps it alive: a connect saved per
+        stream). llama-server closes it after every streamed answer without saying so; the pool
+        forgets it when the close arrives, and a request that raced the close is sent again.
         """
         assert self.pool is not None, "the gateway's upstream pool starts with the app"
         headers = request_headers(request.headers)
-        return await self.pool.post(replica.url, request.raw_path, headers, body, close=call.stream)
+        return await self.pool.post(replica.url, request.raw_path, headers, body)
 
     async def _try(
         self, request: web.Request, replica: Replica, body: bytes, call: Call

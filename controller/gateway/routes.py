@@ -193,7 +193,6 @@ class Routes:
             key=key,
             started=started,
             stream_usage=wants_stream_usage(document),
-            stream=document.get("stream") is True,
         )
 
     def _unknown(self, table: EndpointTable, model: str) -> web.Response:

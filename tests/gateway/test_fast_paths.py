@@ -4,6 +4,7 @@ stream, a read timeout on whole bodies, no cookie jar, the single-replica balanc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -297,7 +298,7 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     assert lines(ours.render()) == lines(generate_latest(registry))
 
 
-async def test_finished_answers_give_their_connection_back_and_streams_close_theirs(
+async def test_finished_answers_give_their_connection_back_streams_too(
     start_gateway: StartGateway, aiohttp_server: Any
 ) -> None:
     peers: list[Any] = []
@@ -322,8 +323,40 @@ async def test_finished_answers_give_their_connection_back_and_streams_close_the
         assert resp.status == 200
         await resp.read()
     assert len(peers) == 5
-    # A finished plain answer hands its connection back: the next request reuses it ...
-    assert peers[1] == peers[0] and peers[3] == peers[2]
-    # ... a streamed one asks for Connection: close (llama-server closes after a stream anyway),
-    # so its connection is never taken again from the pool.
-    assert peers[2] != peers[1] and peers[4] != peers[3]
+    # Every finished answer, plain or streamed, hands its connection back: one connection for all.
+    assert len(set(peers)) == 1, peers
+
+
+async def test_a_replica_that_closes_after_each_stream_serves_every_request(
+    start_gateway: StartGateway,
+) -> None:
+    """As llama-server does: a chunked SSE answer without Connection: close, then the socket closes.
+    The pool must not hand that connection out again (or must resend what raced the close)."""
+    served = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")]
+            await reader.readexactly(int(length[0].split(b":")[1]))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+            )
+            await writer.drain()
+            served += 1
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = await start_gateway(table_of(("m", (), [url])))
+    try:
+        for _ in range(6):  # back to back: the next request may meet the closing connection
+            resp = await client.post(CHAT, json=STREAM)
+            assert resp.status == 200, await resp.text()
+            assert await resp.read() == b"data: [DONE]\n\n"
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert served == 6
