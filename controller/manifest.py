@@ -26,6 +26,8 @@ from pydantic import (
     field_validator,
 )
 
+from controller.envrefs import references
+
 Engine = Literal["llamacpp", "vllm"]
 Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
 
@@ -48,6 +50,11 @@ def _check_env_name(value: str) -> str:
     return value
 
 
+def _check_env_value(value: str) -> str:
+    references(value)  # raises ValueError for a '$' that is neither '$$' nor '${NAME}'
+    return value
+
+
 ModelName = Annotated[
     str,
     AfterValidator(_check_name),
@@ -58,6 +65,7 @@ EnvName = Annotated[
     AfterValidator(_check_env_name),
     WithJsonSchema({"type": "string", "pattern": ENV_PATTERN}),
 ]
+EnvValue = Annotated[str, AfterValidator(_check_env_value)]
 
 # Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
 ENGINE_BY_SUFFIX: dict[str, Engine] = {".gguf": "llamacpp", ".safetensors": "vllm"}
@@ -149,7 +157,11 @@ class ModelManifest(BaseModel):
         default=None, min_length=1, description="Container image; defaults to the engine's own."
     )
     args: list[str] = Field(default_factory=list, description="Extra engine command-line args.")
-    env: dict[EnvName, str] = Field(default_factory=dict, description="Extra environment.")
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict,
+        description="Extra environment for the engine. A value may refer to the controller's own "
+        "environment with ${NAME} (for secrets: manifests live in git); $$ is a literal $.",
+    )
 
     @field_validator("name", mode="after")
     @classmethod

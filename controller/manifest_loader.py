@@ -11,14 +11,16 @@ manifest must never be able to bind-mount an arbitrary host path into a containe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from controller.envrefs import expand
 from controller.errors import InvalidManifests, ManifestError
 from controller.manifest import ModelManifest, hub_reference
 
@@ -35,6 +37,16 @@ class LoadedModel:
     weights: Path | None  # resolved host path under a model root; None for hub references and
     # when no roots were given
     created: int = 0  # the manifest file's modification time (OpenAI's `created` in /v1/models)
+    # ``env`` with its ${NAME} references filled in (envrefs.py); None: not filled (the manifest's
+    # values as written). Secrets may be in it: kept out of repr.
+    filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+
+    @property
+    def env(self) -> tuple[tuple[str, str], ...]:
+        """The engine's extra environment, references filled in when the loader did so."""
+        if self.filled_env is not None:
+            return self.filled_env
+        return tuple(self.manifest.env.items())
 
     @property
     def hub(self) -> str | None:
@@ -46,16 +58,20 @@ class LoadedModel:
         return self.manifest.resolved_name
 
 
-def load_folder(path: Path, *, model_roots: Sequence[Path] | None = None) -> list[LoadedModel]:
+def load_folder(
+    path: Path, *, model_roots: Sequence[Path] | None = None, environ: Mapping[str, str] | None = None
+) -> list[LoadedModel]:
     """Load every manifest under ``path`` (a folder or one file).
 
     Returns the models sorted by name. Raises InvalidManifests with every problem found.
     ``model_roots`` given: weights must exist under one of them (else an error names the field).
+    ``${NAME}`` references in ``env`` are filled from ``environ`` (default: this process's).
     """
     errors: list[ManifestError] = []
     models: list[LoadedModel] = []
+    environ = os.environ if environ is None else environ
     for file in manifest_files(path, errors):
-        models.extend(load_file(file, errors, model_roots))
+        models.extend(load_file(file, errors, model_roots, environ))
     check_unique_names(models, errors)
     if errors:
         raise InvalidManifests(errors)
@@ -73,7 +89,10 @@ def manifest_files(path: Path, errors: list[ManifestError]) -> list[Path]:
 
 
 def load_file(
-    file: Path, errors: list[ManifestError], model_roots: Sequence[Path] | None
+    file: Path,
+    errors: list[ManifestError],
+    model_roots: Sequence[Path] | None,
+    environ: Mapping[str, str],
 ) -> list[LoadedModel]:
     """Validate each document of one file; append problems to ``errors``."""
     loaded: list[LoadedModel] = []
@@ -89,8 +108,35 @@ def load_file(
         weights = None
         if model_roots is not None and hub_reference(model.model) is None:
             weights = resolve_or_report(model, file, index, node, model_roots, errors)
-        loaded.append(LoadedModel(model, str(file), index, weights, modified_at(file)))
+        env = fill_env_or_report(model, file, index, node, environ, errors)
+        loaded.append(LoadedModel(model, str(file), index, weights, modified_at(file), env))
     return loaded
+
+
+def fill_env_or_report(
+    model: ModelManifest,
+    file: Path,
+    index: int,
+    node: yaml.Node,
+    environ: Mapping[str, str],
+    errors: list[ManifestError],
+) -> tuple[tuple[str, str], ...]:
+    """``model.env`` with its references filled; an error per value naming a variable not set."""
+    filled = []
+    for name, value in model.env.items():
+        try:
+            filled.append((name, expand(value, environ)))
+        except ValueError as exc:  # names the variables, never a value
+            errors.append(
+                ManifestError(
+                    str(exc),
+                    file=str(file),
+                    document=index,
+                    field=f"env.{name}",
+                    line=line_of(node, ("env", name)),
+                )
+            )
+    return tuple(filled)
 
 
 def parse_documents(file: Path) -> Iterator[tuple[yaml.Node, Any]]:

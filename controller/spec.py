@@ -44,7 +44,7 @@ class ContainerSpec:
     port: int  # the engine's port inside the container; never published on the host
     health_path: str
     max_concurrency: int
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     mounts: tuple[Mount, ...] = ()
     gpus: GpuRequest | None = None
     shm_size: str | None = None

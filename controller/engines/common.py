@@ -73,7 +73,7 @@ def engine_spec(
         port=port,
         health_path=health_path,
         max_concurrency=manifest.max_batch_size,
-        env=tuple(sorted((*manifest.env.items(), *hub_env))),
+        env=tuple(sorted((*model.env, *hub_env))),
         mounts=(weights.mount,),
         gpus=gpu_request(gpus),
         shm_size=shm_size,
