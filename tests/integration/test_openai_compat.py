@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -25,8 +25,11 @@ import openai
 import pytest
 import pytest_asyncio
 from openai_surface import USER, Summary, summarize_async, summarize_sync
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import RunningController, running_controller
+from controller.endpoints import Replica
+from controller.engines.llamacpp import IDLE_PATH, is_idle
 from controller.gateway.app import GatewaySettings
 from controller.runtime.docker import remove_all
 
@@ -45,7 +48,8 @@ MANIFESTS = {
         f"name: smollm2\nmodel: {GGUF}\naliases: [smollm]\nreplicas: 1\nmax_batch_size: 2\n"
         "context_length: 512\nargs: [--embeddings, --pooling, mean]\n"
     ),
-    "slow.yaml": f"name: slow\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 1024\n",
+    # One slot with room for a long answer: 4000 tokens take llama-server ~50 s here.
+    "slow.yaml": f"name: slow\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 4096\n",
     "broken.yaml": "name: broken\nmodel: broken.gguf\n",
 }
 
@@ -148,25 +152,28 @@ async def test_errors_are_the_clients_exception_classes(
         assert caught.value.response.headers["Retry-After"]
 
 
-async def queue_depth(session: aiohttp.ClientSession, url: str, model: str) -> float:
+async def gauge(session: aiohttp.ClientSession, url: str, name: str, model: str) -> float:
+    """The sum of the gateway's ``modelctl_gateway_<name>`` series for ``model`` on /metrics."""
     async with session.get(f"{url}/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(f'modelctl_gateway_queue_depth{{model="{model}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        families = text_string_to_metric_families(await resp.text())
+    return sum(
+        sample.value
+        for family in families
+        if family.name == f"modelctl_gateway_{name}"
+        for sample in family.samples
+        if sample.labels.get("model") == model
+    )
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_a_full_queue_is_a_rate_limit_error(stack: RunningController, flavour: str) -> None:
     assert stack.gateway_url is not None
-    long_answer = {"model": "slow", "messages": USER, "max_tokens": 2000, "ignore_eos": True, "stream": True}
     headers = {"Authorization": f"Bearer {KEY}"}
     async with aiohttp.ClientSession() as session:
 
         async def occupy() -> None:
             url = f"{base_url(stack)}/chat/completions"
-            async with session.post(url, json=long_answer, headers=headers) as resp:
+            async with session.post(url, json=LONG_ANSWER, headers=headers) as resp:
                 await resp.read()
 
         # One generating on the replica's only slot, one waiting in the queue of one.
@@ -186,11 +193,84 @@ async def test_a_full_queue_is_a_rate_limit_error(stack: RunningController, flav
             await asyncio.gather(*holders, return_exceptions=True)
 
 
+LONG_ANSWER = {"model": "slow", "messages": USER, "max_tokens": 4000, "ignore_eos": True, "stream": True}
+
+
+async def slot_busy(session: aiohttp.ClientSession, stack: RunningController) -> bool:
+    """Whether the `slow` replica's llama-server is generating (its own /slots, not the gateway's).
+
+    Not to be asked while a non-streamed request is being dropped: llama-server (b11434) then no
+    longer notices that its client left (found writing this test; /health does not do that).
+    """
+    async with session.get(f"{slow_replica(stack).url}{IDLE_PATH}") as resp:
+        return not is_idle(await resp.text())
+
+
+def slow_replica(stack: RunningController) -> Replica:
+    entry = stack.store.current().lookup("slow")
+    assert entry is not None and entry.replicas
+    return entry.replicas[0]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+async def test_a_client_that_leaves_frees_the_engines_slot(
+    stack: RunningController, docker_client: docker.DockerClient, stream: bool
+) -> None:
+    """The gateway closes the replica connection when the client goes; llama-server then cancels
+    the generation and says so in its log. Without that the slot would stay busy for the ~50 s
+    that 4000 tokens take."""
+    assert stack.gateway_url is not None
+    gateway = stack.gateway_url
+    container = docker_client.containers.get(slow_replica(stack).id)
+
+    async def cancels() -> int:
+        return (await asyncio.to_thread(container.logs)).count(b"stop: cancel task")
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as session:
+        # Earlier tests' requests may still be ending on this replica.
+        await eventually(lambda: not_(slot_busy(session, stack)), "the replica to be idle first")
+        before = await cancels()
+
+        async def ask() -> None:
+            url = f"{base_url(stack)}/chat/completions"
+            async with session.post(url, json={**LONG_ANSWER, "stream": stream}, headers=headers) as resp:
+                await resp.read()
+
+        async def in_flight() -> bool:
+            return await gauge(session, gateway, "in_flight", "slow") == 1
+
+        async def cancelled() -> bool:
+            return await cancels() > before
+
+        client = asyncio.create_task(ask())
+        await eventually(in_flight, "the request to be in flight on the replica")
+        await asyncio.sleep(1.0)  # well into its generation
+        client.cancel()  # the client leaves mid-answer
+        await asyncio.gather(client, return_exceptions=True)
+        await eventually(cancelled, "llama-server to cancel the generation", 10.0)
+        assert await cancels() == before + 1
+        assert not await slot_busy(session, stack)
+
+
+async def not_(check: Awaitable[bool]) -> bool:
+    return not await check
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"waited {timeout_s}s for {what}")
+        await asyncio.sleep(0.05)
+
+
 async def wait_for_queue(session: aiohttp.ClientSession, url: str, timeout_s: float = 15.0) -> None:
     """Until the gateway's /metrics shows one request waiting for `slow`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while (depth := await queue_depth(session, url, "slow")) != 1:
+    while (depth := await gauge(session, url, "queue_depth", "slow")) != 1:
         if loop.time() > deadline:
             pytest.fail(f"no request queued for slow within {timeout_s}s (queue depth {depth})")
         await asyncio.sleep(0.1)
