@@ -12,14 +12,16 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from controller.endpoints import EndpointTable, ModelEndpoints, Replica
+from controller.gateway import GatewaySettings, run_gateway
 
 PIECES = ("Hel", "lo", " there", "!")
 
@@ -320,3 +322,27 @@ async def start_one_answer_per_connection_server() -> tuple[asyncio.Server, str]
     server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def running_workers(url: str, port: int, workers: int = 2) -> AsyncIterator[str]:
+    """The real gateway (``run_gateway``) with ``workers`` processes on ``port``, following a fake
+    controller whose table has model "m" on ``url``; yields the base URL. On exit it is cancelled
+    and must end by that cancellation (not by an error of its own)."""
+    controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
+    await controller.start_server()
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        port=port,
+        controller_url=str(controller.make_url("")),
+        workers=workers,
+        tune_gc=False,  # the parent is the test process (its workers get the same settings)
+    )
+    gateway = asyncio.create_task(run_gateway(settings))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        gateway.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gateway
+        await controller.close()

@@ -8,7 +8,7 @@ import os
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_fakes import FakeController, StartUpstream, eventually, table_of
+from gateway_fakes import FakeController, StartUpstream, eventually, running_workers, table_of
 
 from controller.gateway import GatewaySettings, run_gateway
 
@@ -62,38 +62,21 @@ async def test_several_workers_share_the_port_and_stop_together(
     start_upstream: StartUpstream, unused_tcp_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, url = await start_upstream("a")
-    controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
-    await controller.start_server()
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=unused_tcp_port,
-        controller_url=str(controller.make_url("")),
-        workers=2,
-        tune_gc=False,  # the parent is this test process (its worker gets the same settings)
-    )
-    gateway = asyncio.create_task(run_gateway(settings))
-    base = f"http://127.0.0.1:{unused_tcp_port}"
     pids: set[int] = set()
-    try:
-        async with asyncio.timeout(30):
-            while len(pids) < 2:  # each new connection lands on either process
-                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-                    try:
-                        async with session.get(f"{base}/readyz") as resp:
-                            ready = resp.status == 200
-                        if not ready:
-                            await asyncio.sleep(0.05)
-                            continue
-                        async with session.get(f"{base}/healthz") as resp:
-                            pids.add((await resp.json())["pid"])
-                    except aiohttp.ClientConnectionError:
+    async with running_workers(url, unused_tcp_port) as base, asyncio.timeout(30):
+        while len(pids) < 2:  # each new connection lands on either process
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                try:
+                    async with session.get(f"{base}/readyz") as resp:
+                        ready = resp.status == 200
+                    if not ready:
                         await asyncio.sleep(0.05)
+                        continue
+                    async with session.get(f"{base}/healthz") as resp:
+                        pids.add((await resp.json())["pid"])
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
         assert "(2 worker processes)" in capsys.readouterr().out
-    finally:
-        gateway.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gateway
-        await controller.close()
     for pid in pids - {os.getpid()}:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
-from gateway_fakes import FakeController, StartUpstream, table_of
+from gateway_fakes import StartUpstream, running_workers
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.gateway import GatewaySettings, run_gateway
 from controller.gateway.metrics import Snapshot
 from controller.gateway.peers import Peers
 
@@ -65,51 +63,34 @@ async def test_any_workers_metrics_count_every_workers_requests(
     start_upstream: StartUpstream, unused_tcp_port: int
 ) -> None:
     _, url = await start_upstream("a")
-    controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
-    await controller.start_server()
-    settings = GatewaySettings(
-        host="127.0.0.1",
-        port=unused_tcp_port,
-        controller_url=str(controller.make_url("")),
-        workers=2,
-        tune_gc=False,  # the parent is this test process
-    )
-    gateway = asyncio.create_task(run_gateway(settings))
-    base = f"http://127.0.0.1:{unused_tcp_port}"
     served: set[int] = set()
     sent = 0
-    try:
-        async with asyncio.timeout(60):
-            await until_ready(base)
-            listening: set[int] = set()
-            while len(listening) < 2:  # the child starts (spawn) well after the parent
-                async with fresh_session() as session:
-                    listening.add(await worker_pid(session, base))
-            while len(served) < 2:  # each new connection lands on either worker
-                async with fresh_session() as session:
-                    pid = await worker_pid(session, base)
-                    for _ in range(3):  # over the same connection, to the same worker
-                        async with session.post(f"{base}{CHAT}", json=ASK) as resp:
-                            assert resp.status == 200
-                            sent += 1
-                    served.add(pid)
-            scraped: set[int] = set()
-            while len(scraped) < 2:  # until each worker answered a scrape
-                async with fresh_session() as session:
-                    pid = await worker_pid(session, base)
-                    async with session.get(f"{base}/metrics") as resp:
-                        samples = parse(await resp.text())
-                scraped.add(pid)
-                assert samples[("modelctl_gateway_requests_total", "m", "m-0", "200")] == sent, pid
-                assert samples[("modelctl_gateway_request_duration_seconds_count", "m")] == sent
-                assert samples[("modelctl_gateway_ready_replicas", "m")] == 1
-                assert samples[("modelctl_gateway_in_flight", "m", "m-0")] == 0
-                assert samples[("modelctl_gateway_workers",)] == 2
-    finally:
-        gateway.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gateway
-        await controller.close()
+    async with running_workers(url, unused_tcp_port) as base, asyncio.timeout(60):
+        await until_ready(base)
+        listening: set[int] = set()
+        while len(listening) < 2:  # the child starts (spawn) well after the parent
+            async with fresh_session() as session:
+                listening.add(await worker_pid(session, base))
+        while len(served) < 2:  # each new connection lands on either worker
+            async with fresh_session() as session:
+                pid = await worker_pid(session, base)
+                for _ in range(3):  # over the same connection, to the same worker
+                    async with session.post(f"{base}{CHAT}", json=ASK) as resp:
+                        assert resp.status == 200
+                        sent += 1
+                served.add(pid)
+        scraped: set[int] = set()
+        while len(scraped) < 2:  # until each worker answered a scrape
+            async with fresh_session() as session:
+                pid = await worker_pid(session, base)
+                async with session.get(f"{base}/metrics") as resp:
+                    samples = parse(await resp.text())
+            scraped.add(pid)
+            assert samples[("modelctl_gateway_requests_total", "m", "m-0", "200")] == sent, pid
+            assert samples[("modelctl_gateway_request_duration_seconds_count", "m")] == sent
+            assert samples[("modelctl_gateway_ready_replicas", "m")] == 1
+            assert samples[("modelctl_gateway_in_flight", "m", "m-0")] == 0
+            assert samples[("modelctl_gateway_workers",)] == 2
     assert os.getpid() in served
 
 
