@@ -25,6 +25,7 @@ from aiohttp import web
 from controller.endpoints import ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.admission import Admission, Rejected
+from controller.gateway.deadlines import OpenDeadline, ReadDeadline, Watchdog
 from controller.gateway.metrics import NO_REPLICA, GatewayMetrics, usage_tokens
 from controller.gateway.upstream import (
     Answer,
@@ -32,7 +33,6 @@ from controller.gateway.upstream import (
     ConnectFailed,
     ConnectionLost,
     Pool,
-    ReadTimeout,
     UpstreamError,
 )
 
@@ -151,88 +151,6 @@ class Call:
         self.first_byte_s: float | None = None
 
 
-class _Watchdog:
-    """The deadlines of every request in flight, checked by one timer: no timer per request.
-
-    An event loop timer costs a few microseconds to arm and to cancel (uvloop: a libuv timer each),
-    per request and, for a timeout around each read, per chunk. Instead each request registers a small
-    deadline object here; one timer sweeps them every ``tick_s`` while any is registered. A deadline
-    therefore fires up to ``tick_s`` late, which is why ``tick_s`` is a small part of the timeouts.
-    """
-
-    __slots__ = ("_entries", "_handle", "_tick_s")
-
-    def __init__(self, tick_s: float) -> None:
-        self._tick_s = tick_s
-        self._entries: set[_OpenDeadline | _ReadDeadline] = set()
-        self._handle: asyncio.TimerHandle | None = None
-
-    def add(self, entry: _OpenDeadline | _ReadDeadline) -> None:
-        self._entries.add(entry)
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(self._tick_s, self._sweep)
-
-    def discard(self, entry: _OpenDeadline | _ReadDeadline) -> None:
-        self._entries.discard(entry)
-
-    def _sweep(self) -> None:
-        self._handle = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        expired = [entry for entry in self._entries if entry.expired_at(now)]
-        for entry in expired:
-            self._entries.discard(entry)
-            entry.expire()
-        if self._entries:
-            self._handle = loop.call_later(self._tick_s, self._sweep)
-
-
-class _OpenDeadline:
-    """Until the replica's status line and headers: cancels the waiting task, as asyncio.timeout does."""
-
-    __slots__ = ("cancelling", "due", "expired", "task")
-
-    def __init__(self, due: float, task: asyncio.Task[object]) -> None:
-        self.due = due
-        self.task = task
-        self.cancelling = task.cancelling()  # cancellations requested before ours: not ours to eat
-        self.expired = False
-
-    def expired_at(self, now: float) -> bool:
-        return now >= self.due
-
-    def expire(self) -> None:
-        self.expired = True
-        self.task.cancel()
-
-    def timed_out(self) -> bool:
-        """After a CancelledError: True if it was (only) this deadline's doing, now taken back."""
-        return self.expired and self.task.uncancel() <= self.cancelling
-
-
-class _ReadDeadline:
-    """The longest wait for one read of a streamed answer (``read_timeout_s``).
-
-    ``reading_since`` is set before each read and cleared after it, so time spent writing to a slow
-    client does not count, as with a timeout around each read. A read that waited ``timeout_s`` fails
-    the answer with ReadTimeout, which the read in progress raises (and its connection is closed).
-    """
-
-    __slots__ = ("answer", "reading_since", "timeout_s")
-
-    def __init__(self, timeout_s: float, answer: Answer) -> None:
-        self.timeout_s = timeout_s
-        self.answer = answer
-        self.reading_since: float | None = None
-
-    def expired_at(self, now: float) -> bool:
-        since = self.reading_since
-        return since is not None and now - since >= self.timeout_s
-
-    def expire(self) -> None:
-        self.answer.fail(ReadTimeout(f"no data from the replica for {self.timeout_s:g}s"))
-
-
 class Proxy:
     """Sends requests to replicas admitted by ``admission``; ``pool`` is set at app start-up."""
 
@@ -243,7 +161,7 @@ class Proxy:
         self.pool: Pool | None = None
         # Deadlines fire at most a tenth of the shortest timeout (and at most 1 s) late.
         tick_s = min(1.0, settings.first_byte_timeout_s / 10, settings.read_timeout_s / 10)
-        self._watchdog = _Watchdog(tick_s)
+        self._watchdog = Watchdog(tick_s)
 
     async def forward(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
         """Answer ``request`` from one of ``call.entry``'s replicas; errors come back as responses.
@@ -301,7 +219,7 @@ class Proxy:
         timeout_s = self._settings.first_byte_timeout_s
         task = asyncio.current_task()
         assert task is not None
-        deadline = _OpenDeadline(asyncio.get_running_loop().time() + timeout_s, task)
+        deadline = OpenDeadline(asyncio.get_running_loop().time() + timeout_s, task)
         watchdog = self._watchdog
         watchdog.add(deadline)
         try:
@@ -355,7 +273,7 @@ class Proxy:
         tail = _Tail() if (call.stream_usage if is_sse else content_type == JSON) else None
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
-        watch = _ReadDeadline(self._settings.read_timeout_s, upstream)
+        watch = ReadDeadline(self._settings.read_timeout_s, upstream)
         self._watchdog.add(watch)
         try:
             while True:
