@@ -248,3 +248,31 @@ def test_missing_weights_are_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(EstimateError, match=r"empty: no \.safetensors files"):
         read_weights(tmp_path / "empty")
+
+
+def test_weights_are_read_once_per_version_of_their_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler places GPU models every pass: a GGUF's header (its whole vocabulary) must not
+    be parsed again unless the file changed."""
+    from controller import memory
+
+    path = tmp_path / "m.gguf"
+    write_gguf(path, [("a", (896, 896), 1)])
+    parsed: list[Path] = []
+    real = memory.read_gguf
+    monkeypatch.setattr(memory, "read_gguf", lambda p: parsed.append(p) or real(p))
+    first = read_weights(path)
+    assert read_weights(path) is first and len(parsed) == 1
+    write_gguf(path, [("a", (896, 896), 1), ("b", (896,), 0)])  # replaced: other size
+    os.utime(path, ns=(1, 1))
+    assert read_weights(path).weight_bytes == first.weight_bytes + 896 * 4
+    assert len(parsed) == 2
+
+
+def test_a_changed_config_beside_safetensors_is_read_again(tmp_path: Path) -> None:
+    write_safetensors(tmp_path / "model.safetensors", {"w": ("BF16", (64, 64))})
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    assert read_weights(tmp_path / "model.safetensors").architecture == Architecture(30, 3, 64, 64, 8192)
+    (tmp_path / "config.json").write_text(json.dumps({**CONFIG, "num_hidden_layers": 12, "pad": "x" * 9}))
+    assert read_weights(tmp_path / "model.safetensors").architecture == Architecture(12, 3, 64, 64, 8192)
