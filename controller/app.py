@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from controller.api import create_api
 from controller.drain import Drainer
 from controller.endpoint_store import EndpointStore
-from controller.errors import RuntimeUnavailable
+from controller.errors import CannotListen, RuntimeUnavailable
 from controller.gateway.app import GatewaySettings, create_app
 from controller.health import HttpProber
 from controller.manifest_loader import load_folder
@@ -79,13 +79,16 @@ async def running_controller(
             asyncio.create_task(watch_docker_events(runtime, reconciler.wake.set), name="docker-events"),
         ]
         try:
+            api = create_api(store, reconciler)
             api_url = await serve(
-                create_api(store, reconciler), settings.api_host, settings.api_port, runners
+                api, settings.api_host, settings.api_port, runners, what="the controller API"
             )
             gateway_url = None
             if gateway is not None:
                 app = create_app(store, gateway)
-                gateway_url = await serve(app, gateway.host, gateway.port, runners, cancel_on_disconnect=True)
+                gateway_url = await serve(
+                    app, gateway.host, gateway.port, runners, what="the gateway", cancel_on_disconnect=True
+                )
             log.info("controller API on %s; manifests from %s", api_url, settings.manifests)
             yield RunningController(reconciler, store, runtime, api_url, gateway_url)
         finally:
@@ -123,14 +126,20 @@ async def serve(
     port: int,
     runners: list[web.AppRunner],
     *,
+    what: str,
     cancel_on_disconnect: bool = False,
 ) -> str:
-    """Serve ``app`` on host:port (0 = any free port); returns its base URL."""
+    """Serve ``app`` on host:port (0 = any free port); returns its base URL.
+
+    Raises CannotListen (naming ``what`` and the address) when the address cannot be bound."""
     runner = web.AppRunner(app, handler_cancellation=cancel_on_disconnect, access_log=None)
     await runner.setup()
     runners.append(runner)
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CannotListen(what, host, port, exc) from exc
     bound_host, bound_port = runner.addresses[0][:2]
     return f"http://{bound_host}:{bound_port}"
 

@@ -13,6 +13,8 @@ mapped, at the boundary that talks to that library.
 
 from __future__ import annotations
 
+import os
+
 
 class ModelctlError(Exception):
     """Base class: every error modelctl raises on purpose."""
@@ -64,3 +66,11 @@ class InvalidManifests(ModelctlError):
     def __init__(self, errors: list[ManifestError]) -> None:
         self.errors = errors
         super().__init__(f"{len(errors)} manifest error(s):\n" + "\n".join(map(str, errors)))
+
+
+class CannotListen(ModelctlError):
+    """A server of ours cannot bind its address (in use, not permitted, no such address)."""
+
+    def __init__(self, what: str, host: str, port: int, exc: OSError) -> None:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+        super().__init__(f"{what} cannot listen on {host}:{port}: {reason}")

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from controller.errors import CannotListen
 from controller.gateway import errors
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KeyCheck, refusal
@@ -152,7 +153,11 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
         runner = web.AppRunner(create_app(table, settings), handler_cancellation=True, access_log=None)
         try:
             await runner.setup()
-            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None).start()
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise CannotListen("the gateway", settings.host, settings.port, exc) from exc
             if settings.tune_gc:
                 tune_gc()  # this process serves from now on
             if announce:

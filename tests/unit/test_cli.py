@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,19 @@ def test_status_without_a_controller_is_one_clear_error(capsys: pytest.CaptureFi
     assert (
         err.startswith("modelctl: error: cannot read status from the controller") and "Traceback" not in err
     )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_gateway_on_a_port_in_use_is_one_clear_error(
+    capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        address = ["--host", "127.0.0.1", "--port", str(port), "--controller-url", "http://127.0.0.1:9"]
+        code = main(["gateway", *address, "--workers", workers])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"modelctl: error: the gateway cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "Traceback" not in err
