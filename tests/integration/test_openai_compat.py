@@ -5,7 +5,8 @@ API keys on) with three models on the real Docker engine:
 - ``smollm2``: SmolLM2 on llama-server with ``--embeddings --pooling mean``, so the same replica
   answers chat, completions and embeddings;
 - ``slow``: the same weights, one replica taking one request at a time, for overload;
-- ``broken``: weights that are not a GGUF, so it never has a ready replica, for the cold start.
+- ``broken``: weights that are not a GGUF, so it never has a ready replica, for the cold start;
+- ``victim``: one replica, killed in the middle of a stream.
 
 Sync and async clients, streamed and not, every endpoint, and every error class the gateway or the
 engine can cause: 400 BadRequestError (from llama-server itself), 401 AuthenticationError,
@@ -51,6 +52,8 @@ MANIFESTS = {
     # One slot with room for a long answer: 4000 tokens take llama-server ~50 s here.
     "slow.yaml": f"name: slow\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 4096\n",
     "broken.yaml": "name: broken\nmodel: broken.gguf\n",
+    # Killed mid-stream by one test (the controller then restarts it; no other test uses it).
+    "victim.yaml": f"name: victim\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 4096\n",
 }
 
 
@@ -72,6 +75,7 @@ async def stack(
         async with running_controller(config, gateway=gateway) as rc:
             await wait_ready(rc, "smollm2", 1)
             await wait_ready(rc, "slow", 1)
+            await wait_ready(rc, "victim", 1)
             yield rc
     finally:
         remove_all(docker_client, instance)
@@ -84,7 +88,7 @@ def base_url(rc: RunningController) -> str:
 
 
 def check(seen: Summary) -> None:
-    assert set(seen["models"]) == {"smollm2", "smollm", "slow", "broken"}
+    assert set(seen["models"]) == {"smollm2", "smollm", "slow", "broken", "victim"}
     assert seen["chat"] and seen["streamed"] and seen["text"]
     assert seen["chat_usage"] and seen["chat_usage"] > 0
     assert seen["stream_usage"] and seen["stream_usage"] > 0  # stream_options.include_usage honoured
@@ -274,3 +278,32 @@ async def wait_for_queue(session: aiohttp.ClientSession, url: str, timeout_s: fl
         if loop.time() > deadline:
             pytest.fail(f"no request queued for slow within {timeout_s}s (queue depth {depth})")
         await asyncio.sleep(0.1)
+
+
+async def test_a_replica_killed_mid_stream_ends_the_stream_with_an_error_event(
+    stack: RunningController, docker_client: docker.DockerClient
+) -> None:
+    """After the first byte there is no retry: the client gets an SSE error event (the openai client
+    raises APIError from it) and the stream ends, it never hangs."""
+    entry = stack.store.current().lookup("victim")
+    assert entry is not None and entry.replicas
+    container = docker_client.containers.get(entry.replicas[0].id)
+    chunks = 0
+    async with (
+        openai.AsyncOpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, timeout=60) as client,
+        asyncio.timeout(60),
+    ):
+        stream = await client.chat.completions.create(
+            model="victim",
+            messages=USER,
+            max_tokens=4000,
+            stream=True,
+            extra_body={"ignore_eos": True},  # type: ignore[arg-type]
+        )
+        with pytest.raises(openai.APIError) as caught:
+            async for _ in stream:
+                chunks += 1
+                if chunks == 5:
+                    await asyncio.to_thread(container.kill)  # SIGKILL, as the OOM killer would
+    assert chunks >= 5
+    assert "failed mid-stream" in caught.value.message
