@@ -4,8 +4,10 @@
     ├── ManifestError             one manifest problem; names file, document, field (and line)
     ├── InvalidManifests          all the ManifestErrors of one load, reported together
     ├── EngineError               an engine cannot serve what the manifest asks for
-    └── BackendRuntimeError       the container runtime (Docker) failed or is unreachable
-        └── RuntimeUnavailable    the engine did not answer at all (retry later)
+    ├── BackendRuntimeError       the container runtime (Docker) failed or is unreachable
+    │   └── RuntimeUnavailable    the engine did not answer at all (retry later)
+    ├── CannotListen              a server of ours cannot bind its address
+    └── GatewayWorkersFailed      a gateway worker process died, or workers cannot start
 
 Third-party exceptions (docker.errors.*, OSError, ...) are chained as ``__cause__`` where they are
 mapped, at the boundary that talks to that library.
@@ -74,3 +76,8 @@ class CannotListen(ModelctlError):
     def __init__(self, what: str, host: str, port: int, exc: OSError) -> None:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
         super().__init__(f"{what} cannot listen on {host}:{port}: {reason}")
+
+
+class GatewayWorkersFailed(ModelctlError):
+    """A gateway worker process died (the gateway ends so its supervisor restarts it whole), or the
+    workers cannot be started."""

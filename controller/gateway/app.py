@@ -132,9 +132,10 @@ def access_line(settings: GatewaySettings) -> str:
 async def run_gateway(settings: GatewaySettings) -> None:
     """Serve the gateway, following the controller at ``settings.controller_url``, until cancelled.
 
-    Returns only by cancellation (or raises OSError if the port cannot be bound, RuntimeError if a
-    worker process dies). The controller being down is not an error: the gateway serves its last
-    table and keeps polling. With ``workers`` > 1, that many processes share the port (SO_REUSEPORT).
+    Returns only by cancellation (or raises CannotListen if the port cannot be bound,
+    GatewayWorkersFailed if a worker process dies). The controller being down is not an error: the
+    gateway serves its last table and keeps polling. With ``workers`` > 1, that many processes share
+    the port (SO_REUSEPORT).
     """
     print(access_line(settings), flush=True)
     if settings.workers > 1:

@@ -6,7 +6,7 @@ Each process follows the controller itself and keeps its own balancer, queues an
 ``max_concurrency`` is enforced per process (N processes may send a replica up to N x its batch size).
 A scrape of /metrics lands on one process, which asks the others for their figures over unix sockets
 in a private temporary folder (``peers.py``) and answers for the whole gateway, as fresh as the
-scrape. A child that dies ends the gateway (RuntimeError), so the supervisor (compose, systemd)
+scrape. A child that dies ends the gateway (GatewayWorkersFailed), so the supervisor (compose, systemd)
 restarts it whole rather than serving with fewer workers unnoticed.
 """
 
@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from controller.errors import GatewayWorkersFailed
 from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,13 @@ _WATCH_S = 0.5
 async def run_workers(settings: GatewaySettings, serve: Serve) -> None:
     """Serve with ``settings.workers`` processes until cancelled.
 
-    Raises RuntimeError if one dies, or if there is no writable temporary folder (TMPDIR, /tmp) for
-    the workers' metrics sockets.
+    Raises GatewayWorkersFailed if one dies, or if there is no writable temporary folder (TMPDIR,
+    /tmp) for the workers' metrics sockets.
     """
     try:
         folder = tempfile.TemporaryDirectory(prefix="modelctl-gateway-")  # mode 0700: ours alone
     except OSError as exc:
-        raise RuntimeError(
+        raise GatewayWorkersFailed(
             f"gateway workers need a writable temporary folder for their metrics sockets: {exc} "
             "(set TMPDIR, or mount a tmpfs on /tmp)"
         ) from exc
@@ -66,7 +67,10 @@ async def _run_workers(settings: GatewaySettings, serve: Serve) -> None:
         while not parent.done():
             dead = [c for c in children if not c.is_alive()]
             if dead:
-                raise RuntimeError(f"gateway worker {dead[0].name} exited with status {dead[0].exitcode}")
+                raise GatewayWorkersFailed(
+                    f"gateway worker {dead[0].name} exited with status {dead[0].exitcode}; the gateway "
+                    "stops so that its supervisor restarts it whole"
+                )
             await asyncio.wait([parent], timeout=_WATCH_S)
         await parent  # it only ends by raising (the port could not be bound)
     finally:

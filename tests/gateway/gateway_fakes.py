@@ -325,10 +325,12 @@ async def start_one_answer_per_connection_server() -> tuple[asyncio.Server, str]
 
 
 @contextlib.asynccontextmanager
-async def running_workers(url: str, port: int, workers: int = 2) -> AsyncIterator[str]:
+async def running_workers(
+    url: str, port: int, workers: int = 2
+) -> AsyncIterator[tuple[str, asyncio.Task[None]]]:
     """The real gateway (``run_gateway``) with ``workers`` processes on ``port``, following a fake
-    controller whose table has model "m" on ``url``; yields the base URL. On exit it is cancelled
-    and must end by that cancellation (not by an error of its own)."""
+    controller whose table has model "m" on ``url``; yields its base URL and its task. On exit a
+    gateway still running is cancelled and must end by that cancellation, not by an error."""
     controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
     await controller.start_server()
     settings = GatewaySettings(
@@ -340,9 +342,10 @@ async def running_workers(url: str, port: int, workers: int = 2) -> AsyncIterato
     )
     gateway = asyncio.create_task(run_gateway(settings))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", gateway
     finally:
-        gateway.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gateway
+        if not gateway.done():
+            gateway.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gateway
         await controller.close()

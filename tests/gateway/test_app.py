@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, StartUpstream, eventually, running_workers, table_of
 
+from controller.errors import GatewayWorkersFailed
 from controller.gateway import GatewaySettings, run_gateway
 
 
@@ -63,7 +65,7 @@ async def test_several_workers_share_the_port_and_stop_together(
 ) -> None:
     _, url = await start_upstream("a")
     pids: set[int] = set()
-    async with running_workers(url, unused_tcp_port) as base, asyncio.timeout(30):
+    async with running_workers(url, unused_tcp_port) as (base, _), asyncio.timeout(30):
         while len(pids) < 2:  # each new connection lands on either process
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
                 try:
@@ -80,6 +82,29 @@ async def test_several_workers_share_the_port_and_stop_together(
     for pid in pids - {os.getpid()}:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_a_worker_that_dies_ends_the_gateway_with_one_clear_error(
+    start_upstream: StartUpstream, unused_tcp_port: int
+) -> None:
+    _, url = await start_upstream("a")
+    async with running_workers(url, unused_tcp_port) as (base, gateway), asyncio.timeout(60):
+        child = None
+        while child is None:  # until a new connection lands on the spawned worker
+            try:
+                connector = aiohttp.TCPConnector(force_close=True)
+                async with (
+                    aiohttp.ClientSession(connector=connector) as session,
+                    session.get(f"{base}/healthz") as resp,
+                ):
+                    pid = (await resp.json())["pid"]
+                child = pid if pid != os.getpid() else None
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(GatewayWorkersFailed, match=r"exited with status -9; the gateway stops"):
+            await gateway
 
 
 def test_tune_gc_freezes_the_start_up_heap_and_raises_the_young_threshold() -> None:

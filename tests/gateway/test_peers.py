@@ -65,7 +65,7 @@ async def test_any_workers_metrics_count_every_workers_requests(
     _, url = await start_upstream("a")
     served: set[int] = set()
     sent = 0
-    async with running_workers(url, unused_tcp_port) as base, asyncio.timeout(60):
+    async with running_workers(url, unused_tcp_port) as (base, _), asyncio.timeout(60):
         await until_ready(base)
         listening: set[int] = set()
         while len(listening) < 2:  # the child starts (spawn) well after the parent
