@@ -195,7 +195,7 @@ class Proxy:
             retry_after=self._settings.retry_after_s,
         )
 
-    async def _post(self, replica: Replica, request: web.Request, body: bytes, call: Call) -> Answer:
+    async def _post(self, replica: Replica, request: web.Request, body: bytes) -> Answer:
         """Send the request to ``replica``; return its answer once the status line and headers are in.
 
         Streams keep their connection too (vLLM's server keeps it alive: a connect saved per
@@ -223,7 +223,7 @@ class Proxy:
         watchdog = self._watchdog
         watchdog.add(deadline)
         try:
-            upstream = await self._post(replica, request, body, call)
+            upstream = await self._post(replica, request, body)
         except asyncio.CancelledError:
             if not deadline.timed_out():
                 raise  # the client left (or the server stops): not a timeout

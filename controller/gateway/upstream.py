@@ -11,7 +11,7 @@ What it does, and no more:
   coding (decoded) or the end of the connection.
 - Names are resolved at most every ``DNS_TTL_S`` (replicas are container names: a new connection,
   as every stream makes, would otherwise ask the resolver in a thread); a failed connect forgets them.
-- Keep-alive: a connection whose answer completed and that neither side asked to close goes back to
+- Keep-alive: a connection whose answer completed and that the replica did not ask to close goes back to
   an idle list per replica (newest first), for at most ``keepalive_s``. The replica closing an idle
   connection removes it at once.
 - Flow control: a client that reads slower than the replica writes pauses reading from the replica
@@ -191,7 +191,6 @@ class _Connection(asyncio.Protocol):
         self._headers_done: asyncio.Future[None] | None = None
         self._received = False  # some byte of the current answer arrived
         self._keep_alive = True  # the replica did not say Connection: close
-        self._close_asked = False  # we did
         self._chunked = False  # the answer's body is chunked (else: length, or the end of the connection)
         self._interim = False  # a 1xx answer is being parsed: the real one follows
         self.uses = 0  # answers completed on this connection
@@ -273,17 +272,13 @@ class _Connection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
-        self._message_done(keep=self._keep_alive and not self._close_asked)
+        self._message_done(keep=self._keep_alive)
 
     # the pool's side
-    def send(self, answer: Answer, data: bytes, *, close: bool) -> asyncio.Future[None]:
-        """Write one request; return a future done when the answer's status and headers are in.
-
-        ``close``: the request said ``Connection: close``, so the connection ends with this answer.
-        """
+    def send(self, answer: Answer, data: bytes) -> asyncio.Future[None]:
+        """Write one request; return a future done when the answer's status and headers are in."""
         assert self.transport is not None
         self.answer = answer
-        self._close_asked = close
         self._received = False
         self._interim = False
         self._chunked = False
@@ -345,26 +340,23 @@ class Pool:
         self._addresses: dict[str, tuple[list[str], float]] = {}  # host -> (IP addresses, good until)
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def post(
-        self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes, *, close: bool = False
-    ) -> Answer:
+    async def post(self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Answer:
         """Send POST ``path`` to the replica at ``base_url``; return its answer once headers are in.
 
         A pooled connection that turns out closed before any byte of the answer is retried once on a
-        new connection (the replica cannot have acted on it). ``close`` asks the replica to close the
-        connection after this answer (``Connection: close``); it is then not pooled.
+        new connection: the replica had closed it (its idle timeout; llama-server after a stream).
         """
         key = self._key(base_url)
-        data = self._request_bytes(base_url, path, headers, body, close)
+        data = self._request_bytes(base_url, path, headers, body)
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await self._exchange(conn, data, close)
+                return await self._exchange(conn, data)
             except ConnectionLost as exc:
                 if not (exc.reused and exc.before_answer):
                     raise
         conn = await self._connect(key)
-        return await self._exchange(conn, data, close)
+        return await self._exchange(conn, data)
 
     def close(self) -> None:
         """Close every connection (at shutdown)."""
@@ -379,9 +371,9 @@ class Pool:
     def open_connections(self) -> int:
         return len(self._all)
 
-    async def _exchange(self, conn: _Connection, data: bytes, close: bool) -> Answer:
+    async def _exchange(self, conn: _Connection, data: bytes) -> Answer:
         answer = Answer(conn)
-        headers_done = conn.send(answer, data, close=close)
+        headers_done = conn.send(answer, data)
         try:
             await headers_done
         except BaseException:
@@ -489,9 +481,7 @@ class Pool:
             self._keys[base_url] = key
         return key
 
-    def _request_bytes(
-        self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes, close: bool
-    ) -> bytes:
+    def _request_bytes(self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
         head = self._heads.get((base_url, path))
         if head is None:
             host, port = self._key(base_url)
@@ -502,8 +492,6 @@ class Pool:
                 self._heads.clear()
             self._heads[(base_url, path)] = head
         lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        if close:
-            lines += "Connection: close\r\n"
         tail = f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(*_WIRE)
         return head + tail + body
 

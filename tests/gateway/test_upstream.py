@@ -24,6 +24,7 @@ from controller.gateway.upstream import (
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n{}"
+CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -161,19 +162,10 @@ async def test_answer_framed_by_the_end_of_the_connection(pool: Pool) -> None:
     assert pool.open_connections() == 0
 
 
-async def test_connection_close_is_not_pooled(pool: Pool) -> None:
-    seen: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head, _ = await read_request(reader)
-        seen.append(head)
-        writer.write(OK)
-        await reader.read()
-
-    async with serving(handle) as server:
-        answer = await pool.post(server.url, "/v1/x", [], b"{}", close=True)
+async def test_an_answer_that_says_connection_close_is_not_pooled(pool: Pool) -> None:
+    async with serving(answering(CLOSING)) as server:
+        answer = await pool.post(server.url, "/v1/x", [], b"{}")
         assert await answer.read() == b"{}"
-        assert b"Connection: close" in seen[0].split(b"\r\n")
         assert pool.open_connections() == 0
         await asyncio.wait_for(server.closed.wait(), 2)  # and the replica saw it close
 
@@ -373,10 +365,10 @@ async def test_a_replica_name_is_resolved_once_per_ttl(pool: Pool, monkeypatch: 
         return await resolve(host, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loop, "getaddrinfo", counting)
-    async with serving(answering(OK)) as server:
+    async with serving(answering(CLOSING)) as server:
         url = server.url.replace("127.0.0.1", "localhost")
-        for _ in range(3):  # three new connections (each asks to close), one question to the resolver
-            assert await (await pool.post(url, "/v1/x", [], b"{}", close=True)).read() == b"{}"
+        for _ in range(3):  # three new connections (each answer closes), one question to the resolver
+            assert await (await pool.post(url, "/v1/x", [], b"{}")).read() == b"{}"
     assert asked == ["localhost"]
     assert server.connections == 3
 
@@ -387,9 +379,9 @@ async def test_a_name_that_does_not_resolve_is_connect_failed(pool: Pool) -> Non
 
 
 async def test_a_failed_connect_forgets_the_address(pool: Pool) -> None:
-    async with serving(answering(OK)) as server:
+    async with serving(answering(CLOSING)) as server:
         url = server.url.replace("127.0.0.1", "localhost")
-        assert await (await pool.post(url, "/v1/x", [], b"{}", close=True)).read() == b"{}"
+        assert await (await pool.post(url, "/v1/x", [], b"{}")).read() == b"{}"
         assert "localhost" in pool._addresses
     with pytest.raises(ConnectFailed):  # the server is gone: refused
         await pool.post(url, "/v1/x", [], b"{}")
