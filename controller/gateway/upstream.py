@@ -9,8 +9,9 @@ and the status line and headers wake the waiting request once.
 What it does, and no more:
 - POST with a body of known length; the answer's body framed by Content-Length, chunked transfer
   coding (decoded) or the end of the connection.
-- Names are resolved at most every ``DNS_TTL_S`` (replicas are container names: a new connection,
-  as every stream makes, would otherwise ask the resolver in a thread); a failed connect forgets them.
+- Names are resolved at most every ``DNS_TTL_S`` (replicas are container names: every new connection,
+  one per stream with llama-server, would otherwise ask the resolver in a thread); a failed connect
+  forgets them.
 - Keep-alive: a connection whose answer completed and that the replica did not ask to close goes back to
   an idle list per replica (newest first), for at most ``keepalive_s``. The replica closing an idle
   connection removes it at once.
