@@ -103,10 +103,6 @@ def gateway(workers: int, work: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop(proc)
 
 
-def gateway_cpu_seconds(pid: int) -> float:
-    return bench.cpu_seconds(pid)  # the parent (worker 0) and its spawned children
-
-
 def run_wrk(concurrency: int, duration: float, script: Path) -> dict[str, float]:
     url = f"http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions"
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url]
@@ -145,10 +141,10 @@ def main() -> None:
                 for n in counts if i % 2 == 0 else counts[::-1]:
                     with gateway(n, work) as proc:
                         run_wrk(args.concurrency, 1.0, script)  # warm up
-                        cpu_before = gateway_cpu_seconds(proc.pid)
+                        cpu_before = bench.cpu_seconds(proc.pid)  # worker 0 and its spawned children
                         row = run_wrk(args.concurrency, args.duration, script)
                         row["cpu_us_per_request"] = (
-                            (gateway_cpu_seconds(proc.pid) - cpu_before) / row["requests"] * 1e6
+                            (bench.cpu_seconds(proc.pid) - cpu_before) / row["requests"] * 1e6
                         )
                     runs[n].append(row)
                     print(
