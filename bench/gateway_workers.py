@@ -40,8 +40,8 @@ def serve_endpoints_script(up_url: str) -> str:
 import asyncio, types
 from aiohttp import web
 from controller.api import create_api
-from controller.endpoint_store import EndpointStore
-from controller.endpoints import ModelEndpoints, Replica
+from controller.endpoints.store import EndpointStore
+from controller.endpoints.table import ModelEndpoints, Replica
 
 async def main():
     store = EndpointStore()

@@ -15,8 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from controller.gpus import Inventory
-from controller.placement import ReplicaRequest, place
+from controller.placement.inventory import Inventory
+from controller.placement.place import ReplicaRequest, place
 
 H200 = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "inventories" / "h200.json"
 GiB = 1024**3

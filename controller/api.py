@@ -11,8 +11,8 @@ from dataclasses import asdict
 
 from aiohttp import web
 
-from controller.endpoint_store import EndpointStore
-from controller.reconcile import Reconciler
+from controller.endpoints.store import EndpointStore
+from controller.reconcile.loop import Reconciler
 
 MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
 

@@ -19,16 +19,17 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from controller.api import create_api
-from controller.drain import Drainer
-from controller.endpoint_store import EndpointStore
+from controller.endpoints.store import EndpointStore
 from controller.errors import CannotListen, RuntimeUnavailable
-from controller.gateway.app import GatewaySettings, create_app
-from controller.health import HttpProber
-from controller.manifest_loader import load_folder
-from controller.reconcile import Reconciler
+from controller.gateway.app import create_app
+from controller.gateway.settings import GatewaySettings
+from controller.manifests.loader import load_folder
+from controller.reconcile.drain import Drainer
+from controller.reconcile.health import HttpProber
+from controller.reconcile.loop import Reconciler
+from controller.reconcile.watch import watch_docker_events, watch_manifests
 from controller.runtime.docker import DockerRuntime, connect
 from controller.settings import ControllerSettings
-from controller.watch import watch_docker_events, watch_manifests
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Any
 
 from controller.errors import InvalidManifests, ModelctlError
 from controller.gateway import GatewaySettings, SettingsError, run_gateway
-from controller.manifest_loader import load_folder
+from controller.manifests.loader import load_folder
+from controller.reconcile.status import render_table
 from controller.settings import ControllerSettings
-from controller.status import render_table
 
 DEFAULT_API = "http://127.0.0.1:8081"
 
@@ -166,8 +166,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    from controller.gpus import read_inventory
-    from controller.render import gpus_json, gpus_table
+    from controller.placement.inventory import read_inventory
+    from controller.placement.report import gpus_json, gpus_table
 
     inventory = read_inventory()
     print(gpus_json(inventory) if args.json else gpus_table(inventory))
@@ -175,9 +175,9 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from controller.gpus import Inventory, read_inventory
-    from controller.placement import place, requests_for
-    from controller.render import plan_json, plan_table
+    from controller.placement.inventory import Inventory, read_inventory
+    from controller.placement.place import place, requests_for
+    from controller.placement.report import plan_json, plan_table
 
     roots = [p.absolute() for p in args.model_root] if args.model_root else None
     try:

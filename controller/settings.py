@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.lifecycle import LifecycleSettings
+from controller.reconcile.lifecycle import LifecycleSettings
 
 
 def _paths(value: str) -> tuple[Path, ...]:

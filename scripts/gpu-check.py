@@ -9,9 +9,9 @@ weights. It prints the real inventory (table and JSON), compares it with nvidia-
 there, and plans the manifests of MODELS_DIR plus a few synthetic ones (gpu_memory given, so no
 weights are read) onto this machine. With $OUT set, inventory.json and plan.json are written there.
 
-Imports only controller.gpus / placement / render (standard library inside); the manifest loader
-(pydantic) is used when importable, else the YAML is read directly. Exit code 0 unless it crashed:
-no GPU is a result to print, not a failure.
+Imports only controller.placement (inventory, memory, place, report: standard library inside); the
+manifest loader (pydantic) is used when importable, else the YAML is read directly. Exit code 0
+unless it crashed: no GPU is a result to print, not a failure.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.gpus import Inventory, read_inventory
-from controller.placement import Current, Pending, ReplicaRequest, place
-from controller.render import gpus_json, gpus_table, plan_json, plan_table
+from controller.placement.inventory import Inventory, read_inventory
+from controller.placement.place import Current, Pending, ReplicaRequest, place
+from controller.placement.report import gpus_json, gpus_table, plan_json, plan_table
 
 GiB = 1024**3
 
@@ -63,9 +63,9 @@ UNITS = {
 
 
 def parse_size(text: str) -> int:
-    """The manifest's size syntax ('40GiB', '500MB'); controller.manifest.parse_size when importable."""
+    """The manifest's size syntax ('40GiB', '500MB'); the manifests' own parse_size when importable."""
     try:
-        from controller.manifest import parse_size as real
+        from controller.manifests.document import parse_size as real
 
         return real(text)
     except ImportError:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from controller.engines import llamacpp, vllm
-from controller.manifest_loader import LoadedModel
-from controller.spec import ContainerSpec
+from controller.manifests.loader import LoadedModel
+from controller.runtime.spec import ContainerSpec
 
 SpecBuilder = Callable[[LoadedModel, int, tuple[str, ...], float | None], ContainerSpec]
 

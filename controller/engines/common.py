@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import EngineError
-from controller.manifest_loader import LoadedModel
-from controller.spec import ContainerSpec, GpuRequest, Mount
+from controller.manifests.loader import LoadedModel
+from controller.runtime.spec import ContainerSpec, GpuRequest, Mount
 
 MODELS_DIR = "/models"  # where weights appear inside every engine container
 HUB_CACHE_VOLUME = "modelctl-hub-cache"  # named volume the engines download hub weights into

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 from controller.engines.common import HUB_CACHE_DIR, Weights, engine_spec, weights_source
-from controller.manifest_loader import LoadedModel
-from controller.spec import ContainerSpec
+from controller.manifests.loader import LoadedModel
+from controller.runtime.spec import ContainerSpec
 
 # The thin layer in images/llamacpp over the official image (adds a health check and labels).
 DEFAULT_IMAGE = "modelctl/llamacpp:server"

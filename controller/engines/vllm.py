@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 
 from controller.engines.common import HUB_CACHE_DIR, engine_spec, weights_source
-from controller.manifest_loader import LoadedModel
-from controller.spec import ContainerSpec
+from controller.manifests.loader import LoadedModel
+from controller.runtime.spec import ContainerSpec
 
 # The thin layer in images/vllm over the official image (adds a health check and labels).
 DEFAULT_IMAGE = "modelctl/vllm:openai"

@@ -1,14 +1,20 @@
 """The data plane: one OpenAI-compatible endpoint in front of every ready replica.
 
-It knows only the endpoint table (``controller.endpoints``), never Docker. Entry points:
-``create_app`` (an aiohttp app over any ``TableSource``) and ``run_gateway`` (serve, following the
-controller). Modules: ``table`` (where the table comes from), ``balancer`` (which replica),
-``admission`` (replica slots, bounded queues, 429/503), ``prefix`` and ``hashring`` (prefix affinity),
-``routes`` (the HTTP surface), ``proxy`` (forwarding and streaming), ``auth`` (optional API keys),
-``metrics`` (Prometheus), ``settings``, ``workers`` (SO_REUSEPORT processes), ``errors`` (OpenAI error JSON).
+It knows only the endpoint table (``controller.endpoints.table``), never Docker or the reconciler
+(tests/test_layers.py keeps it so). Entry points: ``create_app`` (an aiohttp app over any
+``TableSource``) and ``run_gateway`` (serve in a process of its own, following the controller).
+
+Modules, top down: ``server`` (the serving process) over ``workers`` (SO_REUSEPORT processes) and
+``process`` (event loop, GC); ``app`` (wiring) over ``routes`` (the HTTP surface) over ``proxy``
+(forwarding, streaming) over ``upstream`` (the HTTP/1.1 client to replicas) and ``deadlines``;
+``admission`` (replica slots, bounded queues, 429/503) over ``balancer`` (which replica),
+``prefix`` and ``hashring`` (prefix affinity); ``table`` (where the table comes from); ``auth``
+(optional API keys), ``metrics`` and ``peers`` (Prometheus, across workers), ``settings`` and
+``errors`` (OpenAI error JSON) at the bottom.
 """
 
-from controller.gateway.app import create_app, run_gateway
+from controller.gateway.app import create_app
+from controller.gateway.server import run_gateway
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable, StaticTable, TableSource
 

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from controller.endpoints import EndpointTable, ModelEndpoints, Replica
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.balancer import Balancer, Done
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
-    from controller.gateway.app import GatewaySettings
+    from controller.gateway.settings import GatewaySettings
 
 Slot = tuple[Replica, Done]
 

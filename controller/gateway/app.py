@@ -1,8 +1,7 @@
-"""The gateway's composition root: settings, the aiohttp application, and the serving loop.
+"""The gateway application: a table source, a balancer, admission and a proxy wired into aiohttp.
 
-``create_app`` wires a table source, a balancer and a proxy into an aiohttp app; tests and an
-in-process controller call it with a ``StaticTable``. ``run_gateway`` is what ``modelctl gateway``
-calls: it follows the controller's table over HTTP and serves until cancelled.
+``create_app`` is what tests and an in-process controller serve (with a ``StaticTable``);
+``server.serve`` serves it in a process of its own, following the controller.
 """
 
 from __future__ import annotations
@@ -11,11 +10,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from controller.errors import CannotListen
 from controller.gateway import errors
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KeyCheck, refusal
@@ -24,10 +21,9 @@ from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import Routes
-from controller.gateway.settings import GatewaySettings, SettingsError
-from controller.gateway.table import ControllerTable, TableSource
+from controller.gateway.settings import GatewaySettings
+from controller.gateway.table import TableSource
 from controller.gateway.upstream import Pool
-from controller.gateway.workers import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +33,6 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BALANCER = web.AppKey("modelctl.balancer", Balancer)
 METRICS = web.AppKey("modelctl.metrics", GatewayMetrics)
 ADMISSION = web.AppKey("modelctl.admission", Admission)
-
-__all__ = [
-    "ADMISSION",
-    "BALANCER",
-    "METRICS",
-    "GatewaySettings",
-    "SettingsError",
-    "create_app",
-    "run_gateway",
-]
 
 
 def gateway_middleware(keys: KeyCheck) -> Middleware:
@@ -120,56 +106,3 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
     if peers is not None:
         app.cleanup_ctx.append(peers.serving)
     return app
-
-
-def access_line(settings: GatewaySettings) -> str:
-    """Return the start-up line about API keys (never the keys themselves)."""
-    if settings.api_keys:
-        return f"API keys: {len(settings.api_keys)} configured; /v1/* needs 'Authorization: Bearer <key>'"
-    return "API keys: none configured, the gateway is open to anyone who can reach it"
-
-
-async def run_gateway(settings: GatewaySettings) -> None:
-    """Serve the gateway, following the controller at ``settings.controller_url``, until cancelled.
-
-    Returns only by cancellation (or raises CannotListen if the port cannot be bound,
-    GatewayWorkersFailed if a worker process dies). The controller being down is not an error: the
-    gateway serves its last table and keeps polling. With ``workers`` > 1, that many processes share
-    the port (SO_REUSEPORT).
-    """
-    print(access_line(settings), flush=True)
-    if settings.workers > 1:
-        from controller.gateway.workers import run_workers
-
-        await run_workers(settings, serve)
-    else:
-        await serve(settings, reuse_port=False)
-
-
-async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool = True) -> None:
-    """One serving process: follow the controller, serve the app on the port, until cancelled."""
-    async with aiohttp.ClientSession() as controller_session:
-        table = ControllerTable(settings.controller_url, controller_session)
-        follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
-        runner = web.AppRunner(create_app(table, settings), handler_cancellation=True, access_log=None)
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise CannotListen("the gateway", settings.host, settings.port, exc) from exc
-            if settings.tune_gc:
-                tune_gc()  # this process serves from now on
-            if announce:
-                workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
-                print(
-                    f"modelctl gateway listening on http://{settings.host}:{settings.port}/v1{workers}, "
-                    f"following the controller at {settings.controller_url}",
-                    flush=True,
-                )
-            await asyncio.Event().wait()
-        finally:
-            follower.cancel()
-            await asyncio.wait([follower])
-            await runner.cleanup()

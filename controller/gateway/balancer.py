@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection
 
-from controller.endpoints import ModelEndpoints, Replica
+from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway.hashring import HashRing
 
 Done = Callable[[], None]

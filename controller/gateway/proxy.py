@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from controller.endpoints import ModelEndpoints, Replica
+from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.admission import Admission, Rejected
 from controller.gateway.deadlines import OpenDeadline, ReadDeadline, Watchdog
@@ -37,7 +37,7 @@ from controller.gateway.upstream import (
 )
 
 if TYPE_CHECKING:
-    from controller.gateway.app import GatewaySettings
+    from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller.endpoints import EndpointTable
+from controller.endpoints.table import EndpointTable
 from controller.gateway import errors
 from controller.gateway.admission import Admission
 from controller.gateway.balancer import PREFIX_AFFINITY
@@ -28,7 +28,7 @@ from controller.gateway.proxy import Call, Proxy
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
-    from controller.gateway.app import GatewaySettings
+    from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

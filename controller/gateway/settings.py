@@ -81,7 +81,7 @@ class GatewaySettings:
     # connection that the replica is closing (that would fail a request with a single replica).
     upstream_keepalive_s: float = 4.0
     # Once serving, freeze the start-up heap and collect the young generation less often
-    # (``workers.tune_gc``): the process serves only the gateway. Off for in-process use (tests).
+    # (``process.tune_gc``): the process serves only the gateway. Off for in-process use (tests).
     tune_gc: bool = True
     # Set by ``run_workers``, not by users: the private folder (mode 0700) where the worker processes
     # answer each other's questions for metrics (``peers.py``). None: one process, nothing to ask.

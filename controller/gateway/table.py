@@ -14,7 +14,7 @@ from typing import Protocol
 
 import aiohttp
 
-from controller.endpoints import EndpointTable
+from controller.endpoints.table import EndpointTable
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import signal
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import GatewayWorkersFailed
+from controller.gateway.process import loop_factory
 from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def run_workers(settings: GatewaySettings, serve: Serve) -> None:
 async def _run_workers(settings: GatewaySettings, serve: Serve) -> None:
     context = multiprocessing.get_context("spawn")  # no fork of a running event loop
     children = [
-        context.Process(target=_child_main, args=(settings,), name=f"modelctl-gateway-{i}", daemon=True)
+        context.Process(target=_child_main, args=(settings, serve), name=f"modelctl-gateway-{i}", daemon=True)
         for i in range(1, settings.workers)
     ]
     for child in children:
@@ -91,49 +91,15 @@ def _stop(children: Sequence[BaseProcess]) -> None:
             child.join(_STOP_GRACE_S)
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """Return uvloop's loop factory when uvloop is installed, else None (asyncio's default loop).
+def _child_main(settings: GatewaySettings, serve: Serve) -> None:
+    """A worker process: serve until SIGTERM or SIGINT (the parent's Ctrl-C reaches it too).
 
-    uvloop cuts the gateway's CPU per proxied request by about a tenth (bench/gateway_overhead.py);
-    callers pass it to ``asyncio.Runner(loop_factory=...)``.
-    """
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-# Young-generation collections every this many container allocations (CPython's default is 700).
-GC_GEN0_THRESHOLD = 10_000
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a serving process; call once it has started.
-
-    A proxied request allocates a hundred or so container objects, so with CPython's default
-    threshold (700) the young generation is collected every few requests, each time walking every
-    in-flight request's objects: about a tenth of the CPU at 64 concurrent requests
-    (bench/gateway_overhead.py). ``gc.freeze()`` moves everything alive after start-up (modules,
-    the app) out of the collector's sight, so full collections walk only what came since;
-    a young threshold of GC_GEN0_THRESHOLD collects less often. Cyclic garbage lives a few
-    milliseconds longer; everything else is freed by reference counting as before.
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def _child_main(settings: GatewaySettings) -> None:
-    """A worker process: serve until SIGTERM or SIGINT (the parent's Ctrl-C reaches it too)."""
+    ``serve`` reaches the child pickled by its qualified name, so this module never imports it."""
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_child(replace(settings, workers=1)))
+        runner.run(_child(replace(settings, workers=1), serve))
 
 
-async def _child(settings: GatewaySettings) -> None:
-    from controller.gateway.app import serve
-
+async def _child(settings: GatewaySettings, serve: Serve) -> None:
     task = asyncio.create_task(serve(settings, reuse_port=True, announce=False))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -20,53 +19,15 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount
 
-from controller import labels
 from controller.errors import BackendRuntimeError, RuntimeUnavailable
-from controller.spec import ContainerSpec
+from controller.runtime import labels
+from controller.runtime.observed import ObservedContainer
+from controller.runtime.spec import ContainerSpec
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10  # SIGTERM, then SIGKILL: engines stop in well under a second
 LOG_LIMITS = LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"})
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedContainer:
-    """A managed container as Docker reports it."""
-
-    id: str
-    name: str
-    model: str
-    replica: int
-    engine: str
-    spec_hash: str
-    state: str  # Docker's: created, running, restarting, exited, dead, paused, removing
-    exit_code: int | None
-    ip: str | None  # on the controller's network
-    port: int
-    health_path: str
-    max_concurrency: int
-    started_at: str
-    gpus: tuple[str, ...] = ()  # device IDs of its GPU request (index or MIG UUID)
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def alive(self) -> bool:
-        """Serving or about to. Exited and dead containers are replaced, and so are "created" ones:
-        modelctl starts what it creates in the same call, so one left unstarted is a leftover of
-        an interrupted run."""
-        return self.state in ("running", "restarting")
-
-    @property
-    def slot(self) -> tuple[str, int]:
-        return (self.model, self.replica)
-
-    @property
-    def url(self) -> str | None:
-        return f"http://{self.ip}:{self.port}" if self.ip else None
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from gateway_fakes import FakeLlamaServer, StartGateway, StartUpstream
 
-from controller.endpoints import EndpointTable
+from controller.endpoints.table import EndpointTable
 from controller.gateway import GatewaySettings, StaticTable, create_app
 
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller.endpoints import EndpointTable, ModelEndpoints, Replica
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, run_gateway
 
 PIECES = ("Hel", "lo", " there", "!")

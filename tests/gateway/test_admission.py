@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 
-from controller.endpoints import EndpointTable
+from controller.endpoints.table import EndpointTable
 from controller.gateway import StaticTable, create_app
 from controller.gateway.app import ADMISSION, BALANCER
 from controller.gateway.settings import GatewaySettings

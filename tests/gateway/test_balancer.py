@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from controller.endpoints import ModelEndpoints, Replica
+from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
 from controller.gateway.hashring import HashRing, hash64
 

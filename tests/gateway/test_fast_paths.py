@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 
-from controller.endpoints import ModelEndpoints, Replica
+from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway.app import BALANCER
 from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
 from controller.gateway.deadlines import ReadDeadline, Watchdog

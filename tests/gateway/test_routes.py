@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from gateway_fakes import StartGateway, StartUpstream, table_of
 
-from controller.endpoints import EndpointTable
+from controller.endpoints.table import EndpointTable
 
 CHAT = "/v1/chat/completions"
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, eventually, table_of
 
-from controller.endpoints import EndpointTable
+from controller.endpoints.table import EndpointTable
 from controller.gateway import ControllerTable, StaticTable
 
 V1 = table_of(("m", (), ["http://10.0.0.1:8080"]), version=1)

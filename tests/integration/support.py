@@ -13,9 +13,9 @@ import docker
 import docker.errors
 import pytest
 
-from controller import labels
 from controller.app import RunningController
-from controller.lifecycle import LifecycleSettings
+from controller.reconcile.lifecycle import LifecycleSettings
+from controller.runtime import labels
 from controller.settings import ControllerSettings
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -15,15 +15,15 @@ import docker
 import openai
 import pytest
 
-from controller import labels
 from controller.app import running_controller
 from controller.cli import main as modelctl
-from controller.desired import desired_state
-from controller.gateway.app import GatewaySettings
-from controller.gpus import Inventory
-from controller.manifest_loader import load_folder
+from controller.gateway.settings import GatewaySettings
+from controller.manifests.loader import load_folder
+from controller.placement.inventory import Inventory
+from controller.reconcile.desired import desired_state
+from controller.runtime import labels
+from controller.runtime.spec import ContainerSpec
 from controller.settings import ControllerSettings
-from controller.spec import ContainerSpec
 
 from .support import GGUF, managed, manifest, settings, wait_ready
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from controller import labels
 from controller.app import running_controller
-from controller.endpoints import EndpointTable
-from controller.gateway.app import GatewaySettings
+from controller.endpoints.table import EndpointTable
+from controller.gateway.settings import GatewaySettings
+from controller.runtime import labels
 
 from .support import Load, managed, manifest, settings, wait_for, wait_ready
 

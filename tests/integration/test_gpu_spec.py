@@ -13,9 +13,9 @@ import pytest
 
 from controller.engines import build_spec
 from controller.errors import BackendRuntimeError
-from controller.failures import explain
-from controller.manifest import ModelManifest
-from controller.manifest_loader import LoadedModel
+from controller.manifests.document import ModelManifest
+from controller.manifests.loader import LoadedModel
+from controller.reconcile.failures import explain
 from controller.runtime.docker import DockerRuntime
 
 from .support import GGUF

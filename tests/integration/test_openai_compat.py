@@ -29,9 +29,9 @@ from openai_surface import USER, Summary, summarize_async, summarize_sync
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.app import RunningController, running_controller
-from controller.endpoints import Replica
+from controller.endpoints.table import Replica
 from controller.engines.llamacpp import IDLE_PATH, is_idle
-from controller.gateway.app import GatewaySettings
+from controller.gateway.settings import GatewaySettings
 from controller.runtime.docker import remove_all
 
 from .support import GGUF, settings, wait_ready

@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from controller.engines import build_spec
-from controller.manifest_loader import load_folder
+from controller.manifests.loader import load_folder
 from controller.runtime.docker import DockerRuntime
 
 from .support import GGUF

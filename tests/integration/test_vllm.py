@@ -17,9 +17,9 @@ import docker.errors
 import openai
 import pytest
 
-from controller import labels
 from controller.app import running_controller
-from controller.gateway.app import GatewaySettings
+from controller.gateway.settings import GatewaySettings
+from controller.runtime import labels
 
 from .support import managed, settings, wait_ready
 

@@ -1,0 +1,70 @@
+"""Serving the gateway in a process of its own: follow the controller, bind the port, run.
+
+``run_gateway`` is what ``modelctl gateway`` calls. With ``workers`` > 1 it hands ``serve`` to
+``workers.run_workers``, which runs it in that many processes on one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from controller.errors import CannotListen
+from controller.gateway.app import create_app
+from controller.gateway.process import tune_gc
+from controller.gateway.settings import GatewaySettings
+from controller.gateway.table import ControllerTable
+from controller.gateway.workers import run_workers
+
+
+def access_line(settings: GatewaySettings) -> str:
+    """Return the start-up line about API keys (never the keys themselves)."""
+    if settings.api_keys:
+        return f"API keys: {len(settings.api_keys)} configured; /v1/* needs 'Authorization: Bearer <key>'"
+    return "API keys: none configured, the gateway is open to anyone who can reach it"
+
+
+async def run_gateway(settings: GatewaySettings) -> None:
+    """Serve the gateway, following the controller at ``settings.controller_url``, until cancelled.
+
+    Returns only by cancellation (or raises CannotListen if the port cannot be bound,
+    GatewayWorkersFailed if a worker process dies). The controller being down is not an error: the
+    gateway serves its last table and keeps polling. With ``workers`` > 1, that many processes share
+    the port (SO_REUSEPORT).
+    """
+    print(access_line(settings), flush=True)
+    if settings.workers > 1:
+        await run_workers(settings, serve)
+    else:
+        await serve(settings, reuse_port=False)
+
+
+async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool = True) -> None:
+    """One serving process: follow the controller, serve the app on the port, until cancelled."""
+    async with aiohttp.ClientSession() as controller_session:
+        table = ControllerTable(settings.controller_url, controller_session)
+        follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
+        runner = web.AppRunner(create_app(table, settings), handler_cancellation=True, access_log=None)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise CannotListen("the gateway", settings.host, settings.port, exc) from exc
+            if settings.tune_gc:
+                tune_gc()  # this process serves from now on
+            if announce:
+                workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
+                print(
+                    f"modelctl gateway listening on http://{settings.host}:{settings.port}/v1{workers}, "
+                    f"following the controller at {settings.controller_url}",
+                    flush=True,
+                )
+            await asyncio.Event().wait()
+        finally:
+            follower.cancel()
+            await asyncio.wait([follower])
+            await runner.cleanup()

@@ -1,0 +1,7 @@
+"""Manifests: the declarative input, one model per YAML/JSON document, a folder of files.
+
+``document`` is one manifest (pydantic, ``extra="forbid"``, field-named errors); ``loader`` reads a
+folder into ``LoadedModel``s with file:line:document located errors; ``envrefs`` fills ``${NAME}``
+secrets from the controller's environment; ``schema`` writes the JSON Schema editors use.
+Nothing here knows about GPUs, containers or HTTP.
+"""

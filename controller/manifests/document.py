@@ -1,0 +1,302 @@
+"""The model manifest: what a user asks for, validated in one pass with errors that name the field.
+
+One YAML (or JSON) document describes one model. The seed's example is a valid manifest as written::
+
+    {"model": "path/to/model.safetensors", "engine": "vllm", "num_gpus": 2, "max_batch_size": 16}
+
+``model`` is the weights: a path relative to a model root (or absolute, under one). ``num_gpus`` is
+GPUs per replica (vLLM's tensor parallel size) and ``max_batch_size`` the sequences one replica serves
+at once (vLLM ``--max-num-seqs``, llama.cpp ``--parallel``). Files and documents are handled by
+``controller.manifests.loader``; this module only knows one document.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from controller.manifests.envrefs import references
+
+Engine = Literal["llamacpp", "vllm"]
+Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _check_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(
+            f"'{value}' is not a valid name: use 1-63 lower-case letters, digits, '.', '_' or '-',"
+            " starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not re.match(ENV_PATTERN, value):
+        raise ValueError(f"'{value}' is not a valid environment variable name")
+    return value
+
+
+def _check_env_value(value: str) -> str:
+    references(value)  # raises ValueError for a '$' that is neither '$$' nor '${NAME}'
+    return value
+
+
+ModelName = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
+]
+EnvName = Annotated[
+    str,
+    AfterValidator(_check_env_name),
+    WithJsonSchema({"type": "string", "pattern": ENV_PATTERN}),
+]
+EnvValue = Annotated[str, AfterValidator(_check_env_value)]
+
+# Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
+ENGINE_BY_SUFFIX: dict[str, Engine] = {".gguf": "llamacpp", ".safetensors": "vllm"}
+
+# Flags modelctl sets itself; letting `args` repeat them would silently fight the controller.
+RESERVED_ARGS: dict[Engine, frozenset[str]] = {
+    "llamacpp": frozenset(
+        {
+            "-m",
+            "--model",
+            "--host",
+            "--port",
+            "-a",
+            "--alias",
+            "-c",
+            "--ctx-size",
+            "-np",
+            "--parallel",
+            "-ngl",
+            "--gpu-layers",
+            "--n-gpu-layers",
+            "--threads-http",
+            "--no-webui",
+        }
+    ),
+    "vllm": frozenset(
+        {
+            "--model",
+            "--host",
+            "--port",
+            "--served-model-name",
+            "--tensor-parallel-size",
+            "-tp",
+            "--max-num-seqs",
+            "--max-model-len",
+            "--gpu-memory-utilization",
+        }
+    ),
+}
+
+
+class ModelManifest(BaseModel):
+    """One model: its weights, the engine that serves them, and how many replicas of what size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    model: str = Field(
+        min_length=1,
+        description="Weights: a .gguf file or a safetensors file/folder, relative to a model root "
+        "or an absolute path under one; or a Hugging Face reference 'hf://org/repo' (llama.cpp: "
+        "'hf://org/repo:QUANT') that the engine downloads itself into a cache volume.",
+    )
+    name: ModelName | None = Field(
+        default=None,
+        validate_default=True,
+        description="Name clients put in `model`; defaults to the weights' file name, lower-cased.",
+    )
+    engine: Engine | None = Field(
+        default=None,
+        validate_default=True,
+        description="llamacpp or vllm; defaults from the weights (GGUF -> llamacpp).",
+    )
+    aliases: list[ModelName] = Field(default_factory=list, description="Other names it answers to.")
+    replicas: int = Field(default=1, ge=0, le=64, description="How many identical servers to run.")
+    num_gpus: int = Field(
+        default=0, ge=0, le=64, description="GPUs per replica (vLLM --tensor-parallel-size)."
+    )
+    max_batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=4096,
+        description="Sequences one replica serves at once (vLLM --max-num-seqs, llama.cpp --parallel).",
+    )
+    context_length: int | None = Field(
+        default=None, ge=16, description="Context window (vLLM --max-model-len, llama.cpp -c)."
+    )
+    balancing: Balancing = Field(
+        default="least-outstanding",
+        description="How the gateway spreads requests over replicas: least-outstanding, "
+        "prefix-affinity (a conversation returns to the replica holding its KV cache while it is not "
+        "overloaded), or round-robin.",
+    )
+    gpu_memory: float | str | None = Field(
+        default=None,
+        description="GPU memory each replica may use on each of its GPUs: a fraction of one GPU "
+        "(0 < f <= 1, e.g. 0.5) or a size ('24GiB', '500MB'). Default: estimated from the weights.",
+    )
+    image: str | None = Field(
+        default=None, min_length=1, description="Container image; defaults to the engine's own."
+    )
+    args: list[str] = Field(default_factory=list, description="Extra engine command-line args.")
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict,
+        description="Extra environment for the engine. A value may refer to the controller's own "
+        "environment with ${NAME} (for secrets: manifests live in git); $$ is a literal $.",
+    )
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _default_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and "model" in info.data:
+            return default_name(info.data["model"])
+        return value
+
+    @field_validator("gpu_memory", mode="after")
+    @classmethod
+    def _gpu_memory_form(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str):
+            parse_size(value)
+        elif value is not None and not 0 < value <= 1:
+            raise ValueError(f"a fraction of a GPU must be in (0, 1], not {value}; or give a size '24GiB'")
+        return value
+
+    @field_validator("engine", mode="after")
+    @classmethod
+    def _engine_fits_weights(cls, value: Engine | None, info: ValidationInfo) -> Engine | None:
+        if "model" not in info.data:
+            return value
+        engine = value or infer_engine(info.data["model"])
+        check_engine_serves(engine, info.data["model"])
+        return engine
+
+    @field_validator("aliases", mode="after")
+    @classmethod
+    def _aliases_unique(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("name") in value:
+            raise ValueError(f"alias '{info.data['name']}' repeats the model's own name")
+        if len(set(value)) != len(value):
+            raise ValueError("aliases repeat a name")
+        return value
+
+    @field_validator("args", mode="after")
+    @classmethod
+    def _args_not_reserved(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("engine"):
+            check_args(info.data["engine"], value)
+        return value
+
+    @property
+    def resolved_name(self) -> str:
+        assert self.name is not None  # set by the validator
+        return self.name
+
+    @property
+    def resolved_engine(self) -> Engine:
+        assert self.engine is not None  # set by the validator
+        return self.engine
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.resolved_name, *self.aliases)
+
+
+SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1000,
+    "KB": 1000,
+    "M": 1000**2,
+    "MB": 1000**2,
+    "G": 1000**3,
+    "GB": 1000**3,
+    "T": 1000**4,
+    "TB": 1000**4,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+    "TIB": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size like '24GiB', '500MB', '1.5G' (decimal and binary units). Raises ValueError."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in SIZE_UNITS:
+        raise ValueError(f"'{text}' is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+def default_name(weights: str) -> str:
+    """Derive a valid model name from a weights path: 'SmolLM2-135M.Q4_1.gguf' -> 'smollm2-135m.q4_1'."""
+    path = PurePosixPath(weights.removeprefix(HUB_PREFIX).split(":")[0].rstrip("/"))
+    stem = path.stem if path.suffix in ENGINE_BY_SUFFIX else path.name
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("._-")[:63].strip("._-")
+    if not re.match(NAME_PATTERN, name):
+        raise ValueError(f"cannot derive a model name from '{weights}'; set `name`")
+    return name
+
+
+HUB_PREFIX = "hf://"
+HUB_PATTERN = re.compile(r"^hf://[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+
+
+def hub_reference(weights: str) -> str | None:
+    """'org/repo[:quant]' for a hub reference 'hf://org/repo[:quant]', None for a path."""
+    return weights.removeprefix(HUB_PREFIX) if weights.startswith(HUB_PREFIX) else None
+
+
+def infer_engine(weights: str) -> Engine:
+    """Pick the engine from the weights' format: GGUF is llama.cpp's (a hub repo with 'GGUF' in its
+    name or a ':QUANT' tag too); anything else (a safetensors file, or a folder in Hugging Face
+    layout such as 'Qwen2.5-0.5B') is vLLM's."""
+    ref = hub_reference(weights)
+    if ref is not None:
+        return "llamacpp" if ":" in ref or "gguf" in ref.lower() else "vllm"
+    return "llamacpp" if PurePosixPath(weights).suffix.lower() == ".gguf" else "vllm"
+
+
+def check_engine_serves(engine: Engine, weights: str) -> None:
+    """Refuse weights the engine cannot load (llama.cpp only reads GGUF; vLLM here no GGUF)."""
+    if weights.startswith(HUB_PREFIX):
+        if not HUB_PATTERN.match(weights):
+            raise ValueError(
+                f"'{weights}' is not a hub reference: use hf://org/repo (or hf://org/repo:QUANT)"
+            )
+        if engine == "vllm" and ":" in weights.removeprefix(HUB_PREFIX):
+            raise ValueError(
+                f"':QUANT' selects a GGUF file, which is llama.cpp's; not for vllm ('{weights}')"
+            )
+        return
+    suffix = PurePosixPath(weights).suffix.lower()
+    if engine == "llamacpp" and suffix != ".gguf":
+        raise ValueError(f"engine llamacpp serves GGUF weights only, not '{weights}'")
+    if engine == "vllm" and suffix == ".gguf":
+        raise ValueError(f"engine vllm is not set up for GGUF weights ('{weights}'); use llamacpp")
+
+
+def check_args(engine: Engine, args: list[str]) -> None:
+    """Refuse extra args that would override flags modelctl derives from the manifest."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in RESERVED_ARGS[engine]:
+            raise ValueError(f"args may not set {flag}: modelctl sets it from the manifest")

@@ -1,0 +1,215 @@
+"""The reconciler: a level-based loop that makes Docker match the manifests, and publishes which
+replicas are ready.
+
+Each pass reads the manifests (keeping the last good set if they became invalid), lists the managed
+containers by label, replaces crashed or stuck ones (with backoff, the reason read from their logs),
+probes health, computes a plan (``controller.reconcile.plan``), publishes the ready replicas to the endpoint
+store, then drains and removes what goes and creates what is missing. It trusts what Docker reports
+over its memory, so a restarted controller adopts what is running. Docker events and manifest edits
+only make the next pass come sooner (``wake``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from controller.endpoints.store import EndpointStore
+from controller.endpoints.table import ModelEndpoints, Replica
+from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError
+from controller.manifests.loader import LoadedModel
+from controller.placement.inventory import Inventory, read_inventory
+from controller.reconcile.desired import desired_state
+from controller.reconcile.drain import Drainer
+from controller.reconcile.failures import explain, known_failure
+from controller.reconcile.health import Prober
+from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
+from controller.reconcile.plan import Plan, calculate_plan
+from controller.reconcile.status import ReplicaStatus, statuses
+from controller.runtime.docker import DockerRuntime
+from controller.runtime.observed import ObservedContainer
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Owns the control loop; nothing else changes containers, so it needs no locks."""
+
+    def __init__(
+        self,
+        *,
+        runtime: DockerRuntime,
+        load_models: Callable[[], list[LoadedModel]],
+        store: EndpointStore,
+        prober: Prober,
+        drainer: Drainer,
+        interval_s: float = 5.0,
+        busy_interval_s: float = 0.5,
+        lifecycle: LifecycleSettings | None = None,
+        read_inventory: Callable[[], Inventory] = read_inventory,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.runtime = runtime
+        self.load_models = load_models
+        self.store = store
+        self.prober = prober
+        self.drainer = drainer
+        self.interval_s = interval_s  # between passes when everything is settled
+        self.busy_interval_s = busy_interval_s  # while replicas start: readiness is noticed fast
+        self.lifecycle = Lifecycle(lifecycle)
+        self.clock = clock
+        self.read_inventory = read_inventory  # NVML, or a fixed inventory in tests
+        self.models: list[LoadedModel] = []  # the last valid manifests
+        self.manifest_errors: list[str] = []
+        self.replicas: list[ReplicaStatus] = []
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
+        last_error = ""
+        while True:
+            try:
+                settled = await self.reconcile_once()
+                last_error = ""
+            except ModelctlError as exc:
+                if str(exc) != last_error:
+                    log.warning("reconcile pass failed, retrying: %s", exc)
+                last_error, settled = str(exc), False
+            await self.sleep(self.interval_s if settled else self.busy_interval_s)
+
+    async def sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        self.wake.clear()
+
+    async def reconcile_once(self) -> bool:
+        """One pass. Returns True when every desired replica is ready and nothing is changing."""
+        await asyncio.to_thread(self.refresh_models)
+        observed = await asyncio.to_thread(self.runtime.list)
+        inventory = await asyncio.to_thread(self.read_inventory)
+        pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
+        desired = await asyncio.to_thread(desired_state, self.models, inventory, observed, pids)
+        ready = await self.probe(observed)
+        observed = await self.replace_failed(observed, ready)
+        plan = calculate_plan(desired.specs, observed, frozenset(ready))
+        for container in plan.delete:
+            self.drainer.start(container, wake=self.wake.set)
+        serving = [c for c in plan.remain if c.id in ready and not self.drainer.draining(c.id)]
+        await self.store.publish(endpoint_table(self.models, serving))
+        created = await self.create(plan)
+        self.lifecycle.forget({c.id for c in observed})
+        self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
+        return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
+
+    def refresh_models(self) -> None:
+        """Load the manifests; on errors keep serving the last good set and report them once."""
+        try:
+            self.models = self.load_models()
+            if self.manifest_errors:
+                log.info("manifests valid again")
+            self.manifest_errors = []
+        except InvalidManifests as exc:
+            errors = [str(e) for e in exc.errors]
+            if errors != self.manifest_errors:
+                log.error("manifests invalid, still serving the last good set:\n%s", "\n".join(errors))
+            self.manifest_errors = errors
+
+    def gpu_pids(self, observed: list[ObservedContainer]) -> frozenset[int]:
+        """Host PIDs of our running GPU replicas, so placement does not count them as foreign."""
+        return frozenset(
+            pid for c in observed if c.gpus and c.running for pid in self.runtime.host_pids(c.id)
+        )
+
+    async def probe(self, observed: list[ObservedContainer]) -> set[str]:
+        """IDs of the running containers whose engine answers its health endpoint."""
+        live = [c for c in observed if c.running and c.url]
+        answers = await asyncio.gather(*(self.prober.ready(f"{c.url}{c.health_path}") for c in live))
+        return {c.id for c, ok in zip(live, answers, strict=True) if ok}
+
+    async def replace_failed(
+        self, observed: list[ObservedContainer], ready: set[str]
+    ) -> list[ObservedContainer]:
+        """Remove crashed and stuck containers, recording why and when they may start again.
+
+        Returns the containers that remain. Draining containers are left to their drain.
+        """
+        now = self.clock()
+        remaining = []
+        for container in observed:
+            if self.drainer.draining(container.id) or container.state == "removing":
+                remaining.append(container)
+                continue
+            reason = None
+            if container.state == "created":
+                log.info("removing %s: created but never started (an interrupted run)", container.name)
+                await asyncio.to_thread(self.runtime.remove, container.id)
+                continue
+            if not container.alive:
+                reason = explain(await self.last_logs(container), exit_code=container.exit_code)
+            elif container.running:
+                reason = await self.health_problem(container, container.id in ready, now)
+            if reason is None:
+                remaining.append(container)
+                continue
+            delay = self.lifecycle.failed(container.slot, reason, now)
+            log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
+            await asyncio.to_thread(self.runtime.remove, container.id, graceful=False)
+        return remaining
+
+    async def health_problem(self, container: ObservedContainer, ready: bool, now: float) -> str | None:
+        """Why a running container must be replaced (unhealthy too long, never ready, or a fatal
+        error in the logs of one that hangs instead of exiting), or None."""
+        reason = self.lifecycle.observe(container.id, container.slot, ready=ready, now=now)
+        if ready or self.lifecycle.ready_once(container.id):
+            return reason
+        fatal = known_failure(await self.last_logs(container))
+        if fatal is not None:
+            return fatal
+        return reason
+
+    async def last_logs(self, container: ObservedContainer) -> str:
+        """The container's last output; empty if it vanished meanwhile (its reason is then unknown)."""
+        try:
+            return await asyncio.to_thread(self.runtime.logs, container.id)
+        except BackendRuntimeError as exc:
+            log.debug("no logs for %s: %s", container.name, exc)
+            return ""
+
+    async def create(self, plan: Plan) -> int:
+        """Start the planned containers whose backoff has passed; one failing does not stop others."""
+        started = 0
+        for spec in plan.create:
+            slot = (spec.model, spec.replica)
+            if not self.lifecycle.may_start(slot, self.clock()):
+                continue
+            try:
+                await asyncio.to_thread(self.runtime.start, spec)
+                started += 1
+                log.info("started replica %s-%d (%s)", spec.model, spec.replica, spec.image)
+            except ModelctlError as exc:
+                reason = explain(str(exc))
+                delay = self.lifecycle.failed(slot, reason, self.clock())
+                log.error(
+                    "replica %s-%d could not start: %s (%s); retrying in %gs", *slot, reason, exc, delay
+                )
+        return started
+
+
+def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) -> tuple[ModelEndpoints, ...]:
+    """Every model, with only its ready replicas, in replica order."""
+    entries = []
+    for model in models:
+        replicas = tuple(
+            Replica(id=c.name, url=str(c.url), max_concurrency=c.max_concurrency)
+            for c in sorted(serving, key=lambda c: (c.replica, c.name))
+            if c.model == model.name
+        )
+        entries.append(
+            ModelEndpoints(
+                model.name, tuple(model.manifest.aliases), model.created, replicas, model.manifest.balancing
+            )
+        )
+    return tuple(entries)

@@ -1,0 +1,120 @@
+"""Replica status rows, for `modelctl status` and the controller's /v1/status: every model and
+replica with its state, container, endpoint, restarts and last reason.
+
+States: Pending (cannot be placed or built), Starting (container up, not ready yet), Ready,
+Outdated (old spec, still serving while its replacement starts), Draining (leaving: finishing its
+requests), BackingOff (crashed; waiting before the next start), Waiting (rolls after another
+replica of the same model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from controller.reconcile.lifecycle import Lifecycle
+from controller.runtime.spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from controller.reconcile.drain import Drainer
+    from controller.reconcile.plan import Plan
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    model: str
+    replica: int
+    state: str
+    container: str | None = None
+    endpoint: str | None = None
+    restarts: int = 0
+    reason: str = ""
+    started_at: str = ""  # Docker's StartedAt (RFC 3339) of the container, if any
+
+
+def statuses(
+    pending: list[ReplicaStatus],
+    specs: list[ContainerSpec],
+    plan: Plan,
+    ready: set[str],
+    lifecycle: Lifecycle,
+    drainer: Drainer,
+) -> list[ReplicaStatus]:
+    """One row per pending replica, per container kept or leaving, and per replica not running."""
+    rows = list(pending)
+    current = {spec.spec_hash() for spec in specs}
+    for container in [*plan.remain, *plan.delete]:
+        record = lifecycle.slot(container.slot)
+        if drainer.draining(container.id) or container in plan.delete:
+            state = "Draining"
+        elif container.spec_hash not in current:
+            state = "Outdated"
+        else:
+            state = "Ready" if container.id in ready else "Starting"
+        endpoint = container.url if state == "Ready" else None
+        reason = record.reason  # the last failure of this replica, kept while it is healthy again
+        rows.append(
+            ReplicaStatus(
+                *container.slot,
+                state,
+                container.name,
+                endpoint,
+                record.restarts,
+                reason,
+                container.started_at,
+            )
+        )
+    covered = {(c.model, c.replica) for c in plan.remain if c.spec_hash in current}
+    for spec in specs:
+        slot = (spec.model, spec.replica)
+        if slot in covered:
+            continue
+        record = lifecycle.slot(slot)
+        state = "Waiting" if spec in plan.waiting else "BackingOff" if record.failures else "Starting"
+        rows.append(ReplicaStatus(*slot, state, None, None, record.restarts, record.reason))
+    return sorted(rows, key=lambda r: (r.model, r.replica, r.state))
+
+
+COLUMNS = ("MODEL", "REPLICA", "STATE", "RESTARTS", "AGE", "ENDPOINT", "CONTAINER", "REASON")
+
+
+def age(started_at: str, now: datetime) -> str:
+    """'5s', '3m', '2h', '4d' since Docker's StartedAt; '-' when unknown."""
+    try:
+        started = datetime.fromisoformat(started_at.replace("Z", "+00:00")[:26] + "+00:00")
+    except ValueError:
+        return "-"
+    seconds = max(0, int((now - started).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
+    """The controller's /v1/status answer as a text table, manifest errors below it."""
+    now = now or datetime.now(UTC)
+    rows = [
+        (
+            r["model"],
+            str(r["replica"]),
+            r["state"],
+            str(r["restarts"]),
+            age(r.get("started_at", ""), now),
+            r["endpoint"] or "-",
+            r["container"] or "-",
+            r["reason"] or "",
+        )
+        for r in payload["replicas"]
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [COLUMNS, *rows]
+    ]
+    if not rows:
+        lines.append("(no models)")
+    for error in payload.get("manifest_errors", []):
+        lines.append(f"manifest error (serving the last good set): {error}")
+    return "\n".join(lines)

@@ -1,0 +1,361 @@
+"""The NVML inventory, driven through the real adapter by a replay of recorded NVML output.
+
+``NvmlReplay`` stands in for the pynvml module (same function names, handles, NVMLError classes with
+NVML's own messages), answering from the recorded H200 snapshot (tests/fixtures/nvml, a copy of
+../shared/fixtures/nvml) or from synthetic machines made from it. The synthetic inventories are also
+kept as JSON in tests/fixtures/inventories for the placement tests;
+``PYTHONPATH=. python tests/placement/test_inventory.py`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from controller.placement.inventory import GpuProcess, Inventory, read_inventory
+
+REPO = Path(__file__).resolve().parents[2]
+# Copies of ../shared/fixtures/nvml (recorded on a real H200), so a fresh clone tests the same bytes.
+NVML_FIXTURES = Path(os.environ.get("MODELCTL_NVML_FIXTURES", REPO / "tests" / "fixtures" / "nvml"))
+SNAPSHOT = NVML_FIXTURES / "h200-nvml-snapshot.json"
+SMI_CSV = NVML_FIXTURES / "h200-nvidia-smi-query.csv"
+INVENTORIES = REPO / "tests" / "fixtures" / "inventories"
+GiB = 1024**3
+
+
+class NVMLError(Exception):
+    """Like pynvml.NVMLError: one subclass per NVML error, str() is NVML's message."""
+
+
+def error_class(name: str) -> type[NVMLError]:
+    return type(name, (NVMLError,), {})
+
+
+ERRORS = {
+    name: error_class(name)
+    for name in (
+        "NVMLError_NotSupported",
+        "NVMLError_NotFound",
+        "NVMLError_LibraryNotFound",
+        "NVMLError_DriverNotLoaded",
+        "NVMLError_NoPermission",
+        "NVMLError_Unknown",
+    )
+}
+
+
+def as_error(recorded: str) -> NVMLError:
+    """'NVMLError_NotSupported: Not Supported' -> that error, as pynvml raises it."""
+    name, _, message = recorded.partition(": ")
+    return ERRORS.get(name, ERRORS["NVMLError_Unknown"])(message)
+
+
+def as_struct(value: Any) -> Any:
+    """Recorded dicts come back as ctypes-like structs (attributes), lists element by element."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**value)
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [SimpleNamespace(**v) for v in value]
+    return value
+
+
+class Handle:
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+
+class NvmlReplay:
+    """Stands in for the pynvml module, answering from a recorded snapshot."""
+
+    NVMLError = NVMLError
+
+    def __init__(self, snapshot: dict[str, Any], *, init_error: str | None = None) -> None:
+        self.snapshot = snapshot
+        self.init_error = init_error
+        self.calls: list[str] = []
+        for name, cls in ERRORS.items():
+            setattr(self, name, cls)
+
+    def nvmlInit(self) -> None:
+        self.calls.append("nvmlInit")
+        if self.init_error:
+            raise as_error(self.init_error)
+
+    def nvmlShutdown(self) -> None:
+        self.calls.append("nvmlShutdown")
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
+        return Handle(self.snapshot["devices"][index])
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Handle, index: int) -> Handle:
+        migs = handle.record.get("nvmlDeviceGetMigDeviceHandleByIndex") or []
+        if index >= len(migs) or migs[index] is None:
+            raise as_error("NVMLError_NotFound: Not Found")
+        return Handle(migs[index])
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.snapshot["calls"]:
+            return lambda: self.answer(self.snapshot["calls"][name])
+        if name.startswith("nvmlDevice"):
+            return lambda handle, *_: self.answer(handle.record[name])
+        raise AttributeError(name)
+
+    def answer(self, recorded: Any) -> Any:
+        if isinstance(recorded, str) and recorded.startswith("NVMLError"):
+            raise as_error(recorded)
+        return as_struct(recorded)
+
+
+# --- synthetic machines, made from the recorded H200 ---------------------------------------------------
+
+
+def load_snapshot() -> dict[str, Any]:
+    if not SNAPSHOT.is_file():
+        pytest.skip(f"NVML snapshot not found at {SNAPSHOT} (set MODELCTL_NVML_FIXTURES)")
+    data: dict[str, Any] = json.loads(SNAPSHOT.read_text())
+    return data
+
+
+def device(base: dict[str, Any], index: int, *, used: int = 0, procs: list[Any] | None = None) -> Any:
+    """A copy of the recorded device as GPU ``index``: its own UUID, ``used`` more bytes in use."""
+    record = copy.deepcopy(base)
+    record["nvmlDeviceGetUUID"] = base["nvmlDeviceGetUUID"][:-4] + f"{index:04x}"
+    record["nvmlDeviceGetMinorNumber"] = index
+    memory = record["nvmlDeviceGetMemoryInfo"]
+    memory["used"] += used
+    memory["free"] -= used
+    record["nvmlDeviceGetComputeRunningProcesses"] = procs or []
+    return record
+
+
+def machine(snapshot: dict[str, Any], devices: list[Any]) -> dict[str, Any]:
+    data = copy.deepcopy(snapshot)
+    data["devices"] = devices
+    data["calls"]["nvmlDeviceGetCount"] = len(devices)
+    return data
+
+
+def mig_device(base: dict[str, Any], gi: int, profile: str, gib: float, used: int = 0) -> dict[str, Any]:
+    total = int(gib * GiB)
+    return {
+        "nvmlDeviceGetUUID": f"MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d{gi:04x}",
+        "nvmlDeviceGetName": f"{base['nvmlDeviceGetName']} MIG {profile}",
+        "nvmlDeviceGetMemoryInfo": {"total": total, "free": total - used, "used": used},
+        "nvmlDeviceGetUtilizationRates": "NVMLError_NotSupported: Not Supported",  # as on MIG devices
+        "nvmlDeviceGetComputeRunningProcesses": [],
+        "nvmlDeviceGetGraphicsRunningProcesses": [],
+    }
+
+
+def proc(pid: int, gib: float) -> dict[str, int]:
+    return {"pid": pid, "usedGpuMemory": int(gib * GiB)}
+
+
+def synthetic(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Recorded-snapshot-shaped machines: 4 and 8 H200s, foreign processes, MIG on."""
+    base = snapshot["devices"][0]
+    mig_gpu = device(base, 0)
+    mig_gpu["nvmlDeviceGetMigMode"] = [1, 1]
+    mig_gpu["nvmlDeviceGetMaxMigDeviceCount"] = 7
+    mig_gpu["nvmlDeviceGetMigDeviceHandleByIndex"] = [
+        mig_device(base, 0, "3g.71gb", 71.0),
+        None,  # an empty slot: NVML answers NotFound
+        mig_device(base, 2, "2g.35gb", 35.0, used=int(20 * GiB)),
+        mig_device(base, 3, "1g.18gb", 17.75),
+    ]
+    return {
+        "h200": snapshot,
+        "h200x4": machine(snapshot, [device(base, i, used=i * 256 * 1024**2) for i in range(4)]),
+        "h200x8": machine(
+            snapshot,
+            [
+                device(base, i, used=int(i * 10 * GiB), procs=[proc(1000 + i, i * 10)] if i else [])
+                for i in range(8)
+            ],
+        ),
+        "h200x2-foreign": machine(
+            snapshot,
+            [
+                device(base, 0, used=int(100 * GiB), procs=[proc(4242, 100)]),
+                device(base, 1, used=int(8 * GiB), procs=[{"pid": 777, "usedGpuMemory": None}]),
+            ],
+        ),
+        "h200-mig": machine(snapshot, [mig_gpu, device(base, 1)]),
+    }
+
+
+def write_inventories() -> None:
+    INVENTORIES.mkdir(parents=True, exist_ok=True)
+    for name, data in synthetic(load_snapshot()).items():
+        (INVENTORIES / f"{name}.json").write_text(read_inventory(NvmlReplay(data)).to_json() + "\n")
+
+
+# --- tests ------------------------------------------------------------------------------------------------
+
+
+def test_recorded_h200_through_the_adapter() -> None:
+    snapshot = load_snapshot()
+    replay = NvmlReplay(snapshot)
+    inv = read_inventory(replay)
+    assert inv.reason == ""
+    assert inv.driver_version == "580.159.04"
+    assert inv.cuda_driver_version == 13000
+    (gpu,) = inv.gpus
+    assert (gpu.index, gpu.uuid, gpu.name) == (0, "GPU-871072ce-376e-fa8a-c05d-72f91309233f", "NVIDIA H200")
+    assert gpu.memory_total == 150_754_820_096
+    assert gpu.compute_capability == (9, 0)
+    assert gpu.mig_mode == "disabled"
+    assert gpu.mig_devices == ()
+    usage = inv.usage_of(gpu.uuid)
+    assert usage is not None
+    assert (usage.memory_free, usage.memory_used, usage.utilization) == (150_109_880_320, 644_939_776, 0)
+    assert usage.processes == ()
+    assert replay.calls == ["nvmlInit", "nvmlShutdown"]
+
+
+def test_matches_nvidia_smi_csv() -> None:
+    """nvidia-smi's numbers for the same GPU, in MiB: the total exactly, free to its rounding."""
+    inv = read_inventory(NvmlReplay(load_snapshot()))
+    with SMI_CSV.open() as f:
+        (row,) = [{k.strip(): v.strip() for k, v in r.items()} for r in csv.DictReader(f)]
+    gpu = inv.gpus[0]
+    usage = inv.usage_of(gpu.uuid)
+    assert usage is not None and usage.memory_free is not None and gpu.memory_total is not None
+    assert (int(row["index"]), row["uuid"], row["name"]) == (gpu.index, gpu.uuid, gpu.name)
+    assert gpu.memory_total == int(row["memory.total [MiB]"].split()[0]) * 1024**2
+    assert abs(usage.memory_free / 1024**2 - int(row["memory.free [MiB]"].split()[0])) < 1
+    assert row["mig.mode.current"] == "Disabled" and gpu.mig_mode == "disabled"
+
+
+def test_failed_query_is_none_and_noted_never_guessed() -> None:
+    snapshot = load_snapshot()
+    snapshot["devices"][0]["nvmlDeviceGetCudaComputeCapability"] = (
+        "NVMLError_NoPermission: Insufficient Permissions"
+    )
+    snapshot["devices"][0]["nvmlDeviceGetMigMode"] = "NVMLError_NotSupported: Not Supported"
+    snapshot["devices"][0]["nvmlDeviceGetUtilizationRates"] = "NVMLError_Unknown: Unknown Error"
+    inv = read_inventory(NvmlReplay(snapshot))
+    gpu = inv.gpus[0]
+    assert gpu.compute_capability is None
+    assert gpu.mig_mode == "unsupported"  # NotSupported is an answer: this GPU has no MIG
+    assert inv.usage[0].utilization is None
+    assert inv.notes == (
+        "GPU 0: nvmlDeviceGetCudaComputeCapability: Insufficient Permissions",
+        "GPU 0: nvmlDeviceGetUtilizationRates: Unknown Error",
+    )
+
+
+@pytest.mark.parametrize(
+    ("init_error", "reason"),
+    [
+        ("NVMLError_LibraryNotFound: NVML Shared Library Not Found", "libnvidia-ml.so.1 not found"),
+        ("NVMLError_DriverNotLoaded: Driver Not Loaded", "the NVIDIA driver is not loaded"),
+        ("NVMLError_NoPermission: Insufficient Permissions", "Insufficient Permissions"),
+    ],
+)
+def test_init_failure_is_an_empty_inventory_with_a_reason(init_error: str, reason: str) -> None:
+    replay = NvmlReplay(load_snapshot(), init_error=init_error)
+    inv = read_inventory(replay)
+    assert inv.gpus == () and inv.usage == ()
+    assert inv.reason.startswith("NVML unavailable: ") and reason in inv.reason
+    assert replay.calls == ["nvmlInit"]  # nothing to shut down after a failed init
+
+
+def test_this_machine_without_a_driver() -> None:
+    """The real pynvml (if installed) on a machine without NVIDIA's library: no GPUs, said plainly."""
+    inv = read_inventory()
+    if inv.gpus:
+        pytest.skip("this machine has GPUs")
+    assert inv.reason.startswith("NVML unavailable: ")
+
+
+def test_zero_gpus() -> None:
+    inv = read_inventory(NvmlReplay(machine(load_snapshot(), [])))
+    assert inv.gpus == () and inv.reason == "NVML reports no GPUs"
+
+
+def test_eight_gpus_with_processes() -> None:
+    inv = read_inventory(NvmlReplay(synthetic(load_snapshot())["h200x8"]))
+    assert [g.index for g in inv.gpus] == list(range(8))
+    assert len({g.uuid for g in inv.gpus}) == 8
+    usage = inv.usage_of(inv.gpus[3].uuid)
+    assert usage is not None and usage.processes == (GpuProcess(1003, 30 * GiB),)
+    assert usage.memory_free == 150_109_880_320 - 30 * GiB
+
+
+def test_process_memory_unknown_stays_none() -> None:
+    inv = read_inventory(NvmlReplay(synthetic(load_snapshot())["h200x2-foreign"]))
+    usage = inv.usage_of(inv.gpus[1].uuid)
+    assert usage is not None and usage.processes == (GpuProcess(777, None),)
+
+
+def test_mig_devices_are_listed_with_their_own_memory() -> None:
+    inv = read_inventory(NvmlReplay(synthetic(load_snapshot())["h200-mig"]))
+    gpu = inv.gpus[0]
+    assert gpu.mig_mode == "enabled"
+    assert [(m.index, m.name, m.memory_total) for m in gpu.mig_devices] == [
+        (0, "NVIDIA H200 MIG 3g.71gb", 71 * GiB),
+        (2, "NVIDIA H200 MIG 2g.35gb", 35 * GiB),
+        (3, "NVIDIA H200 MIG 1g.18gb", int(17.75 * GiB)),
+    ]
+    mig = inv.usage_of(gpu.mig_devices[1].uuid)
+    assert mig is not None and mig.memory_free == 15 * GiB and mig.utilization is None
+    assert inv.gpus[1].mig_mode == "disabled"
+    assert "MIG 0/0: nvmlDeviceGetUtilizationRates: Not Supported" in inv.notes
+
+
+def test_json_round_trip() -> None:
+    for data in synthetic(load_snapshot()).values():
+        inv = read_inventory(NvmlReplay(data))
+        assert Inventory.from_json(inv.to_json()) == inv
+
+
+def test_bad_json_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="not an inventory document"):
+        Inventory.from_json('{"gpus": [{"index": 0}]}')
+
+
+@pytest.mark.parametrize("name", ["h200", "h200x4", "h200x8", "h200x2-foreign", "h200-mig"])
+def test_inventory_fixture_files_are_current(name: str) -> None:
+    """The JSON the placement tests load is what the adapter makes of the synthetic machines."""
+    expected = read_inventory(NvmlReplay(synthetic(load_snapshot())[name])).to_json() + "\n"
+    assert (INVENTORIES / f"{name}.json").read_text() == expected, (
+        "run: PYTHONPATH=. python tests/placement/test_inventory.py"
+    )
+
+
+if __name__ == "__main__":
+    write_inventories()
+    print(f"wrote {sorted(p.name for p in INVENTORIES.glob('*.json'))}")
+
+
+def test_gpus_table_shows_missing_values_as_dashes() -> None:
+    from controller.placement.report import gpus_json, gpus_table
+
+    inv = read_inventory(NvmlReplay(synthetic(load_snapshot())["h200x2-foreign"]))
+    lines = gpus_table(inv).splitlines()
+    assert lines[0].split() == [
+        "GPU",
+        "NAME",
+        "UUID",
+        "MEMORY",
+        "FREE",
+        "USED",
+        "UTIL",
+        "CC",
+        "MIG",
+        "PROCESSES",
+    ]
+    assert lines[1].endswith("140.4 GiB  39.8 GiB   100.6 GiB  0%    9.0  disabled  pid 4242 (100.0 GiB)")
+    assert lines[2].endswith("pid 777 (-)")
+    assert lines[3] == "driver 580.159.04, CUDA 13.0"
+    assert Inventory.from_json(gpus_json(inv)) == inv
+    empty = Inventory(reason="NVML unavailable: libnvidia-ml.so.1 not found")
+    assert gpus_table(empty) == "No GPUs: NVML unavailable: libnvidia-ml.so.1 not found"

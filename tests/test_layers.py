@@ -1,0 +1,24 @@
+"""The layout is the architecture: import-linter's contracts in pyproject.toml must hold.
+
+Arrows only point down (cli -> app -> {api, settings} -> {gateway, reconcile} -> engines ->
+{runtime, placement} -> {manifests, endpoints} -> errors); the gateway never imports Docker, NVML
+or the reconciler; the pure core (manifests, placement, engines, plan, desired state) imports
+neither aiohttp nor docker; inside the gateway, modules form layers too (no import circles).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from importlinter.cli import lint_imports
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_hold(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO)  # lint-imports reads pyproject.toml from the working directory
+    code = lint_imports(no_cache=True)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "0 broken" in out
