@@ -5,6 +5,9 @@ The official image's entrypoint is ``vllm serve``, so the command starts with th
 replica), ``--max-num-seqs`` (concurrent sequences), ``--max-model-len`` (context length).
 Flags checked against ``vllm serve --help=all`` of vLLM 0.32.0 (the CPU build in the stand-in image).
 Readiness: ``GET /health`` answers 200 once the engine is up (the port refuses connections before).
+A replica without GPUs gets ``--enforce-eager`` unless its args choose compilation themselves: vLLM's
+default torch.compile needs a C++ compiler on CPU (the engine fails, then hangs, without one) and
+costs minutes at every start there for no faster decoding. GPU replicas keep vLLM's default.
 vLLM's workers talk through shared memory, so the container gets a larger /dev/shm (not ipc=host).
 """
 
@@ -21,6 +24,17 @@ DEFAULT_IMAGE = "modelctl/vllm:openai"
 PORT = 8000
 HEALTH_PATH = "/health"
 SHM_SIZE = "2g"
+# Flags by which `args` choose vLLM's compilation mode (vLLM 0.32: --[no-]enforce-eager,
+# -cc/--compilation-config with its dotted forms such as -cc.mode=0, -O/--optimization-level and
+# -O0..-O3); any of them turns the CPU default --enforce-eager off.
+COMPILATION_FLAGS = (
+    "--enforce-eager",
+    "--no-enforce-eager",
+    "--compilation-config",
+    "-cc",
+    "--optimization-level",
+    "-O",
+)
 
 
 def container_spec(
@@ -58,7 +72,21 @@ def command(
         args += ["--max-model-len", str(manifest.context_length)]
     if gpus and gpu_share is not None:
         args += ["--gpu-memory-utilization", f"{gpu_share:g}"]
+    if not gpus and not chooses_compilation(manifest.args):
+        args.append("--enforce-eager")
     return args + list(manifest.args)
+
+
+def chooses_compilation(args: list[str]) -> bool:
+    """True when ``args`` set vLLM's compilation mode: `--flag`, `--flag=v`, `--flag.key=v`, and
+    for the short flags also the attached form (`-O0`)."""
+    return any(_sets(arg, flag) for arg in args for flag in COMPILATION_FLAGS)
+
+
+def _sets(arg: str, flag: str) -> bool:
+    if flag.startswith("--"):
+        return arg == flag or arg.startswith((f"{flag}=", f"{flag}."))
+    return arg.startswith(flag) and not arg.startswith("--")
 
 
 # Draining: vLLM's Prometheus metrics count running and waiting requests.

@@ -100,6 +100,38 @@ def test_vllm_spec_mounts_the_folder_and_sets_tensor_parallel(tmp_path: Path) ->
     assert spec.shm_size == "2g"
 
 
+@pytest.mark.parametrize(
+    ("num_gpus", "args", "eager"),
+    [
+        (0, [], True),  # CPU: torch.compile needs a C++ compiler and minutes at every start
+        (0, ["--dtype", "bfloat16"], True),
+        (0, ["--enforce-eager"], False),  # already there: not repeated
+        (0, ["--no-enforce-eager"], False),
+        (0, ["--compilation-config", '{"mode": 0}'], False),
+        (0, ['--compilation-config={"mode": 3}'], False),
+        (0, ["--compilation-config.mode=3"], False),
+        (0, ["-cc", '{"mode": 3}'], False),
+        (0, ["-cc.mode=3"], False),
+        (0, ["-O3"], False),
+        (0, ["-O", "0"], False),
+        (0, ["--optimization-level", "2"], False),
+        (0, ["--optimization-level=2"], False),
+        (0, ["--enforce-eager-ish"], True),  # not the flag
+        (1, [], False),  # GPU: vLLM's default (compiled, CUDA graphs)
+        (2, ["--dtype", "half"], False),
+    ],
+)
+def test_cpu_vllm_replicas_run_eager_unless_args_choose_compilation(
+    tmp_path: Path, num_gpus: int, args: list[str], eager: bool
+) -> None:
+    (tmp_path / "smol").mkdir()
+    model = loaded(tmp_path / "smol", model="smol", engine="vllm", num_gpus=num_gpus, args=args)
+    gpus = tuple(str(i) for i in range(num_gpus))
+    command = build_spec(model, 0, gpus).command
+    assert command.count("--enforce-eager") == (1 if eager or "--enforce-eager" in args else 0)
+    assert list(command[len(command) - len(args) :]) == args  # the manifest's args come last
+
+
 def test_unchecked_weights_are_never_mounted() -> None:
     with pytest.raises(EngineError, match="not checked against the model roots"):
         build_spec(loaded(None, model="x.gguf"), 0)
