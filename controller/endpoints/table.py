@@ -8,7 +8,7 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
 
     {"version": 7,
      "models": [{"name": "smollm2", "aliases": ["smollm"], "created": 1764120000,
-                 "balancing": "prefix-affinity",
+                 "balancing": "prefix-affinity", "load_timeout_s": 60.0,
                  "replicas": [{"id": "smollm2-0", "url": "http://172.18.0.3:8080",
                                "max_concurrency": 4}]}]}
 
@@ -43,6 +43,9 @@ class ModelEndpoints:
     # (a conversation returns to the replica holding its KV cache while it is not overloaded)
     # or "round-robin". From the manifest's `balancing`.
     balancing: str = "least-outstanding"
+    # How long a request may be held while the model has no ready replica (a cold start, a swap):
+    # seconds for llama.cpp, minutes for vLLM. None: the gateway's own default.
+    load_timeout_s: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -72,6 +75,7 @@ class EndpointTable:
                     "aliases": list(m.aliases),
                     "created": m.created,
                     "balancing": m.balancing,
+                    "load_timeout_s": m.load_timeout_s,
                     "replicas": [
                         {"id": r.id, "url": r.url, "max_concurrency": r.max_concurrency} for r in m.replicas
                     ],
@@ -89,6 +93,7 @@ class EndpointTable:
                 aliases=tuple(str(a) for a in m.get("aliases", ())),
                 created=int(m.get("created", 0)),
                 balancing=str(m.get("balancing", "least-outstanding")),
+                load_timeout_s=_optional_float(m.get("load_timeout_s")),
                 replicas=tuple(
                     Replica(
                         id=str(r["id"]),
@@ -101,3 +106,7 @@ class EndpointTable:
             for m in data["models"]
         )
         return cls(version=int(data["version"]), models=models)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -129,7 +129,29 @@ class ModelManifest(BaseModel):
         description="llamacpp or vllm; defaults from the weights (GGUF -> llamacpp).",
     )
     aliases: list[ModelName] = Field(default_factory=list, description="Other names it answers to.")
-    replicas: int = Field(default=1, ge=0, le=64, description="How many identical servers to run.")
+    min_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="Fewest replicas when idle; 0 = scale to zero (the first request starts one). "
+        "Default: 1 when max_replicas is set.",
+    )
+    max_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        validate_default=True,
+        description="Most replicas under load (autoscaling on in-flight requests per replica). "
+        "Default: min_replicas (at least 1).",
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        validate_default=True,
+        description="Always exactly this many identical servers (min = max = replicas); leave it out "
+        "when setting min_replicas / max_replicas. Default 1.",
+    )
     num_gpus: int = Field(
         default=0, ge=0, le=64, description="GPUs per replica (vLLM --tensor-parallel-size)."
     )
@@ -153,6 +175,30 @@ class ModelManifest(BaseModel):
         description="GPU memory each replica may use on each of its GPUs: a fraction of one GPU "
         "(0 < f <= 1, e.g. 0.5) or a size ('24GiB', '500MB'). Default: estimated from the weights.",
     )
+    idle_timeout: float | str = Field(
+        default="5m",
+        description="How long without any request before the model goes down to min_replicas: "
+        "seconds or '30s', '10m', '1h'; 0 = never. Only matters when min_replicas < max_replicas.",
+    )
+    target_requests: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="In-flight plus waiting requests per replica the autoscaler aims at. "
+        "Default: max_batch_size.",
+    )
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="When memory is short, idle on-demand replicas of the lowest priority are "
+        "stopped first (then the least recently used).",
+    )
+    load_timeout: float | str | None = Field(
+        default=None,
+        description="How long the gateway holds a request while the model has no ready replica (a "
+        "cold start, a swap): seconds or '90s', '10m'. Default: 2m for llamacpp, 15m for vllm.",
+    )
     image: str | None = Field(
         default=None, min_length=1, description="Container image; defaults to the engine's own."
     )
@@ -168,6 +214,33 @@ class ModelManifest(BaseModel):
     def _default_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None and "model" in info.data:
             return default_name(info.data["model"])
+        return value
+
+    @field_validator("max_replicas", mode="after")
+    @classmethod
+    def _max_not_below_min(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("min_replicas")
+        if value is not None and low is not None and value < low:
+            raise ValueError(f"max_replicas ({value}) is less than min_replicas ({low})")
+        return value
+
+    @field_validator("replicas", mode="after")
+    @classmethod
+    def _fixed_or_bounds(cls, value: int | None, info: ValidationInfo) -> int | None:
+        bounded = info.data.get("min_replicas") is not None or info.data.get("max_replicas") is not None
+        if value is not None and bounded:
+            raise ValueError(
+                "replicas means always exactly that many; with min_replicas / max_replicas leave it out"
+            )
+        if value is None and not bounded:
+            return 1
+        return value
+
+    @field_validator("idle_timeout", "load_timeout", mode="after")
+    @classmethod
+    def _duration_form(cls, value: float | str | None) -> float | str | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @field_validator("gpu_memory", mode="after")
@@ -218,6 +291,46 @@ class ModelManifest(BaseModel):
     def names(self) -> tuple[str, ...]:
         return (self.resolved_name, *self.aliases)
 
+    @property
+    def min_count(self) -> int:
+        """Fewest replicas: ``replicas`` when fixed, else ``min_replicas`` (1 if only max is set)."""
+        if self.min_replicas is not None:
+            return self.min_replicas
+        if self.max_replicas is not None or self.replicas is None:
+            return 1
+        return self.replicas
+
+    @property
+    def max_count(self) -> int:
+        """Most replicas: ``replicas`` when fixed, else ``max_replicas`` (min_replicas, at least 1)."""
+        if self.max_replicas is not None:
+            return self.max_replicas
+        if self.min_replicas is not None:
+            return max(self.min_replicas, 1)
+        return self.min_count
+
+    @property
+    def on_demand(self) -> bool:
+        """Scaled by the controller between min and max (as opposed to a fixed replica count)."""
+        return self.min_count != self.max_count
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """Seconds without requests before scaling down to min_count; 0 = never."""
+        return parse_duration(self.idle_timeout)
+
+    @property
+    def load_timeout_s(self) -> float:
+        """Seconds the gateway holds a request while no replica is ready."""
+        if self.load_timeout is not None:
+            return parse_duration(self.load_timeout)
+        return DEFAULT_LOAD_TIMEOUT_S[self.resolved_engine]
+
+    @property
+    def target(self) -> int:
+        """In-flight plus waiting requests per replica the autoscaler aims at."""
+        return self.target_requests or self.max_batch_size
+
 
 SIZE_UNITS = {
     "": 1,
@@ -244,6 +357,30 @@ def parse_size(text: str) -> int:
     if not match or unit not in SIZE_UNITS:
         raise ValueError(f"'{text}' is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
     return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+# A cold llama.cpp replica answers in seconds; vLLM imports, loads and warms up for minutes.
+DEFAULT_LOAD_TIMEOUT_S: dict[Engine, float] = {"llamacpp": 120.0, "vllm": 900.0}
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds in a duration: a number of seconds, or '30s', '10m', '1h', '1h30m'. Raises ValueError."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative ({value})")
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value.strip().lower())
+    rebuilt = "".join(f"{n}{u}" for n, u in parts)
+    if (
+        not parts
+        or rebuilt != re.sub(r"\s+", "", value.lower())
+        or any(u not in DURATION_UNITS for _, u in parts)
+    ):
+        raise ValueError(
+            f"'{value}' is not a duration: use seconds, or a number with s, m or h ('90s', '10m')"
+        )
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
 
 
 def default_name(weights: str) -> str:

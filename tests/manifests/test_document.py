@@ -24,7 +24,7 @@ def test_seed_example_is_a_valid_manifest_verbatim() -> None:
         16,
     )
     assert m.name == "model"
-    assert m.replicas == 1
+    assert (m.replicas, m.min_count, m.max_count, m.on_demand) == (1, 1, 1, False)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,16 @@ def test_defaults_come_from_the_weights(doc: dict[str, object], name: str, engin
         ({"model": "m.gguf", "env": {"1BAD": "x"}}, "env.1BAD.[key]", "not a valid environment"),
         ({"model": "m.gguf", "privileged": True}, "privileged", "Extra inputs"),
         ({"model": "m.gguf", "volumes": ["/:/host"]}, "volumes", "Extra inputs"),
+        ({"model": "m.gguf", "min_replicas": 3, "max_replicas": 2}, "max_replicas", "less than min_replicas"),
+        ({"model": "m.gguf", "min_replicas": -1}, "min_replicas", "greater than or equal to 0"),
+        ({"model": "m.gguf", "max_replicas": 0}, "max_replicas", "greater than or equal to 1"),
+        ({"model": "m.gguf", "replicas": 2, "min_replicas": 0}, "replicas", "leave it out"),
+        ({"model": "m.gguf", "replicas": 2, "max_replicas": 4}, "replicas", "leave it out"),
+        ({"model": "m.gguf", "idle_timeout": "10y"}, "idle_timeout", "not a duration"),
+        ({"model": "m.gguf", "idle_timeout": -5}, "idle_timeout", "cannot be negative"),
+        ({"model": "m.gguf", "load_timeout": "soon"}, "load_timeout", "not a duration"),
+        ({"model": "m.gguf", "target_requests": 0}, "target_requests", "greater than or equal to 1"),
+        ({"model": "m.gguf", "priority": 5000}, "priority", "less than or equal to 1000"),
     ],
 )
 def test_invalid_documents_name_the_field(doc: dict[str, object], field: str, words: str) -> None:
@@ -155,3 +165,46 @@ def test_hub_references_need_no_model_root(tmp_path: Path) -> None:
 def test_a_gguf_quant_tag_is_not_for_vllm() -> None:
     with pytest.raises(ValidationError, match=r"llama\.cpp.s; not for vllm"):
         ModelManifest.model_validate({"model": "hf://org/repo:Q4_K_M", "engine": "vllm"})
+
+
+@pytest.mark.parametrize(
+    ("doc", "low", "high", "on_demand"),
+    [
+        ({}, 1, 1, False),
+        ({"replicas": 3}, 3, 3, False),
+        ({"replicas": 0}, 0, 0, False),
+        ({"min_replicas": 0}, 0, 1, True),
+        ({"min_replicas": 2}, 2, 2, False),
+        ({"max_replicas": 4}, 1, 4, True),
+        ({"min_replicas": 0, "max_replicas": 3}, 0, 3, True),
+    ],
+)
+def test_replica_bounds(doc: dict[str, object], low: int, high: int, on_demand: bool) -> None:
+    """``replicas: N`` keeps meaning "always N"; min/max bound what the controller scales between."""
+    m = ModelManifest.model_validate({"model": "m.gguf", **doc})
+    assert (m.min_count, m.max_count, m.on_demand) == (low, high, on_demand)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("10m", 600),
+        ("30s", 30),
+        ("1h", 3600),
+        ("1h30m", 5400),
+        ("90", 90),
+        (0, 0),
+        (2.5, 2.5),
+        (" 2 m ", 120),
+    ],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert ModelManifest.model_validate({"model": "m.gguf", "idle_timeout": value}).idle_timeout_s == seconds
+
+
+def test_on_demand_defaults_suit_the_engine() -> None:
+    gguf = ModelManifest.model_validate({"model": "m.gguf", "min_replicas": 0, "max_batch_size": 3})
+    vllm = ModelManifest.model_validate({"model": "m.safetensors"})
+    assert (gguf.idle_timeout_s, gguf.target, gguf.priority) == (300, 3, 0)
+    assert gguf.load_timeout_s == 120 and vllm.load_timeout_s == 900
+    assert ModelManifest.model_validate({"model": "m.gguf", "load_timeout": "45s"}).load_timeout_s == 45
