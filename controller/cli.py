@@ -6,8 +6,9 @@
     modelctl validate     check manifests; exit 1 with every error
     modelctl gpus         the GPUs NVML reports: static facts and live usage
     modelctl plan PATH    which replica would get which GPUs, and why the rest would wait
-    modelctl status       every model and replica: state, endpoint, restarts, age, last reason
-    modelctl logs MODEL   a replica's engine output
+    modelctl status       every model and replica: state, endpoint, restarts, age, last reason;
+                          exit 1 when the controller reports manifest errors or failing replicas
+    modelctl logs MODEL   the engine output of every replica of MODEL (or one: --replica N)
     modelctl down         remove every container modelctl started, and nothing else
 
 Users see one line per error, never a traceback.
@@ -26,7 +27,7 @@ import sys
 import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.errors import InvalidManifests, ModelctlError
 from controller.gateway import GatewaySettings, SettingsError, run_gateway
@@ -34,7 +35,20 @@ from controller.manifests.loader import load_folder
 from controller.reconcile.status import render_table
 from controller.settings import ControllerSettings
 
+if TYPE_CHECKING:
+    from controller.runtime.observed import ObservedContainer
+
 DEFAULT_API = "http://127.0.0.1:8081"
+# Replica states that make `modelctl status` exit 1: cannot be placed, or crashed and restarting.
+FAILING_STATES = ("Pending", "BackingOff")
+
+
+class LogSource(Protocol):
+    """What `modelctl logs` reads: the managed containers and their output (runtime.docker)."""
+
+    def list(self) -> list[ObservedContainer]: ...
+
+    def logs(self, container_id: str, tail: int = 50) -> str: ...
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,15 +93,32 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--model-root", action="append", type=Path, help="where weights are (for sizes)")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(func=cmd_plan)
-    status = sub.add_parser("status", help="models and replicas as the controller sees them")
-    status.add_argument("--controller-url", default=os.environ.get("MODELCTL_CONTROLLER_URL", DEFAULT_API))
+    status = sub.add_parser(
+        "status",
+        help="models and replicas as the controller sees them",
+        description="Models and replicas as the controller sees them. Exit status 1 when the "
+        f"controller reports manifest errors or replicas in {' or '.join(FAILING_STATES)}.",
+    )
+    status.add_argument(
+        "--controller-url",
+        default=os.environ.get("MODELCTL_CONTROLLER_URL", DEFAULT_API),
+        help=f"the controller's API (MODELCTL_CONTROLLER_URL, default {DEFAULT_API})",
+    )
     status.add_argument("--json", action="store_true", help="the raw JSON")
     status.set_defaults(func=cmd_status)
-    logs = sub.add_parser("logs", help="a replica's engine output")
-    logs.add_argument("model")
-    logs.add_argument("--replica", type=int, default=0)
-    logs.add_argument("--tail", type=int, default=100)
-    logs.add_argument("--instance", default=os.environ.get("MODELCTL_INSTANCE", "default"))
+    logs = sub.add_parser("logs", help="engine output of a model's replicas")
+    logs.add_argument("model", help="the model's name (as in its manifest and `modelctl status`)")
+    logs.add_argument(
+        "--replica", type=int, metavar="N", help="only replica N (0, 1, ...); default: every replica"
+    )
+    logs.add_argument(
+        "--tail", type=int, default=100, metavar="LINES", help="last LINES lines per container (default 100)"
+    )
+    logs.add_argument(
+        "--instance",
+        default=os.environ.get("MODELCTL_INSTANCE", "default"),
+        help="the controller instance whose containers to read (MODELCTL_INSTANCE, default 'default')",
+    )
     logs.set_defaults(func=cmd_logs)
     down = sub.add_parser("down", help="remove every container modelctl started")
     down.add_argument("--instance", help="only this controller instance's containers")
@@ -215,22 +246,53 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"cannot read status from the controller at {url}: {exc} (is it running? `make up`)"
         ) from exc
     print(json.dumps(payload, indent=2) if args.json else render_table(payload))
+    problems = status_problems(payload)
+    if problems:
+        print(f"modelctl: status: {problems}", file=sys.stderr)
+        return 1
     return 0
+
+
+def status_problems(payload: dict[str, Any]) -> str:
+    """What makes a status answer an exit 1, in words ("" when nothing): manifest errors, and
+    replicas that cannot be placed or keep crashing."""
+    problems = []
+    errors = len(payload.get("manifest_errors") or [])
+    if errors:
+        problems.append(f"{errors} manifest error(s)")
+    for state in FAILING_STATES:
+        count = sum(1 for r in payload.get("replicas", []) if r.get("state") == state)
+        if count:
+            problems.append(f"{count} replica(s) {state}")
+    return ", ".join(problems)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from controller.runtime.docker import DockerRuntime, connect
 
     runtime = DockerRuntime(connect(os.environ.get("DOCKER_HOST")), instance=args.instance, network="")
-    found = [c for c in runtime.list() if c.model == args.model and c.replica == args.replica]
-    if not found:
-        raise ModelctlError(
-            f"no container for replica {args.model}-{args.replica} (instance {args.instance})"
-        )
-    for container in sorted(found, key=lambda c: c.started_at):
-        print(f"==> {container.name} ({container.state}) <==")
-        print(runtime.logs(container.id, tail=args.tail), end="")
+    print_logs(runtime, args.model, replica=args.replica, tail=args.tail, instance=args.instance)
     return 0
+
+
+def print_logs(source: LogSource, model: str, *, replica: int | None, tail: int, instance: str) -> None:
+    """Print the output of every container of ``model`` (or of one replica), each under a header,
+    by replica, oldest container first. Raises ModelctlError naming what exists when nothing matches."""
+    containers = source.list()
+    known = sorted({c.model for c in containers})
+    mine = [c for c in containers if c.model == model]
+    if not mine:
+        raise ModelctlError(
+            f"no model {model} (known: {', '.join(known) or 'none'}; controller instance {instance})"
+        )
+    found = [c for c in mine if replica is None or c.replica == replica]
+    if not found:
+        replicas = ", ".join(str(r) for r in sorted({c.replica for c in mine}))
+        raise ModelctlError(f"no replica {replica} of {model} (replicas: {replicas})")
+    for container in sorted(found, key=lambda c: (c.replica, c.started_at)):
+        print(f"==> {model} replica {container.replica}: {container.name} ({container.state}) <==")
+        text = source.logs(container.id, tail=tail)
+        print(text, end="" if text.endswith("\n") or not text else "\n", flush=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:

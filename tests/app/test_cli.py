@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from controller.cli import main
+from controller.cli import main, print_logs
+from controller.errors import ModelctlError
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORIES = REPO / "tests" / "fixtures" / "inventories"
@@ -76,3 +81,137 @@ def test_gateway_on_a_port_in_use_is_one_clear_error(
     assert code == 1
     assert f"modelctl: error: the gateway cannot listen on 127.0.0.1:{port}: Address already in use" in err
     assert "Traceback" not in err
+
+
+class StatusServer:
+    """A controller API that answers GET /v1/status with a fixed payload, on a free port."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def replica_row(state: str, replica: int = 0, reason: str = "") -> dict[str, Any]:
+    return {
+        "model": "smollm2",
+        "replica": replica,
+        "state": state,
+        "container": f"modelctl-smollm2-{replica}-abc",
+        "endpoint": "http://10.0.0.2:8080" if state == "Ready" else None,
+        "restarts": 0,
+        "reason": reason,
+        "started_at": "",
+    }
+
+
+def test_status_all_ready_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    payload = {"replicas": [replica_row("Ready"), replica_row("Starting", 1)], "manifest_errors": []}
+    with StatusServer(payload) as url:
+        assert main(["status", "--controller-url", url]) == 0
+    captured = capsys.readouterr()
+    assert "smollm2" in captured.out and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [
+        (
+            {"replicas": [replica_row("Ready")], "manifest_errors": ["models/a.yaml:2 field 'x': bad"]},
+            "1 manifest error(s)",
+        ),
+        ({"replicas": [replica_row("BackingOff", reason="exited 1")], "manifest_errors": []}, "BackingOff"),
+        ({"replicas": [replica_row("Pending", reason="no GPU")], "manifest_errors": []}, "Pending"),
+    ],
+)
+def test_status_with_manifest_errors_or_failing_replicas_exits_1(
+    capsys: pytest.CaptureFixture[str], payload: dict[str, Any], said: str
+) -> None:
+    with StatusServer(payload) as url:
+        assert main(["status", "--controller-url", url]) == 1
+        assert main(["status", "--controller-url", url, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert said in captured.err and "Traceback" not in captured.err
+    assert "models/a.yaml:2" in captured.out or "manifest" not in said
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    name: str
+    model: str
+    replica: int
+    state: str = "running"
+    started_at: str = "2026-12-01T10:00:00Z"
+
+
+class FakeLogSource:
+    def __init__(self, containers: list[FakeContainer]) -> None:
+        self.containers = containers
+
+    def list(self) -> list[FakeContainer]:
+        return self.containers
+
+    def logs(self, container_id: str, tail: int = 50) -> str:
+        return f"output of {container_id}, last {tail}"
+
+
+LOGS = FakeLogSource(
+    [
+        FakeContainer("c1", "modelctl-smollm2-1-bbb", "smollm2", 1),
+        FakeContainer("c0", "modelctl-smollm2-0-aaa", "smollm2", 0),
+        FakeContainer("q0", "modelctl-qwen-0-ccc", "qwen", 0),
+    ]
+)
+
+
+def test_logs_shows_every_replica_under_a_header(capsys: pytest.CaptureFixture[str]) -> None:
+    print_logs(LOGS, "smollm2", replica=None, tail=7, instance="default")
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "==> smollm2 replica 0: modelctl-smollm2-0-aaa (running) <==",
+        "output of c0, last 7",
+        "==> smollm2 replica 1: modelctl-smollm2-1-bbb (running) <==",
+        "output of c1, last 7",
+    ]
+
+
+def test_logs_of_one_replica(capsys: pytest.CaptureFixture[str]) -> None:
+    print_logs(LOGS, "smollm2", replica=1, tail=100, instance="default")
+    out = capsys.readouterr().out
+    assert "replica 1" in out and "replica 0" not in out
+
+
+def test_logs_of_an_unknown_model_or_replica_names_what_exists() -> None:
+    with pytest.raises(ModelctlError, match=r"^no model nosuch \(known: qwen, smollm2;"):
+        print_logs(LOGS, "nosuch", replica=None, tail=10, instance="default")
+    with pytest.raises(ModelctlError, match=r"^no replica 5 of smollm2 \(replicas: 0, 1\)"):
+        print_logs(LOGS, "smollm2", replica=5, tail=10, instance="default")
+
+
+def test_logs_help_describes_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["logs", "--help"])
+    out = capsys.readouterr().out
+    assert "--replica N" in out and "every replica" in out and "--tail LINES" in out
