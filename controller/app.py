@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import aiohttp
 import docker
@@ -20,10 +21,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from controller.api import create_api
 from controller.endpoints.store import EndpointStore
-from controller.errors import CannotListen, RuntimeUnavailable
+from controller.errors import CannotListen, InvalidManifests, ManifestError, RuntimeUnavailable
 from controller.gateway.app import create_app
 from controller.gateway.settings import GatewaySettings
-from controller.manifests.loader import load_folder
+from controller.manifests.loader import LoadedModel, load_folder
 from controller.reconcile.drain import Drainer
 from controller.reconcile.health import HttpProber
 from controller.reconcile.loop import Reconciler
@@ -58,7 +59,7 @@ async def running_controller(
     runtime = DockerRuntime(client, instance=settings.instance, network=settings.network)
     await asyncio.to_thread(runtime.ensure_network)
     store = EndpointStore()
-    load = partial(load_folder, settings.manifests, model_roots=settings.model_roots)
+    load = manifest_loader(settings)
     runners: list[web.AppRunner] = []
     # Probes open a connection each and close it: an idle keep-alive connection would hold one of
     # the engine's HTTP threads (cpp-httplib keeps a thread per open connection).
@@ -101,6 +102,36 @@ async def running_controller(
             for runner in reversed(runners):
                 await runner.cleanup()
             client.close()
+
+
+def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedModel]]:
+    """The reconciler's manifest load: the folder in ``settings``, its errors located as the user
+    knows the folder (``settings.manifests_shown_as``), not as the controller's container sees it."""
+    load = partial(load_folder, settings.manifests, model_roots=settings.model_roots)
+    shown_as = settings.manifests_shown_as
+    if shown_as is None:
+        return load
+
+    def load_shown() -> list[LoadedModel]:
+        try:
+            return load()
+        except InvalidManifests as exc:
+            errors = [relocated(e, settings.manifests, shown_as) for e in exc.errors]
+            raise InvalidManifests(errors) from exc
+
+    return load_shown
+
+
+def relocated(error: ManifestError, folder: Path, shown_as: str) -> ManifestError:
+    """``error`` with its file under ``folder`` named under ``shown_as`` instead (others as they are)."""
+    try:
+        inside = Path(error.file).relative_to(folder)
+    except ValueError:
+        return error
+    file = shown_as if inside == Path() else str(Path(shown_as) / inside)
+    return ManifestError(
+        error.message, file=file, document=error.document, field=error.field, line=error.line
+    )
 
 
 async def connect_with_retry(settings: ControllerSettings) -> docker.DockerClient:

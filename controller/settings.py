@@ -20,6 +20,11 @@ def _paths(value: str) -> tuple[Path, ...]:
 class ControllerSettings:
     # Folder (or file) of manifests, usually a git checkout. MODELCTL_MANIFESTS.
     manifests: Path = Path("models")
+    # How users know that folder, for error messages: compose mounts ./models at
+    # /etc/modelctl/models and says `models` here, so errors read `models/a.yaml:3`, as
+    # `modelctl validate models/` prints them. None: the path as the controller sees it.
+    # MODELCTL_MANIFESTS_SHOWN_AS.
+    manifests_shown_as: str | None = None
     # Host folders weights may come from; nothing outside them is ever mounted. MODELCTL_MODEL_ROOTS
     # (os.pathsep-separated). In compose the controller sees them at the same path as the host does,
     # because Docker resolves bind-mount sources on the host.
@@ -51,6 +56,7 @@ class ControllerSettings:
         if "MODELCTL_MODEL_ROOTS" in env:
             values["model_roots"] = _paths(env["MODELCTL_MODEL_ROOTS"])
         for key, name, kind in (
+            ("manifests_shown_as", "MODELCTL_MANIFESTS_SHOWN_AS", str),
             ("instance", "MODELCTL_INSTANCE", str),
             ("network", "MODELCTL_NETWORK", str),
             ("api_host", "MODELCTL_API_HOST", str),

@@ -1,4 +1,5 @@
-"""The composition root's edge behaviour that needs no engine: Docker unavailable at start."""
+"""The composition root's edge behaviour that needs no engine: Docker unavailable at start, and
+manifest errors named as the user knows the folder."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import connect_with_retry
-from controller.errors import RuntimeUnavailable
+from controller.app import connect_with_retry, manifest_loader
+from controller.errors import InvalidManifests, RuntimeUnavailable
 from controller.settings import ControllerSettings
 
 
@@ -36,3 +37,31 @@ def test_settings_from_the_environment() -> None:
     assert settings.manifests == Path("/etc/m") and settings.model_roots == (Path("/a"), Path("/b"))
     assert (settings.api_port, settings.drain_grace_s, settings.instance) == (9000, 5.0, "x")
     assert settings.network == "modelctl"
+
+
+def test_manifest_errors_name_the_folder_as_the_user_knows_it(tmp_path: Path) -> None:
+    folder = tmp_path / "etc" / "modelctl" / "models"
+    folder.mkdir(parents=True)
+    (folder / "smollm2.yaml").write_text("model: a.gguf\nrepicas: 2\n")
+    settings = ControllerSettings.from_env(
+        {"MODELCTL_MANIFESTS": str(folder), "MODELCTL_MANIFESTS_SHOWN_AS": "models"},
+        model_roots=(tmp_path,),
+    )
+    with pytest.raises(InvalidManifests) as info:
+        manifest_loader(settings)()
+    (error,) = info.value.errors
+    assert str(error).startswith("models/smollm2.yaml:2 (document 1) field 'repicas': unknown field")
+    assert str(folder) not in str(info.value)
+
+
+def test_manifest_errors_keep_the_controllers_path_when_not_told_otherwise(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("model: a.gguf\nrepicas: 2\n")
+    settings = ControllerSettings(manifests=tmp_path, model_roots=(tmp_path,))
+    with pytest.raises(InvalidManifests, match=f"{tmp_path}/a.yaml:2"):
+        manifest_loader(settings)()
+
+
+def test_a_missing_manifest_folder_is_named_as_shown(tmp_path: Path) -> None:
+    settings = ControllerSettings(manifests=tmp_path / "gone", manifests_shown_as="./models")
+    with pytest.raises(InvalidManifests, match=r"\./models: no such file or folder"):
+        manifest_loader(settings)()
