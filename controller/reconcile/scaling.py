@@ -1,0 +1,139 @@
+"""How many replicas each model should have now: fixed, scaled from zero, autoscaled, or idle.
+
+The gateway reports demand (``controller.endpoints.demand``); this module turns it into a replica
+count per model between the manifest's ``min_count`` and ``max_count``. The rules:
+
+- a fixed model (``replicas: N``) always has N;
+- a model with no replica and a request waiting gets one at once (scale from zero);
+- more replicas when the load (in flight + waiting) averaged over ``up_window_s`` needs them at
+  ``target`` requests per replica, up to ``max_count``;
+- fewer only when the *peak* load over the longer ``down_window_s`` fits in fewer, never below one
+  while the model has been used within ``idle_timeout``: scaling down is slower than up, so a
+  bursty load does not flap;
+- down to ``min_count`` (0 = scaled to zero) once nothing was in flight or waiting for
+  ``idle_timeout``.
+
+``desired_count`` is the pure rule, tested by tables; ``Scaler`` keeps the load samples and each
+model's current count between passes. A restarted controller starts from what runs (clamped to the
+bounds), so it neither duplicates nor drops replicas it adopts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controller.endpoints.demand import ModelDemand
+from controller.manifests.document import ModelManifest
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingSettings:
+    # Scale up on the load averaged over this window: a steady load, not a one-second burst.
+    up_window_s: float = 5.0
+    # Scale down only when the peak load over this window fits in fewer replicas.
+    down_window_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What the manifest allows: replica counts, requests per replica, idle time before min."""
+
+    low: int
+    high: int
+    target: int
+    idle_timeout_s: float
+
+    @classmethod
+    def of(cls, manifest: ModelManifest) -> Bounds:
+        return cls(manifest.min_count, manifest.max_count, manifest.target, manifest.idle_timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    count: int
+    reason: str  # one line for status and logs
+
+
+def desired_count(
+    bounds: Bounds, current: int, *, average: float, peak: float, waiting: int, idle_s: float
+) -> Decision:
+    """The replica count for a model that has ``current`` now.
+
+    ``average`` and ``peak`` are the load (in flight + waiting) over the up and down windows,
+    ``waiting`` the requests held right now, ``idle_s`` how long nothing was in flight or waiting.
+    """
+    if bounds.low == bounds.high:
+        return Decision(bounds.low, "fixed")
+    needed = math.ceil(average / bounds.target - 1e-9)
+    if current == 0 and (waiting or needed):
+        return Decision(min(max(needed, 1), bounds.high), f"{waiting} request(s) waiting: starting")
+    if needed > current:
+        count = min(needed, bounds.high)
+        return Decision(count, f"load {average:.1f} needs {needed} at {bounds.target} per replica")
+    idle = bounds.idle_timeout_s > 0 and idle_s >= bounds.idle_timeout_s and not waiting
+    if idle and current > bounds.low:
+        return Decision(bounds.low, f"idle for {idle_s:.0f}s")
+    fits = max(math.ceil(peak / bounds.target - 1e-9), bounds.low, 1 if current else 0)
+    if fits < current:
+        return Decision(fits, f"peak load {peak:.1f} fits in {fits}")
+    return Decision(max(current, bounds.low), "steady")
+
+
+@dataclass(slots=True)
+class _Record:
+    count: int
+    since: float  # first seen: until a whole down window has passed, the past load is unknown
+    samples: deque[tuple[float, int]] = field(default_factory=deque)  # (time, load)
+    decision: Decision = Decision(0, "")
+
+
+class Scaler:
+    """Each on-demand model's current count and recent load; ``clock`` is wall time (seconds)."""
+
+    def __init__(
+        self, settings: ScalingSettings | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings or ScalingSettings()
+        self.clock = clock
+        self.started = clock()  # a model nobody asked for since we started is idle from here
+        self._records: dict[str, _Record] = {}
+
+    def decide(self, name: str, bounds: Bounds, demand: ModelDemand, running: int) -> Decision:
+        """Record this pass's load for ``name`` and return how many replicas it should have.
+
+        ``running`` (replicas that exist now) seeds the count the first time a model is seen, so a
+        restarted controller continues from what it adopts."""
+        now = self.clock()
+        record = self._records.get(name)
+        if record is None:
+            record = self._records[name] = _Record(min(max(running, bounds.low), bounds.high), now)
+        samples = record.samples
+        samples.append((now, demand.load))
+        while samples and samples[0][0] < now - self.settings.down_window_s:
+            samples.popleft()
+        recent = [load for t, load in samples if t >= now - self.settings.up_window_s]
+        last = max(demand.last_active, self.started)
+        idle_s = 0.0 if demand.load else now - last
+        current = min(record.count, bounds.high)
+        peak = max(load for _, load in samples)
+        if now - record.since < self.settings.down_window_s:
+            peak = max(peak, current * bounds.target)  # no full window seen yet: assume it was busy
+        decision = desired_count(
+            bounds,
+            current,
+            average=sum(recent) / len(recent),
+            peak=peak,
+            waiting=demand.waiting,
+            idle_s=idle_s,
+        )
+        record.count, record.decision = decision.count, decision
+        return decision
+
+    def forget(self, names: set[str]) -> None:
+        """Drop models that left the manifests."""
+        for gone in set(self._records) - names:
+            del self._records[gone]
