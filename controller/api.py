@@ -1,6 +1,8 @@
 """The controller's small internal HTTP API: the endpoint table for the gateway, and status.
 
-It is the only channel from control plane to data plane, so the gateway needs no Docker socket.
+It is the only channel between control plane and data plane, so the gateway needs no Docker socket:
+the gateway reads the endpoint table here and reports its demand (``POST /v1/demand``, see
+``controller.endpoints.demand``), which is how a request for a scaled-to-zero model starts it.
 ``GET /v1/endpoints?after=N&wait=S`` long-polls: it answers when the table's version differs from N,
 or after S seconds with the unchanged table.
 """
@@ -11,6 +13,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
+from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.reconcile.loop import Reconciler
 
@@ -18,7 +21,7 @@ MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
 
 
 def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
-    """The aiohttp application serving /v1/endpoints, /v1/status and /healthz."""
+    """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz."""
     app = web.Application()
 
     async def endpoints(request: web.Request) -> web.Response:
@@ -38,15 +41,26 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
         return web.json_response(
             {
                 "replicas": [asdict(r) for r in reconciler.replicas],
+                "models": [asdict(m) for m in reconciler.scaling.values()],
                 "manifest_errors": reconciler.manifest_errors,
                 "endpoints_version": store.current().version,
             }
         )
+
+    async def demand(request: web.Request) -> web.Response:
+        try:
+            report = DemandReport.from_json(await request.json())
+        except ValueError as exc:  # JSONDecodeError is one
+            return web.json_response({"error": f"bad demand report: {exc}"}, status=400)
+        if reconciler.demand.record(report):
+            reconciler.wake.set()  # a request waits for a model: start it now, not next pass
+        return web.Response(status=204)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/v1/endpoints", endpoints)
     app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/demand", demand)
     app.router.add_get("/healthz", healthz)
     return app

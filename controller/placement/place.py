@@ -357,25 +357,28 @@ def gib(value: int) -> str:
 
 
 def requests_for(
-    models: Sequence[LoadedModel], *, need: Callable[[LoadedModel], int | float] = gpu_need
+    models: Sequence[LoadedModel],
+    *,
+    need: Callable[[LoadedModel], int | float] = gpu_need,
+    counts: Mapping[str, int] | None = None,
 ) -> tuple[list[ReplicaRequest], list[Pending]]:
-    """Placement requests for every replica of every model with num_gpus > 0; a model whose memory
-    need cannot be known gives Pending replicas with the reason instead. Reads weight headers."""
+    """Placement requests for every replica of every model with num_gpus > 0: ``counts[name]``
+    replicas (default: the manifest's min_count). A model whose memory need cannot be known gives
+    Pending replicas with the reason instead. Reads weight headers."""
     from controller.errors import ModelctlError
 
     requests: list[ReplicaRequest] = []
     pending: list[Pending] = []
     for model in models:
         manifest = model.manifest
-        if not manifest.num_gpus or not manifest.replicas:
+        count = manifest.min_count if counts is None else counts.get(model.name, manifest.min_count)
+        if not manifest.num_gpus or not count:
             continue
         try:
             memory = need(model)
         except (ModelctlError, ValueError) as exc:
-            pending.extend(Pending(model.name, i, str(exc)) for i in range(manifest.replicas))
+            pending.extend(Pending(model.name, i, str(exc)) for i in range(count))
             continue
         engine = manifest.resolved_engine
-        requests.extend(
-            ReplicaRequest(model.name, i, manifest.num_gpus, memory, engine) for i in range(manifest.replicas)
-        )
+        requests.extend(ReplicaRequest(model.name, i, manifest.num_gpus, memory, engine) for i in range(count))
     return requests, pending

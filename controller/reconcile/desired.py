@@ -7,7 +7,7 @@ own; what does not fit stays Pending with the placement's one-line reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.engines import build_spec
@@ -31,17 +31,21 @@ def desired_state(
     inventory: Inventory,
     observed: Sequence[ObservedContainer] = (),
     managed_pids: frozenset[int] = frozenset(),
+    counts: Mapping[str, int] | None = None,
 ) -> Desired:
     """Specs for every replica that can run now; Pending rows (with reasons) for the others.
-    ``managed_pids`` are the host PIDs of our replicas: their GPU memory is theirs, not foreign."""
+    ``counts`` is how many replicas each model should have now (the scaler's; default each
+    manifest's min_count). ``managed_pids`` are the host PIDs of our replicas: their GPU memory is
+    theirs, not foreign."""
     specs: list[ContainerSpec] = []
     pending: list[ReplicaStatus] = []
     by_name = {m.name: m for m in models}
+    wanted = {m.name: m.manifest.min_count for m in models} | dict(counts or {})
     for model in models:
         if model.manifest.num_gpus == 0:
-            for index in range(model.manifest.replicas):
+            for index in range(wanted[model.name]):
                 add_spec(model, index, (), None, specs, pending)
-    requests, unknown = requests_for([m for m in models if m.manifest.num_gpus])
+    requests, unknown = requests_for([m for m in models if m.manifest.num_gpus], counts=wanted)
     assignments = {c.slot: c.gpus for c in observed if c.gpus and c.alive}
     current = Current(assignments=assignments, managed_pids=managed_pids)
     placement = place(requests, inventory, current)

@@ -9,6 +9,7 @@ replica of the same model).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,11 @@ from controller.reconcile.lifecycle import Lifecycle
 from controller.runtime.spec import ContainerSpec
 
 if TYPE_CHECKING:
+    from controller.endpoints.demand import ModelDemand
+    from controller.manifests.loader import LoadedModel
     from controller.reconcile.drain import Drainer
     from controller.reconcile.plan import Plan
+    from controller.reconcile.scaling import Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,35 @@ class ReplicaStatus:
     restarts: int = 0
     reason: str = ""
     started_at: str = ""  # Docker's StartedAt (RFC 3339) of the container, if any
+
+
+@dataclass(frozen=True, slots=True)
+class ModelScaling:
+    """A model's replica count now, its bounds, its load and why it has that count."""
+
+    model: str
+    min_replicas: int
+    max_replicas: int
+    desired: int
+    reason: str  # "fixed", "idle for 305s", "1 request(s) waiting: starting", ...
+    in_flight: int = 0
+    waiting: int = 0
+    last_used: str = ""  # RFC 3339 (UTC) of the last request's start or end; "" if none seen
+
+    @classmethod
+    def of(cls, model: LoadedModel, decision: Decision, demand: ModelDemand) -> ModelScaling:
+        manifest = model.manifest
+        used = datetime.fromtimestamp(demand.last_active, UTC).isoformat() if demand.last_active else ""
+        return cls(
+            model.name,
+            manifest.min_count,
+            manifest.max_count,
+            decision.count,
+            decision.reason,
+            demand.in_flight,
+            demand.waiting,
+            used,
+        )
 
 
 def statuses(
@@ -79,11 +112,22 @@ def statuses(
 COLUMNS = ("MODEL", "REPLICA", "STATE", "RESTARTS", "AGE", "ENDPOINT", "CONTAINER", "REASON")
 
 
+def parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time as Docker (nanoseconds, 'Z') or Python (microseconds, '+00:00') writes it."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?", text.strip())
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    parsed = datetime.fromisoformat(whole + (fraction or "")[:7])
+    if zone in (None, "Z"):
+        return parsed.replace(tzinfo=UTC)
+    return parsed.replace(tzinfo=datetime.fromisoformat(f"2000-01-01T00:00:00{zone}").tzinfo)
+
+
 def age(started_at: str, now: datetime) -> str:
     """'5s', '3m', '2h', '4d' since Docker's StartedAt; '-' when unknown."""
-    try:
-        started = datetime.fromisoformat(started_at.replace("Z", "+00:00")[:26] + "+00:00")
-    except ValueError:
+    started = parse_time(started_at)
+    if started is None:
         return "-"
     seconds = max(0, int((now - started).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -113,8 +157,40 @@ def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [COLUMNS, *rows]
     ]
-    if not rows:
+    if not rows and not payload.get("models"):
         lines.append("(no models)")
+    on_demand = [m for m in payload.get("models", []) if m["min_replicas"] != m["max_replicas"]]
+    if on_demand:
+        lines.extend(["", *scaling_table(on_demand, payload["replicas"], now)])
     for error in payload.get("manifest_errors", []):
         lines.append(f"manifest error (serving the last good set): {error}")
     return "\n".join(lines)
+
+
+SCALING_COLUMNS = ("MODEL", "READY", "DESIRED", "RANGE", "IN FLIGHT", "WAITING", "LAST USED", "SCALING")
+
+
+def scaling_table(models: list[dict[str, Any]], replicas: list[dict[str, Any]], now: datetime) -> list[str]:
+    """The on-demand models: ready of desired replicas, bounds, load, last use and why."""
+    rows = []
+    for m in models:
+        ready = sum(1 for r in replicas if r["model"] == m["model"] and r["state"] == "Ready")
+        why = "scaled to zero (the next request starts it)" if m["desired"] == 0 else m["reason"]
+        used = f"{age(m['last_used'], now)} ago" if m["last_used"] else "never"
+        rows.append(
+            (
+                m["model"],
+                str(ready),
+                str(m["desired"]),
+                f"{m['min_replicas']}-{m['max_replicas']}",
+                str(m["in_flight"]),
+                str(m["waiting"]),
+                used,
+                why,
+            )
+        )
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(SCALING_COLUMNS)]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [SCALING_COLUMNS, *rows]
+    ]
