@@ -3,12 +3,17 @@
 Engines print pages of logs; the user needs the one line that matters and what to do about it.
 ``explain`` matches the tail of a container's output (or a Docker error) against a table of known
 failures, most specific first, and falls back to the last error-looking line.
+
+A replica the Docker engine stopped while shutting down (the engine's or the host's) did not
+crash: ``stopped_by_engine`` says so instead of quoting a stray line from its log.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from controller.reconcile.lifecycle import EngineCause
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,31 @@ SIGNAL_EXITS = {
     139: "crashed (exit code 139, SIGSEGV)",
     134: "aborted (exit code 134, SIGABRT)",
 }
+
+
+# Exit codes of a replica the engine stopped: llama-server (measured) and vLLM exit 0 on SIGTERM;
+# 143 is SIGTERM unhandled; 137 is the SIGKILL dockerd sends after the container's stop timeout.
+SHUTDOWN_EXITS = frozenset({0, 143})
+KILLED_BY_ENGINE_EXITS = SHUTDOWN_EXITS | {137}
+
+
+def stopped_by_engine(exit_code: int | None, *, oom_killed: bool, cause: EngineCause | None) -> str | None:
+    """The reason for a replica the engine stopped, or None if it may have crashed.
+
+    ``cause`` says when it stopped (``EngineRecord.cause``): "outage" (while the engine was going
+    away or away), "unwatched" (before this controller started, e.g. both went down with the
+    host). A SIGKILL counts only in an outage: outside one it may be the host's OOM killer.
+    """
+    if oom_killed or exit_code is None:
+        return None
+    if cause == "outage" and exit_code in KILLED_BY_ENGINE_EXITS:
+        return f"stopped by the Docker engine's shutdown (exit code {exit_code}, not a crash); started again"
+    if cause == "unwatched" and exit_code in SHUTDOWN_EXITS:
+        return (
+            f"stopped before this controller started (exit code {exit_code}, not a crash: "
+            "the Docker engine's or the host's shutdown, or a docker stop); started again"
+        )
+    return None
 
 
 def fallback(output: str, exit_code: int | None) -> str:

@@ -2,11 +2,17 @@
 replicas are ready.
 
 Each pass reads the manifests (keeping the last good set if they became invalid), lists the managed
-containers by label, replaces crashed or stuck ones (with backoff, the reason read from their logs),
-probes health, computes a plan (``controller.reconcile.plan``), publishes the ready replicas to the endpoint
+containers by label, replaces crashed or stuck ones (with backoff, the reason read from their logs;
+each failed container counted once, however many passes its removal takes), probes health,
+computes a plan (``controller.reconcile.plan``), publishes the ready replicas to the endpoint
 store, then drains and removes what goes and creates what is missing. It trusts what Docker reports
 over its memory, so a restarted controller adopts what is running. Docker events and manifest edits
 only make the next pass come sooner (``wake``).
+
+Replicas the Docker engine stopped while it shut down are not crashes: the loop notes when the
+engine went away (a pass or a removal found it unreachable) and came back (a whole pass worked),
+and a replica whose FinishedAt falls in that outage is started again without backoff, its reason
+saying so (``failures.stopped_by_engine``).
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ from collections.abc import Callable
 
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints, Replica
-from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError
+from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.manifests.loader import LoadedModel
 from controller.placement.inventory import Inventory, read_inventory
 from controller.reconcile.desired import desired_state
 from controller.reconcile.drain import Drainer
-from controller.reconcile.failures import explain, known_failure
+from controller.reconcile.failures import explain, known_failure, stopped_by_engine
 from controller.reconcile.health import Prober
 from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
 from controller.reconcile.plan import Plan, calculate_plan
@@ -51,6 +57,7 @@ class Reconciler:
         lifecycle: LifecycleSettings | None = None,
         read_inventory: Callable[[], Inventory] = read_inventory,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.runtime = runtime
         self.load_models = load_models
@@ -59,8 +66,9 @@ class Reconciler:
         self.drainer = drainer
         self.interval_s = interval_s  # between passes when everything is settled
         self.busy_interval_s = busy_interval_s  # while replicas start: readiness is noticed fast
-        self.lifecycle = Lifecycle(lifecycle)
-        self.clock = clock
+        self.clock = clock  # backoff and health timing
+        self.wall_clock = wall_clock  # engine outages, compared with Docker's FinishedAt
+        self.lifecycle = Lifecycle(lifecycle, watched_from=wall_clock())
         self.read_inventory = read_inventory  # NVML, or a fixed inventory in tests
         self.models: list[LoadedModel] = []  # the last valid manifests
         self.manifest_errors: list[str] = []
@@ -75,10 +83,16 @@ class Reconciler:
                 settled = await self.reconcile_once()
                 last_error = ""
             except ModelctlError as exc:
-                if str(exc) != last_error:
-                    log.warning("reconcile pass failed, retrying: %s", exc)
+                self.pass_failed(exc, repeated=str(exc) == last_error)
                 last_error, settled = str(exc), False
             await self.sleep(self.interval_s if settled else self.busy_interval_s)
+
+    def pass_failed(self, exc: ModelctlError, *, repeated: bool) -> None:
+        """Note a failed pass: an unreachable engine starts an outage; a new error is logged."""
+        if isinstance(exc, RuntimeUnavailable):
+            self.lifecycle.engine.lost(self.wall_clock())
+        if not repeated:
+            log.warning("reconcile pass failed, retrying: %s", exc)
 
     async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -88,7 +102,9 @@ class Reconciler:
     async def reconcile_once(self) -> bool:
         """One pass. Returns True when every desired replica is ready and nothing is changing."""
         await asyncio.to_thread(self.refresh_models)
+        started = self.wall_clock()
         observed = await asyncio.to_thread(self.runtime.list)
+        listed = {c.id for c in observed}  # those whose removal fails stay remembered
         inventory = await asyncio.to_thread(self.read_inventory)
         pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
         desired = await asyncio.to_thread(desired_state, self.models, inventory, observed, pids)
@@ -100,7 +116,8 @@ class Reconciler:
         serving = [c for c in plan.remain if c.id in ready and not self.drainer.draining(c.id)]
         await self.store.publish(endpoint_table(self.models, serving))
         created = await self.create(plan)
-        self.lifecycle.forget({c.id for c in observed})
+        self.lifecycle.forget(listed)
+        self.lifecycle.engine.answered(started)
         self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
         return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
 
@@ -141,23 +158,61 @@ class Reconciler:
         for container in observed:
             if self.drainer.draining(container.id) or container.state == "removing":
                 remaining.append(container)
-                continue
-            reason = None
-            if container.state == "created":
-                log.info("removing %s: created but never started (an interrupted run)", container.name)
-                await asyncio.to_thread(self.runtime.remove, container.id)
-                continue
-            if not container.alive:
-                reason = explain(await self.last_logs(container), exit_code=container.exit_code)
-            elif container.running:
-                reason = await self.health_problem(container, container.id in ready, now)
-            if reason is None:
+            elif container.state == "created":
+                if container.id not in self.lifecycle.removal_failed:
+                    log.info("removing %s: created but never started (an interrupted run)", container.name)
+                await self.remove(container)
+            elif not container.alive:
+                await self.replace_exited(container, now)
+            elif (reason := await self.running_problem(container, ready, now)) is not None:
+                self.count_failure(container, reason, now)
+                await self.remove(container, graceful=False)
+            else:
                 remaining.append(container)
-                continue
-            delay = self.lifecycle.failed(container.slot, reason, now)
-            log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
-            await asyncio.to_thread(self.runtime.remove, container.id, graceful=False)
         return remaining
+
+    async def running_problem(self, container: ObservedContainer, ready: set[str], now: float) -> str | None:
+        if not container.running:
+            return None  # restarting: Docker's own restart policy is at work
+        return await self.health_problem(container, container.id in ready, now)
+
+    async def replace_exited(self, container: ObservedContainer, now: float) -> None:
+        """Count an exited container's failure (once) and remove it. Removal comes first: an
+        engine that refuses it is shutting down, which is then why the container stopped."""
+        counted = container.id in self.lifecycle.counted
+        logs = "" if counted else await self.last_logs(container)
+        await self.remove(container, graceful=False)
+        if counted:
+            return
+        cause = self.lifecycle.engine.cause(container.finished_at)
+        stopped = stopped_by_engine(container.exit_code, oom_killed=container.oom_killed, cause=cause)
+        if stopped is not None:
+            self.count_failure(container, stopped, now, crash=False)
+        else:
+            self.count_failure(container, explain(logs, exit_code=container.exit_code), now)
+
+    def count_failure(
+        self, container: ObservedContainer, reason: str, now: float, *, crash: bool = True
+    ) -> None:
+        """Record (and log) a container's failure, unless it was counted on an earlier pass."""
+        delay = self.lifecycle.container_failed(container.id, container.slot, reason, now, crash=crash)
+        if delay is None:
+            return
+        if crash:
+            log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
+        else:
+            log.warning("replica %s-%d %s", *container.slot, reason)
+
+    async def remove(self, container: ObservedContainer, *, graceful: bool = True) -> None:
+        """Remove a container. If that fails it is still listed on the next pass, which retries
+        (the failure is logged once); an unreachable engine is noted as an outage."""
+        try:
+            await asyncio.to_thread(self.runtime.remove, container.id, graceful=graceful)
+        except BackendRuntimeError as exc:
+            if isinstance(exc, RuntimeUnavailable):
+                self.lifecycle.engine.lost(self.wall_clock())
+            if self.lifecycle.first_removal_failure(container.id):
+                log.warning("could not remove %s yet (retrying on later passes): %s", container.name, exc)
 
     async def health_problem(self, container: ObservedContainer, ready: bool, now: float) -> str | None:
         """Why a running container must be replaced (unhealthy too long, never ready, or a fatal
@@ -189,6 +244,8 @@ class Reconciler:
                 await asyncio.to_thread(self.runtime.start, spec)
                 started += 1
                 log.info("started replica %s-%d (%s)", spec.model, spec.replica, spec.image)
+            except RuntimeUnavailable:
+                raise  # the engine is away, not the replica at fault: the pass fails and is retried
             except ModelctlError as exc:
                 reason = explain(str(exc))
                 delay = self.lifecycle.failed(slot, reason, self.clock())

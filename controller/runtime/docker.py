@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -215,9 +216,20 @@ def observe(attrs: dict[str, Any], network: str) -> ObservedContainer:
         health_path=lbl.get(labels.HEALTH_PATH, "/health"),
         max_concurrency=int(lbl.get(labels.MAX_CONCURRENCY, "1")),
         started_at=state.get("StartedAt", ""),
+        finished_at=unix_time(state.get("FinishedAt", "")),
+        oom_killed=bool(state.get("OOMKilled")),
         gpus=tuple(
             str(device)
             for request in (attrs.get("HostConfig", {}).get("DeviceRequests") or [])
             for device in (request.get("DeviceIDs") or [])
         ),
     )
+
+
+def unix_time(rfc3339: str) -> float | None:
+    """Docker's RFC 3339 timestamp as Unix seconds; None for its zero time (never) or no value."""
+    try:
+        seconds = datetime.fromisoformat(rfc3339).timestamp()
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
