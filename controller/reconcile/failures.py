@@ -61,6 +61,11 @@ KNOWN_FAILURES = (
     ),
     known(r"exec format error", "image built for another CPU architecture (exec format error)"),
     known(
+        r"InvalidCxxCompiler|No working C\+\+ compiler found",
+        "vLLM's torch.compile needs a C++ compiler the image lacks: add --enforce-eager to args "
+        "(modelctl adds it for num_gpus: 0 unless args choose compilation)",
+    ),
+    known(
         r"Worker failed with error '(?P<error>[^\n]{1,200}?)'(?:, please|\s*$)", "vLLM worker failed: {error}"
     ),
     known(r"EngineCore failed to start", "vLLM engine failed to start (see `modelctl logs`)"),

@@ -64,12 +64,22 @@ def test_a_hung_vllm_is_recognised_from_its_logs() -> None:
     from controller.reconcile.failures import known_failure
 
     log = (
+        "(EngineCore pid=80) ERROR ... RuntimeError: Worker failed with error 'ValueError: No "
+        "available memory for the cache blocks.', please check the stack trace above for the root "
+        "cause\nEngineCore failed to start.\n"
+    )
+    assert known_failure(log) == "vLLM worker failed: ValueError: No available memory for the cache blocks."
+    assert known_failure("INFO loading weights\nINFO ready soon\n") is None
+
+
+def test_a_vllm_without_a_compiler_names_the_fix() -> None:
+    from controller.reconcile.failures import known_failure
+
+    log = (
         "(EngineCore pid=80) ERROR ... RuntimeError: Worker failed with error 'InvalidCxxCompiler: "
         "No working C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')', please "
         "check the stack trace above for the root cause\nEngineCore failed to start.\n"
     )
-    assert known_failure(log) == (
-        "vLLM worker failed: InvalidCxxCompiler: No working C++ compiler found in "
-        "torch._inductor.config.cpp.cxx: (None, 'g++')"
-    )
-    assert known_failure("INFO loading weights\nINFO ready soon\n") is None
+    reason = known_failure(log)
+    assert reason is not None and reason.startswith("vLLM's torch.compile needs a C++ compiler")
+    assert "add --enforce-eager to args" in reason
