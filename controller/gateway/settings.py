@@ -65,9 +65,18 @@ class GatewaySettings:
     # Longest wait for a replica slot before 429; a slot frees when some generation ends.
     # Env MODELCTL_GATEWAY_QUEUE_TIMEOUT_S.
     queue_timeout_s: float = 30.0
-    # Longest wait for a model without ready replicas (cold start) to gain one before 503; also for
-    # the first table after start-up. Env MODELCTL_GATEWAY_COLD_START_WAIT_S.
+    # Longest wait for a model without ready replicas (cold start) to gain one before 503, unless
+    # the table gives the model its own (``load_timeout_s``, from the manifest); also for the first
+    # table after start-up. Env MODELCTL_GATEWAY_COLD_START_WAIT_S.
     cold_start_wait_s: float = 30.0
+    # A streamed request held for a model without ready replicas gets an SSE comment
+    # (": loading <model>") this often, so that clients and proxies in front keep the connection.
+    # Env MODELCTL_GATEWAY_LOADING_COMMENT_INTERVAL_S.
+    loading_comment_interval_s: float = 5.0
+    # How often this process reports its demand (in flight, waiting, last use per model) to the
+    # controller while there is any; a request held for a cold model is reported at once.
+    # Env MODELCTL_GATEWAY_DEMAND_INTERVAL_S.
+    demand_interval_s: float = 1.0
     # How often waiting requests look for a new table (TableSource has no change notification).
     table_poll_s: float = 0.1
     # Prefix affinity: a replica takes a conversation while under c x its fair share of load.
@@ -97,7 +106,8 @@ class GatewaySettings:
         for name in not_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"gateway setting {name} must not be negative, not {getattr(self, name)}")
-        for name in ("table_poll_s", "connect_timeout_s", "first_byte_timeout_s", "read_timeout_s"):
+        seconds = ("table_poll_s", "connect_timeout_s", "first_byte_timeout_s", "read_timeout_s")
+        for name in (*seconds, "loading_comment_interval_s", "demand_interval_s"):
             value = getattr(self, name)
             if not 0 < value < math.inf:
                 raise SettingsError(
@@ -138,6 +148,8 @@ _ENV = {
     "queue_per_slot": "MODELCTL_GATEWAY_QUEUE_PER_SLOT",
     "queue_timeout_s": "MODELCTL_GATEWAY_QUEUE_TIMEOUT_S",
     "cold_start_wait_s": "MODELCTL_GATEWAY_COLD_START_WAIT_S",
+    "loading_comment_interval_s": "MODELCTL_GATEWAY_LOADING_COMMENT_INTERVAL_S",
+    "demand_interval_s": "MODELCTL_GATEWAY_DEMAND_INTERVAL_S",
     "connect_timeout_s": "MODELCTL_GATEWAY_CONNECT_TIMEOUT_S",
     "first_byte_timeout_s": "MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S",
     "read_timeout_s": "MODELCTL_GATEWAY_READ_TIMEOUT_S",

@@ -13,6 +13,7 @@ def test_defaults() -> None:
     settings = GatewaySettings()
     assert (settings.host, settings.port, settings.workers, settings.api_keys) == ("0.0.0.0", 8080, 1, ())
     assert (settings.queue_per_slot, settings.queue_timeout_s, settings.cold_start_wait_s) == (4, 30.0, 30.0)
+    assert (settings.demand_interval_s, settings.loading_comment_interval_s) == (1.0, 5.0)
 
 
 def test_from_env_then_overrides() -> None:
@@ -29,6 +30,8 @@ def test_from_env_then_overrides() -> None:
         "MODELCTL_GATEWAY_READ_TIMEOUT_S": "45",
         "MODELCTL_GATEWAY_MAX_TRIES": "2",
         "MODELCTL_GATEWAY_MAX_BODY_BYTES": "1048576",
+        "MODELCTL_GATEWAY_DEMAND_INTERVAL_S": "0.5",
+        "MODELCTL_GATEWAY_LOADING_COMMENT_INTERVAL_S": "2",
         "UNRELATED": "x",
     }
     settings = GatewaySettings.from_env(env, port=8088, host=None)
@@ -42,6 +45,7 @@ def test_from_env_then_overrides() -> None:
     timeouts = (settings.connect_timeout_s, settings.first_byte_timeout_s, settings.read_timeout_s)
     assert timeouts == (1.5, 120.0, 45.0)
     assert (settings.max_tries, settings.max_body_bytes) == (2, 1024 * 1024)
+    assert (settings.demand_interval_s, settings.loading_comment_interval_s) == (0.5, 2.0)
     assert GatewaySettings.from_env({}) == GatewaySettings()
 
 
@@ -55,6 +59,18 @@ def test_from_env_then_overrides() -> None:
         pytest.param({"MODELCTL_GATEWAY_CONNECT_TIMEOUT_S": "inf"}, "connect_timeout_s", id="endless"),
         pytest.param({"MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S": "soon"}, "FIRST_BYTE", id="not a number"),
         pytest.param({"MODELCTL_GATEWAY_MAX_TRIES": "0"}, "max_tries", id="no tries"),
+        pytest.param({"MODELCTL_GATEWAY_DEMAND_INTERVAL_S": "0"}, "demand_interval_s", id="demand at 0"),
+        pytest.param({"MODELCTL_GATEWAY_DEMAND_INTERVAL_S": "-1"}, "demand_interval_s", id="demand < 0"),
+        pytest.param(
+            {"MODELCTL_GATEWAY_LOADING_COMMENT_INTERVAL_S": "0"},
+            "loading_comment_interval_s",
+            id="comments at 0",
+        ),
+        pytest.param(
+            {"MODELCTL_GATEWAY_LOADING_COMMENT_INTERVAL_S": "-5"},
+            "loading_comment_interval_s",
+            id="comments < 0",
+        ),
         pytest.param(
             {"MODELCTL_API_KEYS_FILE": "/nonexistent/keys"}, "MODELCTL_API_KEYS_FILE", id="keys file"
         ),
