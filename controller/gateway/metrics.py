@@ -12,7 +12,9 @@ Metrics (prefix ``modelctl_gateway_``): ``requests_total{model,replica,status}``
 the gateway answered itself; model "none" when the request named no served model),
 ``request_duration_seconds{model}`` (to the last byte), ``time_to_first_byte_seconds{model}``,
 ``retries_total{model}``, ``tokens_total{model,kind}`` (from ``usage``: non-streamed JSON, and the
-last SSE chunk of a stream that asked ``stream_options.include_usage``), ``in_flight{model,replica}``,
+last SSE chunk of a stream that asked ``stream_options.include_usage``), ``cold_starts_total{model}``
+(requests that found no ready replica and were held), ``held_seconds{model}`` (how long those were
+held, until a replica took them or they were refused), ``in_flight{model,replica}``,
 ``queue_depth{model}``, ``ready_replicas{model}``.
 
 With several worker processes (``workers.py``) each keeps its own figures; ``snapshot`` gives them as
@@ -270,7 +272,27 @@ class GatewayMetrics:
             "Tokens reported in the replicas' usage, by kind (prompt, completion).",
             ("model", "kind"),
         )
-        self._recorded = (self._requests, self._duration, self._ttfb, self._retries, self._tokens)
+        self._cold_starts = _Counter(
+            prefix + "cold_starts",
+            "Requests that found no ready replica of their model and were held for one.",
+            ("model",),
+        )
+        self._held = _Histogram(
+            prefix + "held_seconds",
+            "Time requests that found no ready replica were held, until a replica took them or "
+            "they were refused.",
+            ("model",),
+            _BUCKETS,
+        )
+        self._recorded = (
+            self._requests,
+            self._duration,
+            self._ttfb,
+            self._retries,
+            self._tokens,
+            self._cold_starts,
+            self._held,
+        )
         self.registry.register(_Families(self._instruments))
 
     def render(self, others: Sequence[Snapshot] = ()) -> bytes:
@@ -306,6 +328,12 @@ class GatewayMetrics:
 
     def retry(self, model: str) -> None:
         self._retries.inc((model,))
+
+    def cold_start(self, model: str) -> None:
+        self._cold_starts.inc((model,))
+
+    def held(self, model: str, held_s: float) -> None:
+        self._held.observe((model,), held_s)
 
     def tokens(self, model: str, prompt: int, completion: int) -> None:
         self._tokens.inc((model, "prompt"), prompt)

@@ -265,6 +265,13 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
                       registry=registry)  # fmt: skip
     tokens = Counter(p + "tokens", "Tokens reported in the replicas' usage, by kind (prompt, completion).",
                      ["model", "kind"], registry=registry)  # fmt: skip
+    cold_starts = Counter(p + "cold_starts",
+                          "Requests that found no ready replica of their model and were held for one.",
+                          ["model"], registry=registry)  # fmt: skip
+    held = Histogram(p + "held_seconds",
+                     "Time requests that found no ready replica were held, until a replica "
+                     "took them or they were refused.",
+                     ["model"], buckets=_BUCKETS, registry=registry)  # fmt: skip
     # Values on bucket bounds, between them, below the first and past the last.
     for model, replica, status, seconds in [
         ("a", "a-0", 200, 0.001),
@@ -287,6 +294,11 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     ours.tokens("a", 1, 0)
     tokens.labels("a", "prompt").inc(13)
     tokens.labels("a", "completion").inc(3)
+    for seconds in (0.0, 4.2, 700.0):
+        ours.cold_start("c")
+        cold_starts.labels("c").inc()
+        ours.held("c", seconds)
+        held.labels("c").observe(seconds)
 
     def lines(text: bytes) -> list[str]:
         # _created carries the moment a series was first seen: present in both, equal in neither.
