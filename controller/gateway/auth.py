@@ -17,7 +17,7 @@ from aiohttp import web
 
 from controller.gateway import errors
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/health", "/readyz", "/metrics"})
 
 
 class KeyCheck:

@@ -109,6 +109,7 @@ class Routes:
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/health", self.healthz)  # what llama-server and vLLM answer (tools probe it)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/v1/models", self.list_models)

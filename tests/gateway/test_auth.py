@@ -53,7 +53,7 @@ async def test_keys_guard_v1_but_not_probes_or_metrics(
             assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
             assert message in error["message"]
     assert not fake.requests
-    for path in ("/healthz", "/readyz", "/metrics"):
+    for path in ("/healthz", "/health", "/readyz", "/metrics"):
         assert (await client.get(path)).status == 200
     resp = await client.post(CHAT, json=ASK, headers={"Authorization": "Bearer sk-two"})
     assert resp.status == 200

@@ -117,6 +117,8 @@ async def test_no_table_yet_is_503_not_404(start_gateway: StartGateway) -> None:
 
 async def test_health_and_readiness(start_gateway: StartGateway, gateway: TestClient) -> None:
     assert (await gateway.get("/healthz")).status == 200
+    health = await gateway.get("/health")  # what llama-server answers: tools (guidellm) probe it
+    assert health.status == 200 and (await health.json())["status"] == "ok"
     resp = await gateway.get("/readyz")
     assert resp.status == 200
     assert (await resp.json())["ready_models"] == ["smollm2"]
