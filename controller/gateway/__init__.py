@@ -8,7 +8,8 @@ Modules, top down: ``server`` (the serving process) over ``workers`` (SO_REUSEPO
 ``process`` (event loop, GC); ``app`` (wiring) over ``routes`` (the HTTP surface) over ``proxy``
 (forwarding, streaming) over ``upstream`` (the HTTP/1.1 client to replicas) and ``deadlines``;
 ``admission`` (replica slots, bounded queues, 429/503) over ``balancer`` (which replica),
-``prefix`` and ``hashring`` (prefix affinity); ``table`` (where the table comes from); ``auth``
+``prefix`` and ``hashring`` (prefix affinity) and ``demand`` (load per model, reported to the
+controller for scaling on demand); ``table`` (where the table comes from); ``auth``
 (optional API keys), ``metrics`` and ``peers`` (Prometheus, across workers), ``settings`` and
 ``errors`` (OpenAI error JSON) at the bottom.
 """

@@ -7,8 +7,14 @@ bounded FIFO queue per model and hands a freed slot to the longest waiter, synch
 
 - queue length ``max(queue_min, queue_per_slot * total max_concurrency)``: beyond it 429 at once;
 - waiting for a slot longer than ``queue_timeout_s``: 429 (the model is up, only busy);
-- a model with no ready replica (cold start, all replicas restarting) waits ``cold_start_wait_s`` for
-  the table to gain one, then 503; so does a request that arrives before any table.
+- a model with no ready replica (cold start, scaled to zero, all replicas restarting) waits its
+  ``load_timeout_s`` (from the table; else ``cold_start_wait_s``) for the table to gain one, then
+  503; a request that arrives before any table waits ``cold_start_wait_s`` for it.
+
+Such a cold hold asks the demand reporter to tell the controller at once (``Demand.cold``), and
+calls the caller's ``tick`` (if any) at once and every ``loading_comment_interval_s`` while it lasts:
+the proxy keeps a held stream's client with SSE comments that way. Admission counts each slot taken
+and given back into ``Demand`` (what replicas serve, per model); its queue lengths are the waiting.
 
 Retries (another replica after a failure) skip the length bound and wait at the front of the queue:
 they have waited their turn already. The endpoint table may change at any time; ``follow`` watches it
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,12 +36,15 @@ from aiohttp import web
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.balancer import Balancer, Done
+from controller.gateway.demand import Demand
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
 
 Slot = tuple[Replica, Done]
+# Called while a request is held for a model with no ready replica (at once, then every interval).
+Tick = Callable[[], Awaitable[None]]
 
 
 class Rejected(Exception):
@@ -56,10 +65,18 @@ class _Waiter:
 class Admission:
     """Per-model wait queues over one balancer and one table source."""
 
-    def __init__(self, source: TableSource, balancer: Balancer, settings: GatewaySettings) -> None:
+    def __init__(
+        self,
+        source: TableSource,
+        balancer: Balancer,
+        settings: GatewaySettings,
+        *,
+        demand: Demand | None = None,
+    ) -> None:
         self._source = source
         self._balancer = balancer
         self._settings = settings
+        self.demand = demand if demand is not None else Demand()
         self._queues: dict[str, deque[_Waiter]] = {}
         self._seen: EndpointTable = source.current()
         self._changed = asyncio.Event()
@@ -68,25 +85,45 @@ class Admission:
         """Return how many requests for ``model`` (its name) wait for a slot."""
         return len(self._queues.get(model, ()))
 
+    def waiting(self) -> dict[str, int]:
+        """Return the requests waiting (for a slot or a ready replica) per model that has any."""
+        return {model: len(queue) for model, queue in self._queues.items() if queue}
+
+    def entry(self, model: str) -> ModelEndpoints | None:
+        """Return ``model``'s entry in the current table (None if it is no longer served)."""
+        return self._source.current().lookup(model)
+
+    def load_timeout_s(self, entry: ModelEndpoints) -> float:
+        """Return how long a request may wait for ``entry`` to gain a ready replica."""
+        timeout_s = entry.load_timeout_s
+        return self._settings.cold_start_wait_s if timeout_s is None else timeout_s
+
     def queue_limit(self, entry: ModelEndpoints) -> int:
         """Return how many requests ``entry`` may have waiting."""
         capacity = sum(r.max_concurrency for r in entry.replicas)
         return max(self._settings.queue_min, self._settings.queue_per_slot * capacity)
 
     async def acquire(
-        self, entry: ModelEndpoints, *, exclude: Collection[str] = (), key: int | None = None
+        self,
+        entry: ModelEndpoints,
+        *,
+        exclude: Collection[str] = (),
+        key: int | None = None,
+        tick: Tick | None = None,
     ) -> Slot | None:
         """Return a slot (replica, done) for a request to ``entry``; call ``done`` when it ends.
 
         Returns None when every replica is in ``exclude`` (they failed this request: the caller
         answers 503). Waits, bounded, while all are busy or none is ready; raises Rejected (429 or
-        503) when a bound is hit. A non-empty ``exclude`` marks a retry.
+        503) when a bound is hit. A non-empty ``exclude`` marks a retry. While held because ``entry``
+        has no ready replica, ``tick`` is awaited at once and then every
+        ``loading_comment_interval_s``; what it raises ends the wait (the request leaves the queue).
         """
         if not self._queues.get(entry.name):
             slot, left = self._try(entry, exclude, key)
             if slot is not None or not left:
                 return slot
-        return await self._wait(entry, exclude, key)
+        return await self._wait(entry, exclude, key, tick)
 
     async def wait_for_table(self) -> EndpointTable:
         """Return the current table once one has arrived (version > 0), or after cold_start_wait_s."""
@@ -126,15 +163,25 @@ class Admission:
 
     def _slot(self, model: str, replica: Replica) -> Done:
         release = self._balancer.acquire(replica.id)
+        demand = self.demand
+        demand.started(model)
+        ended = False
 
         def done() -> None:
+            nonlocal ended
+            if ended:
+                return
+            ended = True
             release()
+            demand.ended(model)
             if self._queues.get(model):
                 self._dispatch(model)
 
         return done
 
-    async def _wait(self, entry: ModelEndpoints, exclude: Collection[str], key: int | None) -> Slot | None:
+    async def _wait(
+        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None, tick: Tick | None
+    ) -> Slot | None:
         queue = self._queues.setdefault(entry.name, deque())
         retry = bool(exclude)
         if not retry and len(queue) >= self.queue_limit(entry):
@@ -149,16 +196,31 @@ class Admission:
             queue.append(waiter)
         self._dispatch(entry.name)  # a slot may be free for this one (queued retries could not take it)
         cold = not entry.replicas
-        timeout_s = self._settings.cold_start_wait_s if cold else self._settings.queue_timeout_s
+        if cold:
+            timeout_s = self.load_timeout_s(entry)
+            self.demand.cold(entry.name)  # the controller hears of it now, not at the next report
+        else:
+            timeout_s = self._settings.queue_timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                return await waiter.future
+                if tick is None or not cold:
+                    return await waiter.future
+                return await self._hold(waiter.future, tick)
         except TimeoutError:
             self._abandon(entry.name, waiter)
             raise Rejected(self._timed_out(entry.name, timeout_s)) from None
         except BaseException:
             self._abandon(entry.name, waiter)
             raise
+
+    async def _hold(self, future: asyncio.Future[Slot | None], tick: Tick) -> Slot | None:
+        """Wait for ``future``, awaiting ``tick`` at once and then every comment interval."""
+        every_s = self._settings.loading_comment_interval_s
+        while not future.done():
+            await tick()
+            if not future.done():
+                await asyncio.wait((future,), timeout=every_s)
+        return future.result()
 
     def _abandon(self, model: str, waiter: _Waiter) -> None:
         """Take a waiter that gave up out of the queue, or give back the slot it got meanwhile."""
@@ -210,8 +272,14 @@ class Admission:
 
     def _timed_out(self, model: str, waited_s: float) -> web.Response:
         entry = self._source.current().lookup(model)
-        if entry is None or not entry.replicas:
-            return self._gone(model, f"no replica became ready within {waited_s:g} seconds")
+        if entry is None:
+            return self._gone(model, "it is no longer served")
+        if not entry.replicas:
+            return errors.unavailable(
+                f"The model '{model}' is loading: it did not become ready within {waited_s:g} seconds. "
+                "Retry later.",
+                retry_after=self._settings.retry_after_s,
+            )
         return errors.overloaded(
             f"The model '{model}' stayed at capacity for {waited_s:g} seconds. Retry later.",
             code="queue_timeout",

@@ -17,6 +17,7 @@ from controller.gateway import errors
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KeyCheck, refusal
 from controller.gateway.balancer import Balancer
+from controller.gateway.demand import Demand, DemandReporter, DemandSink
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.proxy import Proxy
@@ -33,6 +34,7 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BALANCER = web.AppKey("modelctl.balancer", Balancer)
 METRICS = web.AppKey("modelctl.metrics", GatewayMetrics)
 ADMISSION = web.AppKey("modelctl.admission", Admission)
+REPORTER = web.AppKey("modelctl.demand_reporter", DemandReporter)  # only with a demand sink
 
 
 def gateway_middleware(keys: KeyCheck) -> Middleware:
@@ -65,15 +67,22 @@ def gateway_middleware(keys: KeyCheck) -> Middleware:
     return gateway
 
 
-def create_app(source: TableSource, settings: GatewaySettings | None = None) -> web.Application:
+def create_app(
+    source: TableSource,
+    settings: GatewaySettings | None = None,
+    demand_sink: DemandSink | None = None,
+) -> web.Application:
     """Return the gateway application serving ``source``'s table; it owns its upstream connections.
 
     Serve it with ``handler_cancellation=True`` so a client that disconnects cancels its upstream
-    request at once (``run_gateway`` does; aiohttp's test servers do by default).
+    request at once (``run_gateway`` does; aiohttp's test servers do by default). With a
+    ``demand_sink`` the app reports its demand to it while it runs (``demand.DemandReporter``):
+    ``server.serve`` posts to the controller, an in-process controller passes its own function.
     """
     settings = settings or GatewaySettings()
     balancer = Balancer(load_factor=settings.affinity_load_factor)
-    admission = Admission(source, balancer, settings)
+    demand = Demand()
+    admission = Admission(source, balancer, settings, demand=demand)
     metrics = GatewayMetrics(source, balancer.in_flight, admission.queue_depth)
     # Several worker processes: /metrics answers for all of them (peers.py).
     peers = Peers(settings.workers_dir, metrics.snapshot) if settings.workers_dir else None
@@ -103,6 +112,19 @@ def create_app(source: TableSource, settings: GatewaySettings | None = None) -> 
 
     app.cleanup_ctx.append(upstream_pool)
     app.cleanup_ctx.append(follow_table)
+    if demand_sink is not None:
+        reporter = DemandReporter(
+            demand, admission.waiting, demand_sink, interval_s=settings.demand_interval_s
+        )
+        app[REPORTER] = reporter
+
+        async def report_demand(_: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(reporter.run(), name="gateway-demand-reporter")
+            yield
+            task.cancel()
+            await asyncio.wait([task])
+
+        app.cleanup_ctx.append(report_demand)
     if peers is not None:
         app.cleanup_ctx.append(peers.serving)
     return app

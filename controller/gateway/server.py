@@ -13,6 +13,7 @@ from aiohttp import web
 
 from controller.errors import CannotListen
 from controller.gateway.app import create_app
+from controller.gateway.demand import ControllerSink
 from controller.gateway.process import tune_gc
 from controller.gateway.settings import GatewaySettings
 from controller.gateway.table import ControllerTable
@@ -42,11 +43,17 @@ async def run_gateway(settings: GatewaySettings) -> None:
 
 
 async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool = True) -> None:
-    """One serving process: follow the controller, serve the app on the port, until cancelled."""
+    """One serving process: follow the controller, report demand to it, serve the port, until cancelled.
+
+    Each worker process reports its own demand (under its own reporter id); the controller adds
+    the reports up.
+    """
     async with aiohttp.ClientSession() as controller_session:
         table = ControllerTable(settings.controller_url, controller_session)
         follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
-        runner = web.AppRunner(create_app(table, settings), handler_cancellation=True, access_log=None)
+        sink = ControllerSink(settings.controller_url, controller_session)
+        app = create_app(table, settings, demand_sink=sink)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         try:
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)

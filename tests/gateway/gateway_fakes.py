@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from controller.endpoints.demand import DemandReport
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, run_gateway
 
@@ -207,10 +208,13 @@ class FakeLlamaServer:
 
 
 class FakeController:
-    """The controller's ``GET /v1/endpoints?after=&wait=`` long poll, over a table a test sets."""
+    """The controller's ``GET /v1/endpoints?after=&wait=`` long poll, over a table a test sets, and
+    its ``POST /v1/demand`` (the reports it got, in order; ``demand_status`` is its answer)."""
 
     def __init__(self, table: EndpointTable) -> None:
         self.table = table
+        self.reports: list[DemandReport] = []
+        self.demand_status = 204
         self.polls = 0
         self.answered: list[int] = []  # the version each poll got, in order
         self.garbage = False  # answer HTML instead of the table
@@ -219,6 +223,7 @@ class FakeController:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/endpoints", self.endpoints)
+        app.router.add_post("/v1/demand", self.demand)
         app.on_shutdown.append(self._wake)
         return app
 
@@ -229,6 +234,11 @@ class FakeController:
 
     async def _wake(self, _: web.Application) -> None:
         self._changed.set()
+
+    async def demand(self, request: web.Request) -> web.Response:
+        if self.demand_status == 204:
+            self.reports.append(DemandReport.from_json(await request.json()))
+        return web.Response(status=self.demand_status)
 
     async def endpoints(self, request: web.Request) -> web.Response:
         self.polls += 1

@@ -110,7 +110,7 @@ async def test_a_cold_model_that_stays_cold_is_503(start_gateway: StartGateway) 
     assert resp.headers["Retry-After"] == "5"
     error = (await resp.json())["error"]
     assert (error["type"], error["code"]) == ("server_error", "model_unavailable")
-    assert "no replica became ready" in error["message"]
+    assert "is loading: it did not become ready within 0.1 seconds" in error["message"]
 
 
 async def test_a_cold_model_with_its_queue_full_is_503_not_429(start_gateway: StartGateway) -> None:

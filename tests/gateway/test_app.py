@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, StartUpstream, eventually, running_workers, table_of
 
+from controller.endpoints.demand import ModelDemand
 from controller.errors import GatewayWorkersFailed
 from controller.gateway import GatewaySettings, run_gateway
 
@@ -27,10 +28,15 @@ async def test_run_gateway_serves_the_controllers_table_until_cancelled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, url = await start_upstream("a")
-    controller = TestServer(FakeController(table_of(("m", (), [url]))).app())
+    fake_controller = FakeController(table_of(("m", (), [url])))
+    controller = TestServer(fake_controller.app())
     await controller.start_server()
     settings = GatewaySettings(
-        host="127.0.0.1", port=unused_tcp_port, controller_url=str(controller.make_url("")), tune_gc=False
+        host="127.0.0.1",
+        port=unused_tcp_port,
+        controller_url=str(controller.make_url("")),
+        tune_gc=False,
+        demand_interval_s=0.05,
     )
     gateway = asyncio.create_task(run_gateway(settings))
     base = f"http://127.0.0.1:{unused_tcp_port}"
@@ -49,6 +55,10 @@ async def test_run_gateway_serves_the_controllers_table_until_cancelled(
                     await asyncio.sleep(0.02)
             async with session.post(f"{base}/v1/completions", json={"model": "m"}) as resp:
                 assert resp.status == 200
+        # It reports its demand to the controller's POST /v1/demand: the request it served.
+        reports = fake_controller.reports
+        await eventually(lambda: bool(reports) and reports[-1].models.get("m", ModelDemand()).last_active > 0)
+        assert reports[-1].models["m"].in_flight == 0
         printed = capsys.readouterr().out
         assert f"listening on http://127.0.0.1:{unused_tcp_port}/v1" in printed
         assert str(controller.make_url("")) in printed
