@@ -99,3 +99,15 @@ def sse_error_event(message: str) -> bytes:
     """Return the SSE event that ends a stream whose upstream failed after the first byte."""
     payload = error_body(message, type_=SERVER_ERROR, code="upstream_error")
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def sse_event_of(response: web.Response) -> bytes:
+    """Return the SSE event carrying the error document of ``response`` (one of the above).
+
+    For a stream that already started (with loading comments) when the answer turned out to be an
+    error: the status and headers are gone, the document still reaches the client.
+    """
+    body = response.body
+    if not isinstance(body, bytes) or b"\n" in body:  # json.dumps writes one line
+        body = json.dumps(error_body(response.reason or "Error", type_=SERVER_ERROR)).encode()
+    return b"data: " + body + b"\n\n"

@@ -6,6 +6,13 @@ skipped for another one; after the first byte there is no retry, a failing upstr
 (with an SSE error event for event streams) and never hangs; a client that goes away closes the
 upstream connection, so the backend stops generating tokens nobody will read.
 
+Cold holds: a request for a model with no ready replica waits in admission until the table gains
+one (or its ``load_timeout_s`` passes: 503 with Retry-After). A streamed one gets its answer started
+at once (200, ``text/event-stream``) with ``: loading <model>`` SSE comments every
+``loading_comment_interval_s``, so clients and proxies in front do not give up on a silent
+connection; the replica's events then follow in the same response (its status and headers can no
+longer be sent: an error answer, or the hold's 503, becomes an SSE error event that ends the stream).
+
 Client disconnects: run the server with ``handler_cancellation=True`` (``run_gateway`` does, as do
 aiohttp's test servers) and the handler is cancelled the moment the client leaves. Without it the
 disconnect is noticed at the next chunk written. Either way ``_try`` closes the upstream response.
@@ -14,6 +21,7 @@ disconnect is noticed at the next chunk written. Either way ``_try`` closes the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -24,7 +32,7 @@ from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway import errors
-from controller.gateway.admission import Admission, Rejected
+from controller.gateway.admission import Admission, Rejected, Slot
 from controller.gateway.deadlines import OpenDeadline, ReadDeadline, Watchdog
 from controller.gateway.metrics import NO_REPLICA, GatewayMetrics, usage_tokens
 from controller.gateway.upstream import (
@@ -133,7 +141,7 @@ REPLICA_HEADER = "X-Modelctl-Replica"
 class Call:
     """One client request on its way: the model it resolved to, its prefix key, its clock."""
 
-    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream_usage")
+    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream", "stream_usage")
 
     def __init__(
         self,
@@ -142,13 +150,69 @@ class Call:
         key: int | None,
         started: float,
         stream_usage: bool,
+        stream: bool = False,
     ) -> None:
         self.entry = entry
         self.key = key
         self.started = started
+        self.stream = stream  # the client asked for an event stream ("stream": true)
         self.stream_usage = stream_usage  # the client asked stream_options.include_usage
         self.replica = NO_REPLICA  # the replica that answered, for the request metrics
         self.first_byte_s: float | None = None
+
+
+EVENT_STREAM = "text/event-stream"
+_LOADING_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Loading:
+    """A streamed request held for a model with no ready replica: its answer, once started.
+
+    ``tick`` (admission calls it at once and every comment interval) starts the response and writes
+    an SSE comment, which OpenAI's clients ignore; ``fail`` ends it with an error event instead of
+    the error answer that can no longer be sent.
+    """
+
+    __slots__ = ("_comment", "_request", "response")
+
+    def __init__(self, request: web.Request, model: str) -> None:
+        self._request = request
+        self._comment = f": loading {model}\n\n".encode()
+        self.response: web.StreamResponse | None = None  # None until the first comment
+
+    async def tick(self) -> None:
+        """Write the loading comment (starting the response first); raise ConnectionError if gone."""
+        resp = self.response
+        if resp is None:
+            resp = web.StreamResponse(status=200, headers=_LOADING_HEADERS)
+            await resp.prepare(self._request)
+            self.response = resp
+        await resp.write(self._comment)
+
+    async def fail(self, event: bytes) -> web.StreamResponse:
+        """End the started response with the SSE error ``event``; return the response."""
+        resp = self.response
+        assert resp is not None, "only a started loading stream fails this way"
+        try:
+            await resp.write(event)
+            await resp.write_eof()
+        except ConnectionError:
+            log.debug("client left %s before the error event", self._request.path)
+        return resp
+
+
+def error_message(body: bytes) -> str:
+    """Return the message of a replica's error body (OpenAI's or llama-server's shape, else text)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return body[:200].decode(errors="replace").strip()
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return body[:200].decode(errors="replace").strip()
 
 
 class Proxy:
@@ -163,34 +227,83 @@ class Proxy:
         tick_s = min(1.0, settings.first_byte_timeout_s / 10, settings.read_timeout_s / 10)
         self._watchdog = Watchdog(tick_s)
 
-    async def forward(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
+    async def forward(
+        self,
+        request: web.Request,
+        call: Call,
+        body: bytes,
+        *,
+        slot: Slot | None = None,
+        loading: Loading | None = None,
+    ) -> web.StreamResponse:
         """Answer ``request`` from one of ``call.entry``'s replicas; errors come back as responses.
 
         Tries up to ``max_tries`` replicas, each at most once, while nothing has been sent to the
         client; waits (bounded) for a slot when all are busy or none is ready yet. Returns the relayed
         response; a 429/503 from admission; a 503 (with Retry-After) when every try failed before the
-        first byte; or a 502 when a replica failed in a way a retry would not fix.
+        first byte; or a 502 when a replica failed in a way a retry would not fix. A model without
+        ready replicas goes through ``_forward_cold``, which passes the slot of its first try and its
+        started loading stream (if any) back in: the common path keeps one coroutine frame.
         """
+        if slot is None and not call.entry.replicas:
+            return await self._forward_cold(request, call, body)
         model = call.entry
         failed: list[str] = []
         for _ in range(self._settings.max_tries):
-            try:
-                slot = await self._admission.acquire(model, exclude=failed, key=call.key)
-            except Rejected as exc:
-                return exc.response
             if slot is None:
-                break
+                try:
+                    slot = await self._admission.acquire(model, exclude=failed, key=call.key)
+                except Rejected as exc:
+                    return exc.response
+                if slot is None:
+                    break
             replica, done = slot
+            slot = None
             try:
-                return await self._try(request, replica, body, call)
+                return await self._try(request, replica, body, call, loading)
             except RetryableError as exc:
                 log.warning("model %s: replica %s failed: %s", model.name, replica.id, exc)
                 failed.append(replica.id)
                 self._metrics.retry(model.name)
             finally:
                 done()
+        return self._failed(model, len(failed))
+
+    async def _forward_cold(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
+        """``forward`` for a model that had no ready replica: held (counted, timed), then as usual."""
+        name = call.entry.name
+        self._metrics.cold_start(name)
+        loading = Loading(request, name) if call.stream else None
+        held_since = time.monotonic()
+        try:
+            slot = await self._admission.acquire(
+                call.entry, key=call.key, tick=loading.tick if loading is not None else None
+            )
+        except Rejected as exc:
+            self._metrics.held(name, time.monotonic() - held_since)
+            return await self._loaded(loading, exc.response)
+        except ConnectionError:  # a loading comment found the client gone
+            log.debug("client left %s while held for model %s", request.path, name)
+            if loading is not None and loading.response is not None:
+                return loading.response
+            return web.Response(status=499, reason="Client Closed Request")  # nobody reads it
+        self._metrics.held(name, time.monotonic() - held_since)
+        if slot is None:
+            return await self._loaded(loading, self._failed(call.entry, 0))
+        call.entry = self._admission.entry(name) or call.entry  # retries go to its replicas now
+        resp = await self.forward(request, call, body, slot=slot, loading=loading)
+        return await self._loaded(loading, resp)
+
+    async def _loaded(self, loading: Loading | None, resp: web.StreamResponse) -> web.StreamResponse:
+        """Return ``resp``, or end the loading stream already started with it as an error event."""
+        if loading is None or loading.response is None or resp is loading.response:
+            return resp
+        assert isinstance(resp, web.Response), "answers other than the loading stream are whole"
+        return await loading.fail(errors.sse_event_of(resp))
+
+    def _failed(self, model: ModelEndpoints, failed: int) -> web.Response:
         return errors.unavailable(
-            f"The model '{model.name}' is temporarily unavailable: {len(failed)} of its replicas "
+            f"The model '{model.name}' is temporarily unavailable: {failed} of its replicas "
             "failed to answer. Retry later.",
             retry_after=self._settings.retry_after_s,
         )
@@ -207,7 +320,12 @@ class Proxy:
         return await self.pool.post(replica.url, request.raw_path, headers, body)
 
     async def _try(
-        self, request: web.Request, replica: Replica, body: bytes, call: Call
+        self,
+        request: web.Request,
+        replica: Replica,
+        body: bytes,
+        call: Call,
+        loading: Loading | None = None,
     ) -> web.StreamResponse:
         """One try on ``replica``; raise RetryableError if it failed before the first byte.
 
@@ -241,8 +359,10 @@ class Proxy:
             if upstream.status in _RETRY_STATUSES:
                 raise RetryableError(f"answered HTTP {upstream.status}")
             call.replica = replica.id
+            if loading is not None and loading.response is not None:
+                return await self._relay_loaded(request, upstream, replica, call, loading)
             content_type = upstream.content_type
-            is_sse = content_type == "text/event-stream"
+            is_sse = content_type == EVENT_STREAM
             length = upstream.content_length
             if not is_sse and length is not None and length <= WHOLE_BODY_BYTES:
                 return await self._relay_whole(upstream, replica, call, content_type)
@@ -258,20 +378,28 @@ class Proxy:
         call: Call,
         is_sse: bool,
         content_type: str,
+        started: web.StreamResponse | None = None,
     ) -> web.StreamResponse:
-        """Copy status, headers and each chunk to the client as it arrives; return the response."""
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        headers = resp.headers
-        headers.extend(response_headers(upstream.headers))
-        headers[REPLICA_HEADER] = replica.id  # which replica answered: for users and tests
-        if is_sse:
-            headers["Cache-Control"] = "no-cache"
-            headers["X-Accel-Buffering"] = "no"
-        elif upstream.content_length is not None:
-            resp.content_length = upstream.content_length
+        """Copy status, headers and each chunk to the client as it arrives; return the response.
+
+        ``started``: a response already sent to the client (a loading stream); only the body goes
+        into it.
+        """
+        if started is None:
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            headers = resp.headers
+            headers.extend(response_headers(upstream.headers))
+            headers[REPLICA_HEADER] = replica.id  # which replica answered: for users and tests
+            if is_sse:
+                headers["Cache-Control"] = "no-cache"
+                headers["X-Accel-Buffering"] = "no"
+            elif upstream.content_length is not None:
+                resp.content_length = upstream.content_length
+            await resp.prepare(request)
+        else:
+            resp = started
         # Usage comes at the end: of a JSON body, or of a stream that asked for it.
         tail = _Tail() if (call.stream_usage if is_sse else content_type == JSON) else None
-        await resp.prepare(request)
         loop = asyncio.get_running_loop()
         watch = ReadDeadline(self._settings.read_timeout_s, upstream)
         self._watchdog.add(watch)
@@ -322,6 +450,30 @@ class Proxy:
         if content_type == JSON:
             self._count_tokens(call, body[-_Tail.KEEP :])
         return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+
+    async def _relay_loaded(
+        self, request: web.Request, upstream: Answer, replica: Replica, call: Call, loading: Loading
+    ) -> web.StreamResponse:
+        """The replica's answer into a loading stream: its events, or its error as an SSE event."""
+        started = loading.response
+        assert started is not None
+        content_type = upstream.content_type
+        if upstream.status == 200 and content_type == EVENT_STREAM:
+            return await self._relay(request, upstream, replica, call, True, content_type, started)
+        if upstream.status == 200:
+            message = f"The model server answered {content_type or 'a body'}, not an event stream."
+        else:
+            try:
+                async with asyncio.timeout(self._settings.read_timeout_s):
+                    length = upstream.content_length
+                    small = length is not None and length <= WHOLE_BODY_BYTES
+                    body = await upstream.read() if small else await upstream.next_chunk()
+            except (UpstreamError, TimeoutError):
+                body = b""
+            details = error_message(body) or "no details"
+            message = f"The model server answered HTTP {upstream.status}: {details}"
+        log.warning("replica %s answered a held stream: %s", replica.id, message)
+        return await loading.fail(errors.sse_error_event(message))
 
     def _count_tokens(self, call: Call, tail: bytes) -> None:
         usage = usage_tokens(tail)

@@ -194,6 +194,7 @@ class Routes:
             key=key,
             started=started,
             stream_usage=wants_stream_usage(document),
+            stream=document.get("stream") is True,
         )
 
     def _unknown(self, table: EndpointTable, model: str) -> web.Response:
