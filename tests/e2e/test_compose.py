@@ -8,12 +8,14 @@ does not disturb a stack a developer has up; it is torn down (including the repl
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import docker
 import docker.errors
@@ -32,9 +34,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Stack(NamedTuple):
+    url: str  # the gateway's base URL
+    project: str  # the compose project
+    env: dict[str, str]  # what compose ran with (ports, instance, manifests folder)
+
+
 @pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[str, str]]:
-    """`docker compose up -d` of compose.yaml; yields the gateway's base URL and the project."""
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`docker compose up -d` of compose.yaml, over a copy of ./models (so a test may break a
+    manifest without touching the checkout's)."""
     client = docker.from_env()
     for tag in ("modelctl/modelctl:local", "modelctl/llamacpp:server"):
         try:
@@ -43,8 +52,11 @@ def stack() -> Iterator[tuple[str, str]]:
             pytest.fail(f"image {tag} is missing; run `make images`")
     suffix = uuid.uuid4().hex[:6]
     port = free_port()
+    manifests = tmp_path_factory.mktemp("manifests")
+    shutil.copytree(REPO / "models", manifests, dirs_exist_ok=True)
     env = {
         **os.environ,
+        "MODELCTL_MANIFESTS": str(manifests),
         "MODELCTL_MODEL_ROOT": os.environ.get("MODELCTL_MODEL_ROOT", str(REPO / "models-data")),
         "MODELCTL_NETWORK": f"modelctl-e2e-{suffix}",
         "MODELCTL_INSTANCE": f"e2e-{suffix}",
@@ -55,7 +67,7 @@ def stack() -> Iterator[tuple[str, str]]:
     started = time.monotonic()
     subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, check=True)
     try:
-        yield f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}"
+        yield Stack(f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}", env)
     finally:
         subprocess.run([*compose, "logs", "--no-color", "--tail", "40"], cwd=REPO, env=env, check=False)
         subprocess.run([*compose, "down", "--remove-orphans", "-t", "5"], cwd=REPO, env=env, check=False)
@@ -82,7 +94,7 @@ def first_answer(client: openai.OpenAI, timeout: float = 300) -> tuple[float, st
     pytest.fail(f"no completion through the gateway within {timeout}s; last error: {last!r}")
 
 
-def test_compose_stack_answers_the_official_openai_client(stack: tuple[str, str]) -> None:
+def test_compose_stack_answers_the_official_openai_client(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack[0]}/v1", api_key="unused", max_retries=0)
     waited, text = first_answer(client)
     print(f"first completion {waited:.1f}s after `docker compose up -d` returned: {text!r}")
@@ -108,7 +120,7 @@ def test_compose_stack_answers_the_official_openai_client(stack: tuple[str, str]
     client.close()
 
 
-def test_only_the_controller_holds_the_docker_socket(stack: tuple[str, str]) -> None:
+def test_only_the_controller_holds_the_docker_socket(stack: Stack) -> None:
     client = docker.from_env()
     found = client.containers.list(filters={"label": f"com.docker.compose.project={stack[1]}"})
     by_service = {c.labels["com.docker.compose.service"]: c for c in found}
@@ -120,3 +132,49 @@ def test_only_the_controller_holds_the_docker_socket(stack: tuple[str, str]) -> 
     gateway = by_service["gateway"].attrs
     assert gateway["Config"]["User"] == "65534:65534" and gateway["HostConfig"]["ReadonlyRootfs"] is True
     client.close()
+
+
+def wrapper(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`./modelctl ARGS` as a user runs it in the checkout, against this test's stack."""
+    env = {**os.environ, **{k: stack.env[k] for k in ("MODELCTL_API_PORT", "MODELCTL_INSTANCE")}}
+    return subprocess.run(
+        [str(REPO / "modelctl"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_host_wrapper_shows_status_and_every_replicas_logs(stack: Stack) -> None:
+    def ready_rows(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("smollm2 ") and " Ready " in line]
+
+    deadline = time.monotonic() + 120
+    while len(ready_rows((status := wrapper(stack, "status")).stdout)) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.startswith("MODEL") and len(ready_rows(status.stdout)) == 2
+
+    logs = wrapper(stack, "logs", "smollm2", "--tail", "5")
+    assert logs.returncode == 0, logs.stderr
+    assert "==> smollm2 replica 0: " in logs.stdout and "==> smollm2 replica 1: " in logs.stdout
+    one = wrapper(stack, "logs", "smollm2", "--replica", "1", "--tail", "5")
+    assert "replica 1" in one.stdout and "replica 0" not in one.stdout
+
+    unknown = wrapper(stack, "logs", "nosuch")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("modelctl: error: no model nosuch (known: smollm2")
+
+    valid = wrapper(stack, "validate", "models/")
+    assert valid.returncode == 0 and "ok  smollm2" in valid.stdout
+
+
+def test_status_names_a_broken_manifest_by_its_host_path_and_exits_1(stack: Stack) -> None:
+    broken = Path(stack.env["MODELCTL_MANIFESTS"]) / "broken.yaml"
+    broken.write_text("model: a.gguf\nrepicas: 2\n")
+    try:
+        deadline = time.monotonic() + 60
+        while (status := wrapper(stack, "status")).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        broken.unlink()
+    assert status.returncode == 1, status.stdout
+    assert f"{broken}:2 (document 1) field 'repicas'" in status.stdout
+    assert "/etc/modelctl" not in status.stdout and "1 manifest error(s)" in status.stderr
