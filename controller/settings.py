@@ -9,11 +9,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.errors import ModelctlError
 from controller.reconcile.lifecycle import LifecycleSettings
+from controller.reconcile.scaling import ScalingSettings
 
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(p).absolute() for p in value.split(os.pathsep) if p)
+
+
+def _size(name: str, value: str) -> int:
+    from controller.manifests.document import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ModelctlError(f"{name}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +44,8 @@ class ControllerSettings:
     instance: str = "default"
     # Bridge network shared by replicas, the controller (health probes) and the gateway.
     network: str = "modelctl"
-    # The internal API the gateway follows. Loopback by default; compose binds it on its network.
+    # The internal API the gateway follows. Loopback by default; compose binds it on its network
+    # and publishes it on the host's loopback only (127.0.0.1:8081, for `./modelctl status`).
     api_host: str = "127.0.0.1"
     api_port: int = 8081
     # Docker engine address; None means DOCKER_HOST or the local socket.
@@ -44,6 +56,14 @@ class ControllerSettings:
     docker_wait_s: float = 300.0
     # Longest wait for a leaving replica's in-flight requests before it is stopped.
     drain_grace_s: float = 30.0
+    # Host memory CPU replicas may use together (a size, '16GiB'); None: what the host has available
+    # (MemAvailable, plus what our CPU replicas hold) minus cpu_memory_reserve. MODELCTL_CPU_MEMORY.
+    cpu_memory: int | None = None
+    # Left to everything else when the budget follows the host. MODELCTL_CPU_MEMORY_RESERVE.
+    cpu_memory_reserve: int = 1024**3
+    # Autoscaling windows: up on the load averaged over up_window_s, down when the peak over
+    # down_window_s fits in fewer. MODELCTL_SCALE_UP_WINDOW_S, MODELCTL_SCALE_DOWN_WINDOW_S.
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
     # Restart backoff and health timeouts.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
@@ -53,6 +73,12 @@ class ControllerSettings:
         values: dict[str, object] = {}
         if "MODELCTL_MANIFESTS" in env:
             values["manifests"] = Path(env["MODELCTL_MANIFESTS"])
+        for key, name in (
+            ("cpu_memory", "MODELCTL_CPU_MEMORY"),
+            ("cpu_memory_reserve", "MODELCTL_CPU_MEMORY_RESERVE"),
+        ):
+            if env.get(name):
+                values[key] = _size(name, env[name])
         if "MODELCTL_MODEL_ROOTS" in env:
             values["model_roots"] = _paths(env["MODELCTL_MODEL_ROOTS"])
         for key, name, kind in (
@@ -68,5 +94,15 @@ class ControllerSettings:
         ):
             if name in env:
                 values[key] = kind(env[name])
+        windows = {
+            key: float(env[name])
+            for key, name in (
+                ("up_window_s", "MODELCTL_SCALE_UP_WINDOW_S"),
+                ("down_window_s", "MODELCTL_SCALE_DOWN_WINDOW_S"),
+            )
+            if env.get(name)
+        }
+        if windows:
+            values["scaling"] = ScalingSettings(**windows)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
