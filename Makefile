@@ -11,6 +11,7 @@ COMPOSE := docker compose -f compose.yaml $(if $(GPUS),-f compose.gpu.yaml)
 up: docker stack-images example-model  ## bring the stack up with the example model and ask it something
 	$(COMPOSE) up -d
 	scripts/smoke-chat.sh
+	@echo "next: ./modelctl status, ./modelctl logs smollm2 (the CLI from the stack's image; README: Command line)"
 
 down:                              ## stop the stack and remove every backend container modelctl started
 	$(COMPOSE) stop controller         # first, or it would start the replicas again
