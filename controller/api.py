@@ -41,8 +41,9 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
         return web.json_response(
             {
                 "replicas": [asdict(r) for r in reconciler.replicas],
-                "models": [asdict(m) for m in reconciler.scaling.values()],
+                "models": [asdict(m) for m in reconciler.on_demand.scaling.values()],
                 "manifest_errors": reconciler.manifest_errors,
+                "notes": reconciler.notes,
                 "endpoints_version": store.current().version,
             }
         )
@@ -52,7 +53,7 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
             report = DemandReport.from_json(await request.json())
         except ValueError as exc:  # JSONDecodeError is one
             return web.json_response({"error": f"bad demand report: {exc}"}, status=400)
-        if reconciler.demand.record(report):
+        if reconciler.on_demand.demand.record(report):
             reconciler.wake.set()  # a request waits for a model: start it now, not next pass
         return web.Response(status=204)
 

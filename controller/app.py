@@ -25,9 +25,12 @@ from controller.errors import CannotListen, InvalidManifests, ManifestError, Run
 from controller.gateway.app import create_app
 from controller.gateway.settings import GatewaySettings
 from controller.manifests.loader import LoadedModel, load_folder
+from controller.placement.host import Host, read_host
 from controller.reconcile.drain import Drainer
 from controller.reconcile.health import HttpProber
 from controller.reconcile.loop import Reconciler
+from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.scaling import Scaler
 from controller.reconcile.watch import watch_docker_events, watch_manifests
 from controller.runtime.docker import DockerRuntime, connect
 from controller.settings import ControllerSettings
@@ -74,6 +77,7 @@ async def running_controller(
             drainer=drainer,
             interval_s=settings.interval_s,
             lifecycle=settings.lifecycle,
+            on_demand=on_demand(settings),
         )
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
@@ -132,6 +136,15 @@ def relocated(error: ManifestError, folder: Path, shown_as: str) -> ManifestErro
     return ManifestError(
         error.message, file=file, document=error.document, field=error.field, line=error.line
     )
+
+
+def on_demand(settings: ControllerSettings) -> OnDemand:
+    """Scaling on the gateway's demand, with CPU replicas placed against the host's memory."""
+
+    def host(ours: int) -> Host:
+        return read_host(budget=settings.cpu_memory, reserve=settings.cpu_memory_reserve, ours=ours)
+
+    return OnDemand(scaler=Scaler(settings.scaling), read_host=host)
 
 
 async def connect_with_retry(settings: ControllerSettings) -> docker.DockerClient:

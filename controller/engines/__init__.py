@@ -12,7 +12,7 @@ from controller.engines import llamacpp, vllm
 from controller.manifests.loader import LoadedModel
 from controller.runtime.spec import ContainerSpec
 
-SpecBuilder = Callable[[LoadedModel, int, tuple[str, ...], float | None], ContainerSpec]
+SpecBuilder = Callable[..., ContainerSpec]  # (model, replica, gpus, gpu_share, *, cpus)
 
 BUILDERS: dict[str, SpecBuilder] = {
     "llamacpp": llamacpp.container_spec,
@@ -28,8 +28,22 @@ IDLE_CHECKS: dict[str, tuple[str, Callable[[str], bool]]] = {
 
 
 def build_spec(
-    model: LoadedModel, replica: int, gpus: tuple[str, ...] = (), gpu_share: float | None = None
+    model: LoadedModel,
+    replica: int,
+    gpus: tuple[str, ...] = (),
+    gpu_share: float | None = None,
+    *,
+    cpus: tuple[int, ...] = (),
 ) -> ContainerSpec:
     """The container spec for one replica of ``model`` owning ``gpus`` (device IDs); ``gpu_share``
-    is the fraction of each GPU's memory it may use (vLLM --gpu-memory-utilization)."""
-    return BUILDERS[model.manifest.resolved_engine](model, replica, gpus, gpu_share)
+    is the fraction of each GPU's memory it may use (vLLM --gpu-memory-utilization); ``cpus`` the
+    host cores a CPU replica runs on (as many compute threads)."""
+    return BUILDERS[model.manifest.resolved_engine](model, replica, gpus, gpu_share, cpus=cpus)
+
+
+def sets_own_threads(model: LoadedModel) -> bool:
+    """True when the manifest chooses the engine's CPU threads itself: then modelctl pins nothing."""
+    engine = model.manifest.resolved_engine
+    if engine == "llamacpp":
+        return any(a in ("-t", "--threads") or a.startswith("--threads=") for a in model.manifest.args)
+    return "VLLM_CPU_OMP_THREADS_BIND" in model.manifest.env

@@ -61,6 +61,8 @@ def engine_spec(
     hub_env: tuple[tuple[str, str], ...],
     gpus: tuple[str, ...],
     shm_size: str | None = None,
+    cpus: tuple[int, ...] = (),
+    extra_env: tuple[tuple[str, str], ...] = (),
 ) -> ContainerSpec:
     """The parts of a spec both engines fill alike from the manifest."""
     manifest = model.manifest
@@ -73,8 +75,20 @@ def engine_spec(
         port=port,
         health_path=health_path,
         max_concurrency=manifest.max_batch_size,
-        env=tuple(sorted((*model.env, *hub_env))),
+        env=tuple(sorted((*model.env, *hub_env, *extra_env))),
         mounts=(weights.mount,),
         gpus=gpu_request(gpus),
         shm_size=shm_size,
+        cpuset=cpus,
     )
+
+
+def cpu_list(cpus: tuple[int, ...]) -> str:
+    """Cores as a Linux cpu list, ranges folded: (0, 1, 2, 5) -> '0-2,5'."""
+    parts: list[str] = []
+    for cpu in sorted(cpus):
+        if parts and cpu == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{cpu}"
+        else:
+            parts.append(str(cpu))
+    return ",".join(parts)

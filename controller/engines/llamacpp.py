@@ -27,7 +27,12 @@ HTTP_THREAD_HEADROOM = 8
 
 
 def container_spec(
-    model: LoadedModel, replica: int, gpus: tuple[str, ...], gpu_share: float | None = None
+    model: LoadedModel,
+    replica: int,
+    gpus: tuple[str, ...],
+    gpu_share: float | None = None,
+    *,
+    cpus: tuple[int, ...] = (),
 ) -> ContainerSpec:
     """The spec of replica ``replica`` of a GGUF model served by llama-server. ``gpu_share`` is
     not a llama.cpp setting: its memory is bounded by the weights, -c and --parallel."""
@@ -38,17 +43,22 @@ def container_spec(
         replica,
         engine="llamacpp",
         default_image=DEFAULT_IMAGE,
-        command=command(model, weights, gpus),
+        command=command(model, weights, gpus, cpus),
         port=PORT,
         health_path=HEALTH_PATH,
         weights=weights,
         hub_env=hub_env,
         gpus=gpus,
+        cpus=cpus,
     )
 
 
-def command(model: LoadedModel, weights: Weights, gpus: tuple[str, ...]) -> list[str]:
-    """llama-server's arguments (the image's entrypoint is /app/llama-server)."""
+def command(
+    model: LoadedModel, weights: Weights, gpus: tuple[str, ...], cpus: tuple[int, ...] = ()
+) -> list[str]:
+    """llama-server's arguments (the image's entrypoint is /app/llama-server). A CPU replica pinned
+    to ``cpus`` gets one compute thread per core of its set (llama-server's default is every core
+    of the host, which several replicas would fight over)."""
     manifest = model.manifest
     source = ["-hf", weights.hub] if weights.hub else ["-m", str(weights.path)]
     args = [*source, "--alias", ",".join(manifest.names)]
@@ -59,6 +69,8 @@ def command(model: LoadedModel, weights: Weights, gpus: tuple[str, ...]) -> list
         # -c is the total context, split over the slots: give each sequence the asked length.
         args += ["-c", str(manifest.context_length * manifest.max_batch_size)]
     args += ["-ngl", ALL_LAYERS if gpus else "0"]
+    if cpus:
+        args += ["--threads", str(len(cpus))]
     return args + list(manifest.args)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from controller.engines.common import HUB_CACHE_DIR, engine_spec, weights_source
+from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
 from controller.manifests.loader import LoadedModel
 from controller.runtime.spec import ContainerSpec
 
@@ -38,7 +38,12 @@ COMPILATION_FLAGS = (
 
 
 def container_spec(
-    model: LoadedModel, replica: int, gpus: tuple[str, ...], gpu_share: float | None = None
+    model: LoadedModel,
+    replica: int,
+    gpus: tuple[str, ...],
+    gpu_share: float | None = None,
+    *,
+    cpus: tuple[int, ...] = (),
 ) -> ContainerSpec:
     """The spec of replica ``replica`` of a safetensors model served by vLLM; ``gpu_share`` is its
     share of each GPU's memory when placement shares GPUs (--gpu-memory-utilization)."""
@@ -56,6 +61,9 @@ def container_spec(
         hub_env=hub_env,
         gpus=gpus,
         shm_size=SHM_SIZE,
+        cpus=cpus,
+        # vLLM's CPU backend binds its OpenMP threads to these cores (one thread each).
+        extra_env=(("VLLM_CPU_OMP_THREADS_BIND", cpu_list(cpus)),) if cpus else (),
     )
 
 

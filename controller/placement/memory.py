@@ -36,6 +36,10 @@ KV_DTYPE_BYTES = 2  # f16 (llama.cpp's default --cache-type-k/v) or bf16/f16 (vL
 #   the activation peak vLLM profiles at start (max_num_batched_tokens x hidden), NCCL buffers when
 #   tensor parallel. vLLM's own docs leave ~10% of an 80 GiB GPU for this; 2 GiB suits small models.
 OVERHEAD_BYTES = {"llamacpp": 512 * MiB, "vllm": 2 * GiB}
+# A CPU replica's process beside its weights and KV cache, in host memory. Measured here: llama-server
+# serving SmolLM2-135M held ~181 MiB RSS in all; vLLM's CPU build ~3.9 GiB RSS with the same model
+# (torch, the Python server, its CPU KV cache space).
+CPU_OVERHEAD_BYTES = {"llamacpp": 256 * MiB, "vllm": 4 * GiB}
 
 GGUF_MAGIC = b"GGUF"
 
@@ -387,6 +391,25 @@ def config_architecture(config: Path) -> Architecture | None:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EstimateError(f"{config}: missing or bad architecture field {exc}") from exc
+
+
+def cpu_need(model: LoadedModel) -> int:
+    """Host memory one CPU replica needs: the manifest's ``gpu_memory`` when it is a size (for a
+    CPU replica it means host memory), else weights + KV cache + the engine's CPU overhead.
+    Raises EstimateError (a fraction of a GPU means nothing on the CPU, or the weights cannot be
+    sized)."""
+    from controller.manifests.document import parse_size  # pydantic lives there; keep it off the import path
+
+    manifest = model.manifest
+    if isinstance(manifest.gpu_memory, str):
+        return parse_size(manifest.gpu_memory)
+    if manifest.gpu_memory is not None:
+        raise EstimateError(
+            f"model {model.name}: gpu_memory {manifest.gpu_memory} is a share of a GPU; a CPU replica "
+            "needs a size ('2GiB') or none (estimated from the weights)"
+        )
+    found = estimate(model)
+    return found.weights + found.kv_cache + CPU_OVERHEAD_BYTES[manifest.resolved_engine]
 
 
 def gpu_need(model: LoadedModel) -> int | float:

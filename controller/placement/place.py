@@ -380,5 +380,7 @@ def requests_for(
             pending.extend(Pending(model.name, i, str(exc)) for i in range(count))
             continue
         engine = manifest.resolved_engine
-        requests.extend(ReplicaRequest(model.name, i, manifest.num_gpus, memory, engine) for i in range(count))
+        requests.extend(
+            ReplicaRequest(model.name, i, manifest.num_gpus, memory, engine) for i in range(count)
+        )
     return requests, pending

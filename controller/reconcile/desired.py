@@ -1,8 +1,11 @@
 """The desired state: which replica containers should exist, with which GPUs, and why the rest wait.
 
-CPU replicas (num_gpus: 0) always have a spec. GPU replicas go through placement (pure, in
-``controller.placement.place``) against the live inventory, keeping the devices running replicas already
-own; what does not fit stays Pending with the placement's one-line reason.
+Each model gets the count the scaler chose (default its min_count). GPU replicas go through
+placement (pure, ``controller.placement.place``) against the live inventory, keeping the devices
+running replicas already own; CPU replicas (num_gpus: 0) through ``controller.placement.host``
+against the host's memory budget and cores, keeping the cores running replicas hold. What does not
+fit stays Pending with the placement's one-line reason, and is marked ``short`` (of memory) so the
+reconciler can evict idle on-demand replicas for it.
 """
 
 from __future__ import annotations
@@ -10,20 +13,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.engines import build_spec
+from controller.engines import build_spec, sets_own_threads
 from controller.errors import ModelctlError
 from controller.manifests.loader import LoadedModel
+from controller.placement.host import CpuRequest, Host, place_cpu
 from controller.placement.inventory import Inventory
+from controller.placement.memory import cpu_need
 from controller.placement.place import Current, place, requests_for
 from controller.reconcile.status import ReplicaStatus
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
+
+Slot = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
 class Desired:
     specs: list[ContainerSpec]
     pending: list[ReplicaStatus]
+    short: frozenset[Slot] = frozenset()  # Pending because memory (GPU or host) is short
+    notes: tuple[str, ...] = ()  # about the whole host, e.g. oversubscribed cores
 
 
 def desired_state(
@@ -32,19 +41,26 @@ def desired_state(
     observed: Sequence[ObservedContainer] = (),
     managed_pids: frozenset[int] = frozenset(),
     counts: Mapping[str, int] | None = None,
+    host: Host | None = None,
 ) -> Desired:
     """Specs for every replica that can run now; Pending rows (with reasons) for the others.
     ``counts`` is how many replicas each model should have now (the scaler's; default each
     manifest's min_count). ``managed_pids`` are the host PIDs of our replicas: their GPU memory is
-    theirs, not foreign."""
+    theirs, not foreign. ``host``: place CPU replicas against its memory budget and cores (None:
+    unbounded and unpinned)."""
     specs: list[ContainerSpec] = []
     pending: list[ReplicaStatus] = []
     by_name = {m.name: m for m in models}
     wanted = {m.name: m.manifest.min_count for m in models} | dict(counts or {})
-    for model in models:
-        if model.manifest.num_gpus == 0:
+    cpu_models = [m for m in models if m.manifest.num_gpus == 0]
+    short: set[Slot] = set()
+    notes: tuple[str, ...] = ()
+    if host is None:
+        for model in cpu_models:
             for index in range(wanted[model.name]):
                 add_spec(model, index, (), None, specs, pending)
+    else:
+        notes = cpu_replicas(cpu_models, wanted, host, observed, specs, pending, short)
     requests, unknown = requests_for([m for m in models if m.manifest.num_gpus], counts=wanted)
     assignments = {c.slot: c.gpus for c in observed if c.gpus and c.alive}
     current = Current(assignments=assignments, managed_pids=managed_pids)
@@ -53,7 +69,45 @@ def desired_state(
         add_spec(by_name[a.model], a.replica, a.devices, a.gpu_memory_utilization, specs, pending)
     for p in (*unknown, *placement.pending):
         pending.append(ReplicaStatus(p.model, p.replica, "Pending", reason=p.reason))
-    return Desired(specs, pending)
+    short.update(p.slot for p in placement.pending)
+    return Desired(specs, pending, frozenset(short), notes)
+
+
+def cpu_replicas(
+    models: Sequence[LoadedModel],
+    wanted: Mapping[str, int],
+    host: Host,
+    observed: Sequence[ObservedContainer],
+    specs: list[ContainerSpec],
+    pending: list[ReplicaStatus],
+    short: set[Slot],
+) -> tuple[str, ...]:
+    """Place the CPU replicas against the host (memory budget, cores) and add their specs; returns
+    notes about the host (oversubscribed cores)."""
+    by_name = {m.name: m for m in models}
+    needs: dict[str, int] = {}
+    requests: list[CpuRequest] = []
+    for model in models:
+        try:
+            needs[model.name] = cpu_need(model)
+        except (ModelctlError, ValueError) as exc:
+            pending.extend(
+                ReplicaStatus(model.name, i, "Pending", reason=str(exc)) for i in range(wanted[model.name])
+            )
+            continue
+        pin = not sets_own_threads(model)
+        requests.extend(CpuRequest(model.name, i, needs[model.name], pin) for i in range(wanted[model.name]))
+    asked = {r.slot for r in requests}
+    alive = [c for c in observed if not c.gpus and c.alive]
+    running = {c.slot: c.cpus for c in alive if c.slot in asked}
+    leaving = sum(needs.get(c.model, 0) for c in alive if c.slot not in asked)
+    placed = place_cpu(requests, host, running=running, leaving=leaving)
+    for a in placed.assignments:
+        add_spec(by_name[a.model], a.replica, (), None, specs, pending, cpus=a.cpus)
+    for p in placed.pending:
+        pending.append(ReplicaStatus(p.model, p.replica, "Pending", reason=p.reason))
+        short.add((p.model, p.replica))
+    return placed.notes
 
 
 def add_spec(
@@ -63,8 +117,10 @@ def add_spec(
     share: float | None,
     specs: list[ContainerSpec],
     pending: list[ReplicaStatus],
+    *,
+    cpus: tuple[int, ...] = (),
 ) -> None:
     try:
-        specs.append(build_spec(model, index, gpus, share))
+        specs.append(build_spec(model, index, gpus, share, cpus=cpus))
     except ModelctlError as exc:
         pending.append(ReplicaStatus(model.name, index, "Pending", reason=str(exc)))

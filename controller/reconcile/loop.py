@@ -22,17 +22,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.manifests.loader import LoadedModel
 from controller.placement.inventory import Inventory, read_inventory
-from controller.reconcile.desired import desired_state
+from controller.reconcile.desired import Desired, desired_state
 from controller.reconcile.drain import Drainer
 from controller.reconcile.failures import explain, known_failure, stopped_by_engine
 from controller.reconcile.health import Prober
 from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
+from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.plan import Plan, calculate_plan
 from controller.reconcile.status import ReplicaStatus, statuses
 from controller.runtime.docker import DockerRuntime
@@ -58,6 +60,7 @@ class Reconciler:
         read_inventory: Callable[[], Inventory] = read_inventory,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        on_demand: OnDemand | None = None,
     ) -> None:
         self.runtime = runtime
         self.load_models = load_models
@@ -73,6 +76,8 @@ class Reconciler:
         self.models: list[LoadedModel] = []  # the last valid manifests
         self.manifest_errors: list[str] = []
         self.replicas: list[ReplicaStatus] = []
+        self.notes: list[str] = []  # about the whole host (oversubscribed cores), for status
+        self.on_demand = on_demand or OnDemand()  # counts from the gateway's demand; eviction
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -107,7 +112,7 @@ class Reconciler:
         listed = {c.id for c in observed}  # those whose removal fails stay remembered
         inventory = await asyncio.to_thread(self.read_inventory)
         pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
-        desired = await asyncio.to_thread(desired_state, self.models, inventory, observed, pids)
+        desired = await self.desire(observed, inventory, pids)
         ready = await self.probe(observed)
         observed = await self.replace_failed(observed, ready)
         plan = calculate_plan(desired.specs, observed, frozenset(ready))
@@ -119,7 +124,17 @@ class Reconciler:
         self.lifecycle.forget(listed)
         self.lifecycle.engine.answered(started)
         self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
+        self.notes = list(desired.notes)
         return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
+
+    async def desire(
+        self, observed: list[ObservedContainer], inventory: Inventory, pids: frozenset[int]
+    ) -> Desired:
+        """The desired state: each model's count now (``on_demand``), placed, with room made."""
+        counts = self.on_demand.counts(self.models, observed)
+        host = await asyncio.to_thread(self.on_demand.host, self.models, observed)
+        place = partial(desired_state, self.models, inventory, observed, pids, host=host)
+        return await asyncio.to_thread(self.on_demand.fit, place, counts, self.models, observed)
 
     def refresh_models(self) -> None:
         """Load the manifests; on errors keep serving the last good set and report them once."""
@@ -264,9 +279,15 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
             for c in sorted(serving, key=lambda c: (c.replica, c.name))
             if c.model == model.name
         )
+        manifest = model.manifest
         entries.append(
             ModelEndpoints(
-                model.name, tuple(model.manifest.aliases), model.created, replicas, model.manifest.balancing
+                model.name,
+                tuple(manifest.aliases),
+                model.created,
+                replicas,
+                manifest.balancing,
+                load_timeout_s=manifest.load_timeout_s,
             )
         )
     return tuple(entries)

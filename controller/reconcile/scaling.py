@@ -133,7 +133,44 @@ class Scaler:
         record.count, record.decision = decision.count, decision
         return decision
 
+    def force(self, name: str, count: int, reason: str) -> None:
+        """Set ``name``'s count from outside the rule (an eviction); the rule goes on from there."""
+        record = self._records.get(name)
+        if record is not None:
+            record.count, record.decision = count, Decision(count, reason)
+
     def forget(self, names: set[str]) -> None:
         """Drop models that left the manifests."""
         for gone in set(self._records) - names:
             del self._records[gone]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A model as eviction sees it: may its idle replicas go to make room for another?"""
+
+    name: str
+    on_demand: bool
+    count: int  # replicas it has now
+    low: int  # its min_count: never below
+    priority: int
+    load: int  # in flight + waiting
+    last_active: float
+
+
+def pick_victim(wanting: Candidate, candidates: list[Candidate]) -> Candidate | None:
+    """The model whose idle replicas to stop so that ``wanting`` fits, or None.
+
+    Only on-demand models above their min_count with nothing in flight or waiting, and of no
+    higher priority than ``wanting``; the lowest priority first, then the least recently used.
+    Always-on models (min = max) and busy replicas are never evicted."""
+    able = [
+        c
+        for c in candidates
+        if c.name != wanting.name
+        and c.on_demand
+        and c.count > c.low
+        and c.load == 0
+        and c.priority <= wanting.priority
+    ]
+    return min(able, key=lambda c: (c.priority, c.last_active, c.name), default=None)

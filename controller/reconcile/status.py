@@ -162,6 +162,7 @@ def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
     on_demand = [m for m in payload.get("models", []) if m["min_replicas"] != m["max_replicas"]]
     if on_demand:
         lines.extend(["", *scaling_table(on_demand, payload["replicas"], now)])
+    lines.extend(f"note: {note}" for note in payload.get("notes", []))
     for error in payload.get("manifest_errors", []):
         lines.append(f"manifest error (serving the last good set): {error}")
     return "\n".join(lines)

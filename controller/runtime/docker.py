@@ -192,6 +192,8 @@ def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str,
         ]
     if spec.shm_size:
         kwargs["shm_size"] = spec.shm_size
+    if spec.cpuset:
+        kwargs["cpuset_cpus"] = ",".join(str(c) for c in spec.cpuset)
     if spec.ipc_mode:
         kwargs["ipc_mode"] = spec.ipc_mode
     return kwargs
@@ -223,7 +225,17 @@ def observe(attrs: dict[str, Any], network: str) -> ObservedContainer:
             for request in (attrs.get("HostConfig", {}).get("DeviceRequests") or [])
             for device in (request.get("DeviceIDs") or [])
         ),
+        cpus=cpuset(attrs.get("HostConfig", {}).get("CpusetCpus") or ""),
     )
+
+
+def cpuset(text: str) -> tuple[int, ...]:
+    """Docker's CpusetCpus ('0-2,5') as core ids; '' (no pinning) -> ()."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(cpus))
 
 
 def unix_time(rfc3339: str) -> float | None:

@@ -27,6 +27,7 @@ class ObservedContainer:
     max_concurrency: int
     started_at: str
     gpus: tuple[str, ...] = ()  # device IDs of its GPU request (index or MIG UUID)
+    cpus: tuple[int, ...] = ()  # the host cores it is pinned to (Docker's CpusetCpus); () = any
     finished_at: float | None = None  # Docker's FinishedAt as Unix seconds; None if it never stopped
     oom_killed: bool = False  # Docker's OOMKilled: the kernel killed it for its memory limit
 

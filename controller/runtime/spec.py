@@ -47,6 +47,7 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     mounts: tuple[Mount, ...] = ()
     gpus: GpuRequest | None = None
+    cpuset: tuple[int, ...] = ()  # the host cores a CPU replica may run on; () = any
     shm_size: str | None = None
     ipc_mode: str | None = None
     extra_labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)

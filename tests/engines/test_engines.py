@@ -214,3 +214,24 @@ def test_idle_checks_read_each_engine_s_own_load() -> None:
     )
     assert not vllm.is_idle(metrics)
     assert vllm.is_idle(metrics.replace("} 1.0", "} 0.0"))
+
+
+def test_a_pinned_cpu_replica_gets_its_cores_and_one_thread_each() -> None:
+    """llama-server would start a thread per host core; pinned to two, it runs two."""
+    gguf = loaded(Path("/srv/models/smol.gguf"), model="smol.gguf")
+    spec = build_spec(gguf, 0, cpus=(2, 3))
+    assert spec.cpuset == (2, 3) and spec.command[-2:] == ("--threads", "2")
+    assert create_kwargs(spec, "default", "net")["cpuset_cpus"] == "2,3"
+    assert "cpuset_cpus" not in create_kwargs(build_spec(gguf, 0), "default", "net")
+    vllm = loaded(Path("/srv/models/smol"), model="smol")
+    env = dict(build_spec(vllm, 0, cpus=(0, 1, 2, 5)).env)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-2,5"
+
+
+def test_a_manifest_that_sets_its_threads_is_left_unpinned() -> None:
+    from controller.engines import sets_own_threads
+
+    assert sets_own_threads(loaded(None, model="hf://o/r:Q4", args=["--threads", "4"]))
+    assert sets_own_threads(loaded(None, model="hf://o/r:Q4", args=["-t", "4"]))
+    assert sets_own_threads(loaded(None, model="hf://o/r", env={"VLLM_CPU_OMP_THREADS_BIND": "0-3"}))
+    assert not sets_own_threads(loaded(None, model="hf://o/r:Q4", args=["--threads-batch", "9"]))

@@ -1,0 +1,176 @@
+"""Models on demand, as the reconciler runs them: counts from demand, and room made by eviction.
+
+Each pass the loop asks ``OnDemand`` three things: how many replicas each model should have now
+(``counts``: the scaler's rule over the gateway's demand reports), what the host offers CPU
+replicas (``host``: memory budget and cores), and the desired state that fits (``fit``): when a
+wanted model is short of memory (GPU or host), idle on-demand replicas of other models are stopped
+for it, lowest priority first, then least recently used (``scaling.pick_victim``), and the desired
+state is computed again. Nothing is evicted while an earlier eviction is still leaving (its memory
+is not free yet), so one swap evicts one model, not every idle one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from controller.endpoints.demand import ModelDemand
+from controller.errors import ModelctlError
+from controller.manifests.loader import LoadedModel
+from controller.placement.host import Host
+from controller.placement.memory import cpu_need
+from controller.reconcile.demand import DemandBoard
+from controller.reconcile.desired import Desired
+from controller.reconcile.scaling import Bounds, Candidate, Scaler, pick_victim
+from controller.reconcile.status import ModelScaling, ReplicaStatus
+from controller.runtime.observed import ObservedContainer
+
+log = logging.getLogger(__name__)
+
+Place = Callable[..., Desired]  # place(counts=...) -> the desired state
+
+
+class OnDemand:
+    """The demand the gateway reports, the scaler, the host reader, and what eviction did."""
+
+    def __init__(
+        self,
+        *,
+        demand: DemandBoard | None = None,
+        scaler: Scaler | None = None,
+        read_host: Callable[[int], Host] | None = None,
+    ) -> None:
+        self.demand = demand or DemandBoard()  # POST /v1/demand records here
+        self.scaler = scaler or Scaler()
+        self.read_host = read_host  # (bytes our CPU replicas hold) -> Host; None: CPU unbounded
+        self.scaling: dict[str, ModelScaling] = {}  # each model's count now and why, for status
+        self.evictions = 0  # models stopped to make room, since start (a metric)
+
+    def counts(self, models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> dict[str, int]:
+        """How many replicas each model should have now (fixed ones: always their count)."""
+        demand = self.demand.current()
+        counts: dict[str, int] = {}
+        for model in models:
+            running = len({c.replica for c in observed if c.model == model.name and c.alive})
+            wanted = demand.get(model.name, ModelDemand())
+            decision = self.scaler.decide(model.name, Bounds.of(model.manifest), wanted, running)
+            previous = self.scaling.get(model.name)
+            if previous is not None and previous.desired != decision.count:
+                log.info(
+                    "model %s: %d -> %d replicas (%s)",
+                    model.name,
+                    previous.desired,
+                    decision.count,
+                    decision.reason,
+                )
+            self.scaling[model.name] = ModelScaling.of(model, decision, wanted)
+            counts[model.name] = decision.count
+        self.scaler.forget(set(counts))
+        return counts
+
+    def host(self, models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> Host | None:
+        """What CPU replicas may use now; our running CPU replicas' memory counts as theirs."""
+        if self.read_host is None:
+            return None
+        return self.read_host(held_by_ours(models, observed))
+
+    def fit(
+        self,
+        place: Place,
+        counts: dict[str, int],
+        models: Sequence[LoadedModel],
+        observed: Sequence[ObservedContainer],
+    ) -> Desired:
+        """The desired state for ``counts``, after evicting idle models for wanted ones that do
+        not fit; Pending rows of those still short say why nothing could be evicted."""
+        desired = place(counts=counts)
+        demand = self.demand.current()
+        by_name = {m.name: m for m in models}
+        if leaving(observed, desired):  # an earlier eviction (or a scale-down) still frees memory
+            needy = self.needy(desired, by_name, demand)
+            return with_reason(desired, needy, "waiting for stopped replicas to leave") if needy else desired
+        for _ in range(len(models)):
+            needy = self.needy(desired, by_name, demand)
+            if needy is None:
+                break
+            victim = pick_victim(
+                candidate(by_name[needy], counts, demand), candidates(models, counts, demand)
+            )
+            if victim is None:
+                return with_reason(desired, needy, "no idle on-demand model to stop for it")
+            self.evict(victim, needy, counts)
+            desired = place(counts=counts)
+            if leaving(observed, desired):  # its memory is free once it is gone: place then
+                return with_reason(desired, needy, "waiting for stopped replicas to leave")
+        return desired
+
+    def evict(self, victim: Candidate, needy: str, counts: dict[str, int]) -> None:
+        """Stop ``victim``'s idle replicas (down to its min_count) to make room for ``needy``."""
+        reason = f"evicted for {needy}"
+        counts[victim.name] = victim.low
+        self.scaler.force(victim.name, victim.low, reason)
+        if victim.name in self.scaling:
+            self.scaling[victim.name] = replace(self.scaling[victim.name], desired=victim.low, reason=reason)
+        self.evictions += 1
+        log.info(
+            "evicting model %s (idle, priority %d) to make room for %s", victim.name, victim.priority, needy
+        )
+
+    def needy(
+        self, desired: Desired, by_name: Mapping[str, LoadedModel], demand: Mapping[str, ModelDemand]
+    ) -> str | None:
+        """The most important model short of memory that is wanted (always-on, or a request waits)."""
+        wanted = {
+            name
+            for name, _ in desired.short
+            if not by_name[name].manifest.on_demand or demand.get(name, ModelDemand()).waiting
+        }
+        return max(wanted, key=lambda n: (by_name[n].manifest.priority, n), default=None)
+
+
+def candidate(model: LoadedModel, counts: Mapping[str, int], demand: Mapping[str, ModelDemand]) -> Candidate:
+    manifest = model.manifest
+    use = demand.get(model.name, ModelDemand())
+    return Candidate(
+        model.name,
+        manifest.on_demand,
+        counts.get(model.name, 0),
+        manifest.min_count,
+        manifest.priority,
+        use.load,
+        use.last_active,
+    )
+
+
+def candidates(
+    models: Sequence[LoadedModel], counts: Mapping[str, int], demand: Mapping[str, ModelDemand]
+) -> list[Candidate]:
+    return [candidate(m, counts, demand) for m in models]
+
+
+def leaving(observed: Sequence[ObservedContainer], desired: Desired) -> bool:
+    """True when a running container is not wanted any more (its memory is not free yet)."""
+    slots = {(s.model, s.replica) for s in desired.specs}
+    return any(c.alive and c.slot not in slots for c in observed)
+
+
+def with_reason(desired: Desired, model: str, why: str) -> Desired:
+    """``desired`` with ``why`` added to the reason of ``model``'s Pending rows."""
+    pending = [
+        ReplicaStatus(r.model, r.replica, r.state, reason=f"{r.reason}; {why}") if r.model == model else r
+        for r in desired.pending
+    ]
+    return Desired(desired.specs, pending, desired.short, desired.notes)
+
+
+def held_by_ours(models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> int:
+    """Host memory our running CPU replicas hold, by their estimate (counted as theirs, not free)."""
+    needs: dict[str, int] = {}
+    for model in models:
+        if not model.manifest.num_gpus:
+            try:
+                needs[model.name] = cpu_need(model)
+            except (ModelctlError, ValueError):
+                continue
+    return sum(needs.get(c.model, 0) for c in observed if not c.gpus and c.alive)

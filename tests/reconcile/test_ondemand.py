@@ -1,0 +1,101 @@
+"""Eviction when memory is short: idle on-demand models make room for wanted ones, never busy or
+always-on ones; lowest priority first, then least recently used."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from controller.endpoints.demand import DemandReport, ModelDemand
+from controller.manifests.document import ModelManifest
+from controller.manifests.loader import LoadedModel
+from controller.placement.host import Host
+from controller.placement.inventory import Inventory
+from controller.placement.memory import GiB
+from controller.reconcile.demand import DemandBoard
+from controller.reconcile.desired import desired_state
+from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.scaling import Scaler
+from controller.runtime.observed import ObservedContainer
+
+HOST = Host(cores=(0, 1), memory_budget=int(1.5 * GiB))  # room for one 1 GiB model
+
+
+def model(name: str, **fields: Any) -> LoadedModel:
+    doc = {"model": f"hf://org/{name}:Q4", "name": name, "gpu_memory": "1GiB", "min_replicas": 0, **fields}
+    return LoadedModel(ModelManifest.model_validate(doc), "models/m.yaml", 1, None)
+
+
+def running(name: str, replica: int = 0) -> ObservedContainer:
+    return ObservedContainer(
+        f"id-{name}-{replica}", f"c-{name}-{replica}", name, replica, "llamacpp", "h", "running",
+        None, "10.0.0.2", 8080, "/health", 4, "", cpus=(0,),
+    )  # fmt: skip
+
+
+def pass_once(
+    on_demand: OnDemand, models: list[LoadedModel], observed: list[ObservedContainer]
+) -> tuple[set[str], list[str]]:
+    """One reconcile pass's desired state: the models with a spec, and the Pending reasons."""
+    counts = on_demand.counts(models, observed)
+    place = partial(desired_state, models, Inventory(gpus=()), observed, host=HOST)
+    desired = on_demand.fit(place, counts, models, observed)
+    return {s.model for s in desired.specs}, [f"{r.model}: {r.reason}" for r in desired.pending]
+
+
+def wanting(board: DemandBoard, **models: ModelDemand) -> OnDemand:
+    board.record(DemandReport("gateway", models))
+    return OnDemand(demand=board, scaler=Scaler())
+
+
+def test_a_swap_evicts_the_idle_model_then_places_the_wanted_one() -> None:
+    models = [model("a"), model("b")]
+    on_demand = wanting(DemandBoard(), a=ModelDemand(last_active=1.0), b=ModelDemand(waiting=1))
+    specs, pending = pass_once(on_demand, models, [running("a")])
+    assert specs == set() and on_demand.evictions == 1  # a is stopped; its memory is not free yet
+    assert pending == ["b: needs 1.00 GiB of host memory, 0.50 GiB of the CPU budget (1.50 GiB, "
+                       "MODELCTL_CPU_MEMORY) is free; waiting for stopped replicas to leave"]  # fmt: skip
+    assert on_demand.scaling["a"].reason == "evicted for b"
+    specs, pending = pass_once(on_demand, models, [])  # a is gone
+    assert specs == {"b"} and not pending and on_demand.evictions == 1
+
+
+def test_a_model_with_a_request_in_flight_is_never_evicted() -> None:
+    models = [model("a"), model("b")]
+    on_demand = wanting(DemandBoard(), a=ModelDemand(in_flight=1), b=ModelDemand(waiting=1))
+    specs, pending = pass_once(on_demand, models, [running("a")])
+    assert specs == {"a"} and on_demand.evictions == 0
+    assert pending[0].endswith("no idle on-demand model to stop for it")
+
+
+def test_an_always_on_model_is_never_evicted() -> None:
+    models = [model("a", min_replicas=None, replicas=1), model("b")]
+    on_demand = wanting(DemandBoard(), b=ModelDemand(waiting=1))
+    specs, pending = pass_once(on_demand, models, [running("a")])
+    assert specs == {"a"} and on_demand.evictions == 0 and pending
+
+
+def test_lowest_priority_goes_first_then_the_least_recently_used() -> None:
+    big = Host(cores=(0, 1), memory_budget=int(2.5 * GiB))  # two of the three fit
+    used = {"old": 10.0, "new": 20.0, "low": 30.0}
+    for runs, victim in ((["old", "low"], "low"), (["old", "new"], "old")):
+        board = DemandBoard()
+        board.record(
+            DemandReport(
+                "g", {**{n: ModelDemand(last_active=used[n]) for n in runs}, "want": ModelDemand(waiting=1)}
+            )
+        )
+        on_demand = OnDemand(demand=board, scaler=Scaler())
+        models = [model(n, priority=-1 if n == "low" else 0) for n in [*runs, "want"]]
+        observed = [running(n) for n in runs]
+        place = partial(desired_state, models, Inventory(gpus=()), observed, host=big)
+        on_demand.fit(place, on_demand.counts(models, observed), models, observed)
+        assert on_demand.scaling[victim].reason == "evicted for want"
+        assert on_demand.evictions == 1
+
+
+def test_a_wanted_model_of_higher_priority_is_not_evicted_for_a_lower_one() -> None:
+    models = [model("a", priority=5), model("b")]
+    on_demand = wanting(DemandBoard(), a=ModelDemand(last_active=1.0), b=ModelDemand(waiting=1))
+    specs, _ = pass_once(on_demand, models, [running("a")])
+    assert specs == {"a"} and on_demand.evictions == 0
