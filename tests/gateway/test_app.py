@@ -55,10 +55,14 @@ async def test_run_gateway_serves_the_controllers_table_until_cancelled(
                     await asyncio.sleep(0.02)
             async with session.post(f"{base}/v1/completions", json={"model": "m"}) as resp:
                 assert resp.status == 200
-        # It reports its demand to the controller's POST /v1/demand: the request it served.
+        # It reports its demand to the controller's POST /v1/demand: the request it served, done.
         reports = fake_controller.reports
-        await eventually(lambda: bool(reports) and reports[-1].models.get("m", ModelDemand()).last_active > 0)
-        assert reports[-1].models["m"].in_flight == 0
+
+        def served() -> bool:
+            last = reports[-1].models.get("m", ModelDemand()) if reports else ModelDemand()
+            return last.last_active > 0 and last.in_flight == 0 and last.waiting == 0
+
+        await eventually(served)
         printed = capsys.readouterr().out
         assert f"listening on http://127.0.0.1:{unused_tcp_port}/v1" in printed
         assert str(controller.make_url("")) in printed
