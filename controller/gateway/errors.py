@@ -17,6 +17,10 @@ Statuses used::
     502 server_error            code "upstream_error": the replica failed (timeout, broken answer)
     503 server_error            code "model_unavailable": no ready replica, or every try failed
                                 before the first byte; carries Retry-After
+
+A stream already started (loading comments while held for a cold model) cannot change its status:
+its error is sent as an SSE event carrying the same document (``sse_event_of``), as is a replica's
+failure mid-stream (``sse_error_event``).
 """
 
 from __future__ import annotations

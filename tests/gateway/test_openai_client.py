@@ -2,7 +2,8 @@
 
 Chat, completions and embeddings, streamed and not, the model list, and every error class the gateway
 can cause: 400 BadRequestError, 401 AuthenticationError, 404 NotFoundError, 429 RateLimitError,
-503 InternalServerError. The sync client blocks, so it runs in a worker thread while the gateway
+503 InternalServerError (a stream held for a cold model has started already: its refusal is the
+stream's error event, APIError). The sync client blocks, so it runs in a worker thread while the gateway
 serves on the test's loop. ``max_retries=0``: the client would otherwise retry 429/503 by itself.
 """
 
