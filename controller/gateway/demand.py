@@ -128,11 +128,12 @@ class DemandReporter:
             now = time.monotonic()
             loaded = any(d.load for d in report.models.values())
             if loaded or report.models != last or now - sent_at >= HEARTBEAT_S:
-                await self._send(report)
-                last, sent_at = report.models, now
+                if await self._send(report):  # else the same figures go again next interval
+                    last, sent_at = report.models, now
 
-    async def _send(self, report: DemandReport) -> None:
-        """Hand ``report`` to the sink; a failure is logged once per distinct error, then dropped."""
+    async def _send(self, report: DemandReport) -> bool:
+        """Hand ``report`` to the sink; return whether it took it (a failure is logged once per
+        distinct error)."""
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 await self._sink(report)
@@ -141,10 +142,11 @@ class DemandReporter:
             if reason != self._error:
                 log.warning("demand report not delivered (%s); retrying with the next report", reason)
                 self._error = reason
-            return
+            return False
         if self._error is not None:
             log.info("demand reports are delivered again")
             self._error = None
+        return True
 
 
 class DemandNotDelivered(Exception):

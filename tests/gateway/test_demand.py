@@ -139,6 +139,16 @@ async def test_a_failing_sink_is_logged_once_per_distinct_error(caplog: pytest.L
     assert any("delivered again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
 
 
+async def test_figures_that_did_not_get_through_go_again_next_interval() -> None:
+    counts = Demand()
+    counts.cold("m")  # a change, then idle: sent once when the sink takes it
+    sink = Sink(ConnectionRefusedError("refused"), ConnectionRefusedError("refused"))
+    async with reporting(DemandReporter(counts, dict, sink, interval_s=0.01)):
+        await eventually(lambda: len(sink.reports) == 1)
+        await asyncio.sleep(0.1)
+    assert len(sink.reports) == 1 and "m" in sink.reports[0].models
+
+
 async def test_a_sink_that_hangs_does_not_stop_the_reports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demand, "SEND_TIMEOUT_S", 0.05)
     calls = 0
