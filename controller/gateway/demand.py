@@ -127,9 +127,10 @@ class DemandReporter:
             report = self.report()
             now = time.monotonic()
             loaded = any(d.load for d in report.models.values())
-            if loaded or report.models != last or now - sent_at >= HEARTBEAT_S:
-                if await self._send(report):  # else the same figures go again next interval
-                    last, sent_at = report.models, now
+            due = loaded or report.models != last or now - sent_at >= HEARTBEAT_S
+            # Figures the sink did not take go again at the next interval.
+            if due and await self._send(report):
+                last, sent_at = report.models, now
 
     async def _send(self, report: DemandReport) -> bool:
         """Hand ``report`` to the sink; return whether it took it (a failure is logged once per
