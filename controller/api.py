@@ -53,8 +53,7 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
             report = DemandReport.from_json(await request.json())
         except ValueError as exc:  # JSONDecodeError is one
             return web.json_response({"error": f"bad demand report: {exc}"}, status=400)
-        if reconciler.on_demand.demand.record(report):
-            reconciler.wake.set()  # a request waits for a model: start it now, not next pass
+        reconciler.report_demand(report)
         return web.Response(status=204)
 
     async def healthz(request: web.Request) -> web.Response:

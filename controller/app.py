@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +20,7 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from controller.api import create_api
+from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.errors import CannotListen, InvalidManifests, ManifestError, RuntimeUnavailable
 from controller.gateway.app import create_app
@@ -91,7 +92,7 @@ async def running_controller(
             )
             gateway_url = None
             if gateway is not None:
-                app = create_app(store, gateway)
+                app = create_app(store, gateway, demand_sink=record_demand(reconciler))
                 gateway_url = await serve(
                     app, gateway.host, gateway.port, runners, what="the gateway", cancel_on_disconnect=True
                 )
@@ -136,6 +137,15 @@ def relocated(error: ManifestError, folder: Path, shown_as: str) -> ManifestErro
     return ManifestError(
         error.message, file=file, document=error.document, field=error.field, line=error.line
     )
+
+
+def record_demand(reconciler: Reconciler) -> Callable[[DemandReport], Awaitable[None]]:
+    """The in-process gateway's demand sink: what POST /v1/demand does, without the HTTP."""
+
+    async def record(report: DemandReport) -> None:
+        reconciler.report_demand(report)
+
+    return record
 
 
 def on_demand(settings: ControllerSettings) -> OnDemand:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
@@ -126,6 +127,11 @@ class Reconciler:
         self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
         self.notes = list(desired.notes)
         return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
+
+    def report_demand(self, report: DemandReport) -> None:
+        """Take a gateway's demand report; a request waiting for a model starts a pass now."""
+        if self.on_demand.demand.record(report):
+            self.wake.set()
 
     async def desire(
         self, observed: list[ObservedContainer], inventory: Inventory, pids: frozenset[int]

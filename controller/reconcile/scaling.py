@@ -69,7 +69,9 @@ def desired_count(
     if bounds.low == bounds.high:
         return Decision(bounds.low, "fixed")
     needed = math.ceil(average / bounds.target - 1e-9)
-    if current == 0 and (waiting or needed):
+    if current == 0:
+        if not waiting:  # only a request waiting now starts a model (not the load of minutes ago)
+            return Decision(0, f"idle for {idle_s:.0f}s: scaled to zero")
         return Decision(min(max(needed, 1), bounds.high), f"{waiting} request(s) waiting: starting")
     if needed > current:
         count = min(needed, bounds.high)

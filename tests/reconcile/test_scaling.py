@@ -22,6 +22,7 @@ ALWAYS_ONE = Bounds(low=1, high=3, target=2, idle_timeout_s=60)
         (ON_DEMAND, 0, 0, 0, 0, 999, 0),  # idle and at zero: stays there
         (ON_DEMAND, 0, 1, 1, 1, 0, 1),  # a request waits: scale from zero
         (ON_DEMAND, 0, 9, 9, 9, 0, 3),  # a crowd waits: as many as it needs, up to max
+        (ON_DEMAND, 0, 1, 1, 0, 5, 0),  # just scaled to zero: the load of seconds ago starts nothing
         (ON_DEMAND, 1, 2, 2, 0, 0, 1),  # exactly one replica's target: enough
         (ON_DEMAND, 1, 2.5, 3, 0, 0, 2),  # steady load above one replica's target: up
         (ON_DEMAND, 2, 20, 20, 5, 0, 3),  # capped at max
@@ -57,7 +58,9 @@ def test_scaler_goes_up_fast_and_down_slowly_without_flapping() -> None:
     for second in range(120):  # 30 s of 6 requests in flight, then 90 s of 1
         clock.now += 1
         load = 6 if second < 30 else 1
-        decision = scaler.decide("m", bounds, ModelDemand(in_flight=load, last_active=clock.now), running=0)
+        waiting, served = (load, 0) if second == 0 else (0, load)  # from zero they wait first
+        demand = ModelDemand(in_flight=served, waiting=waiting, last_active=clock.now)
+        decision = scaler.decide("m", bounds, demand, running=0)
         counts.append(decision.count)
     assert counts[0] == 3  # six waiting from zero: straight to three
     assert set(counts[:90]) == {3}  # the minute after the load fell: still three
