@@ -78,7 +78,8 @@ class GatewaySettings:
     # Env MODELCTL_GATEWAY_DEMAND_INTERVAL_S.
     demand_interval_s: float = 1.0
     # How often waiting requests look for a new table (TableSource has no change notification).
-    table_poll_s: float = 0.1
+    # A held request for a cold model waits on it, so it is short; a look is one identity check.
+    table_poll_s: float = 0.02
     # Prefix affinity: a replica takes a conversation while under c x its fair share of load.
     affinity_load_factor: float = 1.25
     # Prefix affinity for /v1/completions: characters of the prompt that make its key.

@@ -37,6 +37,7 @@ from controller.reconcile.health import Prober
 from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
 from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.plan import Plan, calculate_plan
+from controller.reconcile.readiness import ReadinessWatch
 from controller.reconcile.status import ReplicaStatus, statuses
 from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
@@ -80,18 +81,22 @@ class Reconciler:
         self.notes: list[str] = []  # about the whole host (oversubscribed cores), for status
         self.on_demand = on_demand or OnDemand()  # counts from the gateway's demand; eviction
         self.wake = asyncio.Event()
+        self.readiness = ReadinessWatch(prober, self.wake.set)  # starting replicas, probed often
 
     async def run(self) -> None:
         """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
         last_error = ""
-        while True:
-            try:
-                settled = await self.reconcile_once()
-                last_error = ""
-            except ModelctlError as exc:
-                self.pass_failed(exc, repeated=str(exc) == last_error)
-                last_error, settled = str(exc), False
-            await self.sleep(self.interval_s if settled else self.busy_interval_s)
+        try:
+            while True:
+                try:
+                    settled = await self.reconcile_once()
+                    last_error = ""
+                except ModelctlError as exc:
+                    self.pass_failed(exc, repeated=str(exc) == last_error)
+                    last_error, settled = str(exc), False
+                await self.sleep(self.interval_s if settled else self.busy_interval_s)
+        finally:
+            await self.readiness.close()
 
     def pass_failed(self, exc: ModelctlError, *, repeated: bool) -> None:
         """Note a failed pass: an unreachable engine starts an outage; a new error is logged."""
@@ -115,6 +120,7 @@ class Reconciler:
         pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
         desired = await self.desire(observed, inventory, pids)
         ready = await self.probe(observed)
+        self.readiness.watch(c for c in observed if c.running and c.id not in ready)
         observed = await self.replace_failed(observed, ready)
         plan = calculate_plan(desired.specs, observed, frozenset(ready))
         for container in plan.delete:
