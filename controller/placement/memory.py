@@ -395,9 +395,9 @@ def config_architecture(config: Path) -> Architecture | None:
 
 def cpu_need(model: LoadedModel) -> int:
     """Host memory one CPU replica needs: the manifest's ``gpu_memory`` when it is a size (for a
-    CPU replica it means host memory), else weights + KV cache + the engine's CPU overhead.
-    Raises EstimateError (a fraction of a GPU means nothing on the CPU, or the weights cannot be
-    sized)."""
+    CPU replica it means host memory), else weights + KV cache + the engine's CPU overhead (weights
+    that cannot be sized count by their size on disk). Raises EstimateError for a fraction of a
+    GPU, which means nothing on the CPU."""
     from controller.manifests.document import parse_size  # pydantic lives there; keep it off the import path
 
     manifest = model.manifest
@@ -408,8 +408,23 @@ def cpu_need(model: LoadedModel) -> int:
             f"model {model.name}: gpu_memory {manifest.gpu_memory} is a share of a GPU; a CPU replica "
             "needs a size ('2GiB') or none (estimated from the weights)"
         )
-    found = estimate(model)
-    return found.weights + found.kv_cache + CPU_OVERHEAD_BYTES[manifest.resolved_engine]
+    overhead = CPU_OVERHEAD_BYTES[manifest.resolved_engine]
+    try:
+        found = estimate(model)
+    except EstimateError:
+        # Unreadable or unsized weights: the engine will say what is wrong with them when it starts
+        # (a clearer reason than ours). Until then they need at least what they weigh on disk.
+        return on_disk(model.weights) + overhead
+    return found.weights + found.kv_cache + overhead
+
+
+def on_disk(weights: Path | None) -> int:
+    """Bytes of a weights file, or of the files in a weights folder; 0 for hub weights (not here)."""
+    if weights is None or not weights.exists():
+        return 0
+    if weights.is_file():
+        return weights.stat().st_size
+    return sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())
 
 
 def gpu_need(model: LoadedModel) -> int | float:

@@ -276,3 +276,16 @@ def test_a_changed_config_beside_safetensors_is_read_again(tmp_path: Path) -> No
     assert read_weights(tmp_path / "model.safetensors").architecture == Architecture(30, 3, 64, 64, 8192)
     (tmp_path / "config.json").write_text(json.dumps({**CONFIG, "num_hidden_layers": 12, "pad": "x" * 9}))
     assert read_weights(tmp_path / "model.safetensors").architecture == Architecture(12, 3, 64, 64, 8192)
+
+
+def test_cpu_need_of_unreadable_weights_is_their_size_on_disk(tmp_path: Path) -> None:
+    """The engine names what is wrong with broken weights when it starts; placement must not hide
+    that behind an estimate error, so such weights count by what they weigh."""
+    from controller.placement.memory import CPU_OVERHEAD_BYTES, cpu_need
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"this is not a GGUF file")
+    manifest = ModelManifest.model_validate({"model": "broken.gguf"})
+    assert cpu_need(LoadedModel(manifest, "m.yaml", 1, broken)) == 23 + CPU_OVERHEAD_BYTES["llamacpp"]
+    hub = ModelManifest.model_validate({"model": "hf://org/repo:Q4"})
+    assert cpu_need(LoadedModel(hub, "m.yaml", 1, None)) == CPU_OVERHEAD_BYTES["llamacpp"]
