@@ -15,8 +15,12 @@ The rules:
 - Current assignments are kept in place while still valid (devices exist, right count, the claims
   fit the device's total). Kept replicas are already running, so live free memory is not held
   against them.
-- The rest are placed largest first (GPUs, then bytes), each onto the best fit: the units with the
-  least memory left after it, ties to the lowest index. Packing leaves whole GPUs for big models.
+- The rest are placed largest first (GPUs, then bytes). Replicas of one model spread: each new
+  replica prefers units on a physical GPU none of its siblings (the model's other replicas, kept or
+  placed) uses, then units no sibling uses (another MIG device of a sibling's GPU shares its
+  failure domain and bandwidth), and packs beside a sibling only when nothing else fits. Within
+  that order, the best fit: the units with the least memory left after it, ties to the lowest
+  index. So different models pack, which leaves whole GPUs for big models.
 - vLLM preallocates ``--gpu-memory-utilization`` x total on each of its GPUs, so its claim is
   exactly that and the utilisation it gets matches its share; llama.cpp claims what it needs.
 """
@@ -137,18 +141,29 @@ class Unit:
 
 
 class Ledger:
-    """Claims per unit during one placement."""
+    """Claims per unit during one placement, and which units and GPUs each model's replicas hold."""
 
     def __init__(self, units: Sequence[Unit]) -> None:
         self.units = list(units)
         self.claimed = {u.device: 0 for u in units}
+        self.devices: dict[str, set[str]] = {}  # model -> devices its replicas hold
+        self.gpus: dict[str, set[int]] = {}  # model -> physical GPU indices its replicas use
 
     def free(self, unit: Unit) -> int:
         return unit.available - self.claimed[unit.device]
 
-    def claim(self, units: Sequence[Unit], amounts: Sequence[int]) -> None:
+    def claim(self, model: str, units: Sequence[Unit], amounts: Sequence[int]) -> None:
         for unit, amount in zip(units, amounts, strict=True):
             self.claimed[unit.device] += amount
+            self.devices.setdefault(model, set()).add(unit.device)
+            self.gpus.setdefault(model, set()).add(unit.order[0])
+
+    def overlap(self, model: str, unit: Unit) -> int:
+        """0: no replica of ``model`` on this unit's GPU; 1: one on another MIG device of it;
+        2: one on this unit. Lower spreads the model's replicas further."""
+        if unit.device in self.devices.get(model, ()):
+            return 2
+        return 1 if unit.order[0] in self.gpus.get(model, ()) else 0
 
 
 def place(
@@ -290,7 +305,7 @@ def keep(
         notes.append(f"{name}: {problem}; placed again")
         return None
     amounts, util = claims(request, units)
-    ledger.claim(units, amounts)
+    ledger.claim(request.model, units, amounts)
     return Assignment(request.model, request.replica, tuple(u.device for u in units), amounts, util, True)
 
 
@@ -309,21 +324,24 @@ def keep_problem(request: ReplicaRequest, devices: tuple[str, ...], units: list[
 
 
 def place_one(request: ReplicaRequest, ledger: Ledger, inventory: Inventory) -> Assignment | Pending:
+    """The fitting units that spread ``request``'s model furthest, best fit among them; or Pending."""
     candidates = [u for u in ledger.units if request.num_gpus == 1 or not u.mig]
-    fitting = [u for u in candidates if fits(request, [u], ledger.free)]
-    chosen = sorted(fitting, key=lambda u: (leftover(request, u, ledger), u.order))[: request.num_gpus]
+    ranked = sorted((rank(request, u, ledger), u) for u in candidates if fits(request, [u], ledger.free))
+    fitting = [u for _, u in ranked]
+    chosen = fitting[: request.num_gpus]
     if len(chosen) < request.num_gpus or not fits(request, chosen, ledger.free):
         reason = pending_reason(request, candidates, fitting, ledger, inventory)
         return Pending(request.model, request.replica, reason)
     chosen.sort(key=lambda u: u.order)
     amounts, util = claims(request, chosen)
-    ledger.claim(chosen, amounts)
+    ledger.claim(request.model, chosen, amounts)
     return Assignment(request.model, request.replica, tuple(u.device for u in chosen), amounts, util, False)
 
 
-def leftover(request: ReplicaRequest, unit: Unit, ledger: Ledger) -> int:
+def rank(request: ReplicaRequest, unit: Unit, ledger: Ledger) -> tuple[int, int, tuple[int, int]]:
+    """Sort key of a fitting unit: spread from siblings first, then least memory left, then index."""
     (amount,), _ = claims(request, [unit])
-    return ledger.free(unit) - amount
+    return (ledger.overlap(request.model, unit), ledger.free(unit) - amount, unit.order)
 
 
 def pending_reason(

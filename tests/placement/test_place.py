@@ -21,6 +21,8 @@ H200_TOTAL = 150_754_820_096
 H200_FREE = 150_109_880_320
 MIG_2G = "MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0002"
 MIG_1G = "MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0003"
+MIG_3G = "MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0000"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def machine(name: str) -> Inventory:
@@ -92,9 +94,52 @@ CASES = [
     pytest.param(
         "h200-mig",
         [req("m10", gib=10), req("m16", gib=16), req("m65", gib=65), req("tp", 2, 10)],
-        {"m10-0": (MIG_2G,), "m16-0": (MIG_1G,), "m65-0": ("MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0000",)},
+        {"m10-0": (MIG_2G,), "m16-0": (MIG_1G,), "m65-0": (MIG_3G,)},
         {"tp-0": "needs 2 GPUs; this machine has 1 (MIG devices cannot be combined)"},
         id="mig-devices-are-units",
+    ),
+    pytest.param(
+        "h200x4",
+        [req("a", gib=20, replica=r) for r in range(2)],
+        {"a-0": ("3",), "a-1": ("2",)},
+        {},
+        id="replicas-spread-one-gpu-each",
+    ),
+    pytest.param(
+        "h200x4",
+        [req("tp", 2, 30, replica=r) for r in range(2)],
+        {"tp-0": ("2", "3"), "tp-1": ("0", "1")},
+        {},
+        id="tensor-parallel-replicas-spread",
+    ),
+    pytest.param(
+        "h200x4",
+        [req(m, gib=30, replica=r) for m in ("a", "b") for r in range(2)],
+        {"a-0": ("3",), "a-1": ("2",), "b-0": ("3",), "b-1": ("2",)},
+        {},
+        id="different-models-still-pack",
+    ),
+    pytest.param(
+        "h200x2-foreign",
+        [req("a", gib=30, replica=r) for r in range(2)],
+        {"a-0": ("0",), "a-1": ("1",)},
+        {},
+        id="spread-over-a-half-full-gpu",
+    ),
+    pytest.param(
+        "h200x2-foreign",
+        [req("a", gib=60, replica=r) for r in range(2)],
+        {"a-0": ("1",), "a-1": ("1",)},
+        {},
+        id="pack-when-only-one-gpu-fits",
+    ),
+    pytest.param(
+        "h200-mig",
+        [req("a", gib=10, replica=r) for r in range(5)],
+        # another physical GPU first, then other MIG devices of a sibling's GPU, then pack
+        {"a-0": (MIG_2G,), "a-1": ("1",), "a-2": (MIG_1G,), "a-3": (MIG_3G,), "a-4": (MIG_3G,)},
+        {},
+        id="mig-spread-gpus-then-devices-then-pack",
     ),
     pytest.param(
         "h200x2-foreign",
@@ -166,6 +211,38 @@ def test_existing_replicas_stay_where_they_are() -> None:
     # b was given by UUID; c packs beside a (best fit counts a's claim)
     assert devices(placement) == {"a-0": ("1",), "b-0": ("0",), "c-0": ("1",)}
     assert [a.kept for a in placement.assignments] == [True, True, False]
+
+
+def test_a_new_replica_spreads_away_from_a_running_sibling() -> None:
+    placement = place(
+        [req("a", gib=10, replica=r) for r in range(2)], machine("h200x4"), Current({("a", 0): ("3",)})
+    )
+    assert devices(placement) == {"a-0": ("3",), "a-1": ("2",)}
+
+
+def test_spread_replicas_leave_whole_gpus_for_a_big_model() -> None:
+    """Two models of two replicas pack onto GPUs 3 and 2 (best fit); a tensor-parallel model that
+    comes later still finds GPUs 0 and 1 whole."""
+    small = [req(m, gib=30, replica=r) for m in ("a", "b") for r in range(2)]
+    first = place(small, machine("h200x4"))
+    running = Current({a.slot: a.devices for a in first.assignments})
+    placement = place([*small, req("big", 2, 139)], machine("h200x4"), running)
+    assert devices(placement)["big-0"] == ("0", "1")
+    assert all(a.kept for a in placement.assignments if a.model != "big")
+
+
+def test_the_qwen_example_does_not_put_both_replicas_on_one_mig_device() -> None:
+    """examples/qwen-vllm-gpu.yaml (2 replicas, 45 % of a GPU each) on a MIG GPU beside a whole one:
+    replica 0 takes the smallest MIG device (best fit), replica 1 the other physical GPU."""
+    from controller.manifests.loader import load_folder
+
+    models = load_folder(EXAMPLES / "qwen-vllm-gpu.yaml")
+    requests, pending = requests_for(models)
+    placement = place(requests, machine("h200-mig"))
+    assert pending == [] and placement.pending == ()
+    assert devices(placement) == {"qwen2.5-0.5b-0": (MIG_1G,), "qwen2.5-0.5b-1": ("1",)}
+    assert [a.gpu_memory_utilization for a in placement.assignments] == [0.45, 0.45]
+    assert_never_oversubscribed(placement)
 
 
 @pytest.mark.parametrize(
