@@ -15,6 +15,7 @@ from aiohttp import web
 
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
+from controller.reconcile import metrics
 from controller.reconcile.loop import Reconciler
 
 MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
@@ -56,6 +57,13 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
         reconciler.report_demand(report)
         return web.Response(status=204)
 
+    metrics_registry = metrics.registry(reconciler)
+
+    async def prometheus(request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.render(metrics_registry), headers={"Content-Type": metrics.CONTENT_TYPE}
+        )
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -63,4 +71,5 @@ def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/demand", demand)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
     return app

@@ -46,6 +46,7 @@ class OnDemand:
         self.read_host = read_host  # (bytes our CPU replicas hold) -> Host; None: CPU unbounded
         self.scaling: dict[str, ModelScaling] = {}  # each model's count now and why, for status
         self.evictions = 0  # models stopped to make room, since start (a metric)
+        self.from_zero: dict[str, int] = {}  # scale-ups from zero per model, since start (a metric)
 
     def counts(self, models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> dict[str, int]:
         """How many replicas each model should have now (fixed ones: always their count)."""
@@ -56,6 +57,8 @@ class OnDemand:
             wanted = demand.get(model.name, ModelDemand())
             decision = self.scaler.decide(model.name, Bounds.of(model.manifest), wanted, running)
             previous = self.scaling.get(model.name)
+            if previous is not None and previous.desired == 0 and decision.count > 0:
+                self.from_zero[model.name] = self.from_zero.get(model.name, 0) + 1
             if previous is not None and previous.desired != decision.count:
                 log.info(
                     "model %s: %d -> %d replicas (%s)",

@@ -92,6 +92,9 @@ async def test_scale_from_zero_streamed_and_not_then_back_to_zero_when_idle(
         chunks = [chunk async for chunk in stream]
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        async with aiohttp.ClientSession() as session, session.get(f"{rc.api_url}/metrics") as resp:
+            text = await resp.text()
+        assert 'modelctl_controller_scale_from_zero_total{model="smollm2"} 3.0' in text
 
 
 async def test_two_models_in_a_budget_for_one_swap_without_a_failed_request(

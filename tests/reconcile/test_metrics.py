@@ -1,0 +1,37 @@
+"""The controller's /metrics: replicas desired and ready per model, evictions, scale-ups from zero."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.reconcile import metrics
+from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.status import ModelScaling, ReplicaStatus
+
+
+def test_metrics_show_desired_and_ready_replicas_evictions_and_cold_starts() -> None:
+    on_demand = OnDemand()
+    on_demand.scaling = {
+        "chat": ModelScaling("chat", 2, 2, 2, "fixed"),
+        "coder": ModelScaling("coder", 0, 2, 1, "1 request(s) waiting: starting"),
+    }
+    on_demand.evictions, on_demand.from_zero = 3, {"coder": 4}
+    reconciler = SimpleNamespace(
+        on_demand=on_demand,
+        manifest_errors=["models/a.yaml:1 ..."],
+        replicas=[ReplicaStatus("chat", 0, "Ready"), ReplicaStatus("chat", 1, "Starting")],
+    )
+    text = metrics.render(metrics.registry(reconciler)).decode()  # type: ignore[arg-type]
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("modelctl_controller_replicas", (("kind", "desired"), ("model", "chat")))] == 2
+    assert samples[("modelctl_controller_replicas", (("kind", "ready"), ("model", "chat")))] == 1
+    assert samples[("modelctl_controller_replicas", (("kind", "ready"), ("model", "coder")))] == 0
+    assert samples[("modelctl_controller_evictions_total", ())] == 3
+    assert samples[("modelctl_controller_scale_from_zero_total", (("model", "coder"),))] == 4
+    assert samples[("modelctl_controller_manifest_errors", ())] == 1
