@@ -10,8 +10,9 @@ The rules:
   and only for 1-device replicas: CUDA shows one MIG device per process, so no tensor parallel.
 - Never oversubscribe. A unit offers its live free memory, plus what processes modelctl manages use
   (their memory is counted through their claims instead), minus every claim placed on it. Memory
-  of processes modelctl does not manage (and the driver's reservation) stays taken. Without the
-  managed pids, running replicas count twice: conservative, never over.
+  of processes modelctl does not manage (and the driver's reservation) stays taken, and a Pending
+  reason names those processes. Without the managed pids, running replicas count twice:
+  conservative, never over.
 - Current assignments are kept in place while still valid (devices exist, right count, the claims
   fit the device's total). Kept replicas are already running, so live free memory is not held
   against them.
@@ -33,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from controller.placement.inventory import Gpu, Inventory
+from controller.placement.inventory import Gpu, GpuProcess, Inventory
 from controller.placement.memory import GiB, gpu_need
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ class Unit:
     total: int
     available: int  # live free + managed processes' memory, before any claim
     mig: bool
-    order: tuple[int, int]
+    order: tuple[int, int]  # (physical GPU index, MIG slot or -1)
+    foreign: tuple[GpuProcess, ...] = ()  # processes on it that modelctl does not manage
 
 
 class Ledger:
@@ -257,7 +259,10 @@ def make_unit(
         return f"{label}: memory unknown, not placed on"
     managed = sum(p.used_memory or 0 for p in usage.processes if p.pid in managed_pids)
     available = min(total, usage.memory_free + managed)
-    return Unit(device, uuid, label, total, available, mig=slot >= 0, order=(gpu.index, slot))
+    foreign = tuple(p for p in usage.processes if p.pid not in managed_pids)
+    return Unit(
+        device, uuid, label, total, available, mig=slot >= 0, order=(gpu.index, slot), foreign=foreign
+    )
 
 
 # --- claims ---------------------------------------------------------------------------------------
@@ -361,10 +366,21 @@ def pending_reason(
     best = others[0]
     (amount,), _ = claims(request, [best])
     need = f"needs {wanted} with {gib(amount)} free{' each' if n > 1 else ''}"
-    offer = f"{best.label} with {gib(max(ledger.free(best), 0))} free"
+    offer = f"{best.label} with {gib(max(ledger.free(best), 0))} free{foreign_note(best)}"
     if fitting:
         return f"{need}; {len(fitting)} {'has' if len(fitting) == 1 else 'have'} it, next best is {offer}"
     return f"{need}; best is {offer}"
+
+
+def foreign_note(unit: Unit) -> str:
+    """'; processes modelctl does not manage hold 4.0 GiB there (pid 77)', or '' without any."""
+    if not unit.foreign:
+        return ""
+    known = sum(p.used_memory or 0 for p in unit.foreign)
+    unknown = any(p.used_memory is None for p in unit.foreign)
+    held = gib(known) if not unknown else f"{gib(known)} and more" if known else "memory of unknown size"
+    pids = ", ".join(str(p.pid) for p in unit.foreign[:3]) + (", ..." if len(unit.foreign) > 3 else "")
+    return f"; processes modelctl does not manage hold {held} there (pid {pids})"
 
 
 def gib(value: int) -> str:

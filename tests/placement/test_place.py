@@ -22,6 +22,7 @@ H200_FREE = 150_109_880_320
 MIG_2G = "MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0002"
 MIG_1G = "MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0003"
 MIG_3G = "MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d0000"
+PID_777_HOLDS = "; processes modelctl does not manage hold memory of unknown size there (pid 777)"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -152,7 +153,10 @@ CASES = [
         "h200x2-foreign",
         [req("a", 2, 60)],
         {},
-        {"a-0": "needs 2 GPUs with 60.0 GiB free each; 1 has it, next best is GPU 0 with 39.8 GiB free"},
+        {
+            "a-0": "needs 2 GPUs with 60.0 GiB free each; 1 has it, next best is GPU 0 with 39.8 GiB free; "
+            "processes modelctl does not manage hold 100.0 GiB there (pid 4242)"
+        },
         id="foreign-process-blocks-tensor-parallel",
     ),
 ]
@@ -189,8 +193,23 @@ def test_vllm_utilization_matches_its_share() -> None:
 def test_managed_processes_do_not_count_as_foreign() -> None:
     foreign = machine("h200x2-foreign")
     request = [req("a", gib=135)]
-    assert reasons(place(request, foreign))["a-0"].endswith("best is GPU 1 with 131.8 GiB free")
+    assert reasons(place(request, foreign))["a-0"].endswith(
+        "best is GPU 1 with 131.8 GiB free" + PID_777_HOLDS
+    )
     assert devices(place(request, foreign, Current(managed_pids=frozenset({4242})))) == {"a-0": ("0",)}
+
+
+def test_the_reason_names_memory_held_by_processes_modelctl_does_not_manage() -> None:
+    """A process of someone else's holds 4 GiB: a replica that needs nearly the whole GPU waits, and
+    says who holds the rest; the same pid as one of ours gives it back."""
+    inv = one_gpu(free_gib=136, processes=(GpuProcess(1234, 4 * GiB),))
+    assert reasons(place([req("a", gib=138)], inv)) == {
+        "a-0": "needs 1 GPU with 138.0 GiB free; best is GPU 0 with 136.0 GiB free; "
+        "processes modelctl does not manage hold 4.0 GiB there (pid 1234)"
+    }
+    assert devices(place([req("a", gib=138)], inv, Current(managed_pids=frozenset({1234})))) == {
+        "a-0": ("0",)
+    }
 
 
 def test_unknown_process_memory_is_never_guessed_away() -> None:
@@ -266,7 +285,9 @@ def test_kept_replica_is_not_charged_twice_when_its_pid_is_known() -> None:
     inv = one_gpu(free_gib=40, processes=(GpuProcess(99, 100 * GiB),))
     current = Current({("a", 0): ("0",)})
     requests = [req("a", gib=100), req("b", gib=30)]
-    assert reasons(place(requests, inv, current))["b-0"].endswith("best is GPU 0 with 0.0 GiB free")
+    assert reasons(place(requests, inv, current))["b-0"].endswith(
+        "best is GPU 0 with 0.0 GiB free; processes modelctl does not manage hold 100.0 GiB there (pid 99)"
+    )
     placement = place(requests, inv, Current(current.assignments, frozenset({99})))
     assert devices(placement) == {"a-0": ("0",), "b-0": ("0",)}
 
@@ -386,7 +407,9 @@ def test_plan_table_and_json() -> None:
     lines = text.splitlines()
     assert lines[0].split() == ["REPLICA", "STATE", "DEVICES", "MEMORY/GPU", "VLLM", "UTIL", "REASON"]
     assert lines[1].split()[:6] == ["big-0", "Pending", "-", "-", "-", "needs"]
-    assert lines[1].endswith("needs 2 GPUs with 139.0 GiB free each; best is GPU 1 with 131.8 GiB free")
+    assert lines[1].endswith(
+        "needs 2 GPUs with 139.0 GiB free each; best is GPU 1 with 131.8 GiB free" + PID_777_HOLDS
+    )
     assert lines[2].split() == ["seed-0", "Placed", "0,1", "30.0", "GiB", "0.2137"]
     assert lines[3].endswith("Pending  -        -           -          " + extra[0].reason)
     assert lines[5].split() == ["DEVICE", "ID", "TOTAL", "OFFERED", "CLAIMED", "LEFT"]
