@@ -1,38 +1,56 @@
 #!/usr/bin/env python3
-"""Check the NVML inventory and placement on a real GPU machine, in one call under a minute.
+"""Check the NVML inventory, placement, foreign memory and eviction on a real GPU machine, in one call.
 
-    PYTHONPATH=. python scripts/gpu-check.py [MODELS_DIR]      # default: ./models
-    PYTHONPATH=. python scripts/gpu-check.py --inventory tests/fixtures/inventories/h200x4.json
+    PYTHONPATH=. python scripts/gpu-check.py [MODELS_DIR]      # default: ./examples
+    PYTHONPATH=. python scripts/gpu-check.py --inventory tests/fixtures/inventories/h200-mig.json
 
-For the lent GPU machine: nvidia-ml-py, pyyaml; no Docker, no network, perhaps no pydantic and no
-weights. It prints the real inventory (table and JSON), compares it with nvidia-smi when that is
-there, and plans the manifests of MODELS_DIR plus a few synthetic ones (gpu_memory given, so no
-weights are read) onto this machine. With $OUT set, inventory.json and plan.json are written there.
+For the lent GPU machine: nvidia-ml-py, pyyaml, perhaps torch; no Docker, no network, perhaps no
+pydantic and no weights. Four parts, each printed and (with $OUT set) written as JSON there:
 
-Imports only controller.placement (inventory, memory, place, report: standard library inside); the
-manifest loader (pydantic) is used when importable, else the YAML is read directly. Exit code 0
-unless it crashed: no GPU is a result to print, not a failure.
+1. inventory (inventory.json): the real inventory, table and JSON, compared with nvidia-smi.
+2. plan (plan.json): the manifests of MODELS_DIR plus a few synthetic ones (gpu_memory given, so
+   no weights are read) placed onto this machine; replicas of one model spread over GPUs.
+3. foreign memory (foreign.json): this process takes 4 GiB of GPU 0 with torch; the inventory read
+   again shows the free memory ~4 GiB lower and this process as one modelctl does not manage, and a
+   replica that needs nearly all of GPU 0 goes Pending with a reason naming it; freed, it is back.
+   Skipped (saying why) without torch, CUDA or a live GPU.
+4. eviction (eviction.json): the reconciler's on-demand rule against GPU 0's real inventory: an
+   idle model (a stand-in container holding GPU 0) is evicted for a wanted one (a request waits)
+   when both do not fit, and the wanted one is placed on GPU 0 once the idle one is gone. Needs the
+   manifest models (pydantic); skipped, saying so, without it.
+
+Parts 1-2 import only controller.placement (standard library inside); the manifest loader
+(pydantic) is used when importable, else the YAML is read directly. A summary (summary.json) ends
+the output. Exit code 0 when every part is ok or skipped (no GPU is a result to print, not a
+failure), 1 when a check failed.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from controller.placement.inventory import Inventory, read_inventory
-from controller.placement.place import Current, Pending, ReplicaRequest, place
+from controller.placement.inventory import GpuProcess, Inventory, read_inventory
+from controller.placement.place import Current, Pending, Placement, ReplicaRequest, place, placeable_units
 from controller.placement.report import gpus_json, gpus_table, plan_json, plan_table
 
 GiB = 1024**3
+HOLD = 4 * GiB  # what the foreign-memory part allocates on GPU 0
+SHARE = 0.6  # of a GPU, each of the eviction part's two models: they do not fit together
+STAND_IN_PID = 999_999  # the idle replica's process where its memory is simulated
 
 # The seed's example, verbatim plus gpu_memory (its weights are not here); a 1-GPU vLLM model; two
-# llama.cpp replicas meant to share one GPU; and one that cannot fit anywhere.
+# llama.cpp replicas (spread when they can); and one that cannot fit anywhere.
 SYNTHETIC: list[dict[str, Any]] = [
     {
         "name": "seed-example",
@@ -60,6 +78,22 @@ UNITS = {
     "GI": 2**30,
     "TI": 2**40,
 }
+
+Result = dict[str, Any]  # {"status": "ok" | "skipped" | "failed", "why": ..., ...}
+
+
+def skipped(why: str) -> Result:
+    return {"status": "skipped", "why": why}
+
+
+def judged(checks: dict[str, bool], **details: Any) -> Result:
+    """ok when every check holds; failed naming the ones that do not."""
+    failed = [name for name, good in checks.items() if not good]
+    status = {"status": "failed", "why": f"failed: {', '.join(failed)}"} if failed else {"status": "ok"}
+    return {**status, "checks": checks, **details}
+
+
+# --- 2. plan ---------------------------------------------------------------------------------------
 
 
 def parse_size(text: str) -> int:
@@ -95,9 +129,325 @@ def manifest_documents(folder: Path) -> list[dict[str, Any]]:
     import yaml
 
     docs: list[dict[str, Any]] = []
-    for file in sorted(folder.glob("*.y*ml")):
+    for file in sorted([*folder.glob("*.y*ml"), *folder.glob("*.json")]):
         docs.extend(d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict))
     return docs
+
+
+def physical_gpu(inventory: Inventory) -> dict[str, int]:
+    """Docker device ID (GPU index or MIG UUID) -> index of the physical GPU it is on."""
+    ids = {str(g.index): g.index for g in inventory.gpus}
+    return ids | {m.uuid: g.index for g in inventory.gpus for m in g.mig_devices}
+
+
+def spread_lines(placement: Placement, inventory: Inventory) -> list[str]:
+    """Per model with several placed replicas: on how many physical GPUs and units they landed."""
+    gpu_of, label = physical_gpu(inventory), {u.device: u.label for u in placement.units}
+    by_model: dict[str, list[tuple[str, ...]]] = {}
+    for a in placement.assignments:
+        by_model.setdefault(a.model, []).append(a.devices)
+    lines = []
+    for model, sets in sorted(by_model.items()):
+        if len(sets) > 1:
+            gpus = {gpu_of[d] for devices in sets for d in devices}
+            units = {d for devices in sets for d in devices}
+            where = "; ".join(",".join(label.get(d, d) for d in devices) for devices in sets)
+            lines.append(
+                f"{model}: {len(sets)} replicas on {len(gpus)} physical GPU(s), {len(units)} unit(s): {where}"
+            )
+    return lines
+
+
+def plan_part(folder: Path, inventory: Inventory) -> tuple[Result, str]:
+    docs = manifest_documents(folder) if folder.is_dir() else []
+    cpu_only = [
+        f"{d.get('name', d.get('model'))} x{d.get('replicas', 1)}" for d in docs if not d.get("num_gpus")
+    ]
+    requests: list[ReplicaRequest] = []
+    pending: list[Pending] = []
+    for doc in docs + SYNTHETIC:
+        more, waiting = to_requests(doc)
+        requests += more
+        pending += waiting
+    started = time.perf_counter()
+    placement = place(requests, inventory, Current())
+    place_ms = (time.perf_counter() - started) * 1000
+    print(f"== plan: {folder}/ ({len(docs)} manifests) + {len(SYNTHETIC)} synthetic, in {place_ms:.2f} ms")
+    if cpu_only:
+        print(f"CPU only (num_gpus 0, not placed on GPUs): {', '.join(cpu_only)}")
+    print(plan_table(placement, pending=pending) + "\n")
+    spread = spread_lines(placement, inventory)
+    print("== spreading\n" + ("\n".join(spread) or "no model has several placed replicas") + "\n")
+    text = plan_json(placement, pending=pending)
+    print(f"== plan JSON\n{text}\n")
+    result = {
+        "status": "ok",
+        "placed": len(placement.assignments),
+        "pending": len(placement.pending) + len(pending),
+        "spread": spread,
+    }
+    return result, text
+
+
+# --- 3. foreign memory -----------------------------------------------------------------------------
+
+
+def only_gpu(inventory: Inventory, index: int) -> Inventory:
+    """``inventory`` with just GPU ``index`` (and its MIG devices), so placement can only use it."""
+    gpu = next(g for g in inventory.gpus if g.index == index)
+    uuids = {gpu.uuid, *(m.uuid for m in gpu.mig_devices)}
+    return replace(inventory, gpus=(gpu,), usage=tuple(u for u in inventory.usage if u.uuid in uuids))
+
+
+def only_unit(inventory: Inventory, device: str) -> Inventory:
+    """``inventory`` with just the unit ``device`` (a GPU index, or one MIG device of its GPU)."""
+    for gpu in inventory.gpus:
+        if device == str(gpu.index):
+            return only_gpu(inventory, gpu.index)
+        mig = next((m for m in gpu.mig_devices if m.uuid == device), None)
+        if mig is not None:
+            usage = tuple(u for u in inventory.usage if u.uuid in (gpu.uuid, mig.uuid))
+            return replace(inventory, gpus=(replace(gpu, mig_devices=(mig,)),), usage=usage)
+    raise ValueError(f"no device {device} in the inventory")
+
+
+def cuda0_uuid(torch: Any) -> str | None:
+    """The NVML UUID of torch's cuda:0 ("GPU-..." or "MIG-..."), None where torch cannot say."""
+    uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def target_unit(inventory: Inventory, uuid: str | None) -> tuple[str, str, str]:
+    """(Docker device ID, UUID, label) of torch's cuda:0 in the NVML inventory (default: GPU 0)."""
+    for gpu in inventory.gpus:
+        if uuid == gpu.uuid:
+            return str(gpu.index), gpu.uuid, f"GPU {gpu.index}"
+        for mig in gpu.mig_devices:
+            if uuid == mig.uuid:
+                return mig.uuid, mig.uuid, f"MIG {gpu.index}/{mig.index}"
+    gpu = inventory.gpus[0]
+    return str(gpu.index), gpu.uuid, f"GPU {gpu.index}"
+
+
+def free_of(inventory: Inventory, uuid: str) -> int:
+    usage = inventory.usage_of(uuid)
+    return -1 if usage is None or usage.memory_free is None else usage.memory_free
+
+
+def foreign_part(inventory: Inventory, *, live: bool) -> Result:
+    if not live:
+        return skipped("a recorded inventory: no GPU of this machine to allocate on")
+    if not inventory.gpus:
+        return skipped(f"no GPU ({inventory.reason or 'none found'})")
+    try:
+        import torch
+    except ImportError:
+        return skipped("torch is not installed")
+    if not torch.cuda.is_available():
+        return skipped("torch sees no CUDA device")
+    return hold_and_measure(torch, inventory)
+
+
+def hold_and_measure(torch: Any, inventory: Inventory) -> Result:
+    """Allocate HOLD bytes on cuda:0 between inventory reads; place against each read."""
+    torch.zeros(1, device="cuda:0")  # the CUDA context first, so the drop measured is the allocation
+    torch.cuda.synchronize()
+    device, uuid, label = target_unit(inventory, cuda0_uuid(torch))
+    before = read_inventory()
+    try:
+        block = torch.empty(HOLD, dtype=torch.uint8, device="cuda:0")
+        torch.cuda.synchronize()
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        return {"status": "failed", "why": f"torch could not take {HOLD / GiB:.0f} GiB: {exc}"}
+    held = read_inventory()
+    del block
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    after = read_inventory()
+    usage = held.usage_of(uuid)
+    processes = (
+        [] if usage is None else [{"pid": p.pid, "used_memory": p.used_memory} for p in usage.processes]
+    )
+    drop, back = free_of(before, uuid) - free_of(held, uuid), free_of(after, uuid) - free_of(held, uuid)
+    mine = next((p for p in processes if p["pid"] == os.getpid()), None)
+    big = next((p for p in processes if (p["used_memory"] or 0) >= HOLD), None)
+    print(f"== foreign memory: {HOLD / GiB:.0f} GiB held on cuda:0 = {label} by pid {os.getpid()}")
+    print(f"free before {free_of(before, uuid) / GiB:.2f} GiB, holding {free_of(held, uuid) / GiB:.2f} GiB "
+          f"(dropped {drop / GiB:.2f} GiB), freed {free_of(after, uuid) / GiB:.2f} GiB")  # fmt: skip
+    print(f"GPU processes while holding: {processes or 'none listed'}; managed_pids: (empty)")
+    if mine is None and big is not None:
+        print(
+            f"this process is not listed by its pid; pid {big['pid']} holds the memory "
+            "(NVML shows another PID namespace's pids)"
+        )
+    nearly_all = nearly_all_placements(before, held, device, mine or big)
+    for name, text in nearly_all.items():
+        print(f"{name}: {text}")
+    print()
+    holder = mine or big
+    checks = {
+        "free dropped by ~4 GiB": abs(drop - HOLD) < GiB // 2,
+        "the holder is listed as a GPU process": holder is not None,
+        "placed before": nearly_all["before"].startswith("Placed"),
+        "Pending while held, naming the foreign memory": "does not manage hold" in nearly_all["holding"],
+        "free memory back after free": abs(back - drop) < GiB // 2,
+    }
+    if "holding, its pid as ours" in nearly_all:
+        checks["placed when its pid is ours"] = nearly_all["holding, its pid as ours"].startswith("Placed")
+    return judged(checks, device=label, drop=drop, back=back, processes=processes, placements=nearly_all)
+
+
+def nearly_all_placements(
+    before: Inventory, held: Inventory, device: str, holder: dict[str, Any] | None
+) -> dict[str, str]:
+    """A replica needing all but 1 GiB of what ``device`` offered before the hold, placed on it
+    alone before, while holding, and while holding with the holder's pid as one of ours."""
+    units, _ = placeable_units(only_unit(before, device), frozenset())
+    need = max(u.available for u in units) - GiB
+    request = [ReplicaRequest("nearly-all", 0, 1, need, "llamacpp")]
+    runs = {"before": (before, frozenset[int]()), "holding": (held, frozenset[int]())}
+    if holder is not None:
+        runs["holding, its pid as ours"] = (held, frozenset({int(holder["pid"])}))
+    out = {}
+    for name, (inventory, managed) in runs.items():
+        placement = place(request, only_unit(inventory, device), Current(managed_pids=managed))
+        a = placement.assignment(("nearly-all", 0))
+        out[name] = (
+            f"Placed on {','.join(a.devices)}" if a else f"Pending: {placement.reason(('nearly-all', 0))}"
+        )
+    return {"need": f"{need / GiB:.2f} GiB", **out}
+
+
+# --- 4. eviction -----------------------------------------------------------------------------------
+
+
+def eviction_part(inventory: Inventory, *, live: bool) -> Result:
+    if not inventory.gpus:
+        return skipped(f"no GPU ({inventory.reason or 'none found'})")
+    try:
+        from controller.reconcile.desired import desired_state
+        from controller.reconcile.ondemand import OnDemand
+        from controller.reconcile.scaling import Scaler
+        from controller.runtime.observed import ObservedContainer
+    except ImportError as exc:
+        return skipped(f"{exc.name or exc} is not installed (the reconciler's manifests need it)")
+    units, _ = placeable_units(only_gpu(inventory, inventory.gpus[0].index), frozenset())
+    if not units:
+        return skipped(f"GPU {inventory.gpus[0].index} offers no unit to place on")
+    unit = max(units, key=lambda u: u.total)  # the GPU, or its largest MIG device
+    amount = math.ceil(SHARE * unit.total)
+    if unit.available < amount:
+        return skipped(
+            f"{unit.label} has {unit.available / GiB:.1f} GiB free; the check needs {SHARE:.0%} of it"
+        )
+    models, board = two_models()
+    on_demand = OnDemand(demand=board, scaler=Scaler())
+    idle = ObservedContainer(
+        "id-idle-0", "c-idle-0", "idle", 0, "vllm", "h", "running",
+        None, "10.0.0.2", 8000, "/health", 32, "", gpus=(unit.device,),
+    )  # fmt: skip
+
+    def reconcile_pass(machine: Inventory, observed: list[Any]) -> dict[str, Any]:
+        counts = on_demand.counts(models, observed)
+        desired = on_demand.fit(partial(desired_state, models, machine, observed), counts, models, observed)
+        return {
+            "specs": {s.model: list(s.gpus.device_ids if s.gpus else ()) for s in desired.specs},
+            "pending": [f"{r.model}-{r.replica}: {r.reason}" for r in desired.pending],
+            "idle": on_demand.scaling["idle"].reason,
+            "evictions": on_demand.evictions,
+        }
+
+    held, gone, how = idle_memory(inventory, unit.device, unit.uuid, amount, live=live)
+    first = reconcile_pass(held, [idle])
+    second = reconcile_pass(gone, [])
+    print(f"== eviction on {unit.label} ({unit.device}): idle and wanted, {SHARE:.0%} of it each")
+    print(f"the idle replica's memory: {how}")
+    print(f"pass 1, idle running (a request waits for wanted): {json.dumps(first)}")
+    print(f"pass 2, idle gone:                                 {json.dumps(second)}\n")
+    checks = {
+        "idle chosen for eviction": first["idle"] == "evicted for wanted" and first["evictions"] == 1,
+        "wanted waits for it to leave": any("for stopped replicas to leave" in p for p in first["pending"]),
+        "wanted placed once idle is gone": second["specs"] == {"wanted": [unit.device]},
+        "one eviction in all": second["evictions"] == 1,
+    }
+    return judged(checks, device=unit.device, memory=how, passes=[first, second])
+
+
+def two_models() -> tuple[list[Any], Any]:
+    """Two on-demand vLLM models of SHARE of a GPU each, and the gateway's word: a request waits
+    for "wanted", "idle" was last used long ago."""
+    from controller.endpoints.demand import DemandReport, ModelDemand
+    from controller.manifests.document import ModelManifest
+    from controller.manifests.loader import LoadedModel
+    from controller.reconcile.demand import DemandBoard
+
+    def model(name: str) -> LoadedModel:
+        doc = {"name": name, "model": "hf://Qwen/Qwen2.5-0.5B-Instruct", "engine": "vllm", "num_gpus": 1,
+               "gpu_memory": SHARE, "min_replicas": 0}  # fmt: skip
+        return LoadedModel(ModelManifest.model_validate(doc), "gpu-check", 1, None)
+
+    board = DemandBoard()
+    demand = {"idle": ModelDemand(last_active=1.0), "wanted": ModelDemand(waiting=1)}
+    board.record(DemandReport("gpu-check", demand))
+    return [model("idle"), model("wanted")], board
+
+
+def idle_memory(
+    inventory: Inventory, device: str, uuid: str, amount: int, *, live: bool
+) -> tuple[Inventory, Inventory, str]:
+    """The unit's inventory while the idle replica holds ``amount`` bytes, and once it is gone.
+    Live with torch on that device: this process really holds them between NVML reads; else the
+    recorded usage with the bytes taken (as a process modelctl does not manage: the stand-in)."""
+    torch = cuda_torch() if live else None
+    if torch is not None and cuda0_uuid(torch) in (uuid, None):
+        try:
+            block = torch.empty(amount, dtype=torch.uint8, device="cuda:0")
+            torch.cuda.synchronize()
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one
+            torch = None
+            note = f"torch could not hold it ({str(exc).splitlines()[0]}), so simulated"
+        else:
+            held = only_unit(read_inventory(), device)
+            del block
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize()
+            free = f"{free_of(held, uuid) / GiB:.1f} GiB free while held"
+            return (
+                held,
+                only_unit(read_inventory(), device),
+                f"{amount / GiB:.1f} GiB held by torch here ({free})",
+            )
+    else:
+        note = (
+            "simulated (no torch with CUDA on this device)" if live else "simulated on the recorded inventory"
+        )
+    one = only_unit(inventory, device)
+    usage = tuple(
+        replace(
+            u,
+            memory_free=max((u.memory_free or 0) - amount, 0),
+            processes=(*u.processes, GpuProcess(STAND_IN_PID, amount)),
+        )
+        if u.uuid == uuid
+        else u
+        for u in one.usage
+    )
+    return replace(one, usage=usage), one, f"{amount / GiB:.1f} GiB {note}"
+
+
+def cuda_torch() -> Any:
+    """torch when it is installed and sees a CUDA device, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+# --- 1. inventory ----------------------------------------------------------------------------------
 
 
 def check_against_nvidia_smi(inventory: Inventory) -> str:
@@ -121,44 +471,48 @@ def check_against_nvidia_smi(inventory: Inventory) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    args = sys.argv[1:]
-    recorded = args.pop(args.index("--inventory") + 1) if "--inventory" in args else None
-    folder = Path(next((a for a in args if a != "--inventory"), "models"))
+def inventory_part(recorded: str | None) -> tuple[Result, Inventory]:
     started = time.perf_counter()
     inventory = Inventory.from_json(Path(recorded).read_text()) if recorded else read_inventory()
     read_s = time.perf_counter() - started
     print(f"== inventory (read in {read_s * 1000:.1f} ms)\n{gpus_table(inventory)}\n")
     print(f"== inventory JSON\n{gpus_json(inventory)}\n")
     print(f"== cross-check\n{check_against_nvidia_smi(inventory)}\n")
-
-    docs = manifest_documents(folder) if folder.is_dir() else []
-    cpu_only = [
-        f"{d.get('name', d.get('model'))} x{d.get('replicas', 1)}" for d in docs if not d.get("num_gpus")
-    ]
-    requests: list[ReplicaRequest] = []
-    pending: list[Pending] = []
-    for doc in docs + SYNTHETIC:
-        more, waiting = to_requests(doc)
-        requests += more
-        pending += waiting
-    started = time.perf_counter()
-    placement = place(requests, inventory, Current())
-    place_ms = (time.perf_counter() - started) * 1000
-    print(f"== plan: {folder}/ ({len(docs)} manifests) + {len(SYNTHETIC)} synthetic, in {place_ms:.2f} ms")
-    if cpu_only:
-        print(f"CPU only (num_gpus 0, not placed on GPUs): {', '.join(cpu_only)}")
-    print(plan_table(placement, pending=pending) + "\n")
-    print(f"== plan JSON\n{plan_json(placement, pending=pending)}")
-    write_out(inventory, plan_json(placement, pending=pending))
-    return 0
+    if not inventory.gpus:
+        return {"status": "ok", "gpus": 0, "why": f"no GPU: {inventory.reason or 'none found'}"}, inventory
+    return {"status": "ok", "gpus": len(inventory.gpus), "source": recorded or "NVML"}, inventory
 
 
-def write_out(inventory: Inventory, plan: str) -> None:
+def main() -> int:
+    args = sys.argv[1:]
+    recorded = args.pop(args.index("--inventory") + 1) if "--inventory" in args else None
+    folder = Path(next((a for a in args if a != "--inventory"), "examples"))
     out = os.environ.get("OUT")
+    results: dict[str, Result] = {}
+    results["inventory"], inventory = inventory_part(recorded)
+    write(out, "inventory.json", inventory.to_json())
+    results["plan"], plan = plan_part(folder, inventory)
+    write(out, "plan.json", plan)
+    results["foreign"] = foreign_part(inventory, live=recorded is None)
+    write(out, "foreign.json", json.dumps(results["foreign"], indent=2))
+    results["eviction"] = eviction_part(inventory, live=recorded is None)
+    write(out, "eviction.json", json.dumps(results["eviction"], indent=2))
+    print("== summary")
+    for part, result in results.items():
+        print(f"{part}: {result['status']}" + (f" ({result['why']})" if result.get("why") else ""))
+    write(
+        out,
+        "summary.json",
+        json.dumps(
+            {k: {"status": v["status"], "why": v.get("why", "")} for k, v in results.items()}, indent=2
+        ),
+    )
+    return 1 if any(r["status"] == "failed" for r in results.values()) else 0
+
+
+def write(out: str | None, name: str, text: str) -> None:
     if out:
-        Path(out, "inventory.json").write_text(inventory.to_json() + "\n")
-        Path(out, "plan.json").write_text(plan + "\n")
+        Path(out, name).write_text(text + "\n")
 
 
 if __name__ == "__main__":
