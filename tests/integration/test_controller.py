@@ -19,6 +19,7 @@ from controller.app import running_controller
 from controller.cli import main as modelctl
 from controller.gateway.settings import GatewaySettings
 from controller.manifests.loader import load_folder
+from controller.placement.host import read_host
 from controller.placement.inventory import Inventory
 from controller.reconcile.desired import desired_state
 from controller.runtime import labels
@@ -141,6 +142,8 @@ async def test_leftovers_of_an_interrupted_run_are_replaced_without_name_clashes
 
 
 def desired_specs(config: ControllerSettings) -> list[ContainerSpec]:
-    """The specs the controller wants for ``config`` on a machine without GPUs."""
+    """The specs the controller wants for ``config`` on a machine without GPUs (the host's cores
+    split between the CPU replicas as the controller splits them)."""
     models = load_folder(config.manifests, model_roots=config.model_roots)
-    return desired_state(models, Inventory(gpus=(), usage=(), reason="CPU test")).specs
+    host = read_host(budget=config.cpu_memory, reserve=config.cpu_memory_reserve)
+    return desired_state(models, Inventory(gpus=(), usage=(), reason="CPU test"), host=host).specs
