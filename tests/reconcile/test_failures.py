@@ -30,6 +30,16 @@ def test_real_llamacpp_failures_are_explained(log: str, reason: str) -> None:
     assert explain((LOGS / log).read_text(), exit_code=1) == reason
 
 
+def test_a_real_vllm_without_a_compiler_names_the_fix() -> None:
+    # The last 50 lines (what the controller reads) of the vLLM 0.32.0 CPU stand-in started without
+    # --enforce-eager: the engine fails, then hangs, so there is no exit code.
+    log = (LOGS / "vllm-no-compiler.log").read_text()
+    assert explain(log) == (
+        "vLLM's torch.compile needs a C++ compiler the image lacks: add --enforce-eager to args "
+        "(modelctl adds it for num_gpus: 0 unless args choose compilation)"
+    )
+
+
 @pytest.mark.parametrize(
     ("output", "starts"),
     [
