@@ -105,7 +105,7 @@ class OnDemand:
             self.evict(victim, needy, counts)
             desired = place(counts=counts)
             if leaving(observed, desired):  # its memory is free once it is gone: place then
-                return with_reason(desired, needy, "waiting for stopped replicas to leave")
+                return hold_back(desired, needy, observed, "waiting for stopped replicas to leave")
         return desired
 
     def evict(self, victim: Candidate, needy: str, counts: dict[str, int]) -> None:
@@ -165,6 +165,19 @@ def with_reason(desired: Desired, model: str, why: str) -> Desired:
         for r in desired.pending
     ]
     return Desired(desired.specs, pending, desired.short, desired.notes)
+
+
+def hold_back(desired: Desired, model: str, observed: Sequence[ObservedContainer], why: str) -> Desired:
+    """``desired`` without ``model``'s replicas that do not run yet: Pending with ``why`` instead.
+
+    Right after an eviction, placement may already count the leaving replica's memory as free
+    (GPU memory of our own processes is theirs, not foreign); starting beside it could run out."""
+    runs = {c.slot for c in observed if c.alive}
+    held = [s for s in desired.specs if s.model == model and (s.model, s.replica) not in runs]
+    specs = [s for s in desired.specs if s not in held]
+    rows = [ReplicaStatus(s.model, s.replica, "Pending", reason=why) for s in held]
+    noted = with_reason(desired, model, why)
+    return Desired(specs, [*noted.pending, *rows], desired.short, desired.notes)
 
 
 def held_by_ours(models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> int:

@@ -10,7 +10,7 @@ from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
 from controller.placement.host import Host
-from controller.placement.inventory import Inventory
+from controller.placement.inventory import GpuProcess, Inventory
 from controller.placement.memory import GiB
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.desired import desired_state
@@ -99,3 +99,32 @@ def test_a_wanted_model_of_higher_priority_is_not_evicted_for_a_lower_one() -> N
     on_demand = wanting(DemandBoard(), a=ModelDemand(last_active=1.0), b=ModelDemand(waiting=1))
     specs, _ = pass_once(on_demand, models, [running("a")])
     assert specs == {"a"} and on_demand.evictions == 0
+
+
+def test_on_a_gpu_the_wanted_model_waits_until_the_evicted_one_has_left() -> None:
+    """Our own GPU processes' memory counts as theirs, not foreign: right after an eviction,
+    placement sees the leaving replica's memory as free. Starting beside it could run out of
+    memory, so the wanted model is held back until the evicted container is gone."""
+    import dataclasses
+    from pathlib import Path
+
+    base = Inventory.from_json((Path(__file__).parents[1] / "fixtures/inventories/h200.json").read_text())
+    total = base.gpus[0].memory_total
+    usage = base.usage[0]
+    held = int(total * 0.6)
+    busy = dataclasses.replace(
+        usage, memory_free=usage.memory_free - held, processes=(GpuProcess(pid=4242, used_memory=held),)
+    )
+    inventory = dataclasses.replace(base, usage=(busy,))
+    models = [model(n, num_gpus=1, gpu_memory=0.6, model=f"hf://org/{n}") for n in ("a", "b")]
+    on_demand = wanting(DemandBoard(), a=ModelDemand(last_active=1.0), b=ModelDemand(waiting=1))
+    victim = dataclasses.replace(running("a"), engine="vllm", gpus=("0",), cpus=())
+    place = partial(desired_state, models, inventory, [victim], frozenset({4242}))
+    desired = on_demand.fit(place, on_demand.counts(models, [victim]), models, [victim])
+    assert desired.specs == [] and on_demand.scaling["a"].reason == "evicted for b"
+    assert any(
+        r.model == "b" and "waiting for stopped replicas to leave" in r.reason for r in desired.pending
+    )
+    gone = partial(desired_state, models, base, [], frozenset())
+    desired = on_demand.fit(gone, on_demand.counts(models, []), models, [])
+    assert [(s.model, s.gpus.device_ids if s.gpus else None) for s in desired.specs] == [("b", ("0",))]
