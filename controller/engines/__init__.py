@@ -1,4 +1,4 @@
-"""Engines turn (a loaded manifest, a replica index, its GPUs) into a container spec.
+"""Engines turn (a loaded manifest, a replica index, its GPUs or host cores) into a container spec.
 
 One small module per engine (``llamacpp``, ``vllm``) knows its official image, its command-line
 flags, its port and health endpoint. ``build_spec`` picks the module by the manifest's engine.

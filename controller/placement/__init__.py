@@ -2,6 +2,7 @@
 
 ``inventory`` reads NVML (static facts apart from live usage; no NVML means no GPUs);
 ``memory`` estimates what a replica needs from its weights' headers, KV cache and overhead;
-``place`` is the pure placement over (requests, inventory); ``report`` renders both for the CLI.
+``place`` is the pure GPU placement over (requests, inventory); ``host`` places CPU replicas against
+the host's memory budget and cores; ``report`` renders inventory and placement for the CLI.
 Pure data in, pure data out: no Docker, no HTTP.
 """

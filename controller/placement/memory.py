@@ -1,4 +1,5 @@
-"""How much GPU memory one replica needs: weights + KV cache + the engine's runtime overhead.
+"""How much memory one replica needs (a GPU's, or the host's for a CPU replica): weights + KV cache +
+the engine's runtime overhead.
 
 Weights come exactly from the file headers, never by loading tensors: a GGUF header lists every
 tensor's shape and ggml type (bytes follow from the type's block size), and a safetensors header

@@ -14,7 +14,8 @@ count per model between the manifest's ``min_count`` and ``max_count``. The rule
   ``idle_timeout``.
 
 ``desired_count`` is the pure rule, tested by tables; ``Scaler`` keeps the load samples and each
-model's current count between passes. A restarted controller starts from what runs (clamped to the
+model's current count between passes; ``pick_victim`` chooses which idle model to stop when a wanted
+one does not fit (``ondemand`` runs it). A restarted controller starts from what runs (clamped to the
 bounds), so it neither duplicates nor drops replicas it adopts.
 """
 
