@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.errors import InvalidManifests, ModelctlError
 from controller.gateway import GatewaySettings, SettingsError, run_gateway
+from controller.manifests.document import ModelManifest
 from controller.manifests.loader import load_folder
 from controller.reconcile.status import render_table
 from controller.settings import ControllerSettings
@@ -192,7 +193,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return report_invalid(exc, args.path)
     for model in models:
         m = model.manifest
-        print(f"ok  {model.name:<24} {m.engine:<9} replicas={m.replicas} num_gpus={m.num_gpus}  {model.file}")
+        print(
+            f"ok  {model.name:<24} {m.engine:<9} replicas={replica_range(m)} num_gpus={m.num_gpus}"
+            f"  {model.file}"
+        )
     return 0
 
 
@@ -225,8 +229,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.json:
         for model in models:
             if not model.manifest.num_gpus:
-                print(f"{model.name}: {model.manifest.replicas} replica(s) on the CPU (num_gpus: 0)")
+                count = replica_range(model.manifest)
+                print(
+                    f"{model.name}: {count} replica(s) on the CPU (num_gpus: 0), "
+                    "placed against the host's memory and cores"
+                )
     return 0
+
+
+def replica_range(manifest: ModelManifest) -> str:
+    """'2' for a fixed count, '0-2' for a model scaled on demand."""
+    if manifest.on_demand:
+        return f"{manifest.min_count}-{manifest.max_count}"
+    return str(manifest.min_count)
 
 
 def report_invalid(exc: InvalidManifests, path: Path) -> int:
