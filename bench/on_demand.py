@@ -503,18 +503,19 @@ def table(results: dict[str, Any]) -> str:
             (f"{engine} cold: alone, docker run -> /health 200", al, "health_200", s["alone_health_p50"]),
             (f"{engine} cold: alone, docker run -> first token", al, "ttft", s["alone_ttft_p50"]),
             (
-                f"{engine} cold: modelctl's share (pairs)",
+                f"{engine} cold: modelctl's share, pairs",
                 [{"x": v} for v in pairs],
                 "x",
                 s["share_p50_of_pairs"],
             ),
+            (f"{engine} cold: modelctl's share, p50 - p50", mc, "", s["share_diff_of_p50s"]),
         ]
     for direction in ("alpha -> beta", "beta -> alpha"):
         got = [x["ttft"] for x in results.get("swap", []) if f"{x['from']} -> {x['to']}" == direction]
         if got:
             rows.append((f"swap under load {direction}: first token", [{"x": v} for v in got], "x", p50(got)))
     lines = [f"{'figure':<52} {'n':>3} {'p50 (s)':>8}  each round (s)"]
-    lines += [f"{a:<52} {len(xs):>3} {v:>8.3f}  {fmt([x[k] for x in xs])}" for a, xs, k, v in rows]
+    lines += [f"{a:<52} {len(xs):>3} {v:>8.3f}  {fmt([x[k] for x in xs if k])}" for a, xs, k, v in rows]
     lags = results.get("readiness_lag_s", [])
     if lags:
         lines.append(f"{'readiness lag, /health 200 -> published: p50':<52} {len(lags):>3} {p50(lags):>8.3f}")
@@ -523,13 +524,34 @@ def table(results: dict[str, Any]) -> str:
         summary = (results.get(engine) or {}).get("summary")
         if summary:
             lines.append(f"\n{engine}: where modelctl's cold start goes (p50 over every modelctl round, s)")
-            lines += [f"  {k:<34} {v:>8.3f}" for k, v in summary["modelctl_breakdown_p50"].items()]
+            lines += [f"  {k:<40} {v:>8.3f}" for k, v in summary["modelctl_breakdown_p50"].items()]
             lines.append(
                 f"  engine alone: docker run {summary['alone_run_p50']:.3f}, then /health 200 after "
                 f"{summary['alone_health_after_run_p50']:.3f}, "
                 f"then first token after {summary['alone_request_ttft_p50']:.3f}"
             )
+    swapped = results.get("swap", [])
+    if swapped:
+        lines.append("\nswap under load: when each step happened (p50 over every swap, s after asking B)")
+        for key, what in SWAP_STEPS.items():
+            got = [x[key] for x in swapped if x.get(key) is not None]
+            if got:
+                lines.append(f"  {what:<48} {p50(got):>8.3f}  {fmt(got)}")
     return "\n".join(lines)
+
+
+SWAP_STEPS = {
+    "demand": "the gateway reports B waiting",
+    "old_load_done": "A's last in-flight request ends",
+    "old_idle_reported": "the gateway reports A idle",
+    "drain_start": "A evicted: drain starts",
+    "old_removed": "A removed (drain settle 1 s, stop, remove)",
+    "create_start": "B created",
+    "start_end": "B started",
+    "health_200": "B answers /health 200",
+    "published": "B published",
+    "ttft": "B's first token",
+}
 
 
 def machine() -> dict[str, Any]:
