@@ -26,7 +26,7 @@ Every phase of modelctl's path is timestamped by wrapping methods of the running
 in the controller changes): demand reports, reconcile passes, container create/start/remove,
 readiness watches, drains, publishes.
 
-    python bench/on_demand.py [--rounds 5] [--readiness-rounds 5] [--vllm-rounds 2] [--skip-vllm]
+    python bench/on_demand.py [--rounds 7] [--readiness-rounds 5] [--vllm-rounds 2] [--skip-vllm]
                               [--swap-rounds 3] [--load-s 4] [--json FILE]
 
 Needs a Docker engine, `make images model` (and the vLLM images for part 2). Traffic goes only to
@@ -686,7 +686,7 @@ def interrupted(signum: int, frame: object) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="llama.cpp cold-start pairs (modelctl + alone)")
+    parser.add_argument("--rounds", type=int, default=7, help="llama.cpp cold-start pairs (modelctl + alone)")
     parser.add_argument("--readiness-rounds", type=int, default=5, help="extra modelctl cold starts")
     parser.add_argument("--vllm-rounds", type=int, default=2)
     parser.add_argument("--skip-vllm", action="store_true")
