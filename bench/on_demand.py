@@ -44,6 +44,7 @@ import os
 import platform
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -515,7 +516,9 @@ def table(results: dict[str, Any]) -> str:
         if got:
             rows.append((f"swap under load {direction}: first token", [{"x": v} for v in got], "x", p50(got)))
     lines = [f"{'figure':<52} {'n':>3} {'p50 (s)':>8}  each round (s)"]
-    lines += [f"{a:<52} {len(xs):>3} {v:>8.3f}  {fmt([x[k] for x in xs if k])}" for a, xs, k, v in rows]
+    lines += [
+        f"{a:<52} {len(xs):>3} {v:>8.3f}  {fmt([x[k] for x in xs if k])}".rstrip() for a, xs, k, v in rows
+    ]
     lags = results.get("readiness_lag_s", [])
     if lags:
         lines.append(f"{'readiness lag, /health 200 -> published: p50':<52} {len(lags):>3} {p50(lags):>8.3f}")
@@ -552,6 +555,15 @@ SWAP_STEPS = {
     "published": "B published",
     "ttft": "B's first token",
 }
+
+
+def checkout() -> dict[str, Any]:
+    """The commit measured, and the tracked files that differ from it (the tree may hold others' work)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "modified": git("status", "--porcelain", "-uno").splitlines()}
 
 
 def machine() -> dict[str, Any]:
@@ -702,6 +714,7 @@ if __name__ == "__main__":
         "args": vars(options) | {"json": str(options.json)},
     }
     found |= {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_before": os.getloadavg()}
+    found["checkout"] = checkout()
     found["settings"] = {
         "interval_s": ControllerSettings().interval_s,
         "table_poll_s": GatewaySettings().table_poll_s,
