@@ -10,6 +10,7 @@
                           exit 1 when the controller reports manifest errors or failing replicas
     modelctl logs MODEL   the engine output of every replica of MODEL (or one: --replica N)
     modelctl down         remove every container modelctl started, and nothing else
+    modelctl render kubernetes PATH   the manifests as Kubernetes YAML (docs/kubernetes.md)
 
 Users see one line per error, never a traceback.
 """
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.errors import InvalidManifests, ModelctlError
 from controller.gateway import GatewaySettings, SettingsError, run_gateway
+from controller.kubernetes import command as render_kubernetes
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import load_folder
 from controller.reconcile.status import render_table
@@ -124,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="remove every container modelctl started")
     down.add_argument("--instance", help="only this controller instance's containers")
     down.set_defaults(func=cmd_down)
+    render_kubernetes.add_parser(sub)
     return root
 
 
