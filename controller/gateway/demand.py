@@ -55,6 +55,9 @@ class Demand:
         self._in_flight: dict[str, int] = {}
         self._last_active: dict[str, float] = {}
         self.urgent = asyncio.Event()  # set: report now (a request waits for a cold model)
+        # A request waits for a cold model (as of the last report): a model going idle meanwhile
+        # may be what it waits for (its memory, by eviction), so that is reported at once too.
+        self.holding = False
 
     def started(self, model: str) -> None:
         """A replica took a request for ``model`` (a slot was acquired)."""
@@ -65,12 +68,15 @@ class Demand:
     def ended(self, model: str) -> None:
         """A request for ``model`` gave its slot back."""
         counts = self._in_flight
-        counts[model] = counts.get(model, 1) - 1
+        left = counts[model] = counts.get(model, 1) - 1
         self._last_active[model] = time.time()
+        if not left and self.holding:
+            self.urgent.set()
 
     def cold(self, model: str) -> None:
         """A request starts waiting for ``model``, which has no ready replica: ask for a report now."""
         self._last_active[model] = time.time()
+        self.holding = True
         self.urgent.set()
 
     def in_flight(self, model: str) -> int:
@@ -131,6 +137,7 @@ class DemandReporter:
             # Figures the sink did not take go again at the next interval.
             if due and await self._send(report):
                 last, sent_at = report.models, now
+                self._demand.holding = any(d.waiting for d in report.models.values())
 
     async def _send(self, report: DemandReport) -> bool:
         """Hand ``report`` to the sink; return whether it took it (a failure is logged once per

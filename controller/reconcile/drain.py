@@ -32,7 +32,10 @@ class Drainer:
         fetch: Fetch,
         *,
         grace_s: float = 30.0,  # longest wait for in-flight requests before the container stops
-        settle_s: float = 1.0,  # time for the gateway's long poll to drop the replica first
+        # Time for the gateway to drop the replica first: its long poll answers at once and waiting
+        # requests look every 20 ms; a request dispatched just before reaches the engine meanwhile
+        # (and one that finds it gone is retried before its first byte). Swaps wait on it.
+        settle_s: float = 0.25,
         poll_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -125,6 +125,35 @@ async def test_a_cold_request_is_reported_without_waiting_for_the_interval() -> 
         )
 
 
+async def test_a_model_going_idle_while_another_waits_is_reported_at_once() -> None:
+    """A held request may wait for memory an idle model holds (a swap): the controller may evict
+    that model only once it is reported idle, so its last request ending is reported at once."""
+    counts = Demand()
+    sink = Sink()
+    waiting: dict[str, int] = {}
+    async with reporting(DemandReporter(counts, lambda: waiting, sink, interval_s=30)):
+        counts.started("a")
+        waiting["b"] = 1
+        counts.cold("b")
+        await eventually(
+            lambda: any(r.models.get("b", ModelDemand()).waiting for r in sink.reports), within_s=0.5
+        )
+        sent = len(sink.reports)
+        counts.ended("a")
+        await eventually(lambda: len(sink.reports) > sent, within_s=0.5)
+        assert sink.reports[-1].models["a"].in_flight == 0
+
+
+async def test_a_model_going_idle_with_nobody_waiting_waits_for_the_interval() -> None:
+    counts = Demand()
+    sink = Sink()
+    async with reporting(DemandReporter(counts, dict, sink, interval_s=30)):
+        counts.started("a")
+        counts.ended("a")
+        await asyncio.sleep(0.2)
+        assert sink.reports == []
+
+
 async def test_a_failing_sink_is_logged_once_per_distinct_error(caplog: pytest.LogCaptureFixture) -> None:
     counts = Demand()
     counts.started("m")  # load: a report every interval
