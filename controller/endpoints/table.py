@@ -10,10 +10,17 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
      "models": [{"name": "smollm2", "aliases": ["smollm"], "created": 1764120000,
                  "balancing": "prefix-affinity", "load_timeout_s": 60.0,
                  "replicas": [{"id": "smollm2-0", "url": "http://172.18.0.3:8080",
-                               "max_concurrency": 4}]}]}
+                               "max_concurrency": 4, "gpus": ["0"]}],
+                 "engine": "llamacpp", "context_length": 4096, "unload_after_s": 600.0,
+                 "details": {"format": "gguf", "family": "llama", "parameter_size": "135M",
+                             "quantization": "Q4_1", "size": 98362432, "info": {...},
+                             "template": "..."}}]}
 
 ``version`` grows whenever the table changes, so a client can long-poll with ``?after=<version>``.
 A model with no ready replica is still listed (the gateway answers 503, not 404, for it).
+``engine``, ``context_length``, ``unload_after_s``, ``details`` and a replica's ``gpus`` describe the
+model for APIs that show it (Ollama's /api/tags, /api/ps, /api/show); they are optional, so a table
+from an older controller still parses.
 """
 
 from __future__ import annotations
@@ -29,6 +36,44 @@ class Replica:
     id: str
     url: str
     max_concurrency: int = 1
+    gpus: tuple[str, ...] = ()  # device IDs it was given (index or MIG UUID); () = CPU or unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What the weights' headers (or the manifest, for hub weights) say about a model; "" = unknown."""
+
+    format: str = ""  # "gguf" or "safetensors"
+    family: str = ""  # GGUF general.architecture, or config.json model_type
+    parameter_size: str = ""  # "135M", "8.0B": general.size_label, else counted from the tensors
+    quantization: str = ""  # GGUF file type ("Q4_1"), or the safetensors dtype ("BF16")
+    size: int = 0  # bytes on disk
+    info: tuple[tuple[str, str | int | float], ...] = ()  # a few header keys (Ollama's model_info)
+    template: str = ""  # the chat template the weights carry
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "family": self.family,
+            "parameter_size": self.parameter_size,
+            "quantization": self.quantization,
+            "size": self.size,
+            "info": dict(self.info),
+            "template": self.template,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Details:
+        info = data.get("info") or {}
+        return cls(
+            format=str(data.get("format", "")),
+            family=str(data.get("family", "")),
+            parameter_size=str(data.get("parameter_size", "")),
+            quantization=str(data.get("quantization", "")),
+            size=int(data.get("size", 0)),
+            info=tuple((str(k), v) for k, v in info.items() if isinstance(v, str | int | float)),
+            template=str(data.get("template", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +91,12 @@ class ModelEndpoints:
     # How long a request may be held while the model has no ready replica (a cold start, a swap):
     # seconds for llama.cpp, minutes for vLLM. None: the gateway's own default.
     load_timeout_s: float | None = None
+    engine: str = ""  # "llamacpp" or "vllm"; "" from an older controller
+    context_length: int | None = None  # the manifest's context_length (None: the engine's default)
+    # Seconds without requests after which the controller stops the model's last replica (on demand,
+    # min_replicas 0); None: it stays loaded.
+    unload_after_s: float | None = None
+    details: Details | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -77,8 +128,13 @@ class EndpointTable:
                     "balancing": m.balancing,
                     "load_timeout_s": m.load_timeout_s,
                     "replicas": [
-                        {"id": r.id, "url": r.url, "max_concurrency": r.max_concurrency} for r in m.replicas
+                        {"id": r.id, "url": r.url, "max_concurrency": r.max_concurrency, "gpus": list(r.gpus)}
+                        for r in m.replicas
                     ],
+                    "engine": m.engine,
+                    "context_length": m.context_length,
+                    "unload_after_s": m.unload_after_s,
+                    "details": m.details.to_json() if m.details is not None else None,
                 }
                 for m in self.models
             ],
@@ -99,9 +155,14 @@ class EndpointTable:
                         id=str(r["id"]),
                         url=str(r["url"]),
                         max_concurrency=int(r.get("max_concurrency", 1)),
+                        gpus=tuple(str(g) for g in r.get("gpus", ())),
                     )
                     for r in m.get("replicas", ())
                 ),
+                engine=str(m.get("engine", "")),
+                context_length=_optional_int(m.get("context_length")),
+                unload_after_s=_optional_float(m.get("unload_after_s")),
+                details=Details.from_json(m["details"]) if m.get("details") else None,
             )
             for m in data["models"]
         )
@@ -110,3 +171,7 @@ class EndpointTable:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -96,6 +96,16 @@ class GatewaySettings:
     # Set by ``run_workers``, not by users: the private folder (mode 0700) where the worker processes
     # answer each other's questions for metrics (``peers.py``). None: one process, nothing to ask.
     workers_dir: Path | None = None
+    # Where the endpoint table comes from: "controller" (long-poll the controller's API) or "dns"
+    # (resolve each model's service name: a Kubernetes headless Service, a Docker network alias;
+    # controller.gateway.dns). Env MODELCTL_GATEWAY_TABLE.
+    table: str = "controller"
+    # With table "dns": the JSON file naming the models and their services (a ConfigMap on
+    # Kubernetes, written by `modelctl render kubernetes`). Env MODELCTL_GATEWAY_MODELS.
+    models_file: str = ""
+    # With table "dns": how often each service name is resolved; a replica that leaves or joins is
+    # seen within about this long (plus the DNS server's own TTL). Env MODELCTL_GATEWAY_DNS_INTERVAL_S.
+    dns_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         positive = ("workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars")
@@ -120,6 +130,10 @@ class GatewaySettings:
             )
         if any(not key.isascii() or not key.isprintable() or " " in key or not key for key in self.api_keys):
             raise SettingsError("gateway setting api_keys: each key must be non-empty ASCII without spaces")
+        if self.table not in ("controller", "dns"):
+            raise SettingsError(f"gateway setting table must be 'controller' or 'dns', not {self.table!r}")
+        if self.table == "dns" and not self.models_file:
+            raise SettingsError("gateway setting table 'dns' needs models_file (MODELCTL_GATEWAY_MODELS)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> GatewaySettings:
@@ -156,6 +170,9 @@ _ENV = {
     "read_timeout_s": "MODELCTL_GATEWAY_READ_TIMEOUT_S",
     "max_tries": "MODELCTL_GATEWAY_MAX_TRIES",
     "max_body_bytes": "MODELCTL_GATEWAY_MAX_BODY_BYTES",
+    "table": "MODELCTL_GATEWAY_TABLE",
+    "models_file": "MODELCTL_GATEWAY_MODELS",
+    "dns_interval_s": "MODELCTL_GATEWAY_DNS_INTERVAL_S",
 }
 _KINDS: dict[str, type] = {f.name: type(f.default) for f in fields(GatewaySettings) if f.name in _ENV}
 

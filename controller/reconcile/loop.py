@@ -28,8 +28,10 @@ from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
+from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
 from controller.placement.inventory import Inventory, read_inventory
+from controller.placement.memory import describe
 from controller.reconcile.desired import Desired, desired_state
 from controller.reconcile.drain import Drainer
 from controller.reconcile.failures import explain, known_failure, stopped_by_engine
@@ -287,7 +289,7 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
     entries = []
     for model in models:
         replicas = tuple(
-            Replica(id=c.name, url=str(c.url), max_concurrency=c.max_concurrency)
+            Replica(id=c.name, url=str(c.url), max_concurrency=c.max_concurrency, gpus=c.gpus)
             for c in sorted(serving, key=lambda c: (c.replica, c.name))
             if c.model == model.name
         )
@@ -300,6 +302,16 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
                 replicas,
                 manifest.balancing,
                 load_timeout_s=manifest.load_timeout_s,
+                engine=manifest.resolved_engine,
+                context_length=manifest.context_length,
+                unload_after_s=unload_after_s(manifest),
+                details=describe(model),
             )
         )
     return tuple(entries)
+
+
+def unload_after_s(manifest: ModelManifest) -> float | None:
+    """Seconds idle before the controller stops the model's last replica; None: it stays loaded."""
+    idle_s = manifest.idle_timeout_s
+    return idle_s if manifest.on_demand and manifest.min_count == 0 and idle_s > 0 else None

@@ -1,0 +1,503 @@
+"""Ollama's API in OpenAI's terms, as pure functions: requests in, answers and errors out.
+
+``ollama.py`` serves the routes; everything here is plain data (tested by tables in
+tests/gateway/test_ollama.py). Requests: ``/api/chat`` and ``/api/generate`` become chat
+completions (``raw`` generate: a text completion), ``/api/embed`` and ``/api/embeddings``
+embeddings; Ollama's ``options`` map to OpenAI's sampling fields (``OPTIONS``), ``format`` to
+``response_format``. Answers: a whole chat.completion becomes Ollama's JSON, an event stream
+becomes NDJSON lines (``NdjsonStream``), the last one ``done: true`` with counts from ``usage``
+and durations in nanoseconds (llama-server's ``timings`` when it sends them, else the gateway's own
+clock). Errors are ``{"error": "..."}``. Model lists (``tags``, ``ps``, ``show``) come from the
+endpoint table, whose details the controller read from the weights' headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.endpoints.table import EndpointTable, ModelEndpoints
+
+# The Ollama API version this translation follows (clients gate features on it), not modelctl's.
+API_VERSION = "0.12.0"
+CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+NDJSON = "application/x-ndjson"
+# /api/ps for a model that stays loaded (not on demand): Ollama shows a far future too.
+FOREVER = "9999-12-31T23:59:59Z"
+# Ollama's option -> the OpenAI field (llama-server and vLLM accept top_k, min_p, repeat_penalty
+# and typical_p as extensions). num_predict and repeat_penalty are handled apart.
+OPTIONS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "seed": "seed",
+    "stop": "stop",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+# Image bytes by the start of their base64 text (Ollama sends bare base64, OpenAI wants a data URL).
+_IMAGE_TYPES = {"/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
+
+
+class Invalid(ValueError):
+    """The request cannot be translated; its message is the 400's error text."""
+
+
+def lookup(table: EndpointTable, name: str) -> ModelEndpoints | None:
+    """The model served as ``name``; Ollama clients may add the default tag (``smollm2:latest``)."""
+    entry = table.lookup(name)
+    if entry is None and name.endswith(":latest"):
+        entry = table.lookup(name.removesuffix(":latest"))
+    return entry
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def rfc3339(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- requests --------------------------------------------------------------------------------------
+
+
+def sampling(document: Mapping[str, Any], *, engine: str = "") -> dict[str, Any]:
+    """OpenAI sampling fields from ``options`` and ``format`` (options Ollama has and OpenAI has not,
+    such as num_ctx or mirostat, are left out: the engine was started with its own)."""
+    options = document.get("options") or {}
+    if not isinstance(options, dict):
+        raise Invalid("options must be an object")
+    fields = {ours: options[theirs] for theirs, ours in OPTIONS.items() if options.get(theirs) is not None}
+    if isinstance(fields.get("stop"), str):
+        fields["stop"] = [fields["stop"]]
+    predict = options.get("num_predict")
+    if isinstance(predict, int) and predict >= 0:  # -1: until done, -2: fill the context
+        fields["max_tokens"] = predict
+    if options.get("repeat_penalty") is not None:
+        fields["repetition_penalty" if engine == "vllm" else "repeat_penalty"] = options["repeat_penalty"]
+    fmt = document.get("format")
+    if fmt == "json":
+        fields["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict):
+        fields["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
+    elif fmt not in (None, ""):
+        raise Invalid(f'format must be "json" or a JSON schema object, not {json.dumps(fmt)}')
+    return fields
+
+
+def _streaming(document: Mapping[str, Any]) -> dict[str, Any]:
+    if document.get("stream", True) is False:
+        return {"stream": False}
+    return {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def image_url(data: str) -> dict[str, Any]:
+    kind = next((k for start, k in _IMAGE_TYPES.items() if data.startswith(start)), "image/png")
+    url = data if data.startswith("data:") else f"data:{kind};base64,{data}"
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _content(text: Any, images: Any) -> Any:
+    if not images:
+        return text if text is not None else ""
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise Invalid("images must be a list of base64 strings")
+    return [{"type": "text", "text": text or ""}, *(image_url(i) for i in images)]
+
+
+def chat_message(message: Any, calls: dict[str, str]) -> dict[str, Any]:
+    """One Ollama message in OpenAI's shape. ``calls``: tool name -> the id its last call got, so a
+    ``tool`` message (Ollama names the tool, OpenAI the call) answers the right call."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise Invalid("each message must be an object with a role")
+    out: dict[str, Any] = {
+        "role": message["role"],
+        "content": _content(message.get("content"), message.get("images")),
+    }
+    tool_calls = message.get("tool_calls")
+    if isinstance(tool_calls, list) and tool_calls:
+        out["tool_calls"] = []
+        for call in tool_calls:
+            function = call.get("function", {}) if isinstance(call, dict) else {}
+            call_id = f"call_{len(calls)}_{function.get('name', '')}"
+            calls[str(function.get("name", ""))] = call_id
+            arguments = function.get("arguments", {})
+            out["tool_calls"].append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": function.get("name", ""),
+                        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                    },
+                }
+            )
+    if message["role"] == "tool":
+        name = message.get("tool_name") or message.get("name") or ""
+        out["tool_call_id"] = calls.get(str(name), f"call_{name}")
+    return out
+
+
+def chat_request(document: Mapping[str, Any], model: str, *, engine: str = "") -> dict[str, Any]:
+    """The OpenAI chat completion for an ``/api/chat`` body (to ``CHAT``). Raises Invalid."""
+    messages = document.get("messages") or []
+    if not isinstance(messages, list):
+        raise Invalid("messages must be a list")
+    calls: dict[str, str] = {}
+    body: dict[str, Any] = {"model": model, "messages": [chat_message(m, calls) for m in messages]}
+    if document.get("tools"):
+        body["tools"] = document["tools"]  # the same shape in both APIs
+    return body | sampling(document, engine=engine) | _streaming(document)
+
+
+def generate_request(
+    document: Mapping[str, Any], model: str, *, engine: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """(path, body) for an ``/api/generate`` body: a chat completion of system + prompt (the
+    model's own template applies, as in Ollama), or with ``raw`` a text completion. Raises Invalid."""
+    prompt = document.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise Invalid("prompt must be a string")
+    if document.get("suffix"):
+        raise Invalid("suffix (fill in the middle) is not supported by this gateway")
+    extra = sampling(document, engine=engine) | _streaming(document)
+    if document.get("raw"):
+        return COMPLETIONS, {"model": model, "prompt": prompt} | extra
+    messages = []
+    if isinstance(document.get("system"), str) and document["system"]:
+        messages.append({"role": "system", "content": document["system"]})
+    messages.append({"role": "user", "content": _content(prompt, document.get("images"))})
+    return CHAT, {"model": model, "messages": messages} | extra
+
+
+def embed_request(document: Mapping[str, Any], model: str, *, legacy: bool = False) -> dict[str, Any]:
+    """The OpenAI embeddings body for ``/api/embed`` (``input``) or, ``legacy``, ``/api/embeddings``
+    (``prompt``). Raises Invalid."""
+    value = document.get("prompt") if legacy else document.get("input")
+    if legacy and not isinstance(value, str):
+        raise Invalid("prompt must be a string")
+    if not legacy and not (isinstance(value, str) or (isinstance(value, list) and value)):
+        raise Invalid("input must be a string or a non-empty list of strings")
+    body: dict[str, Any] = {"model": model, "input": value}
+    if isinstance(document.get("dimensions"), int):
+        body["dimensions"] = document["dimensions"]
+    return body
+
+
+# --- answers ---------------------------------------------------------------------------------------
+
+
+def durations(started: float, first_token: float | None, timings: Mapping[str, Any] | None) -> dict[str, int]:
+    """Ollama's durations (nanoseconds): llama-server's own ``timings`` where sent, else the clock
+    since the gateway got the request (``started``, monotonic) and since the first token."""
+    ended = time.monotonic()
+    first = first_token if first_token is not None else ended
+    prompt_ns, eval_ns = int((first - started) * 1e9), int((ended - first) * 1e9)
+    if timings:
+        prompt_ns = int(float(timings.get("prompt_ms", 0)) * 1e6) or prompt_ns
+        eval_ns = int(float(timings.get("predicted_ms", 0)) * 1e6) or eval_ns
+    return {
+        "total_duration": int((ended - started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_duration": prompt_ns,
+        "eval_duration": eval_ns,
+    }
+
+
+def counts(usage: Any) -> dict[str, int]:
+    if not isinstance(usage, dict):
+        return {}
+    return {
+        "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
+        "eval_count": int(usage.get("completion_tokens") or 0),
+    }
+
+
+def ollama_tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
+    """OpenAI tool calls (arguments as JSON text) as Ollama's (arguments as an object)."""
+    out = []
+    for call in calls:
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            parsed = {"arguments": arguments}  # the model wrote no JSON: keep its text
+        out.append({"function": {"name": function.get("name", ""), "arguments": parsed}})
+    return out
+
+
+def _message(
+    content: str, thinking: str | None = None, tool_calls: list[Any] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def answer(kind: str, model: str, document: Any, started: float) -> dict[str, Any]:
+    """A whole OpenAI answer (chat.completion or text_completion) as Ollama's ``/api/chat``
+    (``kind`` "chat") or ``/api/generate`` JSON."""
+    choice = (document.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    text = message.get("content") if "message" in choice else choice.get("text")
+    out: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
+    if kind == "chat":
+        calls = ollama_tool_calls(message.get("tool_calls") or [])
+        out["message"] = _message(text or "", message.get("reasoning_content"), calls)
+    else:
+        out["response"] = text or ""
+        if message.get("reasoning_content"):
+            out["thinking"] = message["reasoning_content"]
+    out |= {"done": True, "done_reason": choice.get("finish_reason") or "stop"}
+    return out | durations(started, None, document.get("timings")) | counts(document.get("usage"))
+
+
+def embed_answer(model: str, document: Any, started: float, *, legacy: bool = False) -> dict[str, Any]:
+    """OpenAI's embeddings list as ``/api/embed``'s (or, ``legacy``, ``/api/embeddings``') JSON."""
+    data = sorted(document.get("data") or [], key=lambda d: d.get("index", 0))
+    vectors = [d.get("embedding") for d in data]
+    if legacy:
+        return {"embedding": vectors[0] if vectors else []}
+    usage = document.get("usage") or {}
+    return {
+        "model": model,
+        "embeddings": vectors,
+        "total_duration": int((time.monotonic() - started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
+    }
+
+
+def line(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False).encode() + b"\n"
+
+
+class NdjsonStream:
+    """An OpenAI event stream, fed as it arrives, out as Ollama's NDJSON lines.
+
+    ``feed`` takes any slice of the stream and returns the lines its complete events make (maybe
+    none); ``end`` returns what is left to say when the stream ends (the ``done`` line, if
+    ``data: [DONE]`` never came). An error event becomes ``{"error": "..."}`` and ends the stream.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_calls",
+        "_first",
+        "_kind",
+        "_model",
+        "_reason",
+        "_started",
+        "_timings",
+        "_usage",
+        "done",
+    )
+
+    def __init__(self, kind: str, model: str, started: float) -> None:
+        self._kind = kind  # "chat" or "generate"
+        self._model = model
+        self._started = started
+        self._buffer = b""
+        self._first: float | None = None
+        self._reason = "stop"
+        self._usage: Any = None
+        self._timings: Any = None
+        self._calls: dict[int, dict[str, Any]] = {}  # tool call deltas by index, joined
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._buffer + data
+        *events, self._buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+        return b"".join(self._event(e) for e in events)
+
+    def end(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        out = self._event(rest) if rest.strip() else b""
+        return out + (self._final() if not self.done else b"")
+
+    def _event(self, event: bytes) -> bytes:
+        data = b"\n".join(ln[5:].lstrip() for ln in event.split(b"\n") if ln.startswith(b"data:"))
+        if self.done or not data:
+            return b""  # comments (": loading"), or anything after the end
+        if data == b"[DONE]":
+            return self._final()
+        try:
+            document = json.loads(data)
+        except ValueError:
+            return b""
+        if not isinstance(document, dict):
+            return b""
+        if "error" in document:
+            self.done = True
+            return line({"error": error_text(document)})
+        return self._chunk(document)
+
+    def _chunk(self, document: dict[str, Any]) -> bytes:
+        if document.get("usage"):
+            self._usage = document["usage"]
+        if document.get("timings"):
+            self._timings = document["timings"]
+        choices = document.get("choices") or []
+        if not choices:
+            return b""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self._reason = choice["finish_reason"]
+        delta = choice.get("delta") or {}
+        for call in delta.get("tool_calls") or ():
+            self._join_call(call)
+        text = delta.get("content") if "delta" in choice else choice.get("text")
+        thinking = delta.get("reasoning_content")
+        if not text and not thinking:
+            return b""
+        if self._first is None:
+            self._first = time.monotonic()
+        return line(self._part(text or "", thinking))
+
+    def _join_call(self, delta: dict[str, Any]) -> None:
+        call = self._calls.setdefault(int(delta.get("index", 0)), {"function": {"name": "", "arguments": ""}})
+        function = delta.get("function") or {}
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
+
+    def _part(self, text: str, thinking: str | None = None, calls: list[Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self._model, "created_at": now_rfc3339()}
+        if self._kind == "chat":
+            out["message"] = _message(text, thinking, calls)
+        else:
+            out["response"] = text
+            if thinking:
+                out["thinking"] = thinking
+        out["done"] = False
+        return out
+
+    def _final(self) -> bytes:
+        self.done = True
+        out = b""
+        if self._calls:  # Ollama sends whole tool calls, in a line of their own before the last
+            calls = ollama_tool_calls(self._calls[i] for i in sorted(self._calls))
+            out = line(self._part("", calls=calls))
+        last = self._part("")
+        last |= {"done": True, "done_reason": self._reason}
+        last |= durations(self._started, self._first, self._timings) | counts(self._usage)
+        return out + line(last)
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+def error_text(document: Any) -> str:
+    """The message of an OpenAI or llama-server error document (or of Ollama's own)."""
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return "unknown error"
+
+
+def not_found(model: str, served: Iterable[str]) -> str:
+    names = sorted(served)
+    listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return (
+        f'model "{model}" not found: modelctl serves the models its manifests declare '
+        f"({listed or 'none yet'}); add a manifest to serve another"
+    )
+
+
+def managed_elsewhere(path: str) -> str:
+    return (
+        f"{path} is not available: modelctl serves the models declared in its manifests folder. "
+        "To add, change or remove a model, edit its manifest there; the controller pulls and starts it."
+    )
+
+
+# --- model lists -----------------------------------------------------------------------------------
+
+
+def details(entry: ModelEndpoints) -> dict[str, Any]:
+    d = entry.details
+    family = d.family if d is not None else ""
+    return {
+        "parent_model": "",
+        "format": d.format if d is not None else "",
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": d.parameter_size if d is not None else "",
+        "quantization_level": d.quantization if d is not None else "",
+    }
+
+
+def digest(entry: ModelEndpoints) -> str:
+    """A stable id for the model as served (name, manifest time, weights size); not a blob hash."""
+    size = entry.details.size if entry.details is not None else 0
+    return hashlib.sha256(f"{entry.name}\0{entry.created}\0{size}".encode()).hexdigest()
+
+
+def _model(entry: ModelEndpoints, name: str) -> dict[str, Any]:
+    size = entry.details.size if entry.details is not None else 0
+    return {"name": name, "model": name, "size": size, "digest": digest(entry), "details": details(entry)}
+
+
+def tags(table: EndpointTable) -> dict[str, Any]:
+    """``/api/tags``: every served name and alias, ready or not."""
+    return {
+        "models": [
+            _model(entry, name) | {"modified_at": rfc3339(entry.created)}
+            for entry in table.models
+            for name in entry.names
+        ]
+    }
+
+
+def ps(table: EndpointTable, last_active: Mapping[str, float], now: float) -> dict[str, Any]:
+    """``/api/ps``: models with a ready replica. ``expires_at``: when an on-demand model with
+    min_replicas 0 goes down if nothing else comes (``last_active``: unix time a request last
+    started or ended here, per model); the far future for models that stay."""
+    models = []
+    for entry in table.models:
+        if not entry.replicas:
+            continue
+        until = FOREVER
+        if entry.unload_after_s is not None:
+            until = rfc3339((last_active.get(entry.name) or now) + entry.unload_after_s)
+        gpus = sorted({g for r in entry.replicas for g in r.gpus})
+        size = entry.details.size if entry.details is not None else 0
+        models.append(
+            _model(entry, entry.name)
+            | {
+                "expires_at": until,
+                "size_vram": size if gpus else 0,
+                "context_length": entry.context_length,
+                "gpus": gpus,  # modelctl's: device IDs its replicas hold (Ollama has no such field)
+                "replicas": len(entry.replicas),
+            }
+        )
+    return {"models": models}
+
+
+def show(entry: ModelEndpoints) -> dict[str, Any]:
+    """``/api/show``: details, a subset of the header's keys, the chat template, parameters."""
+    d = entry.details
+    parameters = f"num_ctx {entry.context_length}" if entry.context_length else ""
+    modelfile = f"# modelctl serves {entry.name} from its manifest ({entry.engine or 'engine unknown'})\n"
+    return {
+        "modelfile": modelfile,
+        "parameters": parameters,
+        "template": d.template if d is not None else "",
+        "details": details(entry),
+        "model_info": dict(d.info) if d is not None else {},
+        "capabilities": ["completion"],
+        "modified_at": rfc3339(entry.created),
+    }
