@@ -87,7 +87,7 @@ def create_app(
     # Several worker processes: /metrics answers for all of them (peers.py).
     peers = Peers(settings.workers_dir, metrics.snapshot) if settings.workers_dir else None
     proxy = Proxy(settings, admission, metrics)
-    middlewares = [gateway_middleware(KeyCheck(settings.api_keys))]
+    middlewares = [gateway_middleware(KeyCheck.from_settings(settings, metrics))]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[BALANCER] = balancer
     app[ADMISSION] = admission

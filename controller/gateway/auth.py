@@ -1,61 +1,268 @@
-"""Optional API keys: a bearer token on every /v1/* request, compared in constant time.
+"""Optional API keys: a key on every /v1/* (and /api/*) request, compared in constant time; per-key
+names, usage and limits.
 
 With no keys configured the gateway is open (``run_gateway`` says so once at start-up). With keys,
-``Authorization: Bearer <key>`` must carry one of them, else 401 in OpenAI's shape (openai clients
-raise AuthenticationError). Every key is compared with ``hmac.compare_digest`` and the loop never
-stops early, so timing tells neither which key matched nor how much of a guess was right. Probes and
-scrapers (``/healthz``, ``/readyz``, ``/metrics``) stay open: they carry no key, and expose no prompt
-or answer. Keys are never logged, and the proxy never forwards the client's Authorization header.
+``Authorization: Bearer <key>`` (OpenAI's clients, Ollama's behind a proxy) or ``x-api-key: <key>``
+(Anthropic's client) must carry one of them, else 401 in the API's own shape (``errors.in_shape``:
+openai and anthropic clients raise AuthenticationError). Every key is compared with
+``hmac.compare_digest`` and the loop never stops early, so timing tells neither which key matched
+nor how much of a guess was right. Probes and scrapers (``/healthz``, ``/readyz``, ``/metrics``)
+stay open: they carry no key, and expose no prompt or answer. Keys are never logged, and the proxy
+never forwards the client's Authorization or x-api-key header.
+
+Each key has a name (``settings.read_key_specs``: the keys file's, else a fingerprint), which the
+metrics count requests and tokens under, and optional limits: requests and tokens per minute, over
+a sliding minute. A request over either is answered 429 with Retry-After (when the minute has room
+again) before it reaches admission; tokens count when an answer reports its usage, so one long
+answer may pass the token limit, and the next request waits. Each worker process keeps its own
+windows (with N workers a key may get up to N x its limits, as with ``max_concurrency``). The keys
+file is looked at (``stat``) at most once a second, on the request path, and read again when it
+changed; a file that no longer parses keeps the keys it had (said once in the log, without keys).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from aiohttp import web
 
 from controller.gateway import errors
+from controller.gateway.metrics import GatewayMetrics
+from controller.gateway.settings import GatewaySettings, KeySpec, SettingsError, key_name, read_key_specs
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/health", "/readyz", "/metrics"})
+WINDOW_S = 60.0
+LOOK_EVERY_S = 1.0
+
+
+class KeyUse:
+    """One key name's usage: its limits' sliding minute, and its counters in the metrics."""
+
+    __slots__ = (
+        "_metrics",
+        "_requests",
+        "_token_sum",
+        "_tokens",
+        "name",
+        "requests_per_minute",
+        "tokens_per_minute",
+    )
+
+    def __init__(self, spec: KeySpec, metrics: GatewayMetrics | None) -> None:
+        self.name = spec.name
+        self.requests_per_minute = spec.requests_per_minute
+        self.tokens_per_minute = spec.tokens_per_minute
+        self._metrics = metrics
+        self._requests: deque[float] = deque()  # when each request of the last minute came
+        self._tokens: deque[tuple[float, int]] = deque()  # (when, how many) reported in the last minute
+        self._token_sum = 0
+
+    def limit(self, spec: KeySpec) -> None:
+        """Take the limits of ``spec`` (the keys file changed); the minute's figures stay."""
+        self.requests_per_minute = spec.requests_per_minute
+        self.tokens_per_minute = spec.tokens_per_minute
+
+    def admit(self, now: float) -> int | None:
+        """Count a request at ``now``; return None, or the seconds to wait if it is over a limit."""
+        since = now - WINDOW_S
+        waits = []
+        if self.requests_per_minute is not None:
+            requests = self._requests
+            while requests and requests[0] <= since:
+                requests.popleft()
+            if len(requests) >= self.requests_per_minute:
+                waits.append(requests[len(requests) - self.requests_per_minute] - since)
+        if self.tokens_per_minute is not None:
+            tokens = self._tokens
+            while tokens and tokens[0][0] <= since:
+                self._token_sum -= tokens.popleft()[1]
+            if self._token_sum >= self.tokens_per_minute:
+                waits.append(self._tokens_free_at(since))
+        if waits:
+            return max(1, math.ceil(max(waits)))
+        if self.requests_per_minute is not None:
+            self._requests.append(now)
+        return None
+
+    def _tokens_free_at(self, since: float) -> float:
+        """Seconds until enough of the minute's tokens leave it to fall under the limit."""
+        assert self.tokens_per_minute is not None
+        left = self._token_sum
+        for when, count in self._tokens:
+            left -= count
+            if left < self.tokens_per_minute:
+                return when - since
+        return WINDOW_S
+
+    def tokens(self, prompt: int, completion: int) -> None:
+        """Count the tokens an answer reported (``proxy.Call.user``)."""
+        if self.tokens_per_minute is not None:
+            self._tokens.append((time.monotonic(), prompt + completion))
+            self._token_sum += prompt + completion
+        if self._metrics is not None:
+            self._metrics.key_tokens(self.name, prompt, completion)
+
+    def record(self, status: int) -> None:
+        """Count a request answered with ``status``."""
+        if self._metrics is not None:
+            self._metrics.key_request(self.name, status)
+
+
+# The request's key use, set by ``refusal`` for the handlers: ``request.get(KEY_USE)``.
+KEY_USE = web.RequestKey("modelctl.key_use", KeyUse)
 
 
 class KeyCheck:
-    """Whether a bearer token is one of the configured keys."""
+    """Whether a key is one of the configured ones, and whose; follows the keys file if there is one."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = tuple(k.encode("ascii") for k in keys)
+    def __init__(
+        self,
+        keys: Iterable[str] = (),
+        *,
+        keys_file: Path | None = None,
+        metrics: GatewayMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._file = keys_file
+        self._metrics = metrics
+        self._clock = clock
+        self._uses: dict[str, KeyUse] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._next_look = 0.0
+        self._broken = False
+        file_specs = (self._read() or []) if keys_file is not None else []
+        in_file = {spec.key for spec in file_specs}
+        # Keys given directly (env, settings) stay; a key also in the file is the file's.
+        self._static = [KeySpec(key_name(k), k) for k in dict.fromkeys(keys) if k not in in_file]
+        self._entries: tuple[tuple[bytes, KeyUse], ...] = ()
+        self._install(file_specs)
+        self._next_look = clock() + LOOK_EVERY_S
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> KeyCheck:
+        """Return the check for ``settings``' keys and keys file, counting into ``metrics``."""
+        return cls(settings.api_keys, keys_file=settings.api_keys_file, metrics=metrics)
 
     def __bool__(self) -> bool:
-        return bool(self._keys)
+        return bool(self._entries) or self._file is not None
+
+    def names(self) -> list[str]:
+        """Return the key names accepted now."""
+        return [use.name for _, use in self._entries]
 
     def accepts(self, authorization: str | None) -> bool:
         """Return True if the Authorization header value carries a configured key."""
-        if authorization is None:
-            return False
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
+        return self.match(bearer_token(authorization)) is not None
+
+    def match(self, token: str | None) -> KeyUse | None:
+        """Return the usage of the key ``token`` is, or None; constant time over all keys."""
+        if token is None:
+            return None
         candidate = token.strip().encode("utf-8", "replace")
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(candidate, key)
-        return matched
+        found = None
+        for key, use in self._entries:
+            if hmac.compare_digest(candidate, key):
+                found = use
+        return found
+
+    def refresh(self, now: float) -> None:
+        """Read the keys file again if it changed (looked at at most once a second)."""
+        if now < self._next_look or self._file is None:
+            return
+        self._next_look = now + LOOK_EVERY_S
+        try:
+            stat = self._file.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        specs = self._read()
+        if specs is not None:
+            self._install(specs)
+            log.info("API keys file read again: %d keys", len(self._entries))
+
+    def _read(self) -> list[KeySpec] | None:
+        """Return the keys file's keys, or None (said once) if it cannot be read or parsed."""
+        assert self._file is not None
+        try:
+            stat = self._file.stat()
+            self._stamp = (stat.st_mtime_ns, stat.st_size)
+            specs = read_key_specs(self._file)
+        except (OSError, SettingsError) as exc:
+            if not self._broken:
+                log.warning("API keys file not used, keeping the keys it had: %s", exc)
+            self._broken = True
+            return None
+        self._broken = False
+        return specs
+
+    def _install(self, file_specs: list[KeySpec]) -> None:
+        uses = {}
+        entries = []
+        for spec in (*self._static, *file_specs):
+            use = self._uses.get(spec.name)
+            if use is None:
+                use = KeyUse(spec, self._metrics)
+            else:
+                use.limit(spec)
+            uses[spec.name] = use
+            entries.append((spec.key.encode("ascii"), use))
+        self._uses = uses
+        self._entries = tuple(entries)
 
 
-def refusal(check: KeyCheck, request: web.Request) -> web.Response | None:
-    """Return the 401 for a request outside OPEN_PATHS without a valid key, else None (it may pass).
+def bearer_token(authorization: str | None) -> str | None:
+    """Return the token of an ``Authorization: Bearer <token>`` value, or None."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token if scheme.lower() == "bearer" else None
+
+
+def refusal(check: KeyCheck, request: web.Request) -> web.StreamResponse | None:
+    """Return the 401 (no valid key) or 429 (over the key's limit) for a request outside OPEN_PATHS,
+    in the API's shape, else None: it may pass, with its ``KeyUse`` at ``request[KEY_USE]``.
 
     The app's one middleware (``app.gateway_middleware``) calls it before the handler when keys are
     configured.
     """
     if request.path in OPEN_PATHS:
         return None
-    authorization = request.headers.get("Authorization")
-    if check.accepts(authorization):
-        return None
-    if authorization is None:
+    now = time.monotonic()
+    check.refresh(now)
+    headers = request.headers
+    authorization = headers.get("Authorization")
+    token = bearer_token(authorization) if authorization is not None else headers.get("x-api-key")
+    use = check.match(token)
+    if use is None:
+        return errors.in_shape(_unauthorized(authorization, token), errors.api_of(request.path))
+    retry_after = use.admit(now)
+    if retry_after is not None:
+        use.record(429)
+        limited = errors.overloaded(
+            f"API key '{use.name}' is over its limit of requests or tokens per minute. "
+            f"Retry in {retry_after} s.",
+            code="key_rate_limited",
+            retry_after=retry_after,
+        )
+        return errors.in_shape(limited, errors.api_of(request.path))
+    request[KEY_USE] = use
+    return None
+
+
+def _unauthorized(authorization: str | None, token: str | None) -> web.Response:
+    if authorization is None and token is None:
         return errors.unauthorized(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "
+            "(or 'x-api-key: YOUR_KEY')."
         )
     return errors.unauthorized("Incorrect API key provided.")

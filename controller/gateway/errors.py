@@ -21,6 +21,13 @@ Statuses used::
 A stream already started (loading comments while held for a cold model) cannot change its status:
 its error is sent as an SSE event carrying the same document (``sse_event_of``), as is a replica's
 failure mid-stream (``sse_error_event``).
+
+Other APIs get the same statuses in their own shape (``in_shape``, decided by the request's path,
+``api_of``): Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages*``,
+with Anthropic's type per status (400 invalid_request_error, 401 authentication_error, 403
+permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 503
+overloaded_error, other 5xx api_error), so the ``anthropic`` client raises its class for the status;
+Ollama's ``{"error": "..."}`` on ``/api/*``. Responses (``/v1/responses``) is OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -29,6 +36,14 @@ import json
 from collections.abc import Iterable
 
 from aiohttp import web
+
+# The APIs clients speak (the metrics' ``api`` label), decided once per request from its path.
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+RESPONSES = "responses"
+OLLAMA = "ollama"
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+_APIS = {"/v1/responses": RESPONSES, **dict.fromkeys(ANTHROPIC_PATHS, ANTHROPIC)}
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
@@ -115,3 +130,59 @@ def sse_event_of(response: web.Response) -> bytes:
     if not isinstance(body, bytes) or b"\n" in body:  # json.dumps writes one line
         body = json.dumps(error_body(response.reason or "Error", type_=SERVER_ERROR)).encode()
     return b"data: " + body + b"\n\n"
+
+
+def api_of(path: str) -> str:
+    """Return the API a request to ``path`` speaks (OPENAI unless it is another's path)."""
+    api = _APIS.get(path)
+    if api is not None:
+        return api
+    return OLLAMA if path.startswith("/api/") else OPENAI
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",  # Anthropic's own is 529; 503 keeps what every other client expects
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """Return Anthropic's error type for an HTTP status."""
+    return _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
+
+
+def in_shape(response: web.StreamResponse, api: str) -> web.StreamResponse:
+    """Return the gateway's own error ``response`` (OpenAI-shaped) in ``api``'s shape.
+
+    Status and headers (Retry-After, WWW-Authenticate) stay; OpenAI and Responses get it unchanged,
+    as does a response that is not whole (a stream).
+    """
+    if (api != ANTHROPIC and api != OLLAMA) or not isinstance(response, web.Response):
+        return response
+    message = _message_of(response)
+    if api == ANTHROPIC:
+        document: dict[str, object] = {
+            "type": "error",
+            "error": {"type": anthropic_type(response.status), "message": message},
+        }
+    else:
+        document = {"error": message}
+    headers = {k: v for k, v in response.headers.items() if k in ("Retry-After", "WWW-Authenticate")}
+    return web.json_response(document, status=response.status, headers=headers)
+
+
+def _message_of(response: web.Response) -> str:
+    body = response.body
+    try:
+        error = json.loads(body)["error"] if isinstance(body, bytes) else None
+    except (ValueError, KeyError, TypeError):
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return response.reason or "Error"

@@ -8,11 +8,14 @@ prometheus_client's text format at scrape time; prometheus_client's own label ch
 times more per request. In-flight requests, queue depths and ready replicas are read from the
 balancer, the admission queues and the table at scrape time, which costs the hot path nothing.
 
-Metrics (prefix ``modelctl_gateway_``): ``requests_total{model,replica,status}`` (replica "none" when
-the gateway answered itself; model "none" when the request named no served model),
+Metrics (prefix ``modelctl_gateway_``): ``requests_total{model,replica,status,api}`` (replica "none"
+when the gateway answered itself; model "none" when the request named no served model; ``api`` the
+API the client spoke: openai, anthropic, responses, ollama, decided once per request from its path),
 ``request_duration_seconds{model}`` (to the last byte), ``time_to_first_byte_seconds{model}``,
-``retries_total{model}``, ``tokens_total{model,kind}`` (from ``usage``: non-streamed JSON, and the
-last SSE chunk of a stream that asked ``stream_options.include_usage``), ``cold_starts_total{model}``
+``retries_total{model}``, ``tokens_total{model,kind,api}`` (from ``usage``: non-streamed JSON, the
+last SSE chunk of a stream that asked ``stream_options.include_usage``, of every Messages and
+Responses stream), ``key_requests_total{key,status}`` and ``key_tokens_total{key,kind}`` (per API
+key *name*, only with named keys; never the key), ``cold_starts_total{model}``
 (requests that found no ready replica and were held), ``held_seconds{model}`` (how long those were
 held, until a replica took them or they were refused), ``in_flight{model,replica}``,
 ``queue_depth{model}``, ``ready_replicas{model}``.
@@ -30,7 +33,7 @@ import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, generate_latest
@@ -38,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES
 from controller.gateway.table import TableSource
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,14 +50,31 @@ UNROUTED = "none"  # the model label of requests that named no served model (400
 # From a cached prompt (milliseconds) to a long generation on a slow model (minutes).
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _USAGE = re.compile(rb'"usage"\s*:\s*\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}')
-_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
-_COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+# OpenAI's names, then Anthropic's and Responses' (whose prompt may be split into cached and not).
+_PROMPT = re.compile(
+    rb'"(?:prompt_tokens|input_tokens|cache_read_input_tokens|cache_creation_input_tokens)"\s*:\s*(\d+)'
+)
+_COMPLETION = re.compile(rb'"(?:completion_tokens|output_tokens)"\s*:\s*(\d+)')
 _STATUS = {code: str(code) for code in range(100, 600)}
+
+# The event that ends each API's streams (the APIs: ``errors.api_of``): a client that hangs up once
+# it has that event was served (``proxy.Proxy._settle_left``).
+STREAM_ENDS = {
+    OPENAI: b"data: [DONE]",
+    ANTHROPIC: b"event: message_stop",
+    RESPONSES: b"event: response.completed",
+}
 
 # One process's figures as plain JSON data: per metric name, one row per label set, [labels, value,
 # created] for counters, [labels, counts per bucket + sum, created] for histograms, [labels, value]
 # for gauges. Same code on both ends, so the shapes agree.
 Snapshot = dict[str, list[list[Any]]]
+
+
+class TokenSink(Protocol):
+    """Who else counts a request's tokens (its API key's usage, ``auth.KeyUse``)."""
+
+    def tokens(self, prompt: int, completion: int) -> None: ...
 
 
 def usage_tokens(tail: bytes) -> tuple[int, int] | None:
@@ -68,11 +89,11 @@ def usage_tokens(tail: bytes) -> tuple[int, int] | None:
     match = _USAGE.match(tail, start)
     if match is None:
         return None
-    prompt = _PROMPT.search(match.group(1))
+    prompts = _PROMPT.findall(match.group(1))
     completion = _COMPLETION.search(match.group(1))
-    if prompt is None and completion is None:
+    if not prompts and completion is None:
         return None
-    return (int(prompt.group(1)) if prompt else 0, int(completion.group(1)) if completion else 0)
+    return (sum(int(p) for p in prompts), int(completion.group(1)) if completion else 0)
 
 
 class _Counter:
@@ -249,8 +270,8 @@ class GatewayMetrics:
         prefix = "modelctl_gateway_"
         self._requests = _Counter(
             prefix + "requests",
-            "Requests answered, by model, replica and HTTP status.",
-            ("model", "replica", "status"),
+            "Requests answered, by model, replica, HTTP status and client API.",
+            ("model", "replica", "status", "api"),
         )
         self._duration = _Histogram(
             prefix + "request_duration_seconds",
@@ -269,8 +290,18 @@ class GatewayMetrics:
         )
         self._tokens = _Counter(
             prefix + "tokens",
-            "Tokens reported in the replicas' usage, by kind (prompt, completion).",
-            ("model", "kind"),
+            "Tokens reported in the replicas' usage, by kind (prompt, completion) and client API.",
+            ("model", "kind", "api"),
+        )
+        self._key_requests = _Counter(
+            prefix + "key_requests",
+            "Requests by API key name (never the key) and HTTP status.",
+            ("key", "status"),
+        )
+        self._key_tokens = _Counter(
+            prefix + "key_tokens",
+            "Tokens in the replicas' usage, by API key name and kind (prompt, completion).",
+            ("key", "kind"),
         )
         self._cold_starts = _Counter(
             prefix + "cold_starts",
@@ -292,6 +323,8 @@ class GatewayMetrics:
             self._tokens,
             self._cold_starts,
             self._held,
+            self._key_requests,
+            self._key_tokens,
         )
         self.registry.register(_Families(self._instruments))
 
@@ -319,9 +352,12 @@ class GatewayMetrics:
         """Return this process's figures as plain JSON data, for another worker's ``render``."""
         return {instrument.name: instrument.dump() for instrument in self._instruments()}
 
-    def request(self, model: str, replica: str, status: int, duration_s: float) -> None:
-        self._requests.inc((model, replica, _STATUS.get(status) or str(status)))
+    def request(self, model: str, replica: str, status: int, duration_s: float, api: str = OPENAI) -> None:
+        self._requests.inc((model, replica, _STATUS.get(status) or str(status), api))
         self._duration.observe((model,), duration_s)
+
+    def key_request(self, name: str, status: int) -> None:
+        self._key_requests.inc((name, _STATUS.get(status) or str(status)))
 
     def first_byte(self, model: str, ttfb_s: float) -> None:
         self._ttfb.observe((model,), ttfb_s)
@@ -335,9 +371,13 @@ class GatewayMetrics:
     def held(self, model: str, held_s: float) -> None:
         self._held.observe((model,), held_s)
 
-    def tokens(self, model: str, prompt: int, completion: int) -> None:
-        self._tokens.inc((model, "prompt"), prompt)
-        self._tokens.inc((model, "completion"), completion)
+    def tokens(self, model: str, api: str, prompt: int, completion: int) -> None:
+        self._tokens.inc((model, "prompt", api), prompt)
+        self._tokens.inc((model, "completion", api), completion)
+
+    def key_tokens(self, name: str, prompt: int, completion: int) -> None:
+        self._key_tokens.inc((name, "prompt"), prompt)
+        self._key_tokens.inc((name, "completion"), completion)
 
     def _instruments(self) -> tuple[_Instrument, ...]:
         return (*self._recorded, *self._live())

@@ -34,7 +34,15 @@ from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.admission import Admission, Rejected, Slot
 from controller.gateway.deadlines import OpenDeadline, ReadDeadline, Watchdog
-from controller.gateway.metrics import NO_REPLICA, GatewayMetrics, usage_tokens
+from controller.gateway.metrics import (
+    ANTHROPIC,
+    NO_REPLICA,
+    OPENAI,
+    STREAM_ENDS,
+    GatewayMetrics,
+    TokenSink,
+    usage_tokens,
+)
 from controller.gateway.upstream import (
     Answer,
     BadAnswer,
@@ -64,7 +72,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Host and length belong to the new request; the client's credentials are the gateway's business.
-_DROP_FROM_REQUEST = HOP_BY_HOP | {"host", "content-length", "authorization", "cookie", "expect"}
+_DROP_FROM_REQUEST = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "cookie", "expect"}
 # aiohttp writes its own Date/Server and frames the body itself.
 _DROP_FROM_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
 # Upstream statuses that mean "this replica cannot take it now": worth another replica.
@@ -139,9 +147,27 @@ REPLICA_HEADER = "X-Modelctl-Replica"
 
 
 class Call:
-    """One client request on its way: the model it resolved to, its prefix key, its clock."""
+    """One client request on its way: the model it resolved to, its prefix key, its clock.
 
-    __slots__ = ("entry", "first_byte_s", "key", "replica", "started", "stream", "stream_usage")
+    ``api`` (``metrics.OPENAI``, ``ANTHROPIC``, ``RESPONSES``, ``OLLAMA``) is the API the client
+    speaks, decided once from the path: it labels the metrics and says which event ends a stream.
+    ``delivered`` is the status of an answer whose last event reached the client: a client that
+    hangs up after it (guidellm does, right after ``data: [DONE]``) was served, not a 499.
+    """
+
+    __slots__ = (
+        "api",
+        "delivered",
+        "entry",
+        "first_byte_s",
+        "head",
+        "key",
+        "replica",
+        "started",
+        "stream",
+        "stream_usage",
+        "user",
+    )
 
     def __init__(
         self,
@@ -151,14 +177,20 @@ class Call:
         started: float,
         stream_usage: bool,
         stream: bool = False,
+        api: str = OPENAI,
+        user: TokenSink | None = None,
     ) -> None:
         self.entry = entry
         self.key = key
         self.started = started
         self.stream = stream  # the client asked for an event stream ("stream": true)
-        self.stream_usage = stream_usage  # the client asked stream_options.include_usage
+        self.stream_usage = stream_usage  # the stream ends with usage (include_usage; Messages, Responses)
+        self.api = api
+        self.user = user  # the named API key it came with (usage, limits); None when the gateway is open
         self.replica = NO_REPLICA  # the replica that answered, for the request metrics
         self.first_byte_s: float | None = None
+        self.delivered: int | None = None
+        self.head = b""  # the first chunk of a stream (Messages report prompt tokens there)
 
 
 EVENT_STREAM = "text/event-stream"
@@ -403,6 +435,7 @@ class Proxy:
         loop = asyncio.get_running_loop()
         watch = ReadDeadline(self._settings.read_timeout_s, upstream)
         self._watchdog.add(watch)
+        chunk = b""
         try:
             while True:
                 watch.reading_since = loop.time()
@@ -421,14 +454,41 @@ class Proxy:
                     return resp
                 if call.first_byte_s is None:
                     call.first_byte_s = time.monotonic() - call.started
+                    call.head = chunk
                 if tail is not None:
                     tail.add(chunk)
+        except asyncio.CancelledError:
+            # The client left while we waited for the replica: after the stream's last event, it
+            # was served (what it read is whole), so it counts as such, tokens included.
+            if is_sse and watch.reading_since is not None:
+                self._settle_left(call, resp.status, tail.value() if tail is not None else chunk)
+            raise
         finally:
             self._watchdog.discard(watch)
-        await resp.write_eof()
+        try:
+            await resp.write_eof()
+        except ConnectionError:
+            log.debug("client left %s at the end of the answer", request.path)
+        except asyncio.CancelledError:
+            call.delivered = resp.status  # every byte of the answer was written already
+            if tail is not None:
+                self._count_tokens(call, tail.value())
+            raise
         if tail is not None:
             self._count_tokens(call, tail.value())
         return resp
+
+    def _settle_left(self, call: Call, status: int, sent: bytes) -> None:
+        """A client that left mid-stream: if ``sent`` (what it got last) ends the stream, it was served."""
+        end = STREAM_ENDS.get(call.api)
+        if end is None or not sent.endswith(b"\n\n"):
+            return
+        at = sent.rfind(end)
+        if at < 0 or b"\n\n" in sent[at:-2]:  # no end event, or another event follows it
+            return
+        call.delivered = status
+        if call.stream_usage:
+            self._count_tokens(call, sent)
 
     async def _relay_whole(
         self, upstream: Answer, replica: Replica, call: Call, content_type: str
@@ -477,8 +537,14 @@ class Proxy:
 
     def _count_tokens(self, call: Call, tail: bytes) -> None:
         usage = usage_tokens(tail)
-        if usage is not None:
-            self._metrics.tokens(call.entry.name, *usage)
+        if usage is None:
+            return
+        if call.api == ANTHROPIC and call.stream:  # Messages streams: prompt tokens come first
+            head = usage_tokens(call.head)
+            usage = (max(usage[0], head[0]) if head else usage[0], usage[1])
+        self._metrics.tokens(call.entry.name, call.api, *usage)
+        if call.user is not None:
+            call.user.tokens(*usage)
 
     async def _end_broken(
         self,

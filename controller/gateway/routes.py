@@ -1,9 +1,15 @@
 """The gateway's HTTP surface: OpenAI's model list, health probes, and every POST /v1/* by model.
 
 Requests are routed by the ``model`` field of their JSON body (a name or an alias), which is how every
-OpenAI client addresses a model. This module validates the request and answers what it can answer
-itself (lists, 400/404/413/503); ``proxy.Proxy`` does the forwarding. The body is read and parsed once,
-then forwarded unchanged.
+OpenAI client addresses a model, and Anthropic's and the Responses API's too. This module validates
+the request and answers what it can answer itself (lists, 400/404/413/503); ``proxy.Proxy`` does the
+forwarding. The body is read and parsed once, then forwarded unchanged.
+
+The API a request speaks is decided once, from its path (``errors.api_of``): Anthropic Messages
+(``/v1/messages``, ``/v1/messages/count_tokens``) get the gateway's own errors in Anthropic's
+shape; Messages and Responses (``/v1/responses``) get a prefix key of their own (``api_prefix_key``)
+and their streams' usage counted; every API is labelled in the metrics. The answers themselves pass
+through as the engine gives them (llama-server serves all three).
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from aiohttp import web
 from controller.endpoints.table import EndpointTable
 from controller.gateway import errors
 from controller.gateway.admission import Admission
+from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
+from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
+from controller.gateway.hashring import hash64
 from controller.gateway.metrics import CONTENT_TYPE, NO_REPLICA, UNROUTED, GatewayMetrics
 from controller.gateway.peers import Peers
-from controller.gateway.prefix import prefix_key
-from controller.gateway.proxy import Call, Proxy
+from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
+from controller.gateway.proxy import REPLICA_HEADER, Call, Proxy
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
@@ -73,6 +82,26 @@ def wants_stream_usage(document: dict[str, Any]) -> bool:
     return bool(document.get("stream")) and isinstance(options, dict) and bool(options.get("include_usage"))
 
 
+def api_prefix_key(document: dict[str, Any], api: str, *, prefix_chars: int) -> int | None:
+    """Return the prefix key of a request in ``api`` (``prefix.prefix_key`` for OpenAI's), or None.
+
+    Messages: ``system`` and the messages up to the first user message; Responses: ``instructions``
+    and ``input`` (its items up to the first user message, or the first ``prefix_chars`` of a
+    string), so a conversation that re-sends its history keeps its replica.
+    """
+    if api == ANTHROPIC:
+        head, rest = document.get("system"), document.get("messages")
+    elif api == RESPONSES:
+        head, rest = document.get("instructions"), document.get("input")
+    else:
+        return prefix_key(document, prefix_chars=prefix_chars)
+    text = chat_prefix(rest) if isinstance(rest, list) and rest else prompt_prefix(rest, prefix_chars) or ""
+    system = head if isinstance(head, str) else json.dumps(head, sort_keys=True) if head else ""
+    if not text and not system:
+        return None
+    return hash64(f"{system}\x1d{text}".encode("utf-8", "surrogatepass"))
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     """Return the whole request body; raise BadRequest (413) once it passes ``limit`` bytes."""
     if request.content_length is not None:
@@ -106,6 +135,7 @@ class Routes:
         self._admission = admission
         self._metrics = metrics
         self._peers = peers
+        self._keys = bool(settings.api_keys) or settings.api_keys_file is not None
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
@@ -152,6 +182,7 @@ class Routes:
         """Route a POST by its body's model to a ready replica; see ``Proxy.forward``."""
         started = time.monotonic()
         call: Call | None = None
+        api = api_of(request.path)
         try:
             limit = self._settings.max_body_bytes
             length = request.content_length
@@ -163,22 +194,29 @@ class Routes:
             table = self._source.current()
             if table.version == 0 and not table.models:
                 table = await self._admission.wait_for_table()  # just started: the table is on its way
-            resolved = self._resolve(table, model, document, started)
+            resolved = self._resolve(table, model, document, started, api)
             if isinstance(resolved, Call):
                 call = resolved
+                if self._keys:
+                    call.user = request.get(KEY_USE)
                 resp = await self._proxy.forward(request, call, body)
             else:
                 resp = resolved
         except BadRequest as exc:
             resp = exc.response
         except asyncio.CancelledError:
-            self._record(request, call, 499, started)  # nginx's "client closed request"
+            # nginx's "client closed request", unless the stream's last event had reached it.
+            delivered = call.delivered if call is not None else None
+            self._record(request, call, delivered or 499, started, api)
             raise
-        self._record(request, call, resp.status, started)
+        # The gateway's own errors in Anthropic's shape; the engine's (with the replica header) pass.
+        if api is ANTHROPIC and resp.status >= 400 and REPLICA_HEADER not in resp.headers:
+            resp = in_shape(resp, api)
+        self._record(request, call, resp.status, started, api)
         return resp
 
     def _resolve(
-        self, table: EndpointTable, model: str, document: dict[str, Any], started: float
+        self, table: EndpointTable, model: str, document: dict[str, Any], started: float, api: str = OPENAI
     ) -> Call | web.Response:
         """Return the call to forward, or the gateway's own answer (404, 503)."""
         entry = table.lookup(model)
@@ -188,13 +226,16 @@ class Routes:
         # A key only matters where there is a choice: not for a model with exactly one replica (a
         # request that then waits through a scale-up is balanced least-outstanding, once).
         if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
-            key = prefix_key(document, prefix_chars=self._settings.affinity_prefix_chars)
+            key = api_prefix_key(document, api, prefix_chars=self._settings.affinity_prefix_chars)
+        stream = document.get("stream") is True
         return Call(
             entry,
             key=key,
             started=started,
-            stream_usage=wants_stream_usage(document),
-            stream=document.get("stream") is True,
+            # Messages and Responses streams always end with their usage.
+            stream_usage=wants_stream_usage(document) if api is OPENAI else stream,
+            stream=stream,
+            api=api,
         )
 
     def _unknown(self, table: EndpointTable, model: str) -> web.Response:
@@ -207,12 +248,18 @@ class Routes:
             )
         return errors.model_not_found(model, (n for m in table.models for n in m.names))
 
-    def _record(self, request: web.Request, call: Call | None, status: int, started: float) -> None:
+    def _record(
+        self, request: web.Request, call: Call | None, status: int, started: float, api: str = OPENAI
+    ) -> None:
         elapsed = time.monotonic() - started
         # Labels only carry served model names: a client's unknown name would grow the series.
         model = call.entry.name if call is not None else UNROUTED
-        self._metrics.request(model, call.replica if call else NO_REPLICA, status, elapsed)
+        self._metrics.request(model, call.replica if call else NO_REPLICA, status, elapsed, api)
         if call is not None and call.first_byte_s is not None:
             self._metrics.first_byte(model, call.first_byte_s)
+        if self._keys:
+            user = request.get(KEY_USE)
+            if user is not None:
+                user.record(status)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s model=%s -> %d in %.3fs", request.method, request.path, model, status, elapsed)

@@ -7,11 +7,16 @@ message naming the field, never clamped. API keys never appear in the repr, henc
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 class SettingsError(ValueError):
@@ -33,8 +38,13 @@ class GatewaySettings:
     controller_url: str = "http://127.0.0.1:8081"
     # Bearer tokens accepted on /v1/*; empty = open (said once at start-up). /healthz, /readyz and
     # /metrics stay open (probes and scrapers carry no key). Env MODELCTL_API_KEYS (comma-separated)
-    # and/or MODELCTL_API_KEYS_FILE (one key per line, # comments).
+    # and/or MODELCTL_API_KEYS_FILE (its keys are here too, for the start-up line).
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # The keys file: one key a line, or a YAML mapping of names to keys (with optional limits,
+    # ``read_key_specs``). Read again when it changes (looked at once a second), so keys are added,
+    # revoked and limited without a restart. With a file the gateway is never open, even while the
+    # file holds no key. Env MODELCTL_API_KEYS_FILE, CLI --api-keys-file.
+    api_keys_file: Path | None = None
     # Processes serving the same port (SO_REUSEPORT), each with its own loop, table and metrics.
     # Env MODELCTL_GATEWAY_WORKERS.
     workers: int = 1
@@ -148,6 +158,7 @@ class GatewaySettings:
                 values[key] = _parse(name, env[name], _KINDS[key])
         keys = _split_keys(env.get("MODELCTL_API_KEYS", ""))
         if env.get("MODELCTL_API_KEYS_FILE"):
+            values["api_keys_file"] = Path(env["MODELCTL_API_KEYS_FILE"])
             keys += read_keys_file(Path(env["MODELCTL_API_KEYS_FILE"]))
         if keys:
             values["api_keys"] = tuple(dict.fromkeys(keys))
@@ -189,9 +200,83 @@ def _split_keys(text: str) -> tuple[str, ...]:
 
 
 def read_keys_file(path: Path) -> tuple[str, ...]:
-    """Return the keys in ``path``: one a line, blank lines and ``#`` comments ignored."""
+    """Return the keys in ``path`` (either format of ``read_key_specs``); raise SettingsError."""
+    return tuple(spec.key for spec in read_key_specs(path))
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One API key: the name its usage is counted under, the key, and its optional limits."""
+
+    name: str
+    key: str = field(repr=False)
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_LIMITS = ("requests_per_minute", "tokens_per_minute")
+
+
+def key_name(key: str) -> str:
+    """Return the name of a key that came without one: a fingerprint that does not reveal it."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def read_key_specs(path: Path) -> list[KeySpec]:
+    """Return the keys in ``path``; raise SettingsError naming the line or the name, never a key.
+
+    Two formats: one key a line (blank lines and ``#`` comments ignored; each named by its
+    fingerprint, ``key_name``), or a YAML mapping of names to a key or to
+    ``{key: ..., requests_per_minute: N, tokens_per_minute: N}`` (both limits optional).
+    """
+    where = f"MODELCTL_API_KEYS_FILE {path}"
     try:
-        lines = path.read_text(encoding="ascii").splitlines()
+        text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"MODELCTL_API_KEYS_FILE {path}: cannot read it ({exc})") from exc
-    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+        raise SettingsError(f"{where}: cannot read it ({type(exc).__name__})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    keys = [k for k in lines if k and not k.startswith("#")]
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        if any(": " in k or k.endswith(":") for k in keys):  # meant as YAML (a plain key has no space)
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            raise SettingsError(f"{where}: not a YAML mapping of names to keys{line}") from None
+        document = None  # a plain key that YAML reads as syntax (``*key``, ``{key``)
+    if isinstance(document, dict):
+        specs = [_named_spec(where, name, value) for name, value in document.items()]
+    else:
+        specs = [KeySpec(key_name(k), k) for k in dict.fromkeys(keys)]
+    return _checked(where, specs)
+
+
+def _named_spec(where: str, name: Any, value: Any) -> KeySpec:
+    if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+        raise SettingsError(f"{where}: key name {str(name)[:64]!r} must be letters, digits, '_.@-' (<= 64)")
+    if isinstance(value, str):
+        return KeySpec(name, value)
+    if not isinstance(value, dict) or not isinstance(value.get("key"), str):
+        raise SettingsError(f"{where}: {name}: give a key, or a mapping with 'key' and optional limits")
+    unknown = sorted(str(k) for k in value if k not in ("key", *_LIMITS))
+    if unknown:
+        known = ", ".join(("key", *_LIMITS))
+        raise SettingsError(f"{where}: {name}: unknown field {unknown[0]!r} (known: {known})")
+    limits = {k: value.get(k) for k in _LIMITS}
+    for field_name, limit in limits.items():
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise SettingsError(f"{where}: {name}: {field_name} must be a whole number >= 1, not {limit!r}")
+    return KeySpec(name, value["key"], **limits)
+
+
+def _checked(where: str, specs: list[KeySpec]) -> list[KeySpec]:
+    seen: dict[str, str] = {}
+    for spec in specs:
+        key = spec.key
+        if not key or not key.isascii() or not key.isprintable() or " " in key:
+            raise SettingsError(f"{where}: {spec.name}: a key must be non-empty ASCII without spaces")
+        if key in seen:
+            raise SettingsError(f"{where}: {spec.name} has the same key as {seen[key]}")
+        seen[key] = spec.name
+    return specs

@@ -125,6 +125,7 @@ class FakeLlamaServer:
         self.truncate_json = False  # promise a long JSON body, send a few bytes, drop it
         self.promised_length = 1000  # the Content-Length a truncated answer promises
         self.sent_last = False
+        self.linger_s = 0.0  # after the last event, wait this long before ending the body
         self.cancelled = asyncio.Event()  # set when the stream was cut off from our side
         self.hold: asyncio.Event | None = None  # every request waits on it before answering
         self.active = 0  # requests being answered now
@@ -201,6 +202,8 @@ class FakeLlamaServer:
                 await resp.write(sse(usage_chunk(model)))
             await resp.write(b"data: [DONE]\n\n")
             self.sent_last = True
+            if self.linger_s:  # the body's end comes later (a client may hang up meanwhile)
+                await asyncio.sleep(self.linger_s)
         except (asyncio.CancelledError, ConnectionError):
             self.cancelled.set()
             raise

@@ -134,7 +134,9 @@ async def test_client_leaving_before_the_answer_is_not_a_timeout(
     request.cancel()  # the client goes away while the replica thinks
     await eventually(lambda: client.app[BALANCER].in_flight("m-0") == 0)
     metrics = (await (await client.get("/metrics")).read()).decode()
-    assert 'modelctl_gateway_requests_total{model="m",replica="none",status="499"} 1.0' in metrics
+    assert (
+        'modelctl_gateway_requests_total{api="openai",model="m",replica="none",status="499"} 1.0' in metrics
+    )
     assert 'status="502"' not in metrics
     fake.hold.set()
     resp = await client.post(CHAT, json=ASK)
@@ -254,8 +256,8 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     ours = GatewayMetrics(StaticTable(), lambda _: 0, lambda _: 0)
     registry = CollectorRegistry()
     p = "modelctl_gateway_"
-    requests = Counter(p + "requests", "Requests answered, by model, replica and HTTP status.",
-                       ["model", "replica", "status"], registry=registry)  # fmt: skip
+    requests = Counter(p + "requests", "Requests answered, by model, replica, HTTP status and client API.",
+                       ["model", "replica", "status", "api"], registry=registry)  # fmt: skip
     duration = Histogram(p + "request_duration_seconds", "Time from request to the last byte of the answer.",
                          ["model"], buckets=_BUCKETS, registry=registry)  # fmt: skip
     ttfb = Histogram(p + "time_to_first_byte_seconds",
@@ -263,8 +265,9 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
                      ["model"], buckets=_BUCKETS, registry=registry)  # fmt: skip
     retries = Counter(p + "retries", "Tries moved to another replica before the first byte.", ["model"],
                       registry=registry)  # fmt: skip
-    tokens = Counter(p + "tokens", "Tokens reported in the replicas' usage, by kind (prompt, completion).",
-                     ["model", "kind"], registry=registry)  # fmt: skip
+    tokens = Counter(p + "tokens",
+                     "Tokens reported in the replicas' usage, by kind (prompt, completion) and client API.",
+                     ["model", "kind", "api"], registry=registry)  # fmt: skip
     cold_starts = Counter(p + "cold_starts",
                           "Requests that found no ready replica of their model and were held for one.",
                           ["model"], registry=registry)  # fmt: skip
@@ -272,6 +275,11 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
                      "Time requests that found no ready replica were held, until a replica "
                      "took them or they were refused.",
                      ["model"], buckets=_BUCKETS, registry=registry)  # fmt: skip
+    key_requests = Counter(p + "key_requests", "Requests by API key name (never the key) and HTTP status.",
+                           ["key", "status"], registry=registry)  # fmt: skip
+    key_tokens = Counter(p + "key_tokens",
+                         "Tokens in the replicas' usage, by API key name and kind (prompt, completion).",
+                         ["key", "kind"], registry=registry)  # fmt: skip
     # Values on bucket bounds, between them, below the first and past the last.
     for model, replica, status, seconds in [
         ("a", "a-0", 200, 0.001),
@@ -284,16 +292,23 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
         ("a", "a-0", 999, 1e-9),
     ]:
         ours.request(model, replica, status, seconds)
-        requests.labels(model, replica, str(status)).inc()
+        requests.labels(model, replica, str(status), "openai").inc()
         duration.labels(model).observe(seconds)
         ours.first_byte(model, seconds / 2)
         ttfb.labels(model).observe(seconds / 2)
     ours.retry("a")
     retries.labels("a").inc()
-    ours.tokens("a", 12, 3)
-    ours.tokens("a", 1, 0)
-    tokens.labels("a", "prompt").inc(13)
-    tokens.labels("a", "completion").inc(3)
+    ours.tokens("a", "openai", 12, 3)
+    ours.tokens("a", "anthropic", 1, 0)
+    tokens.labels("a", "prompt", "openai").inc(12)
+    tokens.labels("a", "completion", "openai").inc(3)
+    tokens.labels("a", "prompt", "anthropic").inc(1)
+    tokens.labels("a", "completion", "anthropic").inc(0)
+    ours.key_request("alice", 200)
+    key_requests.labels("alice", "200").inc()
+    ours.key_tokens("alice", 12, 3)
+    key_tokens.labels("alice", "prompt").inc(12)
+    key_tokens.labels("alice", "completion").inc(3)
     for seconds in (0.0, 4.2, 700.0):
         ours.cold_start("c")
         cold_starts.labels("c").inc()

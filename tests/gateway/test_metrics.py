@@ -50,10 +50,29 @@ async def test_requests_latency_and_tokens_are_counted(
     assert embed.status == 200
     assert (await client.post(CHAT, json={"model": "nope"})).status == 404
     samples = await scrape(client)
-    assert sample(samples, "modelctl_gateway_requests_total", model="m", replica="m-0", status="200") == 4
-    assert sample(samples, "modelctl_gateway_requests_total", model="none", replica="none", status="404") == 1
-    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="prompt") == 5 + 6 + 4
-    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="completion") == 4 + 4
+    assert (
+        sample(
+            samples, "modelctl_gateway_requests_total", api="openai", model="m", replica="m-0", status="200"
+        )
+        == 4
+    )
+    assert (
+        sample(
+            samples,
+            "modelctl_gateway_requests_total",
+            api="openai",
+            model="none",
+            replica="none",
+            status="404",
+        )
+        == 1
+    )
+    assert (
+        sample(samples, "modelctl_gateway_tokens_total", api="openai", model="m", kind="prompt") == 5 + 6 + 4
+    )
+    assert (
+        sample(samples, "modelctl_gateway_tokens_total", api="openai", model="m", kind="completion") == 4 + 4
+    )
     assert sample(samples, "modelctl_gateway_request_duration_seconds_count", model="m") == 4
     assert sample(samples, "modelctl_gateway_time_to_first_byte_seconds_count", model="m") == 4
     assert sample(samples, "modelctl_gateway_ready_replicas", model="m") == 1
@@ -85,10 +104,20 @@ async def test_each_app_has_its_own_registry(
     second = await start_gateway(table_of(("m", (), [url])))
     await first.post(CHAT, json=ASK)
     assert sample(
-        await scrape(first), "modelctl_gateway_requests_total", model="m", replica="m-0", status="200"
+        await scrape(first),
+        "modelctl_gateway_requests_total",
+        api="openai",
+        model="m",
+        replica="m-0",
+        status="200",
     )
     assert not sample(
-        await scrape(second), "modelctl_gateway_requests_total", model="m", replica="m-0", status="200"
+        await scrape(second),
+        "modelctl_gateway_requests_total",
+        api="openai",
+        model="m",
+        replica="m-0",
+        status="200",
     )
 
 
@@ -126,17 +155,17 @@ def test_render_merges_other_workers_figures() -> None:
     theirs.request("m", "m-0", 200, 0.004)
     theirs.request("m", "m-0", 200, 700.0)
     theirs.request("none", "none", 404, 0.001)
-    ours.tokens("m", 5, 4)
-    theirs.tokens("m", 6, 1)
+    ours.tokens("m", "openai", 5, 4)
+    theirs.tokens("m", "openai", 6, 1)
     theirs.retry("m")
     snapshot = json.loads(json.dumps(theirs.snapshot()))  # as it crosses the socket
 
     samples = parse(ours.render([snapshot]))
 
     requests = "modelctl_gateway_requests_total"
-    assert sample(samples, requests, model="m", replica="m-0", status="200") == 3
-    assert sample(samples, requests, model="m", replica="m-1", status="503") == 1
-    assert sample(samples, requests, model="none", replica="none", status="404") == 1
+    assert sample(samples, requests, api="openai", model="m", replica="m-0", status="200") == 3
+    assert sample(samples, requests, api="openai", model="m", replica="m-1", status="503") == 1
+    assert sample(samples, requests, api="openai", model="none", replica="none", status="404") == 1
     duration = "modelctl_gateway_request_duration_seconds"
     assert sample(samples, duration + "_bucket", model="m", le="0.005") == 2
     assert sample(samples, duration + "_bucket", model="m", le="0.25") == 3
@@ -144,8 +173,8 @@ def test_render_merges_other_workers_figures() -> None:
     assert sample(samples, duration + "_bucket", model="m", le="+Inf") == 4
     assert sample(samples, duration + "_count", model="m") == 4
     assert sample(samples, duration + "_sum", model="m") == pytest.approx(0.003 + 0.2 + 0.004 + 700.0)
-    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="prompt") == 11
-    assert sample(samples, "modelctl_gateway_tokens_total", model="m", kind="completion") == 5
+    assert sample(samples, "modelctl_gateway_tokens_total", api="openai", model="m", kind="prompt") == 11
+    assert sample(samples, "modelctl_gateway_tokens_total", api="openai", model="m", kind="completion") == 5
     assert sample(samples, "modelctl_gateway_retries_total", model="m") == 1
     assert sample(samples, "modelctl_gateway_in_flight", model="m", replica="m-0") == 3
     assert sample(samples, "modelctl_gateway_in_flight", model="m", replica="m-1") == 3
@@ -156,11 +185,12 @@ def test_render_merges_other_workers_figures() -> None:
     first = min(
         row[2]
         for row in (*ours.snapshot()["modelctl_gateway_requests"], *snapshot["modelctl_gateway_requests"])
-        if row[0] == ["m", "m-0", "200"]
+        if row[0] == ["m", "m-0", "200", "openai"]
     )
-    assert (
-        sample(samples, "modelctl_gateway_requests_created", model="m", replica="m-0", status="200") == first
+    created = sample(
+        samples, "modelctl_gateway_requests_created", api="openai", model="m", replica="m-0", status="200"
     )
+    assert created == first
 
 
 def test_render_without_other_workers_is_this_process_alone() -> None:
@@ -168,5 +198,10 @@ def test_render_without_other_workers_is_this_process_alone() -> None:
     ours = GatewayMetrics(table, lambda _: 0, lambda _: 0)
     ours.request("m", "m-0", 200, 0.1)
     samples = parse(ours.render())
-    assert sample(samples, "modelctl_gateway_requests_total", model="m", replica="m-0", status="200") == 1
+    assert (
+        sample(
+            samples, "modelctl_gateway_requests_total", api="openai", model="m", replica="m-0", status="200"
+        )
+        == 1
+    )
     assert ("modelctl_gateway_workers", ()) not in samples

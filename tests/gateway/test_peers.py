@@ -86,7 +86,7 @@ async def test_any_workers_metrics_count_every_workers_requests(
                 async with session.get(f"{base}/metrics") as resp:
                     samples = parse(await resp.text())
             scraped.add(pid)
-            assert samples[("modelctl_gateway_requests_total", "m", "m-0", "200")] == sent, pid
+            assert samples[("modelctl_gateway_requests_total", "openai", "m", "m-0", "200")] == sent, pid
             assert samples[("modelctl_gateway_request_duration_seconds_count", "m")] == sent
             assert samples[("modelctl_gateway_ready_replicas", "m")] == 1
             assert samples[("modelctl_gateway_in_flight", "m", "m-0")] == 0
