@@ -142,7 +142,8 @@ class DnsTable:
         """Resolve one model and publish a new table if its replicas changed."""
         name = model.endpoints.name
         try:
-            addresses: tuple[str, ...] = tuple(await self._resolve(model.service, model.port))
+            # Sorted: DNS servers rotate the order of A records, which is no change of replicas.
+            addresses: tuple[str, ...] = tuple(sorted(set(await self._resolve(model.service, model.port))))
         except socket.gaierror as exc:
             if exc.errno not in _NO_SUCH_NAME:
                 self._failed(model, exc)

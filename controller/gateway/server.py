@@ -7,15 +7,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from controller.errors import CannotListen
 from controller.gateway.app import create_app
-from controller.gateway.demand import ControllerSink
+from controller.gateway.demand import ControllerSink, DemandSink
+from controller.gateway.dns import DnsTable
 from controller.gateway.process import tune_gc
-from controller.gateway.settings import GatewaySettings
+from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable
 from controller.gateway.workers import run_workers
 
@@ -49,9 +51,8 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
     the reports up.
     """
     async with aiohttp.ClientSession() as controller_session:
-        table = ControllerTable(settings.controller_url, controller_session)
+        table, sink, following = table_source(settings, controller_session)
         follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
-        sink = ControllerSink(settings.controller_url, controller_session)
         app = create_app(table, settings, demand_sink=sink)
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         try:
@@ -67,7 +68,7 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
                 workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
                 print(
                     f"modelctl gateway listening on http://{settings.host}:{settings.port}/v1{workers}, "
-                    f"following the controller at {settings.controller_url}",
+                    f"following {following}",
                     flush=True,
                 )
             await asyncio.Event().wait()
@@ -75,3 +76,19 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
             follower.cancel()
             await asyncio.wait([follower])
             await runner.cleanup()
+
+
+def table_source(
+    settings: GatewaySettings, session: aiohttp.ClientSession
+) -> tuple[ControllerTable | DnsTable, DemandSink | None, str]:
+    """The table source ``settings.table`` names, its demand sink, and words for the start-up line.
+    DNS (Kubernetes, a Docker network alias) has no controller to report demand to."""
+    if settings.table == "controller":
+        url = settings.controller_url
+        return ControllerTable(url, session), ControllerSink(url, session), f"the controller at {url}"
+    if settings.table == "dns":
+        if not settings.models_file:
+            raise SettingsError("MODELCTL_GATEWAY_TABLE=dns needs MODELCTL_GATEWAY_MODELS (the models file)")
+        source = DnsTable(Path(settings.models_file), interval_s=settings.dns_interval_s)
+        return source, None, f"DNS for the models in {settings.models_file}"
+    raise SettingsError(f"MODELCTL_GATEWAY_TABLE={settings.table!r}: use 'controller' or 'dns'")
