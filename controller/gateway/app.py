@@ -19,6 +19,7 @@ from controller.gateway.auth import KeyCheck, refusal
 from controller.gateway.balancer import Balancer
 from controller.gateway.demand import Demand, DemandReporter, DemandSink
 from controller.gateway.metrics import GatewayMetrics
+from controller.gateway.ollama import OllamaRoutes
 from controller.gateway.peers import Peers
 from controller.gateway.proxy import Proxy
 from controller.gateway.routes import Routes
@@ -93,6 +94,7 @@ def create_app(
     app[ADMISSION] = admission
     app[METRICS] = metrics
     Routes(source, settings, proxy=proxy, admission=admission, metrics=metrics, peers=peers).add_to(app)
+    OllamaRoutes(source, settings, proxy=proxy, admission=admission, metrics=metrics).add_to(app)
 
     async def upstream_pool(_: web.Application) -> AsyncIterator[None]:
         proxy.pool = Pool(

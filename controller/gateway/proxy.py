@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -146,6 +146,20 @@ def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
 REPLICA_HEADER = "X-Modelctl-Replica"
 
 
+class Translation(Protocol):
+    """A call made in another API's shape (``ollama.py``) and translated to the replica's OpenAI API.
+
+    Its body is translated before ``Proxy.forward``; ``path`` is the replica's path it goes to. A
+    whole answer comes back as the ``web.Response`` the caller translates. A streamed one is relayed
+    into ``stream(status, content_type)``: an unprepared response whose ``write`` translates each
+    chunk (SSE events in, NDJSON lines out) and whose ``write_eof`` ends the translated answer.
+    """
+
+    path: str
+
+    def stream(self, status: int, content_type: str) -> web.StreamResponse: ...
+
+
 class Call:
     """One client request on its way: the model it resolved to, its prefix key, its clock.
 
@@ -166,6 +180,7 @@ class Call:
         "started",
         "stream",
         "stream_usage",
+        "translation",
         "user",
     )
 
@@ -189,6 +204,7 @@ class Call:
         self.user = user  # the named API key it came with (usage, limits); None when the gateway is open
         self.replica = NO_REPLICA  # the replica that answered, for the request metrics
         self.first_byte_s: float | None = None
+        self.translation: Translation | None = None  # set for a call made in another API's shape
         self.delivered: int | None = None
         self.head = b""  # the first chunk of a stream (Messages report prompt tokens there)
 
@@ -340,7 +356,9 @@ class Proxy:
             retry_after=self._settings.retry_after_s,
         )
 
-    async def _post(self, replica: Replica, request: web.Request, body: bytes) -> Answer:
+    async def _post(
+        self, replica: Replica, request: web.Request, body: bytes, translation: Translation | None = None
+    ) -> Answer:
         """Send the request to ``replica``; return its answer once the status line and headers are in.
 
         Streams keep their connection too (vLLM's server keeps it alive: a connect saved per
@@ -349,6 +367,9 @@ class Proxy:
         """
         assert self.pool is not None, "the gateway's upstream pool starts with the app"
         headers = request_headers(request.headers)
+        if translation is not None:  # its answer is parsed: no compressed body, whatever the client takes
+            headers = [(k, v) for k, v in headers if k.lower() != "accept-encoding"]
+            return await self.pool.post(replica.url, translation.path, headers, body)
         return await self.pool.post(replica.url, request.raw_path, headers, body)
 
     async def _try(
@@ -373,7 +394,7 @@ class Proxy:
         watchdog = self._watchdog
         watchdog.add(deadline)
         try:
-            upstream = await self._post(replica, request, body)
+            upstream = await self._post(replica, request, body, call.translation)
         except asyncio.CancelledError:
             if not deadline.timed_out():
                 raise  # the client left (or the server stops): not a timeout
@@ -396,6 +417,12 @@ class Proxy:
             content_type = upstream.content_type
             is_sse = content_type == EVENT_STREAM
             length = upstream.content_length
+            translation = call.translation
+            if translation is not None and (is_sse or length is None or length > WHOLE_BODY_BYTES):
+                started = translation.stream(upstream.status, content_type)
+                started.headers[REPLICA_HEADER] = replica.id
+                await started.prepare(request)
+                return await self._relay(request, upstream, replica, call, is_sse, content_type, started)
             if not is_sse and length is not None and length <= WHOLE_BODY_BYTES:
                 return await self._relay_whole(upstream, replica, call, content_type)
             return await self._relay(request, upstream, replica, call, is_sse, content_type)
