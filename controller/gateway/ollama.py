@@ -75,15 +75,18 @@ class NdjsonResponse(web.StreamResponse):
 
     def __init__(self, stream: translate.NdjsonStream, status: int) -> None:
         super().__init__(status=status, headers={"Content-Type": translate.NDJSON})
-        self._stream = stream
+        self.ndjson = stream
+        self.delivered = False  # the done line reached the client
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        out = self._stream.feed(bytes(data))
+        stream = self.ndjson
+        out = stream.feed(bytes(data))
         if out:
             await super().write(out)
+            self.delivered = stream.done and not stream.failed
 
     async def write_eof(self, data: bytes = b"") -> None:
-        out = self._stream.end()
+        out = self.ndjson.end()
         if out:
             await super().write(out)
         await super().write_eof(data)
@@ -109,17 +112,20 @@ class BufferedResponse(web.StreamResponse):
 class OllamaTranslation:
     """How one Ollama call reaches the replica (``path``) and how its answer comes back."""
 
-    __slots__ = ("kind", "model", "path", "started")
+    __slots__ = ("kind", "model", "path", "response", "started")
 
     def __init__(self, kind: str, path: str, model: str, started: float) -> None:
         self.kind = kind  # "chat", "generate", "embed" or "embeddings"
         self.path = path
         self.model = model  # the name the client asked for: Ollama echoes it
         self.started = started
+        self.response: NdjsonResponse | None = None  # once the answer streams
 
     def stream(self, status: int, content_type: str) -> web.StreamResponse:
         if content_type == "text/event-stream" and self.kind in ("chat", "generate"):
-            return NdjsonResponse(translate.NdjsonStream(self.kind, self.model, self.started), status)
+            stream = translate.NdjsonStream(self.kind, self.model, self.started)
+            self.response = NdjsonResponse(stream, status)
+            return self.response
         return BufferedResponse(self, status)
 
     def whole(self, resp: web.Response) -> web.StreamResponse:
@@ -245,10 +251,25 @@ class OllamaRoutes:
             resp = exc.response
         except asyncio.CancelledError:
             delivered = call.delivered if call is not None else None
+            if delivered is None and call is not None:
+                delivered = self._settle_left(call)
             self._record(request, call, delivered or 499, started)
             raise
         self._record(request, call, resp.status, started)
         return resp
+
+    def _settle_left(self, call: Call) -> int | None:
+        """A client that left mid-stream: 200 with its tokens if the done line had reached it."""
+        translation = call.translation
+        streamed = translation.response if isinstance(translation, OllamaTranslation) else None
+        if streamed is None or not streamed.delivered:
+            return None
+        usage = streamed.ndjson.usage()
+        if usage is not None:
+            self._metrics.tokens(call.entry.name, errors.OLLAMA, *usage)
+            if call.user is not None:
+                call.user.tokens(*usage)
+        return 200
 
     def _request(
         self, kind: str, document: dict[str, Any], name: str, engine: str, served: str

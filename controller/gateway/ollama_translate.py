@@ -302,6 +302,7 @@ class NdjsonStream:
         "_timings",
         "_usage",
         "done",
+        "failed",
     )
 
     def __init__(self, kind: str, model: str, started: float) -> None:
@@ -314,7 +315,13 @@ class NdjsonStream:
         self._usage: Any = None
         self._timings: Any = None
         self._calls: dict[int, dict[str, Any]] = {}  # tool call deltas by index, joined
-        self.done = False
+        self.done = False  # the stream ended: with its done line, or with an error line
+        self.failed = False  # ... with an error line
+
+    def usage(self) -> tuple[int, int] | None:
+        """(prompt, completion) tokens of the stream's usage, once it came."""
+        found = counts(self._usage)
+        return (found["prompt_eval_count"], found["eval_count"]) if found else None
 
     def feed(self, data: bytes) -> bytes:
         buffer = self._buffer + data
@@ -339,7 +346,7 @@ class NdjsonStream:
         if not isinstance(document, dict):
             return b""
         if "error" in document:
-            self.done = True
+            self.done = self.failed = True
             return line({"error": error_text(document)})
         return self._chunk(document)
 

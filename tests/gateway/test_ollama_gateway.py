@@ -8,12 +8,14 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import ollama
 import pytest
 from aiohttp.test_utils import TestClient
 from gateway_fakes import PIECES, StartGateway, StartUpstream, eventually, refused_url, table_of
 
 from controller.endpoints.table import Details, EndpointTable, ModelEndpoints, Replica
+from controller.gateway.app import BALANCER
 
 USER = [{"role": "user", "content": "Hi"}]
 
@@ -268,3 +270,34 @@ async def test_the_official_client(start_gateway: StartGateway, start_upstream: 
     with pytest.raises(ollama.ResponseError) as caught:
         await client.pull("llama3")
     assert caught.value.status_code == 501
+
+
+def counted(text: str, name: str, **labels: str) -> float:
+    """The sum of ``modelctl_gateway_<name>`` samples whose labels include ``labels``."""
+    total = 0.0
+    for ln in text.splitlines():
+        if ln.startswith(f"modelctl_gateway_{name}{{") and all(f'{k}="{v}"' in ln for k, v in labels.items()):
+            total += float(ln.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_a_client_that_leaves_after_the_done_line_was_served(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    """Honest counts: the replica ends its body later than its last event (``linger_s``); a client
+    that hangs up once it has the done line got the whole answer: a 200 with its tokens."""
+    fake, url = await start_upstream("a")
+    fake.linger_s = 0.5
+    client = await start_gateway(table_of(("m", (), [url])))
+    for _ in range(2):
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(client.make_url("/api/chat"), json={"model": "m", "messages": USER})
+            async for raw in resp.content:
+                if json.loads(raw)["done"]:
+                    break
+            resp.close()
+    await eventually(lambda: client.app[BALANCER].in_flight("m-0") == 0)
+    text = await (await client.get("/metrics")).text()
+    assert counted(text, "requests_total", api="ollama", status="200") == 2
+    assert counted(text, "requests_total", api="ollama", status="499") == 0
+    assert counted(text, "tokens_total", api="ollama", kind="completion") == 2 * len(PIECES)
