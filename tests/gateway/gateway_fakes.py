@@ -137,6 +137,7 @@ class FakeLlamaServer:
         app.router.add_post("/v1/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.chat)
         app.router.add_post("/v1/rerank", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/health", self.health)
         return app
 
@@ -208,6 +209,75 @@ class FakeLlamaServer:
             self.cancelled.set()
             raise
         return resp
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic Messages as llama-server answers them (prompt tokens first when streamed)."""
+        body = await request.json()
+        self.requests.append(Seen(request.path, body, dict(request.headers)))
+        self.active += 1
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            return await self._message(request, body)
+        finally:
+            self.active -= 1
+
+    async def _message(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if self.status != 200:
+            error = {"code": self.status, "message": "Loading model"}
+            return web.json_response({"error": error}, status=self.status)
+        text = f"hello from {self.name}"
+        if not body.get("stream"):
+            return web.json_response(anthropic_message(body["model"], text))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for event in anthropic_events(body["model"], text):
+            await resp.write(event)
+            await asyncio.sleep(self.chunk_delay_s)
+        if self.linger_s:
+            await asyncio.sleep(self.linger_s)
+        return resp
+
+
+def anthropic_message(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": text}],
+        "model": model,
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 7, "output_tokens": 3},
+    }
+
+
+def anthropic_events(model: str, text: str) -> list[bytes]:
+    """A Messages stream as llama-server sends it: input tokens in message_start, output at the end."""
+    start = {**anthropic_message(model, ""), "content": [], "stop_reason": None}
+    start["usage"] = {"cache_read_input_tokens": 5, "input_tokens": 2, "output_tokens": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 3},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
 
 class FakeController:
