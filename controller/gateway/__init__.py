@@ -5,8 +5,9 @@ It knows only the endpoint table (``controller.endpoints.table``), never Docker 
 ``TableSource``) and ``run_gateway`` (serve in a process of its own, following the controller).
 
 Modules, top down: ``server`` (the serving process) over ``workers`` (SO_REUSEPORT processes) and
-``process`` (event loop, GC); ``app`` (wiring) over ``routes`` (the HTTP surface) over ``proxy``
-(forwarding, streaming) over ``upstream`` (the HTTP/1.1 client to replicas) and ``deadlines``;
+``process`` (event loop, GC); ``app`` (wiring) over ``routes`` (the HTTP surface) over ``ollama``
+(Ollama's API, translated by ``ollama_translate``) over ``proxy`` (forwarding, streaming) over
+``upstream`` (the HTTP/1.1 client to replicas) and ``deadlines``;
 ``admission`` (replica slots, bounded queues, 429/503) over ``balancer`` (which replica),
 ``prefix`` and ``hashring`` (prefix affinity) and ``demand`` (load per model, reported to the
 controller for scaling on demand); ``table`` (where the table comes from); ``auth``

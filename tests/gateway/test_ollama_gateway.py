@@ -301,3 +301,21 @@ async def test_a_client_that_leaves_after_the_done_line_was_served(
     assert counted(text, "requests_total", api="ollama", status="200") == 2
     assert counted(text, "requests_total", api="ollama", status="499") == 0
     assert counted(text, "tokens_total", api="ollama", kind="completion") == 2 * len(PIECES)
+
+
+async def test_too_large_and_unauthorised_are_ollama_shaped(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    _, url = await start_upstream("a")
+    client = await start_gateway(table_of(("m", (), [url])), max_body_bytes=1024, api_keys=("sk-right",))
+    headers = {"Authorization": "Bearer sk-right"}
+    resp = await client.post(
+        "/api/chat", json={"model": "m", "messages": USER, "pad": "x" * 2048}, headers=headers
+    )
+    assert resp.status == 413 and "larger than" in (await resp.json())["error"]
+    resp = await client.get("/api/tags", headers={"Authorization": "Bearer sk-wrong"})
+    assert resp.status == 401 and isinstance((await resp.json())["error"], str)
+    resp = await client.post(
+        "/api/chat", json={"model": "m:latest", "messages": USER, "stream": False}, headers=headers
+    )
+    assert (await resp.json())["model"] == "m:latest"
