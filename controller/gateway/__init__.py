@@ -6,7 +6,7 @@ It knows only the endpoint table (``controller.endpoints.table``), never Docker 
 
 Modules, top down: ``server`` (the serving process) over ``workers`` (SO_REUSEPORT processes) and
 ``process`` (event loop, GC); ``app`` (wiring) over ``routes`` (the HTTP surface) over ``ollama``
-(Ollama's API, translated by ``ollama_translate``) over ``proxy`` (forwarding, streaming) over
+(Ollama's API: ``ollama_translate``, ``ollama_models``) over ``proxy`` (forwarding, streaming) over
 ``upstream`` (the HTTP/1.1 client to replicas) and ``deadlines``;
 ``admission`` (replica slots, bounded queues, 429/503) over ``balancer`` (which replica),
 ``prefix`` and ``hashring`` (prefix affinity) and ``demand`` (load per model, reported to the

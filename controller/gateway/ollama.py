@@ -27,6 +27,7 @@ from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints
 from controller.gateway import errors
+from controller.gateway import ollama_models as models
 from controller.gateway import ollama_translate as translate
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
@@ -188,15 +189,15 @@ class OllamaRoutes:
         router.add_route("*", "/api/{path:.*}", self.unknown)
 
     async def version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": translate.API_VERSION})
+        return web.json_response({"version": models.API_VERSION})
 
     async def tags(self, request: web.Request) -> web.Response:
-        return web.json_response(translate.tags(self._source.current()))
+        return web.json_response(models.tags(self._source.current()))
 
     async def ps(self, request: web.Request) -> web.Response:
         figures = self._admission.demand.figures({})
         last_active = {name: d.last_active for name, d in figures.items()}
-        return web.json_response(translate.ps(self._source.current(), last_active, time.time()))
+        return web.json_response(models.ps(self._source.current(), last_active, time.time()))
 
     async def show(self, request: web.Request) -> web.Response:
         try:
@@ -205,7 +206,7 @@ class OllamaRoutes:
             entry = self._entry(name)
         except Refused as exc:
             return exc.response
-        return web.json_response(translate.show(entry))
+        return web.json_response(models.show(entry))
 
     async def manage(self, request: web.Request) -> web.Response:
         path = request.path if not request.path.startswith("/api/blobs/") else "/api/blobs"
@@ -319,7 +320,7 @@ class OllamaRoutes:
         if not isinstance(name, str) or not name:
             raise Refused(refusal(400, "model is required"))
         table = self._source.current()
-        entry = translate.lookup(table, name)
+        entry = models.lookup(table, name)
         if entry is not None:
             return entry
         if table.version == 0 and not table.models:

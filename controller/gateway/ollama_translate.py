@@ -7,27 +7,19 @@ embeddings; Ollama's ``options`` map to OpenAI's sampling fields (``OPTIONS``), 
 ``response_format``. Answers: a whole chat.completion becomes Ollama's JSON, an event stream
 becomes NDJSON lines (``NdjsonStream``), the last one ``done: true`` with counts from ``usage``
 and durations in nanoseconds (llama-server's ``timings`` when it sends them, else the gateway's own
-clock). Errors are ``{"error": "..."}``. Model lists (``tags``, ``ps``, ``show``) come from the
-endpoint table, whose details the controller read from the weights' headers.
+clock). Errors are ``{"error": "..."}``. Model lists: ``ollama_models``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints
-
-# The Ollama API version this translation follows (clients gate features on it), not modelctl's.
-API_VERSION = "0.12.0"
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 NDJSON = "application/x-ndjson"
-# /api/ps for a model that stays loaded (not on demand): Ollama shows a far future too.
-FOREVER = "9999-12-31T23:59:59Z"
 # Ollama's option -> the OpenAI field (llama-server and vLLM accept top_k, min_p, repeat_penalty
 # and typical_p as extensions). num_predict and repeat_penalty are handled apart.
 OPTIONS = {
@@ -49,20 +41,8 @@ class Invalid(ValueError):
     """The request cannot be translated; its message is the 400's error text."""
 
 
-def lookup(table: EndpointTable, name: str) -> ModelEndpoints | None:
-    """The model served as ``name``; Ollama clients may add the default tag (``smollm2:latest``)."""
-    entry = table.lookup(name)
-    if entry is None and name.endswith(":latest"):
-        entry = table.lookup(name.removesuffix(":latest"))
-    return entry
-
-
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def rfc3339(unix_s: float) -> str:
-    return datetime.fromtimestamp(unix_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- requests --------------------------------------------------------------------------------------
@@ -428,83 +408,3 @@ def managed_elsewhere(path: str) -> str:
         f"{path} is not available: modelctl serves the models declared in its manifests folder. "
         "To add, change or remove a model, edit its manifest there; the controller pulls and starts it."
     )
-
-
-# --- model lists -----------------------------------------------------------------------------------
-
-
-def details(entry: ModelEndpoints) -> dict[str, Any]:
-    d = entry.details
-    family = d.family if d is not None else ""
-    return {
-        "parent_model": "",
-        "format": d.format if d is not None else "",
-        "family": family,
-        "families": [family] if family else None,
-        "parameter_size": d.parameter_size if d is not None else "",
-        "quantization_level": d.quantization if d is not None else "",
-    }
-
-
-def digest(entry: ModelEndpoints) -> str:
-    """A stable id for the model as served (name, manifest time, weights size); not a blob hash."""
-    size = entry.details.size if entry.details is not None else 0
-    return hashlib.sha256(f"{entry.name}\0{entry.created}\0{size}".encode()).hexdigest()
-
-
-def _model(entry: ModelEndpoints, name: str) -> dict[str, Any]:
-    size = entry.details.size if entry.details is not None else 0
-    return {"name": name, "model": name, "size": size, "digest": digest(entry), "details": details(entry)}
-
-
-def tags(table: EndpointTable) -> dict[str, Any]:
-    """``/api/tags``: every served name and alias, ready or not."""
-    return {
-        "models": [
-            _model(entry, name) | {"modified_at": rfc3339(entry.created)}
-            for entry in table.models
-            for name in entry.names
-        ]
-    }
-
-
-def ps(table: EndpointTable, last_active: Mapping[str, float], now: float) -> dict[str, Any]:
-    """``/api/ps``: models with a ready replica. ``expires_at``: when an on-demand model with
-    min_replicas 0 goes down if nothing else comes (``last_active``: unix time a request last
-    started or ended here, per model); the far future for models that stay."""
-    models = []
-    for entry in table.models:
-        if not entry.replicas:
-            continue
-        until = FOREVER
-        if entry.unload_after_s is not None:
-            until = rfc3339((last_active.get(entry.name) or now) + entry.unload_after_s)
-        gpus = sorted({g for r in entry.replicas for g in r.gpus})
-        size = entry.details.size if entry.details is not None else 0
-        models.append(
-            _model(entry, entry.name)
-            | {
-                "expires_at": until,
-                "size_vram": size if gpus else 0,
-                "context_length": entry.context_length,
-                "gpus": gpus,  # modelctl's: device IDs its replicas hold (Ollama has no such field)
-                "replicas": len(entry.replicas),
-            }
-        )
-    return {"models": models}
-
-
-def show(entry: ModelEndpoints) -> dict[str, Any]:
-    """``/api/show``: details, a subset of the header's keys, the chat template, parameters."""
-    d = entry.details
-    parameters = f"num_ctx {entry.context_length}" if entry.context_length else ""
-    modelfile = f"# modelctl serves {entry.name} from its manifest ({entry.engine or 'engine unknown'})\n"
-    return {
-        "modelfile": modelfile,
-        "parameters": parameters,
-        "template": d.template if d is not None else "",
-        "details": details(entry),
-        "model_info": dict(d.info) if d is not None else {},
-        "capabilities": ["completion"],
-        "modified_at": rfc3339(entry.created),
-    }

@@ -1,5 +1,6 @@
-"""Ollama's API in OpenAI's terms (controller.gateway.ollama_translate), by tables: requests mapped,
-OpenAI answers and event streams turned into Ollama's JSON and NDJSON, errors, model lists."""
+"""Ollama's API in OpenAI's terms (controller.gateway.ollama_translate, ollama_models), by tables:
+requests mapped, OpenAI answers and event streams turned into Ollama's JSON and NDJSON, errors,
+model lists."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from gateway_fakes import PIECES, chunk, completion, embeddings, sse, usage_chunk
 
 from controller.endpoints.table import Details, EndpointTable, ModelEndpoints, Replica
+from controller.gateway import ollama_models as lists
 from controller.gateway import ollama_translate as t
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -286,7 +288,7 @@ TABLE = EndpointTable(
 
 
 def test_tags_list_every_name_and_alias_with_details() -> None:
-    models = t.tags(TABLE)["models"]
+    models = lists.tags(TABLE)["models"]
     assert [m["name"] for m in models] == ["smollm2", "smollm", "cold", "lazy"]
     first = models[0]
     assert first["size"] == 98362432 and first["modified_at"] == "2025-11-26T01:20:00Z"
@@ -302,9 +304,9 @@ def test_tags_list_every_name_and_alias_with_details() -> None:
 
 
 def test_ps_lists_what_is_loaded_and_until_when() -> None:
-    models = {m["name"]: m for m in t.ps(TABLE, {"lazy": 1764120000.0}, now=1764120100.0)["models"]}
+    models = {m["name"]: m for m in lists.ps(TABLE, {"lazy": 1764120000.0}, now=1764120100.0)["models"]}
     assert set(models) == {"smollm2", "lazy"}  # cold has no ready replica
-    assert models["smollm2"]["expires_at"] == t.FOREVER  # not on demand: stays
+    assert models["smollm2"]["expires_at"] == lists.FOREVER  # not on demand: stays
     assert models["smollm2"]["gpus"] == ["0"] and models["smollm2"]["size_vram"] == 98362432
     assert models["smollm2"]["context_length"] == 4096
     assert models["lazy"]["expires_at"] == "2025-11-26T01:21:00Z"  # last use + 60 s
@@ -312,15 +314,15 @@ def test_ps_lists_what_is_loaded_and_until_when() -> None:
 
 
 def test_show() -> None:
-    shown = t.show(TABLE.models[0])
+    shown = lists.show(TABLE.models[0])
     assert shown["details"]["quantization_level"] == "Q4_1"
     assert shown["model_info"] == {"general.architecture": "llama", "llama.context_length": 8192}
     assert shown["template"] == "{{ messages }}" and shown["parameters"] == "num_ctx 4096"
 
 
 def test_lookup_takes_the_latest_tag() -> None:
-    assert t.lookup(TABLE, "smollm:latest") is TABLE.models[0]
-    assert t.lookup(TABLE, "smollm:7b") is None
+    assert lists.lookup(TABLE, "smollm:latest") is TABLE.models[0]
+    assert lists.lookup(TABLE, "smollm:7b") is None
 
 
 def test_table_details_round_trip_and_older_tables_parse() -> None:
