@@ -19,6 +19,7 @@ down:                              ## stop the stack and remove every backend co
 	$(COMPOSE) down --remove-orphans   # last: the network is free once the replicas are gone
 
 test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
+	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)
 	$(VENV)/bin/python -m pytest -v -ra
 
 check: venv                        ## lint, format and type checks

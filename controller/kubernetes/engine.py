@@ -262,8 +262,9 @@ def resources(model: LoadedModel, options: RenderOptions) -> dict[str, Any]:
 
 def probes(spec: ContainerSpec, load_timeout_s: float) -> dict[str, Any]:
     """Startup for as long as the manifest lets a cold start take, then readiness and liveness on
-    the engine's health path (never /v1/models)."""
-    check = {"path": spec.health_path, "port": "http"}
+    the engine's health path (never /v1/models). The port by number: podman kube play turns a
+    named port into port 0 in the healthcheck it makes of the liveness probe."""
+    check = {"path": spec.health_path, "port": spec.port}
     return {
         "startupProbe": {
             "httpGet": check,
