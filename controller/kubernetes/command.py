@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--cpus", type=int, default=2, help="cores per CPU replica (default 2)")
     p.add_argument("--gateway-image", default="modelctl/modelctl:local", help="the gateway's image")
     p.add_argument("--inference-pool", action="store_true", help="also an InferencePool per vLLM model")
+    p.add_argument("--epp-port", type=int, default=9002, help="port of the endpoint picker pools name")
+    p.add_argument("--cache-size", default="100Gi", help="size of the hub cache PVC (hf:// models)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         gateway_image=args.gateway_image,
         inference_pool=args.inference_pool,
+        epp_port=args.epp_port,
+        cache_size=args.cache_size,
     )
     try:
         rendering = render(args.path, options, model_root=args.model_root)
