@@ -114,22 +114,32 @@ def upstream_failed(message: str) -> web.Response:
     return error_response(502, message, type_=SERVER_ERROR, code="upstream_error")
 
 
-def sse_error_event(message: str) -> bytes:
+def sse_error_event(message: str, api: str = OPENAI) -> bytes:
     """Return the SSE event that ends a stream whose upstream failed after the first byte."""
+    if api == ANTHROPIC:
+        return _anthropic_event(message, "api_error")
     payload = error_body(message, type_=SERVER_ERROR, code="upstream_error")
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-def sse_event_of(response: web.Response) -> bytes:
+def sse_event_of(response: web.Response, api: str = OPENAI) -> bytes:
     """Return the SSE event carrying the error document of ``response`` (one of the above).
 
     For a stream that already started (with loading comments) when the answer turned out to be an
-    error: the status and headers are gone, the document still reaches the client.
+    error: the status and headers are gone, the document still reaches the client. Anthropic's
+    client reads only an event named ``error`` (and ignores ``data:`` alone): that one it gets.
     """
+    if api == ANTHROPIC:
+        return _anthropic_event(_message_of(response), anthropic_type(response.status))
     body = response.body
     if not isinstance(body, bytes) or b"\n" in body:  # json.dumps writes one line
         body = json.dumps(error_body(response.reason or "Error", type_=SERVER_ERROR)).encode()
     return b"data: " + body + b"\n\n"
+
+
+def _anthropic_event(message: str, type_: str) -> bytes:
+    document = {"type": "error", "error": {"type": type_, "message": message}}
+    return b"event: error\ndata: " + json.dumps(document).encode() + b"\n\n"
 
 
 def api_of(path: str) -> str:

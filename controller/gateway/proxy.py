@@ -221,11 +221,12 @@ class Loading:
     the error answer that can no longer be sent.
     """
 
-    __slots__ = ("_comment", "_request", "response")
+    __slots__ = ("_comment", "_request", "api", "response")
 
-    def __init__(self, request: web.Request, model: str) -> None:
+    def __init__(self, request: web.Request, model: str, api: str = OPENAI) -> None:
         self._request = request
         self._comment = f": loading {model}\n\n".encode()
+        self.api = api  # the error event's shape
         self.response: web.StreamResponse | None = None  # None until the first comment
 
     async def tick(self) -> None:
@@ -321,7 +322,7 @@ class Proxy:
         """``forward`` for a model that had no ready replica: held (counted, timed), then as usual."""
         name = call.entry.name
         self._metrics.cold_start(name)
-        loading = Loading(request, name) if call.stream else None
+        loading = Loading(request, name, call.api) if call.stream else None
         held_since = time.monotonic()
         try:
             slot = await self._admission.acquire(
@@ -347,7 +348,7 @@ class Proxy:
         if loading is None or loading.response is None or resp is loading.response:
             return resp
         assert isinstance(resp, web.Response), "answers other than the loading stream are whole"
-        return await loading.fail(errors.sse_event_of(resp))
+        return await loading.fail(errors.sse_event_of(resp, loading.api))
 
     def _failed(self, model: ModelEndpoints, failed: int) -> web.Response:
         return errors.unavailable(
@@ -469,7 +470,7 @@ class Proxy:
                 try:
                     chunk = await upstream.next_chunk()
                 except UpstreamError as exc:
-                    await self._end_broken(request, resp, replica, exc, is_sse=is_sse)
+                    await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api)
                     return resp
                 watch.reading_since = None
                 if not chunk:
@@ -560,7 +561,7 @@ class Proxy:
             details = error_message(body) or "no details"
             message = f"The model server answered HTTP {upstream.status}: {details}"
         log.warning("replica %s answered a held stream: %s", replica.id, message)
-        return await loading.fail(errors.sse_error_event(message))
+        return await loading.fail(errors.sse_error_event(message, loading.api))
 
     def _count_tokens(self, call: Call, tail: bytes) -> None:
         usage = usage_tokens(tail)
@@ -581,6 +582,7 @@ class Proxy:
         exc: BaseException,
         *,
         is_sse: bool,
+        api: str = OPENAI,
     ) -> None:
         """End a response whose upstream failed after the first byte, without hanging the client."""
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -592,7 +594,7 @@ class Proxy:
                 request.transport.close()
             return
         try:
-            await resp.write(errors.sse_error_event("The model server failed mid-stream."))
+            await resp.write(errors.sse_error_event("The model server failed mid-stream.", api))
             await resp.write_eof()
         except ConnectionError:
             log.debug("client left %s before the error event", request.path)

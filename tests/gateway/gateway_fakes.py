@@ -233,6 +233,10 @@ class FakeLlamaServer:
         await resp.prepare(request)
         for event in anthropic_events(body["model"], text):
             await resp.write(event)
+            if self.break_after_first:
+                assert request.transport is not None
+                request.transport.close()
+                return resp
             await asyncio.sleep(self.chunk_delay_s)
         if self.linger_s:
             await asyncio.sleep(self.linger_s)

@@ -151,3 +151,32 @@ async def test_the_engines_own_errors_pass_through(
     assert resp.status == 400
     assert (await resp.json()) == {"error": {"code": 400, "message": "Loading model"}}
     assert resp.headers["X-Modelctl-Replica"] == "m-0"
+
+
+async def test_a_replica_failing_mid_stream_ends_it_with_an_error_event_the_client_raises(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.break_after_first = True
+    gateway = await start_gateway(table_of(("m", (), [url])))
+    async with client_for(gateway) as client:
+        with pytest.raises(anthropic.APIStatusError) as raised:
+            async with client.messages.stream(model="m", **ASK) as stream:
+                async for _ in stream.text_stream:
+                    pass
+    assert raised.value.body == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "The model server failed mid-stream."},
+    }
+
+
+async def test_a_held_stream_refused_later_gets_anthropics_error_event(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(table_of(("m", (), [])), cold_start_wait_s=0.2)
+    async with client_for(gateway) as client:
+        with pytest.raises(anthropic.APIStatusError) as raised:
+            async with client.messages.stream(model="m", **ASK) as stream:
+                async for _ in stream.text_stream:
+                    pass
+    assert raised.value.response.status_code == 200  # the loading comments had started the answer
+    error = raised.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "overloaded_error" and "is loading" in error["message"]
