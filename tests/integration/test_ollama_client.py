@@ -63,11 +63,11 @@ async def stack(
 
 
 def client(stack: RunningController) -> ollama.Client:
-    return ollama.Client(host=stack.gateway_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    return ollama.Client(host=stack.gateway_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
 
 
 def async_client(stack: RunningController) -> ollama.AsyncClient:
-    return ollama.AsyncClient(host=stack.gateway_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+    return ollama.AsyncClient(host=stack.gateway_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
 
 
 async def test_list_ps_and_show_describe_the_weights(stack: RunningController) -> None:
@@ -128,7 +128,7 @@ async def test_generate_streamed_and_not(stack: RunningController) -> None:
 
 
 async def test_format_json_is_a_json_object(stack: RunningController) -> None:
-    options = {"num_predict": 64, "temperature": 0}
+    options = {"num_predict": 24, "temperature": 0}
     answer = await asyncio.to_thread(
         client(stack).generate,
         model="smollm",
@@ -167,7 +167,7 @@ async def test_a_management_call_is_refused(stack: RunningController) -> None:
 
 
 async def test_a_wrong_key_is_refused(stack: RunningController) -> None:
-    wrong = ollama.Client(host=stack.gateway_url, headers={"Authorization": "Bearer sk-wrong"}, timeout=60)
+    wrong = ollama.Client(host=stack.gateway_url, headers={"Authorization": "Bearer sk-wrong"}, timeout=120)
     with pytest.raises(ollama.ResponseError) as caught:
         await asyncio.to_thread(wrong.list)
     assert caught.value.status_code == 401
