@@ -19,12 +19,16 @@ from pathlib import Path
 import docker
 import pytest
 
+from controller.kubernetes.gateway import models_document
+from controller.kubernetes.options import RenderOptions
+from controller.kubernetes.render import load_models
+
 from .conftest import MODELCTL_IMAGE
 from .support import REPO
 
 pytestmark = pytest.mark.docker
 
-ALIAS = "smollm2-svc"
+ALIAS = "smollm2"  # the model's headless Service name on a cluster
 NOTICE_S = 5.0  # "within a few seconds": the gateway resolves every 0.5 s here
 # A replica: a tiny OpenAI-shaped server (aiohttp, in the modelctl image) that answers with its name.
 REPLICA = """
@@ -43,19 +47,14 @@ app.router.add_get("/health", health)
 app.router.add_post("/v1/chat/completions", chat)
 web.run_app(app, port=8080, print=None)
 """
-MODELS = {
-    "models": [
-        {
-            "name": "smollm2",
-            "aliases": [],
-            "balancing": "round-robin",
-            "load_timeout_s": 10,
-            "max_concurrency": 4,
-            "service": ALIAS,
-            "port": 8080,
-        }
-    ]
-}
+# The model as a manifest; the gateway reads what the renderer puts in its ConfigMap.
+MANIFEST = "name: smollm2\nmodel: hf://org/repo:Q4_1\nbalancing: round-robin\nmax_batch_size: 4\n"
+
+
+def models_json(tmp: Path) -> str:
+    (tmp / "m.yaml").write_text(MANIFEST)
+    models = [model for model, _ in load_models(tmp / "m.yaml", None)]
+    return models_document(models, RenderOptions())
 
 
 class Stack:
@@ -64,7 +63,7 @@ class Stack:
         self.tag = uuid.uuid4().hex[:8]
         self.network = client.networks.create(f"modelctl-dns-{self.tag}", labels={"io.modelctl.test": "dns"})
         self.containers: list[docker.models.containers.Container] = []
-        (tmp / "models.json").write_text(json.dumps(MODELS))
+        (tmp / "models.json").write_text(models_json(tmp))
         self.config = tmp
 
     def replica(self, n: int) -> docker.models.containers.Container:
