@@ -173,6 +173,7 @@ class OllamaRoutes:
 
     def add_to(self, app: web.Application) -> None:
         router = app.router
+        router.add_get("/", self.root)
         router.add_get("/api/version", self.version)
         router.add_get("/api/tags", self.tags)
         router.add_get("/api/ps", self.ps)
@@ -187,6 +188,10 @@ class OllamaRoutes:
         for method, path in MANAGEMENT:
             router.add_route(method, path, self.manage)
         router.add_route("*", "/api/{path:.*}", self.unknown)
+
+    async def root(self, request: web.Request) -> web.Response:
+        """What ``ollama serve`` answers at its root: tools (the ollama CLI among them) probe it."""
+        return web.Response(text="Ollama is running")
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": models.API_VERSION})

@@ -124,6 +124,7 @@ async def test_lists_come_from_the_table(start_gateway: StartGateway, start_upst
     )
     client = await start_gateway(table)
     assert (await (await client.get("/api/version")).json())["version"]
+    assert await (await client.get("/")).text() == "Ollama is running"
     tags = (await (await client.get("/api/tags")).json())["models"]
     assert [(m["name"], m["details"]["quantization_level"]) for m in tags] == [
         ("m", "Q4_1"),
@@ -319,3 +320,27 @@ async def test_too_large_and_unauthorised_are_ollama_shaped(
         "/api/chat", json={"model": "m:latest", "messages": USER, "stream": False}, headers=headers
     )
     assert (await resp.json())["model"] == "m:latest"
+
+
+async def test_a_replica_that_breaks_mid_stream_ends_it_with_an_error_line(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.break_after_first = True
+    client = await start_gateway(table_of(("m", (), [url])))
+    resp = await client.post("/api/chat", json={"model": "m", "messages": USER})
+    parts = ndjson(await resp.text())
+    assert parts[0]["message"]["content"] == PIECES[0]
+    assert parts[-1] == {"error": "The model server failed mid-stream."}
+
+
+async def test_a_large_json_answer_is_translated_whole(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    """Over 1 MiB the proxy streams a JSON answer instead of reading it whole: kept, then translated."""
+    _, url = await start_upstream("a")
+    client = await start_gateway(table_of(("m", (), [url])))
+    resp = await client.post("/api/embed", json={"model": "m", "input": ["a"] * 20_000})
+    assert resp.status == 200
+    vectors = (await resp.json())["embeddings"]
+    assert len(vectors) == 20_000 and vectors[-1] == [0.25, -0.5, 19_999.0]
