@@ -27,8 +27,9 @@ from controller.runtime.spec import ContainerSpec, Mount
 
 # The images' own users: the official llama.cpp and vLLM images both run as root. llama-server needs
 # nothing of root (it only reads its weights and serves a port: checked under podman), so it runs as
-# nobody with a read-only root; vLLM writes caches under $HOME (/root) at start, so it keeps the
-# image's user, with every capability dropped and no privilege escalation.
+# nobody with a read-only root; vLLM writes caches under $HOME (/root/.cache/vllm), which as nobody is
+# /nonexistent (checked in the image), so it keeps the image's user, with every capability dropped
+# and no privilege escalation.
 NON_ROOT_UID = 65534
 RUNS_AS_NOBODY = {"llamacpp": True, "vllm": False}
 # How long a replica may take to start: the manifest's load_timeout (2 min llama.cpp, 15 min vLLM by
