@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -220,7 +221,7 @@ class OllamaRoutes:
     async def unknown(self, request: web.Request) -> web.Response:
         return refusal(404, f"{request.method} {request.path}: no such Ollama API call here")
 
-    def _translated(self, kind: str) -> Any:
+    def _translated(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
             return await self.forward(request, kind)
 
@@ -238,7 +239,7 @@ class OllamaRoutes:
             name = document.get("model")
             entry = self._entry(name)
             assert isinstance(name, str)
-            path, body = self._request(kind, document, name, entry.engine, entry.name)
+            path, body = self._request(kind, document, entry)
             if body is None:
                 resp: web.StreamResponse = self._loaded(kind, name)
             else:
@@ -278,9 +279,10 @@ class OllamaRoutes:
         return 200
 
     def _request(
-        self, kind: str, document: dict[str, Any], name: str, engine: str, served: str
+        self, kind: str, document: dict[str, Any], entry: ModelEndpoints
     ) -> tuple[str, dict[str, Any] | None]:
         """(path, OpenAI body) for the replica; body None: nothing to ask (Ollama's load call)."""
+        served, engine = entry.name, entry.engine
         try:
             if kind == "chat":
                 if not document.get("messages"):
