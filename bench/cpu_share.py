@@ -71,17 +71,18 @@ def manifest(setup: str) -> str:
 
 async def client(
     session: aiohttp.ClientSession, url: str, body: dict[str, object], until: float
-) -> list[float]:
-    """Requests until ``until``; each one's latency. A failure raises: a benchmark hides none."""
-    latencies = []
+) -> tuple[list[float], list[str]]:
+    """Requests until ``until``; each success's latency, and each failure (counted, never hidden)."""
+    latencies, failures = [], []
     while time.monotonic() < until:
         started = time.monotonic()
         async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
             payload = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"HTTP {resp.status}: {payload}")
-        latencies.append(time.monotonic() - started)
-    return latencies
+            if resp.status == 200:
+                latencies.append(time.monotonic() - started)
+            else:
+                failures.append(f"HTTP {resp.status}: {payload.get('error', {}).get('code')}")
+    return latencies, failures
 
 
 async def point(url: str, concurrency: int, duration: float, args: argparse.Namespace) -> dict[str, float]:
@@ -100,11 +101,13 @@ async def point(url: str, concurrency: int, duration: float, args: argparse.Name
         until = started + duration
         runs = await asyncio.gather(*(client(session, url, body, until) for _ in range(concurrency)))
         elapsed = time.monotonic() - started
-    latencies = [x for run in runs for x in run]
+    latencies = [x for run, _ in runs for x in run]
+    failures = [x for _, run in runs for x in run]
     return {
         "requests": len(latencies),
+        "failed": len(failures),
         "req_per_s": len(latencies) / elapsed,
-        "latency_p50_s": statistics.median(latencies),
+        "latency_p50_s": statistics.median(latencies) if latencies else float("nan"),
     }
 
 
@@ -140,7 +143,9 @@ def table(results: dict[str, list[dict[int, dict[str, float]]]], concurrency: li
     for setup, rounds in results.items():
         rates = {c: statistics.median(r[c]["req_per_s"] for r in rounds) for c in concurrency}
         ratio = " ".join(f"{rates[c] / base[c]:.2f}x" for c in concurrency)
-        lines.append(f"{setup:<14}" + "".join(f"{rates[c]:>14.2f}" for c in concurrency) + f"  {ratio}")
+        failed = sum(r[c]["failed"] for r in rounds for c in concurrency)
+        row = "".join(f"{rates[c]:>14.2f}" for c in concurrency)
+        lines.append(f"{setup:<14}{row}  {ratio}  ({failed} failed)")
     return "\n".join(lines)
 
 
