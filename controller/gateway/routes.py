@@ -210,7 +210,7 @@ class Routes:
             self._record(request, call, delivered or 499, started, api)
             raise
         # The gateway's own errors in Anthropic's shape; the engine's (with the replica header) pass.
-        if api is ANTHROPIC and resp.status >= 400 and REPLICA_HEADER not in resp.headers:
+        if api == ANTHROPIC and resp.status >= 400 and REPLICA_HEADER not in resp.headers:
             resp = in_shape(resp, api)
         self._record(request, call, resp.status, started, api)
         return resp
@@ -233,7 +233,7 @@ class Routes:
             key=key,
             started=started,
             # Messages and Responses streams always end with their usage.
-            stream_usage=wants_stream_usage(document) if api is OPENAI else stream,
+            stream_usage=wants_stream_usage(document) if api == OPENAI else stream,
             stream=stream,
             api=api,
         )
