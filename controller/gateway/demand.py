@@ -54,6 +54,7 @@ class Demand:
     def __init__(self) -> None:
         self._in_flight: dict[str, int] = {}
         self._last_active: dict[str, float] = {}
+        self._keep_alive: dict[str, float] = {}  # seconds a client asked the model to stay (-1: ever)
         self.urgent = asyncio.Event()  # set: report now (a request waits for a cold model)
         # A request waits for a cold model (as of the last report): a model going idle meanwhile
         # may be what it waits for (its memory, by eviction), so that is reported at once too.
@@ -79,6 +80,12 @@ class Demand:
         self.holding = True
         self.urgent.set()
 
+    def keep_alive(self, model: str, seconds: float) -> None:
+        """A client asked ``model`` to stay loaded ``seconds`` after its request (-1: for ever)."""
+        if self._keep_alive.get(model) != seconds:
+            self._keep_alive[model] = seconds
+            self.urgent.set()  # 0 means "unload now": say so without waiting for the interval
+
     def in_flight(self, model: str) -> int:
         """Return how many requests for ``model`` replicas are serving for this process."""
         return self._in_flight.get(model, 0)
@@ -88,7 +95,10 @@ class Demand:
         names = {**self._last_active, **waiting}
         return {
             name: ModelDemand(
-                self._in_flight.get(name, 0), waiting.get(name, 0), self._last_active.get(name, 0.0)
+                self._in_flight.get(name, 0),
+                waiting.get(name, 0),
+                self._last_active.get(name, 0.0),
+                self._keep_alive.get(name),
             )
             for name in names
         }

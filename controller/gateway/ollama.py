@@ -239,6 +239,12 @@ class OllamaRoutes:
             name = document.get("model")
             entry = self._entry(name)
             assert isinstance(name, str)
+            if "keep_alive" in document:  # how long the model stays after this request (on demand)
+                try:
+                    seconds = translate.keep_alive_seconds(document["keep_alive"])
+                except translate.Invalid as exc:
+                    raise Refused(refusal(400, str(exc))) from exc
+                self._admission.demand.keep_alive(entry.name, seconds)
             path, body = self._request(kind, document, entry)
             if body is None:
                 resp: web.StreamResponse = self._loaded(kind, name)

@@ -13,6 +13,7 @@ clock). Errors are ``{"error": "..."}``. Model lists: ``ollama_models``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -39,6 +40,30 @@ _IMAGE_TYPES = {"/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/web
 
 class Invalid(ValueError):
     """The request cannot be translated; its message is the 400's error text."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def keep_alive_seconds(value: Any) -> float:
+    """Ollama's ``keep_alive``: seconds (a number), or a Go duration ('10m', '1h30m', '500ms');
+    negative keeps the model for ever (-1 returned), 0 unloads it now. Raises Invalid."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Invalid("keep_alive must be a number of seconds or a duration such as '5m'")
+    if isinstance(value, str):
+        text = value.strip()
+        negative = text.startswith("-")
+        body = text.lstrip("-+")
+        try:
+            seconds = float(body)
+        except ValueError:
+            parts = _DURATION.findall(body)
+            if not parts or "".join(n + u for n, u in parts) != body:
+                raise Invalid(f"keep_alive {value!r} is not a duration such as '5m' or '1h'") from None
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+        value = -seconds if negative else seconds
+    return -1.0 if value < 0 else float(value)
 
 
 def now_rfc3339() -> str:

@@ -22,13 +22,16 @@ class DemandBoard:
         self.clock = clock
         self._reports: dict[str, tuple[float, DemandReport]] = {}
         self._last_active: dict[str, float] = {}
+        self._keep_alive: dict[str, float] = {}  # the latest keep-alive a client asked, per model
 
     def record(self, report: DemandReport) -> bool:
         """Keep ``report``; returns True when a request waits for some model (reconcile now)."""
         self._reports[report.reporter] = (self.clock(), report)
         for name, demand in report.models.items():
-            if demand.last_active > self._last_active.get(name, 0.0):
+            if demand.last_active >= self._last_active.get(name, 0.0):
                 self._last_active[name] = demand.last_active
+                if demand.keep_alive_s is not None:
+                    self._keep_alive[name] = demand.keep_alive_s
         return any(d.waiting for d in report.models.values())
 
     def current(self) -> dict[str, ModelDemand]:
@@ -37,7 +40,10 @@ class DemandBoard:
         for reporter, (at, _) in list(self._reports.items()):
             if now - at > self.stale_after_s:
                 del self._reports[reporter]
-        total = {name: ModelDemand(last_active=at) for name, at in self._last_active.items()}
+        total = {
+            name: ModelDemand(last_active=at, keep_alive_s=self._keep_alive.get(name))
+            for name, at in self._last_active.items()
+        }
         for _, report in self._reports.values():
             for name, demand in report.models.items():
                 total[name] = total.get(name, ModelDemand()).plus(demand)

@@ -25,7 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.endpoints.demand import ModelDemand
 from controller.manifests.document import ModelManifest
@@ -86,6 +86,16 @@ def desired_count(
     return Decision(max(current, bounds.low), "steady")
 
 
+def kept_alive(bounds: Bounds, keep_alive_s: float | None) -> Bounds:
+    """``bounds`` with a client's keep-alive as the idle timeout (Ollama's ``keep_alive``): -1 keeps
+    the model for ever, 0 lets it go as soon as nothing is in flight; None keeps the manifest's."""
+    if keep_alive_s is None:
+        return bounds
+    if keep_alive_s < 0:
+        return replace(bounds, idle_timeout_s=0.0)  # 0 is "never" for the rule
+    return replace(bounds, idle_timeout_s=max(keep_alive_s, 1e-9))
+
+
 @dataclass(slots=True)
 class _Record:
     count: int
@@ -111,6 +121,7 @@ class Scaler:
         ``running`` (replicas that exist now) seeds the count the first time a model is seen, so a
         restarted controller continues from what it adopts."""
         now = self.clock()
+        bounds = kept_alive(bounds, demand.keep_alive_s)
         record = self._records.get(name)
         if record is None:
             record = self._records[name] = _Record(min(max(running, bounds.low), bounds.high), now)

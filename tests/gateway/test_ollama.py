@@ -330,3 +330,26 @@ def test_table_details_round_trip_and_older_tables_parse() -> None:
     old = {"version": 1, "models": [{"name": "m", "replicas": [{"id": "m-0", "url": "http://a"}]}]}
     entry = EndpointTable.from_json(old).models[0]
     assert (entry.details, entry.engine, entry.unload_after_s, entry.replicas[0].gpus) == (None, "", None, ())
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (0, 0.0),
+        (300, 300.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("-1", -1.0),
+        (-5, -1.0),
+        ("10", 10.0),
+    ],
+)
+def test_keep_alive_takes_ollamas_forms(value: object, seconds: float) -> None:
+    assert t.keep_alive_seconds(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "5x", True, None, [1]])
+def test_keep_alive_refuses_what_is_not_a_duration(value: object) -> None:
+    with pytest.raises(t.Invalid):
+        t.keep_alive_seconds(value)

@@ -176,3 +176,27 @@ async def test_a_controller_restarted_mid_scale_adopts_what_runs(
             await asyncio.sleep(1.5)
             assert {c.id for c in managed(docker_client, instance)} == before
         assert rc.reconciler.on_demand.scaling["smollm2"].desired == 2
+
+
+async def test_ollamas_keep_alive_sets_how_long_an_on_demand_model_stays(
+    tmp_path: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
+) -> None:
+    """`keep_alive: 0` (the official ollama client) unloads a model whose idle_timeout is 10 minutes
+    once its request is answered; a later request with `keep_alive: -1` keeps it."""
+    import ollama
+
+    (tmp_path / "m.yaml").write_text(on_demand("smollm2", "idle_timeout: 10m\n"))
+    async with running_controller(settings(tmp_path, model_root, instance), gateway=gateway()) as rc:
+        await first_pass(rc)
+        client = ollama.AsyncClient(host=str(rc.gateway_url))
+        answer = await client.generate(
+            model="smollm2", prompt="Say hi.", options={"num_predict": 4}, keep_alive=0
+        )
+        assert answer.response
+        await wait_for(
+            "unloaded after its request (keep_alive 0)", lambda: not running(docker_client, instance), 30
+        )
+        await client.generate(model="smollm2", prompt="Say hi.", options={"num_predict": 4}, keep_alive=-1)
+        await asyncio.sleep(8)  # several passes and demand reports: it stays
+        assert len(running(docker_client, instance)) == 1
+        assert "idle" not in rc.reconciler.on_demand.scaling["smollm2"].reason

@@ -115,3 +115,33 @@ def test_demand_reports_parse_and_refuse_nonsense_by_field() -> None:
     ]:
         with pytest.raises(ValueError, match=words):
             DemandReport.from_json(bad)
+
+
+def test_a_clients_keep_alive_overrides_the_idle_timeout() -> None:
+    """Ollama's keep_alive: 0 lets the model go as soon as nothing is in flight, -1 keeps it for
+    ever, N seconds replaces the manifest's idle_timeout; a fixed model ignores it."""
+    clock = Clock()
+    bounds = Bounds(low=0, high=1, target=1, idle_timeout_s=300)
+    used = clock.now
+    cases = [(0.0, 1, 0), (-1.0, 10_000, 1), (30.0, 29, 1), (30.0, 31, 0), (None, 299, 1)]
+    for keep, later, count in cases:
+        scaler = Scaler(clock=clock)
+        scaler.started = used
+        clock.now = used + later
+        demand = ModelDemand(last_active=used, keep_alive_s=keep)
+        assert scaler.decide("m", bounds, demand, running=1).count == count, (keep, later)
+    fixed = Bounds(low=1, high=1, target=1, idle_timeout_s=300)
+    assert Scaler(clock=clock).decide("m", fixed, ModelDemand(keep_alive_s=0.0), running=1).count == 1
+
+
+def test_the_board_remembers_the_latest_keep_alive_and_reports_carry_it() -> None:
+    clock = Clock()
+    board = DemandBoard(stale_after_s=10, clock=clock)
+    board.record(DemandReport("a", {"m": ModelDemand(last_active=5.0, keep_alive_s=600.0)}))
+    board.record(DemandReport("b", {"m": ModelDemand(last_active=6.0, keep_alive_s=0.0)}))
+    assert board.demand("m").keep_alive_s == 0.0  # the latest request's word wins
+    clock.now += 11
+    assert board.demand("m").keep_alive_s == 0.0  # remembered after the reporters went quiet
+    report = DemandReport("g", {"m": ModelDemand(1, 0, 2.0, -1.0), "n": ModelDemand(0, 1, 3.0)})
+    assert DemandReport.from_json(report.to_json()) == report
+    assert "keep_alive_s" not in report.to_json()["models"]["n"]
