@@ -15,9 +15,7 @@ import docker
 import docker.errors
 import pytest
 
-from controller.runtime.docker import remove_all
-
-from .support import GGUF
+from .support import GGUF, remove_instance
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +55,4 @@ def instance(docker_client: docker.DockerClient) -> Iterator[str]:
     """A controller instance (and network) of this test's own; everything it started is removed."""
     name = f"test-{uuid.uuid4().hex[:8]}"
     yield name
-    remove_all(docker_client, name)
-    for network in docker_client.networks.list(names=[f"modelctl-{name}"]):
-        network.remove()
+    remove_instance(docker_client, name)

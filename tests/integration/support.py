@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +14,13 @@ import aiohttp
 import docker
 import docker.errors
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from controller.app import RunningController
+from controller.app import RunningController, running_controller
+from controller.gateway.settings import GatewaySettings
 from controller.reconcile.lifecycle import LifecycleSettings
 from controller.runtime import labels
+from controller.runtime.docker import remove_all
 from controller.settings import ControllerSettings
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -61,6 +66,47 @@ async def wait_ready(rc: RunningController, model: str, replicas: int, timeout: 
     return await wait_for(
         f"{model} with {replicas} ready replicas", check, timeout, detail=lambda: str(rc.reconciler.replicas)
     )
+
+
+def remove_instance(client: docker.DockerClient, instance: str) -> None:
+    """Remove every container a test's controller instance started, and its network."""
+    remove_all(client, instance)
+    for network in client.networks.list(names=[f"modelctl-{instance}"]):
+        network.remove()
+
+
+@asynccontextmanager
+async def serving(
+    config: ControllerSettings, gateway: GatewaySettings, ready: dict[str, int], client: docker.DockerClient
+) -> AsyncIterator[RunningController]:
+    """A controller and in-process gateway for a test module, with ``ready`` replicas of each model;
+    everything it started is removed on the way out."""
+    try:
+        async with running_controller(config, gateway=gateway) as rc:
+            for model, replicas in ready.items():
+                await wait_ready(rc, model, replicas)
+            yield rc
+    finally:
+        remove_instance(client, config.instance)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(rc: RunningController) -> Samples:
+    """The gateway's /metrics as (name, sorted labels) -> value."""
+    async with aiohttp.ClientSession() as session, session.get(f"{rc.gateway_url}/metrics") as resp:
+        text = await resp.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
 def managed(client: docker.DockerClient, instance: str) -> list[docker.models.containers.Container]:

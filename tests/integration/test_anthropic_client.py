@@ -21,13 +21,11 @@ import anthropic
 import docker
 import pytest
 import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 
-from controller.app import RunningController, running_controller
+from controller.app import RunningController
 from controller.gateway.settings import GatewaySettings
-from controller.runtime.docker import remove_all
 
-from .support import GGUF, settings, wait_ready
+from .support import GGUF, scrape, serving, settings, total
 
 pytestmark = [
     pytest.mark.docker,
@@ -54,33 +52,13 @@ async def stack(
     instance = f"test-{uuid.uuid4().hex[:8]}"
     config = settings(manifests, model_root, instance)
     gateway = GatewaySettings(host="127.0.0.1", port=0, api_keys_file=private / "keys.yaml")
-    try:
-        async with running_controller(config, gateway=gateway) as rc:
-            await wait_ready(rc, "smollm2", 2)
-            yield rc
-    finally:
-        remove_all(docker_client, instance)
-        for network in docker_client.networks.list(names=[f"modelctl-{instance}"]):
-            network.remove()
+    async with serving(config, gateway, {"smollm2": 2}, docker_client) as rc:
+        yield rc
 
 
 def client(rc: RunningController, key: str = ALICE) -> anthropic.AsyncAnthropic:
     assert rc.gateway_url is not None
     return anthropic.AsyncAnthropic(base_url=rc.gateway_url, api_key=key, max_retries=0, timeout=60)
-
-
-async def scrape(rc: RunningController) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(f"{rc.gateway_url}/metrics") as resp:
-        text = await resp.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
 
 
 async def test_messages_not_streamed(stack: RunningController) -> None:

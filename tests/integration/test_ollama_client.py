@@ -21,11 +21,10 @@ import ollama
 import pytest
 import pytest_asyncio
 
-from controller.app import RunningController, running_controller
+from controller.app import RunningController
 from controller.gateway.settings import GatewaySettings
-from controller.runtime.docker import remove_all
 
-from .support import GGUF, settings, wait_ready
+from .support import GGUF, serving, settings
 
 pytestmark = [
     pytest.mark.docker,
@@ -52,14 +51,8 @@ async def stack(
     instance = f"test-{uuid.uuid4().hex[:8]}"
     config = settings(manifests, model_root, instance)
     gateway = GatewaySettings(host="127.0.0.1", port=0, api_keys=(KEY,))
-    try:
-        async with running_controller(config, gateway=gateway) as rc:
-            await wait_ready(rc, "smollm2", 1)
-            yield rc
-    finally:
-        remove_all(docker_client, instance)
-        for network in docker_client.networks.list(names=[f"modelctl-{instance}"]):
-            network.remove()
+    async with serving(config, gateway, {"smollm2": 1}, docker_client) as rc:
+        yield rc
 
 
 def client(stack: RunningController) -> ollama.Client:

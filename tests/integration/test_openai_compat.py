@@ -28,13 +28,12 @@ import pytest_asyncio
 from openai_surface import USER, Summary, summarize_async, summarize_sync
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.app import RunningController, running_controller
+from controller.app import RunningController
 from controller.endpoints.table import Replica
 from controller.engines.llamacpp import IDLE_PATH, is_idle
 from controller.gateway.settings import GatewaySettings
-from controller.runtime.docker import remove_all
 
-from .support import GGUF, settings, wait_ready
+from .support import GGUF, serving, settings
 
 pytestmark = [
     pytest.mark.docker,
@@ -71,16 +70,8 @@ async def stack(
     gateway = GatewaySettings(
         host="127.0.0.1", port=0, api_keys=(KEY,), queue_per_slot=1, queue_min=0, cold_start_wait_s=1.0
     )
-    try:
-        async with running_controller(config, gateway=gateway) as rc:
-            await wait_ready(rc, "smollm2", 1)
-            await wait_ready(rc, "slow", 1)
-            await wait_ready(rc, "victim", 1)
-            yield rc
-    finally:
-        remove_all(docker_client, instance)
-        for network in docker_client.networks.list(names=[f"modelctl-{instance}"]):
-            network.remove()
+    async with serving(config, gateway, {"smollm2": 1, "slow": 1, "victim": 1}, docker_client) as rc:
+        yield rc
 
 
 def base_url(rc: RunningController) -> str:
