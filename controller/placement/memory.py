@@ -16,15 +16,18 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from controller.endpoints.table import Details
 from controller.errors import ModelctlError
 
 if TYPE_CHECKING:
     from controller.manifests.loader import LoadedModel
+
+T = TypeVar("T")
 
 GiB = 1024**3
 MiB = 1024**2
@@ -190,17 +193,26 @@ def read_weights(path: Path) -> WeightsInfo:
     if not path.exists():
         raise EstimateError(f"{path}: no such file or folder")
     try:
-        key = fingerprint(path)
-        info = _READ.get(key)
-        if info is None:
-            is_gguf = path.is_file() and path.suffix.lower() == ".gguf"
-            info = read_gguf(path) if is_gguf else read_safetensors(path)
-            if len(_READ) >= _READ_MAX:
-                _READ.clear()
-            _READ[key] = info
-        return info
+        return by_version(_READ, path, read_gguf, read_safetensors)
     except OSError as exc:
         raise EstimateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def by_version(
+    cache: dict[tuple[tuple[str, int, int], ...], T],
+    path: Path,
+    gguf: Callable[[Path], T],
+    other: Callable[[Path], T],
+) -> T:
+    """``gguf(path)`` for a .gguf file, else ``other(path)``, read once per version of the files."""
+    key = fingerprint(path)
+    found = cache.get(key)
+    if found is None:
+        found = gguf(path) if path.is_file() and path.suffix.lower() == ".gguf" else other(path)
+        if len(cache) >= _READ_MAX:
+            cache.clear()
+        cache[key] = found
+    return found
 
 
 def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
@@ -474,15 +486,7 @@ def describe(model: LoadedModel) -> Details:
         engine = model.manifest.resolved_engine
         return Details(format="gguf" if engine == "llamacpp" else "safetensors", quantization=tag.upper())
     try:
-        key = fingerprint(weights)
-        found = _DESCRIBED.get(key)
-        if found is None:
-            is_gguf = weights.is_file() and weights.suffix.lower() == ".gguf"
-            found = describe_gguf(weights) if is_gguf else describe_safetensors(weights)
-            if len(_DESCRIBED) >= _READ_MAX:
-                _DESCRIBED.clear()
-            _DESCRIBED[key] = found
-        return found
+        return by_version(_DESCRIBED, weights, describe_gguf, describe_safetensors)
     except (EstimateError, OSError, ValueError, KeyError, TypeError):
         return Details(size=on_disk(weights) if weights.exists() else 0)
 
