@@ -5,17 +5,29 @@ environment (compose) or the command line (cli). No globals: the composition roo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from controller.errors import ModelctlError
 from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.scaling import ScalingSettings
 
+V = TypeVar("V")
+
 
 def _paths(value: str) -> tuple[Path, ...]:
     return tuple(Path(p).absolute() for p in value.split(os.pathsep) if p)
+
+
+def _value(name: str, value: str, kind: Callable[[str], V]) -> V:
+    """``kind(value)``, or one clear error naming the variable."""
+    try:
+        return kind(value)
+    except ValueError as exc:
+        what = getattr(kind, "__name__", "value")
+        raise ModelctlError(f"{name}={value!r}: not a valid {what}") from exc
 
 
 def _size(name: str, value: str) -> int:
@@ -93,9 +105,9 @@ class ControllerSettings:
             ("drain_grace_s", "MODELCTL_DRAIN_GRACE_S", float),
         ):
             if name in env:
-                values[key] = kind(env[name])
+                values[key] = _value(name, env[name], kind)
         windows = {
-            key: float(env[name])
+            key: _value(name, env[name], float)
             for key, name in (
                 ("up_window_s", "MODELCTL_SCALE_UP_WINDOW_S"),
                 ("down_window_s", "MODELCTL_SCALE_DOWN_WINDOW_S"),

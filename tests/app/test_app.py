@@ -4,12 +4,13 @@ manifest errors named as the user knows the folder."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 
 from controller.app import connect_with_retry, manifest_loader
-from controller.errors import InvalidManifests, RuntimeUnavailable
+from controller.errors import InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.settings import ControllerSettings
 
 
@@ -65,3 +66,28 @@ def test_a_missing_manifest_folder_is_named_as_shown(tmp_path: Path) -> None:
     settings = ControllerSettings(manifests=tmp_path / "gone", manifests_shown_as="./models")
     with pytest.raises(InvalidManifests, match=r"\./models: no such file or folder"):
         manifest_loader(settings)()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"MODELCTL_SCALE_DOWN_WINDOW_S": "soon"}, "MODELCTL_SCALE_DOWN_WINDOW_S='soon': not a valid float"),
+        ({"MODELCTL_API_PORT": "eighty"}, "MODELCTL_API_PORT='eighty': not a valid int"),
+        ({"MODELCTL_CPU_MEMORY": "lots"}, "MODELCTL_CPU_MEMORY: 'lots' is not a size"),
+    ],
+)
+def test_a_bad_controller_variable_is_one_error_naming_it(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ModelctlError, match=re.escape(words)):
+        ControllerSettings.from_env(env)
+
+
+def test_on_demand_variables_reach_the_settings() -> None:
+    settings = ControllerSettings.from_env(
+        {
+            "MODELCTL_CPU_MEMORY": "2GiB",
+            "MODELCTL_SCALE_UP_WINDOW_S": "2",
+            "MODELCTL_SCALE_DOWN_WINDOW_S": "30",
+        }
+    )
+    assert settings.cpu_memory == 2 * 1024**3
+    assert (settings.scaling.up_window_s, settings.scaling.down_window_s) == (2.0, 30.0)
