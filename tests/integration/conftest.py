@@ -23,17 +23,6 @@ LLAMACPP_IMAGE = "modelctl/llamacpp:server"
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); run `make docker` (or `make test`)")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
 def images(docker_client: docker.DockerClient) -> None:
     for tag in (LLAMACPP_IMAGE,):
         try:

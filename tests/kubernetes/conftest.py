@@ -3,8 +3,6 @@ copied from it). They do not skip: without an engine or images they fail naming 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import docker
 import docker.errors
 import pytest
@@ -14,16 +12,11 @@ LLAMACPP_IMAGE = "modelctl/llamacpp:server"
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); run `make docker` (or `make test`)")
+def docker_client(docker_client: docker.DockerClient) -> docker.DockerClient:
+    """tests/conftest.py's client, once the images these tests run are there."""
     for tag in (MODELCTL_IMAGE, LLAMACPP_IMAGE):
         try:
-            client.images.get(tag)
+            docker_client.images.get(tag)
         except docker.errors.ImageNotFound:
             pytest.fail(f"image {tag} is missing; run `make images`")
-    yield client
-    client.close()
+    return docker_client
