@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints, Replica
-from controller.gateway import errors
+from controller.gateway import errors, messages
 from controller.gateway.admission import Admission, Rejected, Slot
 from controller.gateway.deadlines import OpenDeadline, ReadDeadline, Watchdog
 from controller.gateway.metrics import (
@@ -464,6 +464,7 @@ class Proxy:
         watch = ReadDeadline(self._settings.read_timeout_s, upstream)
         self._watchdog.add(watch)
         chunk = b""
+        mend = is_sse and call.api == ANTHROPIC and upstream.status == 200
         try:
             while True:
                 watch.reading_since = loop.time()
@@ -475,6 +476,8 @@ class Proxy:
                 watch.reading_since = None
                 if not chunk:
                     break
+                if mend and call.first_byte_s is None:
+                    chunk = messages.mended(chunk, call.entry.name)
                 try:
                     await resp.write(chunk)
                 except ConnectionError:  # aiohttp's ClientConnectionResetError is one

@@ -126,6 +126,7 @@ class FakeLlamaServer:
         self.promised_length = 1000  # the Content-Length a truncated answer promises
         self.sent_last = False
         self.linger_s = 0.0  # after the last event, wait this long before ending the body
+        self.skip_message_start = False  # as llama-server does when the first token ends mid-character
         self.cancelled = asyncio.Event()  # set when the stream was cut off from our side
         self.hold: asyncio.Event | None = None  # every request waits on it before answering
         self.active = 0  # requests being answered now
@@ -231,7 +232,8 @@ class FakeLlamaServer:
             return web.json_response(anthropic_message(body["model"], text))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for event in anthropic_events(body["model"], text):
+        events = anthropic_events(body["model"], text)
+        for event in events[1:] if self.skip_message_start else events:
             await resp.write(event)
             if self.break_after_first:
                 assert request.transport is not None

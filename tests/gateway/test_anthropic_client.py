@@ -64,6 +64,23 @@ async def test_messages_pass_through_streamed_and_not_with_usage_counted(
     assert samples[(tokens, (("api", "anthropic"), ("kind", "completion"), ("model", "m")))] == 3 + 3
 
 
+async def test_a_stream_without_message_start_is_mended_for_the_client(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.skip_message_start = True  # llama-server, when the first token ends inside a character
+    gateway = await start_gateway(table_of(("m", ("m-alias",), [url])), api_keys=(KEY,))
+    async with client_for(gateway) as client, client.messages.stream(model="m-alias", **ASK) as stream:
+        text = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()  # the SDK asserts on a stream without message_start
+    assert text == "hello from a" and final.model == "m" and final.usage.output_tokens == 3
+    async with client_for(gateway) as client:
+        fake.skip_message_start = False
+        async with client.messages.stream(model="m", **ASK) as stream:
+            final = await stream.get_final_message()
+    assert final.id == "msg_1", "a stream that starts right passes untouched"
+
+
 async def test_bearer_auth_token_is_accepted_too(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:
