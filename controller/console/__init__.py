@@ -1,0 +1,6 @@
+"""The console: what people look at (the web page at the API's root) and what it is built from.
+
+Gateway metrics scraped over the internal network into 15-minute series, the last requests per
+model, energy per GPU attributed to replicas, all read by the page through the controller's API.
+It sits above the reconciler (it reads its state) and below the API (which serves it).
+"""
