@@ -11,20 +11,28 @@ or after S seconds with the unchanged table. ``GET /v1/status`` is what ``modelc
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from aiohttp import web
 
+from controller.access import key_middleware
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
+from controller.errors import ModelctlError
 from controller.reconcile import metrics
 from controller.reconcile.loop import Reconciler
 
 MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
 
 
-def create_api(store: EndpointStore, reconciler: Reconciler) -> web.Application:
-    """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz."""
-    app = web.Application()
+def create_api(
+    store: EndpointStore, reconciler: Reconciler, *, keys_file: Path | None = None
+) -> web.Application:
+    """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz; with
+    ``keys_file``, /v1/* wants one of its keys (``controller.access``)."""
+    if keys_file is not None and not keys_file.is_file():
+        raise ModelctlError(f"MODELCTL_CONTROLLER_KEYS_FILE={keys_file}: no such file")
+    app = web.Application(middlewares=[key_middleware(keys_file)] if keys_file is not None else [])
 
     async def endpoints(request: web.Request) -> web.Response:
         try:

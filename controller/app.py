@@ -86,7 +86,7 @@ async def running_controller(
             asyncio.create_task(watch_docker_events(runtime, reconciler.wake.set), name="docker-events"),
         ]
         try:
-            api = create_api(store, reconciler)
+            api = create_api(store, reconciler, keys_file=settings.api_keys_file)
             api_url = await serve(
                 api, settings.api_host, settings.api_port, runners, what="the controller API"
             )

@@ -60,6 +60,10 @@ class ControllerSettings:
     # and publishes it on the host's loopback only (127.0.0.1:8081, for `./modelctl status`).
     api_host: str = "127.0.0.1"
     api_port: int = 8081
+    # Keys the API wants on /v1/* (the gateway's keys file format), for publishing it beyond the
+    # loopback (``controller.access``); the gateway then sends MODELCTL_CONTROLLER_KEY. None: open.
+    # MODELCTL_CONTROLLER_KEYS_FILE.
+    api_keys_file: Path | None = None
     # Docker engine address; None means DOCKER_HOST or the local socket.
     docker_url: str | None = None
     # Seconds between passes once everything is ready (events and starting replicas come sooner).
@@ -91,6 +95,8 @@ class ControllerSettings:
         ):
             if env.get(name):
                 values[key] = _size(name, env[name])
+        if env.get("MODELCTL_CONTROLLER_KEYS_FILE"):
+            values["api_keys_file"] = Path(env["MODELCTL_CONTROLLER_KEYS_FILE"])
         if "MODELCTL_MODEL_ROOTS" in env:
             values["model_roots"] = _paths(env["MODELCTL_MODEL_ROOTS"])
         for key, name, kind in (

@@ -50,7 +50,9 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
     Each worker process reports its own demand (under its own reporter id); the controller adds
     the reports up.
     """
-    async with aiohttp.ClientSession() as controller_session:
+    key = settings.controller_key
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    async with aiohttp.ClientSession(headers=headers) as controller_session:
         table, sink, following = table_source(settings, controller_session)
         follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
         app = create_app(table, settings, demand_sink=sink)

@@ -36,6 +36,9 @@ class GatewaySettings:
     # The controller's internal API, which serves GET /v1/endpoints (compose: http://controller:8081).
     # Env MODELCTL_CONTROLLER_URL, CLI --controller-url.
     controller_url: str = "http://127.0.0.1:8081"
+    # The key the gateway sends the controller (Authorization: Bearer) when the controller's API
+    # wants keys (its MODELCTL_CONTROLLER_KEYS_FILE). Never logged. Env MODELCTL_CONTROLLER_KEY.
+    controller_key: str | None = field(default=None, repr=False)
     # Bearer tokens accepted on /v1/*; empty = open (said once at start-up). /healthz, /readyz and
     # /metrics stay open (probes and scrapers carry no key). Env MODELCTL_API_KEYS (comma-separated)
     # and/or MODELCTL_API_KEYS_FILE (its keys are here too, for the start-up line).
@@ -157,6 +160,8 @@ class GatewaySettings:
             if name in env:
                 values[key] = _parse(name, env[name], _KINDS[key])
         keys = _split_keys(env.get("MODELCTL_API_KEYS", ""))
+        if env.get("MODELCTL_CONTROLLER_KEY"):
+            values["controller_key"] = env["MODELCTL_CONTROLLER_KEY"].strip()
         if env.get("MODELCTL_API_KEYS_FILE"):
             values["api_keys_file"] = Path(env["MODELCTL_API_KEYS_FILE"])
             keys += read_keys_file(Path(env["MODELCTL_API_KEYS_FILE"]))
