@@ -2,14 +2,17 @@
 and how much memory is free on each right now.
 
 Static facts (index, UUID, name, total memory, compute capability, MIG mode and MIG devices) are kept
-apart from live usage (free/used memory, utilisation, processes): facts change only when the machine
-does, usage changes every second. Placement (``controller.placement.place``) needs both.
+apart from live usage (free/used memory, utilisation, processes, power, the energy counter): facts
+change only when the machine does, usage changes every second. Placement
+(``controller.placement.place``) needs both; the console's energy meter (``controller.console.energy``)
+reads power and the cumulative energy counter of each physical GPU.
 
 Never invent a value. No library, no driver, or an NVMLError from nvmlInit gives an empty Inventory
 whose ``reason`` says why; a single query that fails (e.g. NotSupported) leaves that value None and
-adds a note. ``read_inventory`` never raises for an NVML problem, and always calls nvmlShutdown after
-a successful nvmlInit. The NVML module is a parameter, so tests replay recorded output through the
-same code path a real GPU takes.
+adds a note; NotSupported for power or the energy counter (GPUs before Volta have no counter) is an
+answer, None without a note. ``read_inventory`` never raises for an NVML problem, and always calls
+nvmlShutdown after a successful nvmlInit. The NVML module is a parameter, so tests replay recorded
+output through the same code path a real GPU takes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 MigMode = Literal["enabled", "disabled", "unsupported"]
@@ -62,6 +65,10 @@ class Usage:
     memory_used: int | None  # bytes, the driver's own reservation included
     utilization: int | None  # percent of time a kernel ran, over the driver's last sample period
     processes: tuple[GpuProcess, ...] = ()
+    # Physical GPUs only (None on MIG devices): the board's draw now, and its cumulative energy since
+    # the driver loaded (nvmlDeviceGetTotalEnergyConsumption, millijoules). None: NVML cannot tell.
+    power_w: float | None = None
+    energy_mj: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +174,19 @@ class Reader:
             self.notes.append(f"{where}: {function}: {exc}")
             return None
 
+    def optional(self, where: str, function: str, *args: Any) -> Any:
+        """Like ``query``, but NotSupported is an answer (None, no note): the device has no such value."""
+        call = getattr(self.nvml, function, None)
+        if call is None:
+            self.notes.append(f"{where}: {function}: not in this nvidia-ml-py")
+            return None
+        try:
+            return call(*args)
+        except self.nvml.NVMLError as exc:
+            if not isinstance(exc, getattr(self.nvml, "NVMLError_NotSupported", ())):
+                self.notes.append(f"{where}: {function}: {exc}")
+        return None
+
 
 def read_initialised(nvml: Any) -> Inventory:
     reader = Reader(nvml)
@@ -181,7 +201,8 @@ def read_initialised(nvml: Any) -> Inventory:
         if gpu is None:
             continue
         gpus.append(gpu)
-        usage.append(read_usage(reader, f"GPU {index}", gpu.uuid, handle))
+        where = f"GPU {index}"
+        usage.append(with_power(reader, where, read_usage(reader, where, gpu.uuid, handle), handle))
         for mig, mig_handle in zip(gpu.mig_devices, mig_handles, strict=True):
             usage.append(read_usage(reader, f"MIG {index}/{mig.index}", mig.uuid, mig_handle))
     return Inventory(
@@ -274,6 +295,17 @@ def read_usage(reader: Reader, where: str, uuid: str, handle: Any) -> Usage:
         memory_used=memory.used if memory is not None else None,
         utilization=rates.gpu if rates is not None else None,
         processes=read_processes(reader, where, handle),
+    )
+
+
+def with_power(reader: Reader, where: str, usage: Usage, handle: Any) -> Usage:
+    """``usage`` with the GPU's power draw (NVML: milliwatts) and energy counter (millijoules)."""
+    milliwatts = reader.optional(where, "nvmlDeviceGetPowerUsage", handle)
+    energy = reader.optional(where, "nvmlDeviceGetTotalEnergyConsumption", handle)
+    return replace(
+        usage,
+        power_w=None if milliwatts is None else int(milliwatts) / 1000,
+        energy_mj=None if energy is None else int(energy),
     )
 
 

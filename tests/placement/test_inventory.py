@@ -1,145 +1,35 @@
 """The NVML inventory, driven through the real adapter by a replay of recorded NVML output.
 
-``NvmlReplay`` stands in for the pynvml module (same function names, handles, NVMLError classes with
-NVML's own messages), answering from the recorded H200 snapshot (tests/fixtures/nvml, a copy of
-../shared/fixtures/nvml) or from synthetic machines made from it. The synthetic inventories are also
-kept as JSON in tests/fixtures/inventories for the placement tests;
-``PYTHONPATH=. python tests/placement/test_inventory.py`` rewrites them.
+``NvmlReplay`` (nvml_replay.py) stands in for the pynvml module, answering from the recorded H200
+snapshot (tests/fixtures/nvml, a copy of ../shared/fixtures/nvml) or from synthetic machines made
+from it. The synthetic inventories are also kept as JSON in tests/fixtures/inventories for the
+placement tests; ``PYTHONPATH=.:tests python tests/placement/test_inventory.py`` rewrites them.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import json
-import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from controller.placement.inventory import GpuProcess, Inventory, read_inventory
+from placement.nvml_replay import (
+    NOT_SUPPORTED,
+    SMI_CSV,
+    Answers,
+    EnergyCounter,
+    NvmlReplay,
+    device,
+    load_snapshot,
+    machine,
+    proc,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-# Copies of ../shared/fixtures/nvml (recorded on a real H200), so a fresh clone tests the same bytes.
-NVML_FIXTURES = Path(os.environ.get("MODELCTL_NVML_FIXTURES", REPO / "tests" / "fixtures" / "nvml"))
-SNAPSHOT = NVML_FIXTURES / "h200-nvml-snapshot.json"
-SMI_CSV = NVML_FIXTURES / "h200-nvidia-smi-query.csv"
 INVENTORIES = REPO / "tests" / "fixtures" / "inventories"
 GiB = 1024**3
-
-
-class NVMLError(Exception):
-    """Like pynvml.NVMLError: one subclass per NVML error, str() is NVML's message."""
-
-
-def error_class(name: str) -> type[NVMLError]:
-    return type(name, (NVMLError,), {})
-
-
-ERRORS = {
-    name: error_class(name)
-    for name in (
-        "NVMLError_NotSupported",
-        "NVMLError_NotFound",
-        "NVMLError_LibraryNotFound",
-        "NVMLError_DriverNotLoaded",
-        "NVMLError_NoPermission",
-        "NVMLError_Unknown",
-    )
-}
-
-
-def as_error(recorded: str) -> NVMLError:
-    """'NVMLError_NotSupported: Not Supported' -> that error, as pynvml raises it."""
-    name, _, message = recorded.partition(": ")
-    return ERRORS.get(name, ERRORS["NVMLError_Unknown"])(message)
-
-
-def as_struct(value: Any) -> Any:
-    """Recorded dicts come back as ctypes-like structs (attributes), lists element by element."""
-    if isinstance(value, dict):
-        return SimpleNamespace(**value)
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return [SimpleNamespace(**v) for v in value]
-    return value
-
-
-class Handle:
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.record = record
-
-
-class NvmlReplay:
-    """Stands in for the pynvml module, answering from a recorded snapshot."""
-
-    NVMLError = NVMLError
-
-    def __init__(self, snapshot: dict[str, Any], *, init_error: str | None = None) -> None:
-        self.snapshot = snapshot
-        self.init_error = init_error
-        self.calls: list[str] = []
-        for name, cls in ERRORS.items():
-            setattr(self, name, cls)
-
-    def nvmlInit(self) -> None:
-        self.calls.append("nvmlInit")
-        if self.init_error:
-            raise as_error(self.init_error)
-
-    def nvmlShutdown(self) -> None:
-        self.calls.append("nvmlShutdown")
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
-        return Handle(self.snapshot["devices"][index])
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Handle, index: int) -> Handle:
-        migs = handle.record.get("nvmlDeviceGetMigDeviceHandleByIndex") or []
-        if index >= len(migs) or migs[index] is None:
-            raise as_error("NVMLError_NotFound: Not Found")
-        return Handle(migs[index])
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.snapshot["calls"]:
-            return lambda: self.answer(self.snapshot["calls"][name])
-        if name.startswith("nvmlDevice"):
-            return lambda handle, *_: self.answer(handle.record[name])
-        raise AttributeError(name)
-
-    def answer(self, recorded: Any) -> Any:
-        if isinstance(recorded, str) and recorded.startswith("NVMLError"):
-            raise as_error(recorded)
-        return as_struct(recorded)
-
-
-# --- synthetic machines, made from the recorded H200 ---------------------------------------------------
-
-
-def load_snapshot() -> dict[str, Any]:
-    if not SNAPSHOT.is_file():
-        pytest.skip(f"NVML snapshot not found at {SNAPSHOT} (set MODELCTL_NVML_FIXTURES)")
-    data: dict[str, Any] = json.loads(SNAPSHOT.read_text())
-    return data
-
-
-def device(base: dict[str, Any], index: int, *, used: int = 0, procs: list[Any] | None = None) -> Any:
-    """A copy of the recorded device as GPU ``index``: its own UUID, ``used`` more bytes in use."""
-    record = copy.deepcopy(base)
-    record["nvmlDeviceGetUUID"] = base["nvmlDeviceGetUUID"][:-4] + f"{index:04x}"
-    record["nvmlDeviceGetMinorNumber"] = index
-    memory = record["nvmlDeviceGetMemoryInfo"]
-    memory["used"] += used
-    memory["free"] -= used
-    record["nvmlDeviceGetComputeRunningProcesses"] = procs or []
-    return record
-
-
-def machine(snapshot: dict[str, Any], devices: list[Any]) -> dict[str, Any]:
-    data = copy.deepcopy(snapshot)
-    data["devices"] = devices
-    data["calls"]["nvmlDeviceGetCount"] = len(devices)
-    return data
 
 
 def mig_device(base: dict[str, Any], gi: int, profile: str, gib: float, used: int = 0) -> dict[str, Any]:
@@ -152,10 +42,6 @@ def mig_device(base: dict[str, Any], gi: int, profile: str, gib: float, used: in
         "nvmlDeviceGetComputeRunningProcesses": [],
         "nvmlDeviceGetGraphicsRunningProcesses": [],
     }
-
-
-def proc(pid: int, gib: float) -> dict[str, int]:
-    return {"pid": pid, "usedGpuMemory": int(gib * GiB)}
 
 
 def synthetic(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -327,7 +213,7 @@ def test_inventory_fixture_files_are_current(name: str) -> None:
     """The JSON the placement tests load is what the adapter makes of the synthetic machines."""
     expected = read_inventory(NvmlReplay(synthetic(load_snapshot())[name])).to_json() + "\n"
     assert (INVENTORIES / f"{name}.json").read_text() == expected, (
-        "run: PYTHONPATH=. python tests/placement/test_inventory.py"
+        "run: PYTHONPATH=.:tests python tests/placement/test_inventory.py"
     )
 
 
@@ -359,3 +245,49 @@ def test_gpus_table_shows_missing_values_as_dashes() -> None:
     assert Inventory.from_json(gpus_json(inv)) == inv
     empty = Inventory(reason="NVML unavailable: libnvidia-ml.so.1 not found")
     assert gpus_table(empty) == "No GPUs: NVML unavailable: libnvidia-ml.so.1 not found"
+
+
+# --- power and the energy counter -------------------------------------------------------------------
+
+
+def test_recorded_power_and_no_recorded_energy_counter() -> None:
+    """The snapshot's nvmlDeviceGetPowerUsage (129254 mW); the counter was not recorded: None."""
+    inv = read_inventory(NvmlReplay(load_snapshot()))
+    usage = inv.usage[0]
+    assert (usage.power_w, usage.energy_mj) == (129.254, None)
+    assert inv.notes == ()  # NotSupported is an answer for power and energy, not a failure
+
+
+def test_energy_counter_advances_between_reads() -> None:
+    snapshot = load_snapshot()
+    snapshot["devices"][0]["nvmlDeviceGetTotalEnergyConsumption"] = EnergyCounter(
+        5_000_000, watts=129.254, seconds=5
+    )
+    replay = NvmlReplay(snapshot)
+    first, second = read_inventory(replay), read_inventory(replay)
+    assert (first.usage[0].energy_mj, second.usage[0].energy_mj) == (5_000_000, 5_646_270)
+
+
+def test_power_and_energy_failures_other_than_not_supported_are_noted() -> None:
+    snapshot = load_snapshot()
+    record = snapshot["devices"][0]
+    record["nvmlDeviceGetPowerUsage"] = NOT_SUPPORTED
+    record["nvmlDeviceGetTotalEnergyConsumption"] = Answers("NVMLError_Unknown: Unknown Error", 42)
+    replay = NvmlReplay(snapshot)
+    failed, then = read_inventory(replay), read_inventory(replay)
+    assert (failed.usage[0].power_w, failed.usage[0].energy_mj) == (None, None)
+    assert failed.notes == ("GPU 0: nvmlDeviceGetTotalEnergyConsumption: Unknown Error",)
+    assert then.usage[0].energy_mj == 42 and then.notes == ()
+
+
+def test_mig_devices_have_no_power_of_their_own() -> None:
+    inv = read_inventory(NvmlReplay(synthetic(load_snapshot())["h200-mig"]))
+    gpu = inv.gpus[0]
+    assert inv.usage_of(gpu.uuid) is not None and inv.usage_of(gpu.uuid).power_w == 129.254  # type: ignore[union-attr]
+    assert all(inv.usage_of(m.uuid).power_w is None for m in gpu.mig_devices)  # type: ignore[union-attr]
+
+
+def test_inventory_json_without_power_fields_still_reads() -> None:
+    """Inventories written before power and energy were read (e.g. by an older gpu-check)."""
+    old = '{"gpus": [], "usage": [{"uuid": "GPU-x", "memory_free": 1, "memory_used": 2, "utilization": 3}]}'
+    assert Inventory.from_json(old).usage[0].energy_mj is None
