@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from controller.access import key_middleware
+from controller.console import page as console_page
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.errors import ModelctlError
@@ -81,4 +82,5 @@ def create_api(
     app.router.add_post("/v1/demand", demand)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
+    console_page.add_routes(app)  # /, /console/{file}: the console's page
     return app
