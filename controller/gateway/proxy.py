@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints, Replica
-from controller.gateway import errors, messages
+from controller.gateway import errors, mend
 from controller.gateway.admission import Admission, Rejected, Slot
 from controller.gateway.deadlines import OpenDeadline, ReadDeadline, Watchdog
 from controller.gateway.metrics import (
@@ -180,6 +180,7 @@ class Call:
         "started",
         "stream",
         "stream_usage",
+        "tokens",
         "translation",
         "user",
     )
@@ -207,6 +208,7 @@ class Call:
         self.translation: Translation | None = None  # set for a call made in another API's shape
         self.delivered: int | None = None
         self.head = b""  # the first chunk of a stream (Messages report prompt tokens there)
+        self.tokens: tuple[int, int] | None = None  # (prompt, completion) from its usage, once counted
 
 
 EVENT_STREAM = "text/event-stream"
@@ -464,7 +466,7 @@ class Proxy:
         watch = ReadDeadline(self._settings.read_timeout_s, upstream)
         self._watchdog.add(watch)
         chunk = b""
-        mend = is_sse and call.api == ANTHROPIC and upstream.status == 200
+        mending = mend.for_stream(call.api, call.entry.name) if is_sse and upstream.status == 200 else None
         try:
             while True:
                 watch.reading_since = loop.time()
@@ -474,10 +476,14 @@ class Proxy:
                     await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api)
                     return resp
                 watch.reading_since = None
-                if not chunk:
-                    break
-                if mend and call.first_byte_s is None:
-                    chunk = messages.mended(chunk, call.entry.name)
+                if not chunk:  # the end: what a mend still holds goes out, then nothing
+                    chunk, mending = (mending.flush() if mending is not None else b""), None
+                    if not chunk:
+                        break
+                elif mending is not None:
+                    chunk = mending.feed(chunk)
+                    if not chunk:
+                        continue  # the end of an event is still to come
                 try:
                     await resp.write(chunk)
                 except ConnectionError:  # aiohttp's ClientConnectionResetError is one
@@ -573,6 +579,7 @@ class Proxy:
         if call.api == ANTHROPIC and call.stream:  # Messages streams: prompt tokens come first
             head = usage_tokens(call.head)
             usage = (max(usage[0], head[0]) if head else usage[0], usage[1])
+        call.tokens = usage
         self._metrics.tokens(call.entry.name, call.api, *usage)
         if call.user is not None:
             call.user.tokens(*usage)

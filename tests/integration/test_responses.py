@@ -75,6 +75,19 @@ async def test_responses_not_streamed_spread_over_both_replicas(stack: RunningCo
     assert len(served) == 2
 
 
+async def test_the_sdks_stream_helper_builds_the_response(stack: RunningController) -> None:
+    # responses.stream() indexes its snapshot by output_index and content_index, which llama-server
+    # leaves out: the gateway numbers them (gateway/mend.py).
+    ask = [{"type": "message", "role": "user", "content": "Say hello."}]
+    async with client(stack) as api:
+        for _ in range(3):
+            async with api.responses.stream(model="smollm2", input=ask, max_output_tokens=8) as stream:
+                deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+                final = await stream.get_final_response()
+            assert deltas and final.output_text == "".join(deltas)
+            assert final.usage is not None and final.usage.output_tokens > 0
+
+
 async def test_responses_streamed_keep_a_conversation_on_its_replica(stack: RunningController) -> None:
     # llama-server wants each input item's type (OpenAI's API also takes them without).
     history: list[dict[str, str]] = [{"type": "message", "role": "user", "content": "Name a colour."}]
