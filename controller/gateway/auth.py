@@ -6,9 +6,9 @@ With no keys configured the gateway is open (``run_gateway`` says so once at sta
 (Anthropic's client) must carry one of them, else 401 in the API's own shape (``errors.in_shape``:
 openai and anthropic clients raise AuthenticationError). Every key is compared with
 ``hmac.compare_digest`` and the loop never stops early, so timing tells neither which key matched
-nor how much of a guess was right. Probes and scrapers (``/healthz``, ``/readyz``, ``/metrics``)
-stay open: they carry no key, and expose no prompt or answer. Keys are never logged, and the proxy
-never forwards the client's Authorization or x-api-key header.
+nor how much of a guess was right. Probes and scrapers (``/healthz``, ``/readyz``, ``/metrics``,
+``/metrics/requests``) stay open: they carry no key, and expose no prompt or answer. Keys are never
+logged, and the proxy never forwards the client's Authorization or x-api-key header.
 
 Each key has a name (``settings.read_key_specs``: the keys file's, else a fingerprint), which the
 metrics count requests and tokens under, and optional limits: requests and tokens per minute, over
@@ -38,7 +38,7 @@ from controller.gateway.settings import GatewaySettings, KeySpec, SettingsError,
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/health", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/health", "/readyz", "/metrics", "/metrics/requests"})
 WINDOW_S = 60.0
 LOOK_EVERY_S = 1.0
 

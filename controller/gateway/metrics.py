@@ -24,7 +24,9 @@ With several worker processes (``workers.py``) each keeps its own figures; ``sna
 plain JSON data and ``render(others)`` answers for the whole gateway: counters, histograms, in-flight
 and queue depths summed over the processes, ready replicas the largest any process sees (each follows
 the same table, so summing would multiply them), plus ``workers`` (processes counted). ``peers.py``
-fetches the other processes' snapshots at scrape time.
+fetches the other processes' snapshots at scrape time. The snapshot also carries the last requests
+per model (``recent.py``, under ``recent.SNAPSHOT_KEY``), so ``GET /metrics/requests`` answers for
+all processes the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES
+from controller.gateway.recent import SNAPSHOT_KEY, Recent
 from controller.gateway.table import TableSource
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -267,6 +270,7 @@ class GatewayMetrics:
         self._in_flight = in_flight
         self._queue_depth = queue_depth
         self.registry = CollectorRegistry(auto_describe=True)
+        self.recent = Recent()  # the last requests per model, beside the counters
         prefix = "modelctl_gateway_"
         self._requests = _Counter(
             prefix + "requests",
@@ -349,8 +353,11 @@ class GatewayMetrics:
         return generate_latest(registry)
 
     def snapshot(self) -> Snapshot:
-        """Return this process's figures as plain JSON data, for another worker's ``render``."""
-        return {instrument.name: instrument.dump() for instrument in self._instruments()}
+        """Return this process's figures as plain JSON data, for another worker's ``render``
+        (and its last requests, for another worker's ``recent.merged``)."""
+        figures = {instrument.name: instrument.dump() for instrument in self._instruments()}
+        figures[SNAPSHOT_KEY] = self.recent.dump()
+        return figures
 
     def request(self, model: str, replica: str, status: int, duration_s: float, api: str = OPENAI) -> None:
         self._requests.inc((model, replica, _STATUS.get(status) or str(status), api))

@@ -279,6 +279,7 @@ class OllamaRoutes:
             return None
         usage = streamed.ndjson.usage()
         if usage is not None:
+            call.tokens = usage
             self._metrics.tokens(call.entry.name, errors.OLLAMA, *usage)
             if call.user is not None:
                 call.user.tokens(*usage)
@@ -352,5 +353,10 @@ class OllamaRoutes:
         user = request.get(KEY_USE)
         if user is not None:
             user.record(status)
+        if call is not None:  # the last requests of a served model (a body never)
+            key = user.name if user is not None else None
+            self._metrics.recent.add(
+                model, errors.OLLAMA, status, call.tokens, elapsed, call.first_byte_s, replica, key
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s model=%s -> %d in %.3fs", request.method, request.path, model, status, elapsed)

@@ -34,6 +34,7 @@ from controller.gateway.metrics import CONTENT_TYPE, NO_REPLICA, UNROUTED, Gatew
 from controller.gateway.peers import Peers
 from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
 from controller.gateway.proxy import REPLICA_HEADER, Call, Proxy
+from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class Routes:
         app.router.add_get("/health", self.healthz)  # what llama-server and vLLM answer (tools probe it)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics/requests", self.recent_requests)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
         app.router.add_post("/v1/chat/completions", self.forward)
@@ -164,6 +166,12 @@ class Routes:
         """Prometheus text exposition of the whole gateway: this process and its peer workers, if any."""
         others = await self._peers.snapshots() if self._peers is not None else ()
         return web.Response(body=self._metrics.render(others), headers={"Content-Type": CONTENT_TYPE})
+
+    async def recent_requests(self, request: web.Request) -> web.Response:
+        """The last requests per model (``recent.py``), newest first, of this process and its peers."""
+        others = await self._peers.snapshots() if self._peers is not None else ()
+        rows = self._metrics.recent.merged(snapshot.get(SNAPSHOT_KEY, ()) for snapshot in others)
+        return web.json_response({"models": rows})
 
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response(model_list(self._source.current()))
@@ -257,9 +265,13 @@ class Routes:
         self._metrics.request(model, call.replica if call else NO_REPLICA, status, elapsed, api)
         if call is not None and call.first_byte_s is not None:
             self._metrics.first_byte(model, call.first_byte_s)
-        if self._keys:
-            user = request.get(KEY_USE)
-            if user is not None:
-                user.record(status)
+        user = request.get(KEY_USE) if self._keys else None
+        if user is not None:
+            user.record(status)
+        if call is not None:  # the last requests of a served model (a body never)
+            key = user.name if user is not None else None
+            self._metrics.recent.add(
+                model, api, status, call.tokens, elapsed, call.first_byte_s, call.replica, key
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s model=%s -> %d in %.3fs", request.method, request.path, model, status, elapsed)
