@@ -6,6 +6,8 @@
     modelctl validate     check manifests; exit 1 with every error
     modelctl gpus         the GPUs NVML reports: static facts and live usage
     modelctl plan PATH    which replica would get which GPUs, and why the rest would wait
+    modelctl plan PATH --diff   what applying PATH would start, stop, roll or leave Pending, against
+                          what the controller runs; exit 0 no change, 2 changes, 1 errors
     modelctl status       every model and replica: state, endpoint, restarts, age, last reason;
                           exit 1 when the controller reports manifest errors or failing replicas
     modelctl logs MODEL   the engine output of every replica of MODEL (or one: --replica N)
@@ -25,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
@@ -95,6 +98,16 @@ def parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--model-root", action="append", type=Path, help="where weights are (for sizes)")
     plan.add_argument("--json", action="store_true")
+    plan.add_argument(
+        "--diff",
+        action="store_true",
+        help="against what the controller runs: exit 0 when nothing would change, 2 when something would",
+    )
+    plan.add_argument(
+        "--controller-url",
+        default=os.environ.get("MODELCTL_CONTROLLER_URL", DEFAULT_API),
+        help=f"with --diff: the controller's API (MODELCTL_CONTROLLER_URL, default {DEFAULT_API})",
+    )
     plan.set_defaults(func=cmd_plan)
     status = sub.add_parser(
         "status",
@@ -213,6 +226,8 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.diff:
+        return cmd_plan_diff(args)
     from controller.placement.inventory import Inventory, read_inventory
     from controller.placement.place import place, requests_for
     from controller.placement.report import plan_json, plan_table
@@ -238,6 +253,81 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "placed against the host's memory and cores"
                 )
     return 0
+
+
+class AnyVariable(dict[str, str]):
+    """An environment with every variable set: ``${NAME}``s are the controller's to fill."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return ""
+
+
+def cmd_plan_diff(args: argparse.Namespace) -> int:
+    """Check PATH here (not the weights: those are the controller's to find), then ask the
+    controller what applying it would change. Exit 0: nothing; 2: something; 1: errors."""
+    from controller.manifests.loader import manifest_files
+
+    try:
+        load_folder(args.path, environ=AnyVariable())
+    except InvalidManifests as exc:
+        return report_invalid(exc, args.path)
+    files = manifest_files(args.path, [])
+    shown = {str(f.relative_to(args.path)) if args.path.is_dir() else f.name: str(f) for f in files}
+    body = {"files": {name: Path(file).read_text(encoding="utf-8") for name, file in shown.items()}}
+    payload = post_plan(args.controller_url.rstrip("/") + "/v1/plan", body)
+    errors = [located(error, shown) for error in payload.get("errors", [])]
+    if args.json:
+        print(json.dumps({**payload, "errors": errors}, indent=2))
+    elif errors:
+        print("\n".join(errors), file=sys.stderr)
+        print(f"{len(errors)} error(s) in {args.path}, found by the controller", file=sys.stderr)
+    else:
+        print_plan(payload.get("rows", []))
+    return 1 if errors else 2 if payload.get("changes") else 0
+
+
+def located(error: str, shown: dict[str, str]) -> str:
+    """A controller's error about a posted file, naming the file as the user gave it."""
+    for name, path in shown.items():
+        if error.startswith((f"{name}:", f"{name} ")):
+            return path + error[len(name) :]
+    return error
+
+
+def print_plan(rows: list[dict[str, Any]]) -> None:
+    """Each change's line (kept replicas are only in --json), then terraform's summary line."""
+    from controller.reconcile.preview import summary
+
+    for row in rows:
+        if row["action"] != "keep":
+            print(row["line"])
+    print(summary([r["action"] for r in rows]))
+
+
+def post_plan(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST the files to /v1/plan; the answer's JSON (a 422's too: it lists manifest errors).
+    Raises ModelctlError naming the URL when the controller cannot be reached or refuses."""
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("MODELCTL_CONTROLLER_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['MODELCTL_CONTROLLER_KEY']}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        answer = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError):
+            payload = json.loads(answer)
+            if exc.code == 422 and isinstance(payload, dict):
+                return payload
+            answer = payload.get("error", answer) if isinstance(payload, dict) else answer
+        raise ModelctlError(f"the controller at {url} answered {exc.code}: {answer}") from exc
+    except (OSError, ValueError) as exc:
+        reason = f"{exc} (is it running? `make up`)"
+        raise ModelctlError(f"cannot reach the controller at {url}: {reason}") from exc
 
 
 def replica_range(manifest: ModelManifest) -> str:

@@ -1,0 +1,245 @@
+"""The plan preview: what would start, stop, roll, move or stay Pending if a set of manifests were
+applied now, against what the controller runs (``modelctl plan PATH --diff``, ``/v1/plan``).
+
+It computes nothing of its own: the new manifests go through ``desired.desired_state`` and
+``plan.calculate_plan`` with the inputs the reconciler's pass uses (the containers it lists, the
+inventory, our GPU processes, the host's cores and memory, each model's replica count), and the
+result is read back per replica slot as terraform-style rows. Pure: the caller reads Docker, NVML
+and the host, so every case is a row in a table test, and a preview never changes the scaler.
+
+Two things a pass does are left out on purpose: eviction (stopping idle on-demand models to make
+room changes the scaler's state) and the restart backoff (a crashed replica's slot shows as a
+create, which is what the next pass after its backoff does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from controller.manifests.document import ModelManifest
+from controller.manifests.loader import LoadedModel
+from controller.placement.host import Host
+from controller.placement.inventory import Inventory
+from controller.reconcile.desired import desired_state
+from controller.reconcile.plan import calculate_plan
+from controller.runtime.observed import ObservedContainer
+from controller.runtime.spec import ContainerSpec
+
+Slot = tuple[str, int]
+
+SYMBOLS = {"create": "+", "roll": "~", "move": "~", "update": "~", "delete": "-", "pending": "!", "keep": " "}
+# Counts show as create and delete rows of their own, not as a change of every replica.
+COUNT_FIELDS = frozenset({"replicas", "min_replicas", "max_replicas"})
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One replica slot: what would happen to it, and why in a few words."""
+
+    action: str  # create, roll, move, update, delete, pending, keep
+    model: str
+    replica: int
+    detail: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.replica}"
+
+    @property
+    def line(self) -> str:
+        """``+ create a-1``, ``~ roll a-0 (context_length 512 -> 1024)``, ``! pending b-0: reason``."""
+        head = f"{SYMBOLS[self.action]} {self.action} {self.name}"
+        if not self.detail:
+            return head
+        return f"{head}: {self.detail}" if self.action == "pending" else f"{head} ({self.detail})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name, "line": self.line}
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """The rows, sorted by model and replica; ``errors`` are manifest errors (then no rows)."""
+
+    rows: tuple[Row, ...] = ()
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def changes(self) -> bool:
+        return any(r.action != "keep" for r in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``/v1/plan`` answer of docs/console.md."""
+        return {
+            "changes": self.changes,
+            "errors": list(self.errors),
+            "rows": [r.to_json() for r in self.rows],
+        }
+
+
+def preview(
+    new_models: Sequence[LoadedModel],
+    current_models: Sequence[LoadedModel],
+    observed: Sequence[ObservedContainer],
+    inventory: Inventory,
+    *,
+    managed_pids: frozenset[int] = frozenset(),
+    counts: Mapping[str, int] | None = None,
+    host: Host | None = None,
+) -> Preview:
+    """What applying ``new_models`` would do to ``observed`` (the containers the reconciler
+    lists). ``current_models`` are the manifests the controller runs now (for what changed in a
+    roll); ``counts``: each model's replica count (``counts_now``); ``managed_pids`` and ``host``
+    as the reconciler passes them to ``desired_state``. Raises nothing for a replica that cannot be
+    placed: that is a pending row with the placement's reason."""
+    desired = desired_state(new_models, inventory, observed, managed_pids, counts=counts, host=host)
+    plan = calculate_plan(desired.specs, list(observed))
+    alive: dict[Slot, list[ObservedContainer]] = {}
+    for container in observed:
+        if container.alive:
+            alive.setdefault(container.slot, []).append(container)
+    context = Context(
+        new={m.name: m.manifest for m in new_models},
+        current={m.name: m.manifest for m in current_models},
+        counts=counts or {},
+        specs={(s.model, s.replica): s for s in desired.specs},
+        pending={(p.model, p.replica): p.reason for p in desired.pending},
+        starts=frozenset((s.model, s.replica) for s in (*plan.create, *plan.waiting)),
+    )
+    slots = {*context.specs, *context.pending, *(c.slot for c in plan.delete if c.alive)}
+    return Preview(tuple(slot_row(slot, alive.get(slot, []), context) for slot in sorted(slots)))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the rows are read from: both sets of manifests, the counts, and the desired state and
+    plan by slot (``starts``: slots the plan creates a container in, now or after a roll)."""
+
+    new: Mapping[str, ModelManifest]
+    current: Mapping[str, ModelManifest]
+    counts: Mapping[str, int]
+    specs: Mapping[Slot, ContainerSpec]
+    pending: Mapping[Slot, str]
+    starts: frozenset[Slot]
+
+
+def slot_row(slot: Slot, alive: list[ObservedContainer], context: Context) -> Row:
+    """The row of one slot: pending, delete (nothing desired), create, roll or move, or keep."""
+    model, replica = slot
+    spec = context.specs.get(slot)
+    if slot in context.pending:
+        stops = "; its running replica would stop" if alive else ""
+        return Row("pending", model, replica, context.pending[slot] + stops)
+    if spec is None:
+        return Row("delete", model, replica, why_deleted(model, context))
+    outdated = [c for c in alive if c.spec_hash != spec.spec_hash()]
+    if slot in context.starts and not outdated:
+        return Row("create", model, replica, devices(spec.gpus.device_ids if spec.gpus else ()))
+    if outdated:  # to be rolled, or mid-roll (the new one starting beside it)
+        return changed(spec, outdated[0], context)
+    changes = manifest_changes(context.current.get(model), context.new[model])
+    if changes:
+        return Row("update", model, replica, f"{changes}; no restart")
+    return Row("keep", model, replica)
+
+
+def changed(spec: ContainerSpec, running: ObservedContainer, context: Context) -> Row:
+    """A slot whose container runs another spec: a roll naming the manifest fields that changed,
+    or a move when only its GPUs (or cores) differ, or a roll naming the spec's hashes."""
+    changes = manifest_changes(context.current.get(spec.model), context.new[spec.model])
+    if changes:
+        return Row("roll", spec.model, spec.replica, changes)
+    new_gpus = spec.gpus.device_ids if spec.gpus else ()
+    if running.gpus != new_gpus and running.gpus and new_gpus:
+        return Row("move", spec.model, spec.replica, f"{devices(running.gpus)} -> {devices(new_gpus)}")
+    if running.cpus != spec.cpuset and not running.gpus:
+        return Row("move", spec.model, spec.replica, f"{cores(running.cpus)} -> {cores(spec.cpuset)}")
+    detail = f"container spec {running.spec_hash} -> {spec.spec_hash()}: image, flags, mounts or env"
+    return Row("roll", spec.model, spec.replica, detail)
+
+
+def why_deleted(model: str, context: Context) -> str:
+    if model not in context.new:
+        return "not in the manifests"
+    return f"{context.counts.get(model, context.new[model].min_count)} replica(s) wanted"
+
+
+def manifest_changes(old: ModelManifest | None, new: ModelManifest) -> str:
+    """``field old -> new`` for each field that differs (env: names only, never values); ""
+    when equal or when the old manifest is not known."""
+    if old is None:
+        return ""
+    before, after = old.model_dump(), new.model_dump()
+    parts = []
+    for name in ModelManifest.model_fields:
+        if name in COUNT_FIELDS or before[name] == after[name]:
+            continue
+        if name == "env":
+            parts.extend(env_changes(before[name], after[name]))
+        else:
+            parts.append(f"{name} {shown(before[name])} -> {shown(after[name])}")
+    return ", ".join(parts)
+
+
+def env_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Which variables were added, removed or changed: values may be secrets, so never shown."""
+    changes = []
+    for name in sorted({*before, *after}):
+        if name not in before:
+            changes.append(f"env {name} added")
+        elif name not in after:
+            changes.append(f"env {name} removed")
+        elif before[name] != after[name]:
+            changes.append(f"env {name} changed")
+    return changes
+
+
+def shown(value: Any) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def devices(ids: Sequence[str]) -> str:
+    if not ids:
+        return ""
+    return f"GPU {ids[0]}" if len(ids) == 1 else f"GPUs {','.join(ids)}"
+
+
+def cores(ids: Sequence[int]) -> str:
+    return f"cores {','.join(str(i) for i in ids)}" if ids else "any core"
+
+
+def counts_now(
+    models: Sequence[LoadedModel], scaled: Mapping[str, int], observed: Sequence[ObservedContainer]
+) -> dict[str, int]:
+    """Each model's replica count as the reconciler's scaler would have it now, without asking it
+    (that records a sample): fixed counts as written; an on-demand model its current count
+    (``scaled``: the scaler's last decision per model) within the new bounds, or, when the scaler
+    has not seen it, what it would start from: its running replicas within the bounds."""
+    counts = {}
+    for model in models:
+        manifest = model.manifest
+        if not manifest.on_demand:
+            counts[model.name] = manifest.min_count
+            continue
+        running = len({c.replica for c in observed if c.model == model.name and c.alive})
+        current = scaled.get(model.name, running)
+        counts[model.name] = min(max(current, manifest.min_count), manifest.max_count)
+    return counts
+
+
+def summary(actions: Sequence[str]) -> str:
+    """``Plan: 1 to create, 1 to roll, 0 to delete, 1 pending.`` (moves and updates when any) for
+    the rows' actions."""
+    count = {a: sum(1 for action in actions if action == a) for a in SYMBOLS}
+    if sum(count.values()) == count["keep"]:
+        return "No changes: what runs matches these manifests."
+    parts = [f"{count['create']} to create", f"{count['roll']} to roll"]
+    parts += [f"{count[a]} to {a}" for a in ("move", "update") if count[a]]
+    parts += [f"{count['delete']} to delete", f"{count['pending']} pending"]
+    return f"Plan: {', '.join(parts)}."
