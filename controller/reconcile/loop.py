@@ -30,8 +30,8 @@ from controller.endpoints.table import ModelEndpoints, Replica
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
+from controller.placement.describe import describe
 from controller.placement.inventory import Inventory, read_inventory
-from controller.placement.memory import describe
 from controller.reconcile.desired import Desired, desired_state
 from controller.reconcile.drain import Drainer
 from controller.reconcile.failures import explain, known_failure, stopped_by_engine

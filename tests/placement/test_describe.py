@@ -11,7 +11,7 @@ import pytest
 
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
-from controller.placement.memory import describe, parameter_label
+from controller.placement.describe import describe, parameter_label
 
 from .test_memory import SMOLLM2, write_gguf, write_safetensors
 

@@ -13,17 +13,8 @@ import pytest
 
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
-from controller.placement.memory import (
-    OVERHEAD_BYTES,
-    Architecture,
-    EstimateError,
-    MemoryEstimate,
-    estimate,
-    estimate_files,
-    gpu_need,
-    read_gguf_header,
-    read_weights,
-)
+from controller.placement.memory import OVERHEAD_BYTES, MemoryEstimate, estimate, estimate_files, gpu_need
+from controller.placement.weights import Architecture, EstimateError, read_gguf_header, read_weights
 
 REPO = Path(__file__).resolve().parents[2]
 SMOLLM2 = (
@@ -255,13 +246,13 @@ def test_weights_are_read_once_per_version_of_their_files(
 ) -> None:
     """The reconciler places GPU models every pass: a GGUF's header (its whole vocabulary) must not
     be parsed again unless the file changed."""
-    from controller.placement import memory
+    from controller.placement import weights
 
     path = tmp_path / "m.gguf"
     write_gguf(path, [("a", (896, 896), 1)])
     parsed: list[Path] = []
-    real = memory.read_gguf
-    monkeypatch.setattr(memory, "read_gguf", lambda p: parsed.append(p) or real(p))
+    real = weights.read_gguf
+    monkeypatch.setattr(weights, "read_gguf", lambda p: parsed.append(p) or real(p))
     first = read_weights(path)
     assert read_weights(path) is first and len(parsed) == 1
     write_gguf(path, [("a", (896, 896), 1), ("b", (896,), 0)])  # replaced: other size
