@@ -16,7 +16,10 @@ from pathlib import Path
 from aiohttp import web
 
 from controller.access import key_middleware
+from controller.console import energy as console_energy
 from controller.console import page as console_page
+from controller.console import plan as plan_preview
+from controller.console import series as console_series
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.errors import ModelctlError
@@ -27,13 +30,20 @@ MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
 
 
 def create_api(
-    store: EndpointStore, reconciler: Reconciler, *, keys_file: Path | None = None
+    store: EndpointStore,
+    reconciler: Reconciler,
+    *,
+    keys_file: Path | None = None,
+    series: console_series.GatewayScraper | None = None,
+    model_roots: tuple[Path, ...] = (),
+    energy: console_energy.EnergyMeter | None = None,
 ) -> web.Application:
     """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz; with
     ``keys_file``, /v1/* wants one of its keys (``controller.access``)."""
     if keys_file is not None and not keys_file.is_file():
         raise ModelctlError(f"MODELCTL_CONTROLLER_KEYS_FILE={keys_file}: no such file")
     app = web.Application(middlewares=[key_middleware(keys_file)] if keys_file is not None else [])
+    meter = energy or console_energy.EnergyMeter()  # never sampled: says so
 
     async def endpoints(request: web.Request) -> web.Response:
         try:
@@ -55,6 +65,7 @@ def create_api(
                 "models": [asdict(m) for m in reconciler.on_demand.scaling.values()],
                 "manifest_errors": reconciler.manifest_errors,
                 "notes": reconciler.notes,
+                "energy": meter.status(),
                 "endpoints_version": store.current().version,
             }
         )
@@ -68,6 +79,7 @@ def create_api(
         return web.Response(status=204)
 
     metrics_registry = metrics.registry(reconciler)
+    metrics_registry.register(console_energy.EnergyCollector(meter))
 
     async def prometheus(request: web.Request) -> web.Response:
         return web.Response(
@@ -83,4 +95,7 @@ def create_api(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     console_page.add_routes(app)  # /, /console/{file}: the console's page
+    console_series.add_routes(app, series or console_series.GatewayScraper(None))  # /v1/console/*
+    console_energy.add_routes(app, meter)  # /v1/gpus
+    plan_preview.add_routes(app, reconciler, model_roots=model_roots)  # /v1/plan
     return app

@@ -20,6 +20,8 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from controller.api import create_api
+from controller.console.energy import EnergyMeter, read_owners, run_energy
+from controller.console.series import GatewayScraper
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.errors import CannotListen, InvalidManifests, ManifestError, RuntimeUnavailable
@@ -80,13 +82,33 @@ async def running_controller(
             lifecycle=settings.lifecycle,
             on_demand=on_demand(settings),
         )
+        meter = EnergyMeter()  # GPU joules per replica and per output token (console, /metrics)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(watch_manifests(settings.manifests, reconciler.wake.set), name="manifests"),
             asyncio.create_task(watch_docker_events(runtime, reconciler.wake.set), name="docker-events"),
+            asyncio.create_task(
+                run_energy(meter, reconciler.read_inventory, partial(read_owners, runtime)), name="energy"
+            ),
         ]
+        # The console's charts: the gateway scraped like Prometheus would (the in-process one below
+        # when no MODELCTL_GATEWAY_URL says where it is); its output tokens feed the energy meter.
+        scraper = GatewayScraper(
+            settings.gateway_url,
+            step_s=settings.console_step_s,
+            on_tokens=meter.tokens,
+            joules_per_token=meter.joules_per_token,
+        )
+        tasks.append(asyncio.create_task(scraper.run(), name="console-series"))
         try:
-            api = create_api(store, reconciler, keys_file=settings.api_keys_file)
+            api = create_api(
+                store,
+                reconciler,
+                keys_file=settings.api_keys_file,
+                model_roots=settings.model_roots,
+                energy=meter,
+                series=scraper,
+            )
             api_url = await serve(
                 api, settings.api_host, settings.api_port, runners, what="the controller API"
             )
@@ -96,6 +118,8 @@ async def running_controller(
                 gateway_url = await serve(
                     app, gateway.host, gateway.port, runners, what="the gateway", cancel_on_disconnect=True
                 )
+                if scraper.url is None:
+                    scraper.url = gateway_url
             log.info("controller API on %s; manifests from %s", api_url, settings.manifests)
             yield RunningController(reconciler, store, runtime, api_url, gateway_url)
         finally:

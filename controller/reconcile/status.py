@@ -162,10 +162,31 @@ def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
     on_demand = [m for m in payload.get("models", []) if m["min_replicas"] != m["max_replicas"]]
     if on_demand:
         lines.extend(["", *scaling_table(on_demand, payload["replicas"], now)])
+    lines.extend(energy_lines(payload.get("energy")))
     lines.extend(f"note: {note}" for note in payload.get("notes", []))
     for error in payload.get("manifest_errors", []):
         lines.append(f"manifest error (serving the last good set): {error}")
     return "\n".join(lines)
+
+
+def energy_lines(energy: dict[str, Any] | None) -> list[str]:
+    """One line per model on a GPU ('energy: smollm2: 1.8 J/token over 5 min (exclusive)'), or one
+    saying why there are no figures; none from a controller that does not report energy."""
+    if not energy:
+        return []
+    if not energy.get("available") or not energy.get("models"):
+        return [f"energy: {energy.get('reason') or 'no figures'}"]
+    window = f"{energy['window_s'] / 60:g} min"
+    lines = []
+    for row in energy["models"]:
+        per_token = row["joules_per_token"]
+        figure = (
+            f"{per_token:.3g} J/token over {window}"
+            if per_token is not None
+            else f"{row['joules']:.1f} J over {window}, no output tokens counted"
+        )
+        lines.append(f"energy: {row['model']}: {figure} ({row['basis']})")
+    return lines
 
 
 SCALING_COLUMNS = ("MODEL", "READY", "DESIRED", "RANGE", "IN FLIGHT", "WAITING", "LAST USED", "SCALING")

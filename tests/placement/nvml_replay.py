@@ -6,8 +6,8 @@ dicts come back as ctypes-like structs. The snapshot (tests/fixtures/nvml, a cop
 ../shared/fixtures/nvml) was recorded without nvmlDeviceGetTotalEnergyConsumption: the replay
 answers it NotSupported, as NVML does on a GPU without the counter, and a test that needs the
 counter puts one in the device record, e.g. ``EnergyCounter`` (advances on every read) or
-``Answers`` (a scripted series: resets, errors). ``device`` and ``machine`` build synthetic
-multi-GPU machines from the recorded one.
+``Answers`` (a scripted series: resets, errors). ``device``, ``machine`` and ``synthetic`` build
+multi-GPU and MIG machines from the recorded one.
 """
 
 from __future__ import annotations
@@ -176,3 +176,48 @@ def machine(snapshot: dict[str, Any], devices: list[Any]) -> dict[str, Any]:
 
 def proc(pid: int, gib: float) -> dict[str, int]:
     return {"pid": pid, "usedGpuMemory": int(gib * GiB)}
+
+
+def mig_device(base: dict[str, Any], gi: int, profile: str, gib: float, used: int = 0) -> dict[str, Any]:
+    total = int(gib * GiB)
+    return {
+        "nvmlDeviceGetUUID": f"MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d{gi:04x}",
+        "nvmlDeviceGetName": f"{base['nvmlDeviceGetName']} MIG {profile}",
+        "nvmlDeviceGetMemoryInfo": {"total": total, "free": total - used, "used": used},
+        "nvmlDeviceGetUtilizationRates": "NVMLError_NotSupported: Not Supported",  # as on MIG devices
+        "nvmlDeviceGetComputeRunningProcesses": [],
+        "nvmlDeviceGetGraphicsRunningProcesses": [],
+    }
+
+
+def synthetic(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Recorded-snapshot-shaped machines: 4 and 8 H200s, foreign processes, MIG on."""
+    base = snapshot["devices"][0]
+    mig_gpu = device(base, 0)
+    mig_gpu["nvmlDeviceGetMigMode"] = [1, 1]
+    mig_gpu["nvmlDeviceGetMaxMigDeviceCount"] = 7
+    mig_gpu["nvmlDeviceGetMigDeviceHandleByIndex"] = [
+        mig_device(base, 0, "3g.71gb", 71.0),
+        None,  # an empty slot: NVML answers NotFound
+        mig_device(base, 2, "2g.35gb", 35.0, used=int(20 * GiB)),
+        mig_device(base, 3, "1g.18gb", 17.75),
+    ]
+    return {
+        "h200": snapshot,
+        "h200x4": machine(snapshot, [device(base, i, used=i * 256 * 1024**2) for i in range(4)]),
+        "h200x8": machine(
+            snapshot,
+            [
+                device(base, i, used=int(i * 10 * GiB), procs=[proc(1000 + i, i * 10)] if i else [])
+                for i in range(8)
+            ],
+        ),
+        "h200x2-foreign": machine(
+            snapshot,
+            [
+                device(base, 0, used=int(100 * GiB), procs=[proc(4242, 100)]),
+                device(base, 1, used=int(8 * GiB), procs=[{"pid": 777, "usedGpuMemory": None}]),
+            ],
+        ),
+        "h200-mig": machine(snapshot, [mig_gpu, device(base, 1)]),
+    }

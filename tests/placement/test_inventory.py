@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,60 +20,14 @@ from placement.nvml_replay import (
     Answers,
     EnergyCounter,
     NvmlReplay,
-    device,
     load_snapshot,
     machine,
-    proc,
+    synthetic,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORIES = REPO / "tests" / "fixtures" / "inventories"
 GiB = 1024**3
-
-
-def mig_device(base: dict[str, Any], gi: int, profile: str, gib: float, used: int = 0) -> dict[str, Any]:
-    total = int(gib * GiB)
-    return {
-        "nvmlDeviceGetUUID": f"MIG-5e2b1c1a-0d6f-5c7e-9a41-8f3b2c1d{gi:04x}",
-        "nvmlDeviceGetName": f"{base['nvmlDeviceGetName']} MIG {profile}",
-        "nvmlDeviceGetMemoryInfo": {"total": total, "free": total - used, "used": used},
-        "nvmlDeviceGetUtilizationRates": "NVMLError_NotSupported: Not Supported",  # as on MIG devices
-        "nvmlDeviceGetComputeRunningProcesses": [],
-        "nvmlDeviceGetGraphicsRunningProcesses": [],
-    }
-
-
-def synthetic(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Recorded-snapshot-shaped machines: 4 and 8 H200s, foreign processes, MIG on."""
-    base = snapshot["devices"][0]
-    mig_gpu = device(base, 0)
-    mig_gpu["nvmlDeviceGetMigMode"] = [1, 1]
-    mig_gpu["nvmlDeviceGetMaxMigDeviceCount"] = 7
-    mig_gpu["nvmlDeviceGetMigDeviceHandleByIndex"] = [
-        mig_device(base, 0, "3g.71gb", 71.0),
-        None,  # an empty slot: NVML answers NotFound
-        mig_device(base, 2, "2g.35gb", 35.0, used=int(20 * GiB)),
-        mig_device(base, 3, "1g.18gb", 17.75),
-    ]
-    return {
-        "h200": snapshot,
-        "h200x4": machine(snapshot, [device(base, i, used=i * 256 * 1024**2) for i in range(4)]),
-        "h200x8": machine(
-            snapshot,
-            [
-                device(base, i, used=int(i * 10 * GiB), procs=[proc(1000 + i, i * 10)] if i else [])
-                for i in range(8)
-            ],
-        ),
-        "h200x2-foreign": machine(
-            snapshot,
-            [
-                device(base, 0, used=int(100 * GiB), procs=[proc(4242, 100)]),
-                device(base, 1, used=int(8 * GiB), procs=[{"pid": 777, "usedGpuMemory": None}]),
-            ],
-        ),
-        "h200-mig": machine(snapshot, [mig_gpu, device(base, 1)]),
-    }
 
 
 def write_inventories() -> None:
