@@ -64,6 +64,13 @@ class ControllerSettings:
     # loopback (``controller.access``); the gateway then sends MODELCTL_CONTROLLER_KEY. None: open.
     # MODELCTL_CONTROLLER_KEYS_FILE.
     api_keys_file: Path | None = None
+    # The gateway the console scrapes (/metrics, /metrics/requests) over the internal network;
+    # compose says http://gateway:8080. None: the in-process gateway of `modelctl serve`, if any.
+    # MODELCTL_GATEWAY_URL.
+    gateway_url: str | None = None
+    # Seconds between the console's scrapes of the gateway: one chart point each, 15 minutes kept.
+    # MODELCTL_CONSOLE_STEP_S.
+    console_step_s: float = 5.0
     # Docker engine address; None means DOCKER_HOST or the local socket.
     docker_url: str | None = None
     # Seconds between passes once everything is ready (events and starting replicas come sooner).
@@ -109,6 +116,8 @@ class ControllerSettings:
             ("interval_s", "MODELCTL_INTERVAL_S", float),
             ("docker_wait_s", "MODELCTL_DOCKER_WAIT_S", float),
             ("drain_grace_s", "MODELCTL_DRAIN_GRACE_S", float),
+            ("gateway_url", "MODELCTL_GATEWAY_URL", str),
+            ("console_step_s", "MODELCTL_CONSOLE_STEP_S", float),
         ):
             if name in env:
                 values[key] = _value(name, env[name], kind)
