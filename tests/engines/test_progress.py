@@ -81,7 +81,7 @@ def test_vllm_phases(log: str, through: str | None, phase: str) -> None:
         # vllm/v1/worker/gpu_model_runner.py); no GPU here to record them on.
         ("[backends.py:1167] Dynamo bytecode transform time: 5.21 s", "compiling"),
         ("[backends.py:399] Compiling a graph for compile range (1, 8192) takes 9.80 s", "compiling"),
-        ("Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):  45%|████▌ | 30/67", "capturing CUDA graphs 45%"),
+        ("Capturing CUDA graphs (decode, FULL):  45%|████▌     | 30/67", "capturing CUDA graphs 45%"),
         ("[gpu_model_runner.py:6582] Graph capturing finished in 12 secs, took 0.52 GiB", "warming up"),
         ("[gpu_model_runner.py:5150] Model loading took 0.25 GiB memory and 1.2 seconds", "warming up"),
     ],
