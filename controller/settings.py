@@ -90,6 +90,13 @@ class ControllerSettings:
     # Restart backoff and health timeouts.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
+    def __post_init__(self) -> None:
+        if not 0 < self.console_step_s <= 900:
+            raise ModelctlError(
+                f"MODELCTL_CONSOLE_STEP_S={self.console_step_s:g}: give seconds above 0 and at most 900 "
+                "(the console's 15-minute window)"
+            )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> ControllerSettings:
         """Settings from MODELCTL_* variables; explicit ``overrides`` (not None) win."""

@@ -14,10 +14,12 @@ from aiohttp import web
 
 from controller.console.series import GatewayScraper, Scrape, SeriesBook, add_routes, quantile
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
+from controller.errors import ModelctlError
 from controller.gateway.app import create_app
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.settings import GatewaySettings
 from controller.gateway.table import StaticTable
+from controller.settings import ControllerSettings
 
 TABLE = EndpointTable(
     version=1,
@@ -235,3 +237,13 @@ async def test_an_unreachable_or_unset_gateway_is_said_plainly() -> None:
     assert last["reason"].startswith(f"scraping {nowhere}/metrics/requests failed")
     unset = GatewayScraper(None).series()
     assert unset["available"] is False and "MODELCTL_GATEWAY_URL" in unset["reason"]
+
+
+def test_where_the_gateway_is_and_how_often_come_from_the_environment() -> None:
+    env = {"MODELCTL_GATEWAY_URL": "http://gateway:8080", "MODELCTL_CONSOLE_STEP_S": "0.5"}
+    settings = ControllerSettings.from_env(env)
+    assert (settings.gateway_url, settings.console_step_s) == ("http://gateway:8080", 0.5)
+    assert ControllerSettings.from_env({}).gateway_url is None
+    for bad, says in (("fast", "not a valid float"), ("0", "above 0"), ("1000", "at most 900")):
+        with pytest.raises(ModelctlError, match=f"MODELCTL_CONSOLE_STEP_S=.*{says}"):
+            ControllerSettings.from_env({"MODELCTL_CONSOLE_STEP_S": bad})
