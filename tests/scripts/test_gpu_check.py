@@ -1,6 +1,7 @@
 """scripts/gpu-check.py, the prepared script for the lent GPU machine, run here on recorded
 inventories: no GPU is a result (exit 0), replicas spread, eviction makes room, the manifests'
-pydantic may be missing; the foreign-memory part against a stand-in torch and scripted NVML reads."""
+pydantic may be missing; the foreign-memory part against a stand-in torch and scripted NVML reads;
+the energy part reading the recorded H200 through the real adapter, its counter advancing."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from placement.nvml_replay import Answers, EnergyCounter, NvmlReplay, load_snapshot
 
-from controller.placement.inventory import GpuProcess, Inventory
+from controller.placement.inventory import GpuProcess, Inventory, read_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu-check.py"
@@ -50,6 +52,10 @@ def test_no_gpu_is_a_result_not_a_failure(tmp_path: Path) -> None:
         "why": "a recorded inventory: no GPU of this machine to allocate on",
     }
     assert summary["eviction"]["status"] == "skipped" and summary["eviction"]["why"].startswith("no GPU")
+    assert summary["energy"] == {
+        "status": "skipped",
+        "why": "a recorded inventory: no GPU of this machine to measure",
+    }
     assert written(tmp_path, "plan.json")["assignments"] == []
 
 
@@ -142,3 +148,118 @@ def test_held_memory_counts_as_foreign(script: ModuleType, monkeypatch: pytest.M
     assert holding.startswith("Pending: needs 1 GPU with 138.8 GiB free; best is GPU 0 with 135.8 GiB free")
     assert holding.endswith(f"processes modelctl does not manage hold 4.5 GiB there (pid {os.getpid()})")
     assert result["placements"]["holding, its pid as ours"] == "Placed on 0"
+
+
+# --- the energy part: the recorded H200 through the real adapter, its counter advancing --------------
+
+STEP_S = 0.01  # the energy part's sampling step here: a short run
+
+
+class MatmulTorch(FakeTorch):
+    """What the energy part calls of torch: bf16 tensors on cuda:0 and matmul, counted."""
+
+    bfloat16 = "bfloat16"
+
+    def __init__(self, uuid: str) -> None:
+        super().__init__(uuid)
+        self.matmuls = 0
+
+    def randn(self, *_: Any, **__: Any) -> object:
+        return object()
+
+    def randn_like(self, _: object) -> object:
+        return object()
+
+    def empty_like(self, _: object) -> object:
+        return object()
+
+    def matmul(self, *_: Any, **__: Any) -> None:
+        self.matmuls += 1
+
+
+def loaded_h200(monkeypatch: pytest.MonkeyPatch, script: ModuleType) -> Inventory:
+    """The script's NVML reads: the recorded H200, idle at 129.254 W for the first read, then
+    500 W with the energy counter advancing 500 W x STEP_S between reads."""
+    snapshot = load_snapshot()
+    record = snapshot["devices"][0]
+    record["nvmlDeviceGetPowerUsage"] = Answers(129_254, 500_000)
+    record["nvmlDeviceGetTotalEnergyConsumption"] = EnergyCounter(3_000_000, watts=500, seconds=STEP_S)
+    replay = NvmlReplay(snapshot)
+    monkeypatch.setattr(script, "read_inventory", lambda: read_inventory(replay))
+    return read_inventory(NvmlReplay(load_snapshot()))
+
+
+def measure(script: ModuleType, inventory: Inventory, *, intervals: int) -> Any:
+    """The energy part over ``intervals`` steps of STEP_S, on a clock that ticks exactly STEP_S."""
+    clock = iter(i * STEP_S for i in range(1000)).__next__
+    return script.energy_part(inventory, live=True, seconds=intervals * STEP_S, sample_s=STEP_S, clock=clock)
+
+
+def test_energy_under_a_matmul_loop_agrees_with_the_counter_and_the_meter(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = loaded_h200(monkeypatch, script)
+    torch = MatmulTorch(inventory.gpus[0].uuid)
+    monkeypatch.setattr(script, "cuda_torch", lambda: torch)
+    result = measure(script, inventory, intervals=4)
+    assert result["status"] == "ok", result
+    assert set(result["checks"]) == {
+        "power or the counter read every time",
+        "the counter advanced",
+        "counter's average within 25% of the power readings",
+        "more power under the matmul loop than idle",
+        "the meter attributes the whole GPU to its one replica",
+        "the meter's joules are the counter's",
+    }
+    assert result["counter_j"] == pytest.approx(4 * 500 * STEP_S)  # 4 intervals of 500 W x 10 ms
+    assert result["counter_avg_w"] == pytest.approx(500.0)
+    assert result["power_w"]["idle"] == 129.254 and result["power_w"]["mean_loaded"] == 500.0
+    assert result["work"] == torch.matmuls > 0
+    assert result["meter"]["joules"] == pytest.approx(20.0)
+    assert result["meter"]["j_per_matmul"] == pytest.approx(20.0 / torch.matmuls)
+    assert result["meter"]["status"]["models"][0]["basis"] == "exclusive"
+    assert result["j_per_tflop"] == pytest.approx(20.0 / (torch.matmuls * 2 * 8192**3 / 1e12))
+
+
+def test_energy_without_torch_runs_a_busy_loop_and_says_so(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = loaded_h200(monkeypatch, script)
+    monkeypatch.setattr(script, "cuda_torch", lambda: None)
+    result = measure(script, inventory, intervals=2)
+    assert result["status"] == "ok", result
+    assert result["load"] == "a CPU busy loop (torch with CUDA is missing: the GPU idles)"
+    assert "more power under the matmul loop than idle" not in result["checks"]
+    assert "j_per_tflop" not in result
+    out = capsys.readouterr().out
+    assert "counter: 10.0 J, 500.0 W average" in out
+    assert '"energy_mj": 3010000' in out  # the inventory after, as JSON
+
+
+def test_energy_counter_that_disagrees_with_power_fails_the_check(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = loaded_h200(monkeypatch, script)
+    snapshot = load_snapshot()
+    snapshot["devices"][0]["nvmlDeviceGetTotalEnergyConsumption"] = EnergyCounter(
+        0, watts=2000, seconds=STEP_S
+    )
+    replay = NvmlReplay(snapshot)  # 2000 W by the counter, 129 W by the power readings
+    monkeypatch.setattr(script, "read_inventory", lambda: read_inventory(replay))
+    monkeypatch.setattr(script, "cuda_torch", lambda: None)
+    result = measure(script, inventory, intervals=2)
+    assert result["status"] == "failed"
+    assert result["why"] == "failed: counter's average within 25% of the power readings"
+
+
+def test_energy_without_the_meters_dependencies_still_reads_the_counter(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = loaded_h200(monkeypatch, script)
+    monkeypatch.setattr(script, "cuda_torch", lambda: None)
+    monkeypatch.delitem(sys.modules, "controller.console.energy", raising=False)
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as on the GPU machine without it
+    result = measure(script, inventory, intervals=2)
+    assert result["status"] == "ok", result
+    assert result["meter"] == "aiohttp is not installed: the console's meter not checked"
+    assert result["counter_j"] == pytest.approx(10.0)
