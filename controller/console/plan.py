@@ -82,7 +82,7 @@ async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Prev
 def posted_files(body: Any) -> dict[PurePosixPath, str]:
     """The body's files by relative path. Raises ValueError saying what is wrong with it."""
     files = body.get("files") if isinstance(body, dict) else None
-    if not isinstance(files, dict) or not files:
+    if not isinstance(files, dict):  # empty is fine: no models, so everything would go
         raise ValueError('send {"files": {"relative/path.yaml": "text of the file", ...}}')
     if len(files) > MAX_FILES:
         raise ValueError(f"{len(files)} files: at most {MAX_FILES}")
@@ -109,7 +109,7 @@ def load_posted(files: dict[PurePosixPath, str], model_roots: Sequence[Path]) ->
             target = Path(tmp, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
-        folder = Path(tmp, next(iter(files)).parent)
+        folder = Path(tmp, next(iter(files)).parent) if files else Path(tmp)
         try:
             return load_folder(folder, model_roots=model_roots)
         except InvalidManifests as exc:

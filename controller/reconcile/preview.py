@@ -15,7 +15,7 @@ create, which is what the next pass after its backoff does).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from controller.manifests.document import ModelManifest
@@ -64,7 +64,7 @@ class Preview:
     """The rows, sorted by model and replica; ``errors`` are manifest errors (then no rows)."""
 
     rows: tuple[Row, ...] = ()
-    errors: tuple[str, ...] = field(default=())
+    errors: tuple[str, ...] = ()
 
     @property
     def changes(self) -> bool:

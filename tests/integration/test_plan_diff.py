@@ -137,6 +137,11 @@ async def test_the_watched_folder_and_bad_requests_over_http(stack: RunningContr
             watched = await resp.json()
         assert resp.status == 200 and watched["changes"] is False, watched
         assert [r["line"] for r in watched["rows"]] == ["  keep smollm2-0"]
+        async with session.post(f"{stack.api_url}/v1/plan", json={"files": {}}) as resp:
+            emptied = await resp.json()  # an empty folder: everything would go
+        assert resp.status == 200 and [r["line"] for r in emptied["rows"]] == [
+            "- delete smollm2-0 (not in the manifests)"
+        ]
         for body, problem in (
             ({"files": {"../x.yaml": "a: 1"}}, "a relative path inside the folder"),
             ({"files": {"x.txt": "a: 1"}}, "not a manifest file"),
