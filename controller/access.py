@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from controller.gateway.auth import KeyCheck, bearer_token
 
@@ -32,7 +33,7 @@ def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def key_middleware(keys_file: Path) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def key_middleware(keys_file: Path) -> Middleware:
     """An aiohttp middleware refusing keyless calls to the API with 401 and a JSON error saying why."""
     check = KeyCheck(keys_file=keys_file)
 

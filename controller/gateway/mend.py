@@ -69,7 +69,7 @@ class MessagesStart:
         return any(head.startswith(mark) or mark.startswith(head) for mark in cls._MARKS)
 
     def message_start(self) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": f"msg_{uuid.uuid4().hex}",
             "type": "message",
             "role": "assistant",
