@@ -20,6 +20,7 @@ down:                              ## stop the stack and remove every backend co
 
 test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
 	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)
+	scripts/ensure-chromium.sh         # Debian's chromium for the console's browser tests (tests/console)
 	$(VENV)/bin/python -m pytest -v -ra
 
 check: venv                        ## lint, format and type checks

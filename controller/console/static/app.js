@@ -124,23 +124,24 @@
     }
   }
 
+  // The route's own JSON error when it gave one; a bare 404 means this controller lacks the route.
   async function failure(resp, path) {
-    let detail = "";
+    let body = "";
     try {
-      const body = await resp.text();
-      try {
-        detail = JSON.parse(body).error || body;
-      } catch {
-        detail = body;
-      }
+      body = await resp.text();
     } catch {
-      detail = "";
+      body = "";
     }
-    detail = String(detail).trim().slice(0, 300);
-    if (resp.status === 404 && !detail.startsWith("{")) {
-      return `${path}: HTTP 404${detail ? ` (${detail})` : ""}; this controller does not serve it`;
+    let said = null;
+    try {
+      said = JSON.parse(body).error || null;
+    } catch {
+      said = null;
     }
-    return `${path}: HTTP ${resp.status}${detail ? `: ${detail}` : ""}`;
+    if (said) return `${path}: HTTP ${resp.status}: ${String(said).slice(0, 300)}`;
+    if (resp.status === 404) return `${path}: HTTP 404, this controller does not serve it`;
+    const text = body.trim().slice(0, 300);
+    return `${path}: HTTP ${resp.status}${text ? `: ${text}` : ""}`;
   }
 
   function askForKey() {
@@ -180,7 +181,7 @@
   const STATES = {
     Ready: ["✓", "ok"],
     Starting: ["◔", "info"],
-    Pending: ["⏸", "warn"],
+    Pending: ["‖", "warn"],
     Waiting: ["…", "muted"],
     Outdated: ["↻", "warn"],
     Draining: ["↓", "muted"],
@@ -405,7 +406,7 @@
       if (!models.length) return muted("No model runs on a GPU: energy is measured per GPU, CPU-only models have no row.");
       const head = ["Model", "J / output token", "Joules", "Output tokens", "Basis"];
       return [
-        h("p", { class: "muted" }, `over the last ${fmtNum(energy.window_s, 0)} s`),
+        h("p", { class: "muted" }, `over the last ${Math.round(energy.window_s)} s`),
         h("div", { class: "table-wrap" }, h("table", {},
           h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, models.map((m) => h("tr", { "data-model": m.model },
@@ -446,11 +447,12 @@
   function plotOptions(metric, width) {
     const colours = [cssVar("--ours-1"), cssVar("--ours-2")];
     const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--grid") }, ticks: { stroke: cssVar("--grid") } };
+    const clock = (u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false }));
     return {
       width,
       height: 150,
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [axis, { ...axis, size: 48 }],
+      axes: [{ ...axis, space: 70, values: clock }, { ...axis, size: 48 }],
       legend: { show: metric.series.length > 1 },
       cursor: { drag: { x: false, y: false } },
       series: [
@@ -555,7 +557,7 @@
     dropCharts(keep);
     for (const group of el.querySelectorAll(".model-charts")) if (!names.includes(group.dataset.model)) group.remove();
     el.querySelector(".window-note")?.remove();
-    el.prepend(h("p", { class: "muted window-note" }, `one point per ${fmtNum(series.data.step_s, 0)} s over ${fmtNum(series.data.window_s / 60, 0)} min, from the gateway's metrics`));
+    el.prepend(h("p", { class: "muted window-note" }, `one point per ${Math.round(series.data.step_s)} s over ${Math.round(series.data.window_s / 60)} min, from the gateway's metrics`));
   }
 
   // Colours come from CSS variables: a switch between light and dark redraws every chart.
@@ -569,8 +571,8 @@
 
   const EVENT_KINDS = {
     created: ["+", "info"], ready: ["✓", "ok"], crashed: ["✕", "bad"], rolled: ["↻", "warn"],
-    drained: ["↓", "muted"], deleted: ["−", "muted"], evicted: ["⏏", "warn"], pending: ["⏸", "warn"],
-    backoff: ["⏱", "bad"],
+    drained: ["↓", "muted"], deleted: ["−", "muted"], evicted: ["⇤", "warn"], pending: ["‖", "warn"],
+    backoff: ["↺", "bad"],
   };
   let events = [];
   let eventsAfter = null;
@@ -611,7 +613,7 @@
 
   function statusBadge(code) {
     if (code >= 200 && code < 300) return badge(String(code), ["✓", "ok"]);
-    if (code === 429 || code === 503) return badge(String(code), ["⏸", "warn"]);
+    if (code === 429 || code === 503) return badge(String(code), ["‖", "warn"]);
     return badge(String(code), ["✕", "bad"]);
   }
 
