@@ -270,6 +270,10 @@ def cmd_plan_diff(args: argparse.Namespace) -> int:
     controller what applying it would change. Exit 0: nothing; 2: something; 1: errors."""
     from controller.manifests.loader import manifest_files
 
+    if args.inventory or args.model_root:
+        raise ModelctlError(
+            "--diff uses the controller's GPUs and model roots: leave out --inventory, --model-root"
+        )
     try:
         load_folder(args.path, environ=AnyVariable())
     except InvalidManifests as exc:

@@ -129,6 +129,9 @@ async def test_an_unreachable_controller_is_one_error_naming_it(tmp_path: Path) 
     assert result.code == 1
     assert result.err.startswith(f"modelctl: error: cannot reach the controller at {url}/v1/plan:")
     assert "Traceback" not in result.err
+    # the controller has the GPUs: a saved inventory has no place in a diff
+    mixed = await plan_diff(url, tmp_path / "models", "--inventory", "saved.json")
+    assert mixed.code == 1 and "leave out --inventory, --model-root" in mixed.err
 
 
 async def test_the_watched_folder_and_bad_requests_over_http(stack: RunningController) -> None:
