@@ -174,7 +174,7 @@ class EnergyMeter:
 
     def sample(self, now: float, inventory: Inventory, owners: Owners) -> None:
         """Attribute what each GPU used since the last sample to the replicas on it now."""
-        self.inventory, self.owners, self.now = inventory, owners, now
+        self.inventory, self.owners, self.now = inventory, owners, max(now, self.now or now)
         parts: dict[str, dict[int, str]] = {}
         by_power: set[str] = set()
         for gpu in inventory.gpus:
