@@ -5,11 +5,13 @@ the gateway reads the endpoint table here and reports its demand (``POST /v1/dem
 ``controller.endpoints.demand``), which is how a request for a scaled-to-zero model starts it.
 ``GET /v1/endpoints?after=N&wait=S`` long-polls: it answers when the table's version differs from N,
 or after S seconds with the unchanged table. ``GET /v1/status`` is what ``modelctl status`` shows;
-``GET /metrics`` the control plane's Prometheus metrics (``reconcile.metrics``).
+``GET /metrics`` the control plane's Prometheus metrics (``reconcile.metrics``). ``GET /v1/events``
+(``reconcile.events``) and ``GET /v1/replicas/{container}/logs`` serve the console (docs/console.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,11 +24,13 @@ from controller.console import plan as plan_preview
 from controller.console import series as console_series
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
-from controller.errors import ModelctlError
+from controller.errors import BackendRuntimeError, ModelctlError
 from controller.reconcile import metrics
 from controller.reconcile.loop import Reconciler
+from controller.runtime.observed import ObservedContainer
 
 MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
+LOG_TAIL, MAX_LOG_TAIL = 200, 2000  # lines of /v1/replicas/{container}/logs: default, most
 
 
 def create_api(
@@ -70,6 +74,29 @@ def create_api(
             }
         )
 
+    async def events(request: web.Request) -> web.Response:
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            return web.json_response({"error": "after must be a whole number (an event's seq)"}, status=400)
+        return web.json_response(reconciler.events.to_json(after))
+
+    async def replica_logs(request: web.Request) -> web.Response:
+        """A replica's engine log tail, for this controller's containers only (by name or ID)."""
+        key = request.match_info["container"]
+        tail = request.query.get("tail", str(LOG_TAIL))
+        if not tail.isdigit() or int(tail) < 1:
+            return web.json_response({"error": "tail must be a whole number of lines, 1 or more"}, status=400)
+        try:
+            found = replica_named(await asyncio.to_thread(reconciler.runtime.list), key)
+            if found is None:
+                return web.json_response({"error": f"{key!r}: not a replica of this controller"}, status=404)
+            lines = min(int(tail), MAX_LOG_TAIL)
+            text = await asyncio.to_thread(reconciler.runtime.logs, found.id, lines)
+        except BackendRuntimeError as exc:
+            return web.json_response({"error": f"reading the logs of {key}: {exc}"}, status=503)
+        return web.Response(text=text, content_type="text/plain")
+
     async def demand(request: web.Request) -> web.Response:
         try:
             report = DemandReport.from_json(await request.json())
@@ -92,6 +119,8 @@ def create_api(
     app.router.add_get("/v1/endpoints", endpoints)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/demand", demand)
+    app.router.add_get("/v1/events", events)
+    app.router.add_get("/v1/replicas/{container}/logs", replica_logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     console_page.add_routes(app)  # /, /console/{file}: the console's page
@@ -99,3 +128,11 @@ def create_api(
     console_energy.add_routes(app, meter)  # /v1/gpus
     plan_preview.add_routes(app, reconciler, model_roots=model_roots)  # /v1/plan
     return app
+
+
+def replica_named(containers: list[ObservedContainer], key: str) -> ObservedContainer | None:
+    """The container whose name or ID is ``key`` (an ID may be shortened to 12 characters or more)."""
+    for container in containers:
+        if key in (container.name, container.id) or (len(key) >= 12 and container.id.startswith(key)):
+            return container
+    return None

@@ -22,11 +22,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints, Replica
+from controller.engines.progress import progress
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
@@ -34,6 +36,7 @@ from controller.placement.describe import describe
 from controller.placement.inventory import Inventory, read_inventory
 from controller.reconcile.desired import Desired, desired_state
 from controller.reconcile.drain import Drainer
+from controller.reconcile.events import EventLog
 from controller.reconcile.failures import explain, known_failure, stopped_by_engine
 from controller.reconcile.health import Prober
 from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
@@ -84,6 +87,8 @@ class Reconciler:
         self.on_demand = on_demand or OnDemand()  # counts from the gateway's demand; eviction
         self.wake = asyncio.Event()
         self.readiness = ReadinessWatch(prober, self.wake.set)  # starting replicas, probed often
+        self.events = EventLog(clock=wall_clock)  # what happened to which replica, for /v1/events
+        self.pass_logs: dict[str, str] = {}  # container ID -> its log tail, read once per pass
 
     async def run(self) -> None:
         """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
@@ -116,15 +121,26 @@ class Reconciler:
         """One pass. Returns True when every desired replica is ready and nothing is changing."""
         await asyncio.to_thread(self.refresh_models)
         started = self.wall_clock()
+        self.pass_logs = {}
         observed = await asyncio.to_thread(self.runtime.list)
         listed = {c.id for c in observed}  # those whose removal fails stay remembered
+        self.events.forget(listed)  # drained ones that are gone say so
         inventory = await asyncio.to_thread(self.read_inventory)
         pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
         desired = await self.desire(observed, inventory, pids)
         ready = await self.probe(observed)
+        self.events.ready(observed, ready)
         self.readiness.watch(c for c in observed if c.running and c.id not in ready)
         observed = await self.replace_failed(observed, ready)
         plan = calculate_plan(desired.specs, observed, frozenset(ready))
+        self.events.deleting(
+            plan.delete,
+            kept=plan.remain,
+            specs=desired.specs,
+            ready=ready,
+            models={m.name for m in self.models},
+            scaling={name: m.reason for name, m in self.on_demand.scaling.items()},
+        )
         for container in plan.delete:
             self.drainer.start(container, wake=self.wake.set)
         serving = [c for c in plan.remain if c.id in ready and not self.drainer.draining(c.id)]
@@ -132,7 +148,9 @@ class Reconciler:
         created = await self.create(plan)
         self.lifecycle.forget(listed)
         self.lifecycle.engine.answered(started)
-        self.replicas = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
+        rows = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
+        self.replicas = await self.with_progress(rows, plan.remain)
+        self.events.pending(self.replicas)
         self.notes = list(desired.notes)
         return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
 
@@ -227,6 +245,7 @@ class Reconciler:
         delay = self.lifecycle.container_failed(container.id, container.slot, reason, now, crash=crash)
         if delay is None:
             return
+        self.events.failed(container, reason, delay, crash=crash)
         if crash:
             log.error("replica %s-%d failed: %s; restarting in %gs", *container.slot, reason, delay)
         else:
@@ -255,12 +274,27 @@ class Reconciler:
         return reason
 
     async def last_logs(self, container: ObservedContainer) -> str:
-        """The container's last output; empty if it vanished meanwhile (its reason is then unknown)."""
-        try:
-            return await asyncio.to_thread(self.runtime.logs, container.id)
-        except BackendRuntimeError as exc:
-            log.debug("no logs for %s: %s", container.name, exc)
-            return ""
+        """The container's last output, read once per pass; empty if it vanished meanwhile (its
+        reason is then unknown)."""
+        if container.id not in self.pass_logs:
+            try:
+                self.pass_logs[container.id] = await asyncio.to_thread(self.runtime.logs, container.id)
+            except BackendRuntimeError as exc:
+                log.debug("no logs for %s: %s", container.name, exc)
+                return ""
+        return self.pass_logs[container.id]
+
+    async def with_progress(
+        self, rows: list[ReplicaStatus], kept: list[ObservedContainer]
+    ) -> list[ReplicaStatus]:
+        """``rows``, Starting ones with what their engine's log says it is doing."""
+        running = {c.name: c for c in kept if c.running}
+        starting = [
+            (r, running[r.container]) for r in rows if r.state == "Starting" and r.container in running
+        ]
+        tails = await asyncio.gather(*(self.last_logs(c) for _, c in starting))
+        phases = {r.container: progress(c.engine, tail) for (r, c), tail in zip(starting, tails, strict=True)}
+        return [replace(r, progress=phases[r.container]) if r.container in phases else r for r in rows]
 
     async def create(self, plan: Plan) -> int:
         """Start the planned containers whose backoff has passed; one failing does not stop others."""
@@ -273,11 +307,13 @@ class Reconciler:
                 await asyncio.to_thread(self.runtime.start, spec)
                 started += 1
                 log.info("started replica %s-%d (%s)", spec.model, spec.replica, spec.image)
+                self.events.record("created", slot, container=spec.container_name(self.runtime.instance))
             except RuntimeUnavailable:
                 raise  # the engine is away, not the replica at fault: the pass fails and is retried
             except ModelctlError as exc:
                 reason = explain(str(exc))
                 delay = self.lifecycle.failed(slot, reason, self.clock())
+                self.events.start_failed(slot, reason, delay)
                 log.error(
                     "replica %s-%d could not start: %s (%s); retrying in %gs", *slot, reason, exc, delay
                 )

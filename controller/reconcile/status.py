@@ -35,6 +35,7 @@ class ReplicaStatus:
     restarts: int = 0
     reason: str = ""
     started_at: str = ""  # Docker's StartedAt (RFC 3339) of the container, if any
+    progress: str = ""  # a Starting replica's phase from its engine's log ("loading weights 42%")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
         (
             r["model"],
             str(r["replica"]),
-            r["state"],
+            f"{r['state']} ({r['progress']})" if r.get("progress") else r["state"],
             str(r["restarts"]),
             age(r.get("started_at", ""), now),
             r["endpoint"] or "-",
