@@ -103,7 +103,7 @@ class KeyUse:
         return WINDOW_S
 
     def tokens(self, prompt: int, completion: int) -> None:
-        """Count the tokens an answer reported (``proxy.Call.user``)."""
+        """Count the tokens an answer reported (``call.Call.user``)."""
         if self.tokens_per_minute is not None:
             self._tokens.append((time.monotonic(), prompt + completion))
             self._token_sum += prompt + completion

@@ -61,7 +61,7 @@ _COMPLETION = re.compile(rb'"(?:completion_tokens|output_tokens)"\s*:\s*(\d+)')
 _STATUS = {code: str(code) for code in range(100, 600)}
 
 # The event that ends each API's streams (the APIs: ``errors.api_of``): a client that hangs up once
-# it has that event was served (``proxy.Proxy._settle_left``).
+# it has that event was served (``relay.Relay._settle_left``).
 STREAM_ENDS = {
     OPENAI: b"data: [DONE]",
     ANTHROPIC: b"event: message_stop",

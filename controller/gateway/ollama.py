@@ -33,9 +33,10 @@ from controller.gateway import ollama_translate as translate
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
+from controller.gateway.call import JSON, REPLICA_HEADER, Call, error_message
 from controller.gateway.metrics import NO_REPLICA, UNROUTED, GatewayMetrics
 from controller.gateway.prefix import prefix_key
-from controller.gateway.proxy import JSON, REPLICA_HEADER, Call, Proxy, error_message
+from controller.gateway.proxy import Proxy
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:

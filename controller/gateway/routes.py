@@ -28,12 +28,13 @@ from controller.gateway import errors
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
+from controller.gateway.call import REPLICA_HEADER, Call
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
 from controller.gateway.hashring import hash64
 from controller.gateway.metrics import CONTENT_TYPE, NO_REPLICA, UNROUTED, GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
-from controller.gateway.proxy import REPLICA_HEADER, Call, Proxy
+from controller.gateway.proxy import Proxy
 from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.table import TableSource
 

@@ -15,7 +15,7 @@ from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway.app import BALANCER
 from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
 from controller.gateway.deadlines import ReadDeadline, Watchdog
-from controller.gateway.proxy import request_headers, response_headers
+from controller.gateway.headers import request_headers, response_headers
 from controller.gateway.upstream import ReadTimeout
 
 CHAT = "/v1/chat/completions"
@@ -49,16 +49,16 @@ def test_header_filters_drop_every_spelling_and_keep_order_and_repeats() -> None
 
 
 def test_header_filter_cache_is_bounded() -> None:
-    from controller.gateway import proxy
+    from controller.gateway import headers
 
-    many = [(f"X-Made-Up-{i}", "v") for i in range(3 * proxy._KEEP_CACHE_SIZE)]
+    many = [(f"X-Made-Up-{i}", "v") for i in range(3 * headers._KEEP_CACHE_SIZE)]
 
     class Items:
         def items(self) -> list[tuple[str, str]]:
             return [*many, ("Authorization", "Bearer x")]
 
     assert request_headers(Items()) == many  # type: ignore[arg-type]
-    assert len(proxy._KEEP_IN_REQUEST) <= proxy._KEEP_CACHE_SIZE
+    assert len(headers._KEEP_IN_REQUEST) <= headers._KEEP_CACHE_SIZE
     assert request_headers(Items()) == many  # type: ignore[arg-type]
 
 

@@ -1,0 +1,143 @@
+"""One client request on its way through the gateway, and the stream held for a cold model.
+
+``Call`` carries what every step needs to know about a request (its model, prefix key, API, clock,
+the replica that answered and what it delivered); ``Loading`` is the answer started at once for a
+streamed request held until its model has a ready replica; ``Translation`` is how a request in
+another API's shape (Ollama's) rides the OpenAI path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Protocol
+
+from aiohttp import web
+
+from controller.endpoints.table import ModelEndpoints
+from controller.gateway.metrics import NO_REPLICA, OPENAI, TokenSink
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+REPLICA_HEADER = "X-Modelctl-Replica"
+
+
+class Translation(Protocol):
+    """A call made in another API's shape (``ollama.py``) and translated to the replica's OpenAI API.
+
+    Its body is translated before ``Proxy.forward``; ``path`` is the replica's path it goes to. A
+    whole answer comes back as the ``web.Response`` the caller translates. A streamed one is relayed
+    into ``stream(status, content_type)``: an unprepared response whose ``write`` translates each
+    chunk (SSE events in, NDJSON lines out) and whose ``write_eof`` ends the translated answer.
+    """
+
+    path: str
+
+    def stream(self, status: int, content_type: str) -> web.StreamResponse: ...
+
+
+class Call:
+    """One client request on its way: the model it resolved to, its prefix key, its clock.
+
+    ``api`` (``metrics.OPENAI``, ``ANTHROPIC``, ``RESPONSES``, ``OLLAMA``) is the API the client
+    speaks, decided once from the path: it labels the metrics and says which event ends a stream.
+    ``delivered`` is the status of an answer whose last event reached the client: a client that
+    hangs up after it (guidellm does, right after ``data: [DONE]``) was served, not a 499.
+    """
+
+    __slots__ = (
+        "api",
+        "delivered",
+        "entry",
+        "first_byte_s",
+        "head",
+        "key",
+        "replica",
+        "started",
+        "stream",
+        "stream_usage",
+        "tokens",
+        "translation",
+        "user",
+    )
+
+    def __init__(
+        self,
+        entry: ModelEndpoints,
+        *,
+        key: int | None,
+        started: float,
+        stream_usage: bool,
+        stream: bool = False,
+        api: str = OPENAI,
+        user: TokenSink | None = None,
+    ) -> None:
+        self.entry = entry
+        self.key = key
+        self.started = started
+        self.stream = stream  # the client asked for an event stream ("stream": true)
+        self.stream_usage = stream_usage  # the stream ends with usage (include_usage; Messages, Responses)
+        self.api = api
+        self.user = user  # the named API key it came with (usage, limits); None when the gateway is open
+        self.replica = NO_REPLICA  # the replica that answered, for the request metrics
+        self.first_byte_s: float | None = None
+        self.translation: Translation | None = None  # set for a call made in another API's shape
+        self.delivered: int | None = None
+        self.head = b""  # the first chunk of a stream (Messages report prompt tokens there)
+        self.tokens: tuple[int, int] | None = None  # (prompt, completion) from its usage, once counted
+
+
+EVENT_STREAM = "text/event-stream"
+_LOADING_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Loading:
+    """A streamed request held for a model with no ready replica: its answer, once started.
+
+    ``tick`` (admission calls it at once and every comment interval) starts the response and writes
+    an SSE comment, which OpenAI's clients ignore; ``fail`` ends it with an error event instead of
+    the error answer that can no longer be sent.
+    """
+
+    __slots__ = ("_comment", "_request", "api", "response")
+
+    def __init__(self, request: web.Request, model: str, api: str = OPENAI) -> None:
+        self._request = request
+        self._comment = f": loading {model}\n\n".encode()
+        self.api = api  # the error event's shape
+        self.response: web.StreamResponse | None = None  # None until the first comment
+
+    async def tick(self) -> None:
+        """Write the loading comment (starting the response first); raise ConnectionError if gone."""
+        resp = self.response
+        if resp is None:
+            resp = web.StreamResponse(status=200, headers=_LOADING_HEADERS)
+            await resp.prepare(self._request)
+            self.response = resp
+        await resp.write(self._comment)
+
+    async def fail(self, event: bytes) -> web.StreamResponse:
+        """End the started response with the SSE error ``event``; return the response."""
+        resp = self.response
+        assert resp is not None, "only a started loading stream fails this way"
+        try:
+            await resp.write(event)
+            await resp.write_eof()
+        except ConnectionError:
+            log.debug("client left %s before the error event", self._request.path)
+        return resp
+
+
+def error_message(body: bytes) -> str:
+    """Return the message of a replica's error body (OpenAI's or llama-server's shape, else text)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return body[:200].decode(errors="replace").strip()
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return body[:200].decode(errors="replace").strip()

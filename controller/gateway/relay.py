@@ -1,0 +1,241 @@
+"""A replica's answer back to the client, byte for byte as it arrives, and what it counts.
+
+After the first byte there is no retry (``proxy`` retries before it): a failing upstream ends the
+stream with an SSE error event (event streams) or a cut connection (other bodies, so the client
+sees a truncated body as an error), and a replica that goes silent past ``read_timeout_s`` is cut
+by the watchdog. Streams of APIs whose engines leave out what SDKs need are mended on the way
+(``mend``). Usage is read from the last KiB of a body (``_Tail``), and a client that hangs up right
+after a stream's last event was served (``_settle_left``), tokens included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from controller.endpoints.table import Replica
+from controller.gateway import errors, mend
+from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
+from controller.gateway.deadlines import ReadDeadline, Watchdog
+from controller.gateway.headers import response_headers
+from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
+from controller.gateway.upstream import Answer, UpstreamError
+
+if TYPE_CHECKING:
+    from controller.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+# Answers of known length up to this size are read whole and sent in one write: the common JSON
+# completion costs fewer system calls, and one that breaks off becomes a clean 502. Larger ones stream.
+WHOLE_BODY_BYTES = 1024 * 1024
+
+
+class _Tail:
+    """The last few KiB of a body, kept by reference (no copying per chunk) for ``usage_tokens``."""
+
+    __slots__ = ("_chunks", "_size")
+    KEEP = 8192
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= self.KEEP:
+            self._size -= len(self._chunks.popleft())
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+class Relay:
+    """Relays answers for ``Proxy``: ``stream`` (chunk by chunk), ``whole`` (a small body of known
+    length, in one write), ``loaded`` (into a loading stream already started)."""
+
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics, watchdog: Watchdog) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._watchdog = watchdog
+
+    async def stream(
+        self,
+        request: web.Request,
+        upstream: Answer,
+        replica: Replica,
+        call: Call,
+        is_sse: bool,
+        content_type: str,
+        started: web.StreamResponse | None = None,
+    ) -> web.StreamResponse:
+        """Copy status, headers and each chunk to the client as it arrives; return the response.
+
+        ``started``: a response already sent to the client (a loading stream); only the body goes
+        into it.
+        """
+        if started is None:
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            headers = resp.headers
+            headers.extend(response_headers(upstream.headers))
+            headers[REPLICA_HEADER] = replica.id  # which replica answered: for users and tests
+            if is_sse:
+                headers["Cache-Control"] = "no-cache"
+                headers["X-Accel-Buffering"] = "no"
+            elif upstream.content_length is not None:
+                resp.content_length = upstream.content_length
+            await resp.prepare(request)
+        else:
+            resp = started
+        # Usage comes at the end: of a JSON body, or of a stream that asked for it.
+        tail = _Tail() if (call.stream_usage if is_sse else content_type == JSON) else None
+        loop = asyncio.get_running_loop()
+        watch = ReadDeadline(self._settings.read_timeout_s, upstream)
+        self._watchdog.add(watch)
+        chunk = b""
+        mending = mend.for_stream(call.api, call.entry.name) if is_sse and upstream.status == 200 else None
+        try:
+            while True:
+                watch.reading_since = loop.time()
+                try:
+                    chunk = await upstream.next_chunk()
+                except UpstreamError as exc:
+                    await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api)
+                    return resp
+                watch.reading_since = None
+                if not chunk:  # the end: what a mend still holds goes out, then nothing
+                    chunk, mending = (mending.flush() if mending is not None else b""), None
+                    if not chunk:
+                        break
+                elif mending is not None:
+                    chunk = mending.feed(chunk)
+                    if not chunk:
+                        continue  # the end of an event is still to come
+                try:
+                    await resp.write(chunk)
+                except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+                    log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
+                    return resp
+                if call.first_byte_s is None:
+                    call.first_byte_s = time.monotonic() - call.started
+                    call.head = chunk
+                if tail is not None:
+                    tail.add(chunk)
+        except asyncio.CancelledError:
+            # The client left while we waited for the replica: after the stream's last event, it
+            # was served (what it read is whole), so it counts as such, tokens included.
+            if is_sse and watch.reading_since is not None:
+                self._settle_left(call, resp.status, tail.value() if tail is not None else chunk)
+            raise
+        finally:
+            self._watchdog.discard(watch)
+        try:
+            await resp.write_eof()
+        except ConnectionError:
+            log.debug("client left %s at the end of the answer", request.path)
+        except asyncio.CancelledError:
+            call.delivered = resp.status  # every byte of the answer was written already
+            if tail is not None:
+                self._count_tokens(call, tail.value())
+            raise
+        if tail is not None:
+            self._count_tokens(call, tail.value())
+        return resp
+
+    def _settle_left(self, call: Call, status: int, sent: bytes) -> None:
+        """A client that left mid-stream: if ``sent`` (what it got last) ends the stream, it was served."""
+        end = STREAM_ENDS.get(call.api)
+        if end is None or not sent.endswith(b"\n\n"):
+            return
+        at = sent.rfind(end)
+        if at < 0 or b"\n\n" in sent[at:-2]:  # no end event, or another event follows it
+            return
+        call.delivered = status
+        if call.stream_usage:
+            self._count_tokens(call, sent)
+
+    async def whole(self, upstream: Answer, replica: Replica, call: Call, content_type: str) -> web.Response:
+        """A small body of known length: read it whole, answer in one write (or 502 if it broke)."""
+        try:
+            if upstream.complete:  # the whole body came with the headers: nothing to wait for
+                body = await upstream.read()
+            else:
+                async with asyncio.timeout(self._settings.read_timeout_s):
+                    body = await upstream.read()
+        except (UpstreamError, TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("replica %s failed mid-answer: %s", replica.id, reason)
+            return errors.upstream_failed("The model server failed mid-answer.")
+        headers = response_headers(upstream.headers)
+        headers.append((REPLICA_HEADER, replica.id))
+        call.first_byte_s = time.monotonic() - call.started
+        if content_type == JSON:
+            self._count_tokens(call, body[-_Tail.KEEP :])
+        return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+
+    async def loaded(
+        self, request: web.Request, upstream: Answer, replica: Replica, call: Call, loading: Loading
+    ) -> web.StreamResponse:
+        """The replica's answer into a loading stream: its events, or its error as an SSE event."""
+        started = loading.response
+        assert started is not None
+        content_type = upstream.content_type
+        if upstream.status == 200 and content_type == EVENT_STREAM:
+            return await self.stream(request, upstream, replica, call, True, content_type, started)
+        if upstream.status == 200:
+            message = f"The model server answered {content_type or 'a body'}, not an event stream."
+        else:
+            try:
+                async with asyncio.timeout(self._settings.read_timeout_s):
+                    length = upstream.content_length
+                    small = length is not None and length <= WHOLE_BODY_BYTES
+                    body = await upstream.read() if small else await upstream.next_chunk()
+            except (UpstreamError, TimeoutError):
+                body = b""
+            details = error_message(body) or "no details"
+            message = f"The model server answered HTTP {upstream.status}: {details}"
+        log.warning("replica %s answered a held stream: %s", replica.id, message)
+        return await loading.fail(errors.sse_error_event(message, loading.api))
+
+    def _count_tokens(self, call: Call, tail: bytes) -> None:
+        usage = usage_tokens(tail)
+        if usage is None:
+            return
+        if call.api == ANTHROPIC and call.stream:  # Messages streams: prompt tokens come first
+            head = usage_tokens(call.head)
+            usage = (max(usage[0], head[0]) if head else usage[0], usage[1])
+        call.tokens = usage
+        self._metrics.tokens(call.entry.name, call.api, *usage)
+        if call.user is not None:
+            call.user.tokens(*usage)
+
+    async def _end_broken(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        replica: Replica,
+        exc: BaseException,
+        *,
+        is_sse: bool,
+        api: str = OPENAI,
+    ) -> None:
+        """End a response whose upstream failed after the first byte, without hanging the client."""
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log.warning("replica %s failed mid-answer to %s: %s", replica.id, request.path, reason)
+        if not is_sse:
+            # The client must see a truncated body as an error, not as a short complete one.
+            resp.force_close()
+            if request.transport is not None:
+                request.transport.close()
+            return
+        try:
+            await resp.write(errors.sse_error_event("The model server failed mid-stream.", api))
+            await resp.write_eof()
+        except ConnectionError:
+            log.debug("client left %s before the error event", request.path)
