@@ -1,0 +1,94 @@
+"""The console's GPU panel in a real browser (Debian's chromium, Playwright), fed by the real
+``/v1/gpus`` route and energy meter reading the recorded H200 through the NVML adapter
+(tests/placement/nvml_replay.py): this machine has no GPU, so the replay is the one fake, and
+everything from the adapter to the pixels is the real code.
+
+GPU 0 holds 100 GiB of smollm2's replica 0 and 2 GiB of a process that is not ours; GPU 1 is idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from placement.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
+from playwright.async_api import Browser, async_playwright
+
+from controller.console import page
+from controller.console.energy import EnergyMeter, Owner, add_routes
+from controller.placement.inventory import read_inventory
+
+CHROMIUM = "/usr/bin/chromium"
+WATTS = 129.254  # the recorded H200's power reading
+SMOL = Owner("c-smollm2-0", "smollm2", 0, (4242,))
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing; run scripts/ensure-chromium.sh (make test runs it)")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        await chromium.close()
+
+
+def sampled_meter() -> EnergyMeter:
+    base = load_snapshot()
+    gpu0 = device(base["devices"][0], 0, used=102 * GiB, procs=[proc(4242, 100), proc(777, 2)])
+    gpu0["nvmlDeviceGetTotalEnergyConsumption"] = EnergyCounter(7_000_000, watts=WATTS, seconds=5.0)
+    nvml = NvmlReplay(machine(base, [gpu0, device(base["devices"][0], 1)]))
+    meter = EnergyMeter()
+    for t in (0.0, 5.0):
+        meter.sample(t, read_inventory(nvml), {"0": [SMOL]})
+    return meter
+
+
+async def test_the_gpu_panel_draws_ours_foreign_and_free_and_writes_every_figure(
+    aiohttp_server: Any, browser: Browser
+) -> None:
+    app = web.Application()
+    page.add_routes(app)
+    add_routes(app, sampled_meter())
+    server = await aiohttp_server(app)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = await context.new_page()
+    thrown: list[str] = []
+    tab.on("pageerror", lambda exc: thrown.append(str(exc)))
+    await tab.goto(str(server.make_url("/")))
+    await tab.wait_for_function(
+        "() => document.querySelectorAll('#gpus-body .gpu').length === 2", timeout=15_000
+    )
+    gpus = await tab.eval_on_selector_all(
+        "#gpus-body .gpu",
+        """gs => gs.map(g => {
+            const bar = g.querySelector('.bar');
+            const width = (s) => s ? s.getBoundingClientRect().width / bar.clientWidth : 0;
+            return {title: g.querySelector('h3').innerText, facts: g.querySelector('.gpu-facts').innerText,
+                    label: bar.getAttribute('aria-label'),
+                    legend: [...g.querySelectorAll('.legend li')].map(li => li.innerText.trim()),
+                    ours: [...bar.querySelectorAll('.ours')].map(width),
+                    foreign: width(bar.querySelector('.foreign'))};
+        })""",
+    )
+    status_line = await tab.inner_text("#connection")
+    await context.close()
+    assert thrown == []
+    first, second = gpus
+    assert first["title"] == "GPU 0: NVIDIA H200" and second["title"] == "GPU 1: NVIDIA H200"
+    assert "power 129 W" in first["facts"] and "utilisation 0 %" in first["facts"], first
+    assert "energy 7.6 kJ" in first["facts"], first  # the counter: 7,000,000 mJ + 129.254 W x 5 s
+    assert "used 103 GiB of 140 GiB" in first["facts"], first  # 0.6 GiB the recording had, plus 102
+    assert first["legend"] == ["smollm2-0 100 GiB", "foreign (not ours) 2.0 GiB", "free 38 GiB"], first
+    assert first["label"] == "memory of GPU 0: ours 100 GiB, foreign 2.0 GiB, free 38 GiB of 140 GiB"
+    (ours,) = first["ours"]
+    assert ours == pytest.approx(100 / 140.4, abs=0.01) and first["foreign"] == pytest.approx(
+        2 / 140.4, abs=0.005
+    )
+    assert second["ours"] == [] and second["legend"][0] == "foreign (not ours) 0 MiB", second
+    # This app serves no /v1/status: the page says so instead of showing replicas it does not have.
+    assert status_line.startswith("controller not answering: /v1/status: HTTP 404"), status_line
