@@ -63,8 +63,8 @@ class EventLog:
         when = datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
         event = Event(self.last, when, kind, slot[0], slot[1], container, reason)
         self.events.append(event)
-        log.info("event %s: replica %s-%d%s%s", kind, *slot, f" ({container})" * bool(container),
-                 f": {reason}" * bool(reason))  # fmt: skip
+        log.info("event %s: replica %s-%d%s%s", kind, *slot, f" ({container})" if container else "",
+                 f": {reason}" if reason else "")  # fmt: skip
         return event
 
     def once(self, kind: str, container: ObservedContainer, reason: str = "") -> Event | None:

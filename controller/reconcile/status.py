@@ -1,7 +1,8 @@
 """Replica status rows, for `modelctl status` and the controller's /v1/status: every model and
 replica with its state, container, endpoint, restarts and last reason.
 
-States: Pending (cannot be placed or built), Starting (container up, not ready yet), Ready,
+States: Pending (cannot be placed or built), Starting (container up, not ready yet; its
+``progress`` says what the engine is doing, ``engines.progress``), Ready,
 Outdated (old spec, still serving while its replacement starts), Draining (leaving: finishing its
 requests), BackingOff (crashed; waiting before the next start), Waiting (rolls after another
 replica of the same model).
