@@ -200,10 +200,16 @@
     return `${r.model}/${r.replica}/${r.container || r.state}`;
   }
 
+  // A replica serving again keeps its last failure's reason: said as the past, not as its state.
+  const HEALTHY = new Set(["Ready", "Outdated", "Draining"]);
+
   function reasonCell(r) {
     const parts = [];
     if (r.progress) parts.push(h("span", { class: "progress" }, h("span", { "aria-hidden": "true" }, "⟳ "), r.progress));
-    if (r.reason) parts.push(h("span", { class: r.progress ? "muted" : "" }, `${r.progress ? " · last: " : ""}${r.reason}`));
+    if (r.reason) {
+      const past = r.progress || HEALTHY.has(r.state);
+      parts.push(h("span", { class: past ? "muted" : null }, `${r.progress ? " · " : ""}${past ? "last failure: " : ""}${r.reason}`));
+    }
     return parts;
   }
 
@@ -238,7 +244,7 @@
     setText(c[3], fmtAge(r.started_at, now));
     setText(c[4], String(r.restarts));
     setText(c[5], r.endpoint || "–");
-    const reasonSig = `${r.progress || ""}|${r.reason || ""}`;
+    const reasonSig = `${r.state}|${r.progress || ""}|${r.reason || ""}`;
     if (c[6].dataset.signature !== reasonSig) {
       c[6].dataset.signature = reasonSig;
       fill(c[6], reasonCell(r));
