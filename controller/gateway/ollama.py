@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints
-from controller.gateway import errors
+from controller.gateway import errors, outcome
 from controller.gateway import ollama_models as models
 from controller.gateway import ollama_translate as translate
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
 from controller.gateway.call import JSON, REPLICA_HEADER, Call, error_message
-from controller.gateway.metrics import NO_REPLICA, UNROUTED, GatewayMetrics
+from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.prefix import prefix_key
 from controller.gateway.proxy import Proxy
 from controller.gateway.table import TableSource
@@ -345,19 +345,4 @@ class OllamaRoutes:
         raise Refused(refusal(404, translate.not_found(name, served)))
 
     def _record(self, request: web.Request, call: Call | None, status: int, started: float) -> None:
-        elapsed = time.monotonic() - started
-        model = call.entry.name if call is not None else UNROUTED
-        replica = call.replica if call is not None else NO_REPLICA
-        self._metrics.request(model, replica, status, elapsed, errors.OLLAMA)
-        if call is not None and call.first_byte_s is not None:
-            self._metrics.first_byte(model, call.first_byte_s)
-        user = request.get(KEY_USE)
-        if user is not None:
-            user.record(status)
-        if call is not None:  # the last requests of a served model (a body never)
-            key = user.name if user is not None else None
-            self._metrics.recent.add(
-                model, errors.OLLAMA, status, call.tokens, elapsed, call.first_byte_s, replica, key
-            )
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s model=%s -> %d in %.3fs", request.method, request.path, model, status, elapsed)
+        outcome.record(self._metrics, request, call, status, started, errors.OLLAMA)

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.endpoints.table import EndpointTable
-from controller.gateway import errors
+from controller.gateway import errors, outcome
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
 from controller.gateway.call import REPLICA_HEADER, Call
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
 from controller.gateway.hashring import hash64
-from controller.gateway.metrics import CONTENT_TYPE, NO_REPLICA, UNROUTED, GatewayMetrics
+from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
 from controller.gateway.proxy import Proxy
@@ -260,19 +260,4 @@ class Routes:
     def _record(
         self, request: web.Request, call: Call | None, status: int, started: float, api: str = OPENAI
     ) -> None:
-        elapsed = time.monotonic() - started
-        # Labels only carry served model names: a client's unknown name would grow the series.
-        model = call.entry.name if call is not None else UNROUTED
-        self._metrics.request(model, call.replica if call else NO_REPLICA, status, elapsed, api)
-        if call is not None and call.first_byte_s is not None:
-            self._metrics.first_byte(model, call.first_byte_s)
-        user = request.get(KEY_USE) if self._keys else None
-        if user is not None:
-            user.record(status)
-        if call is not None:  # the last requests of a served model (a body never)
-            key = user.name if user is not None else None
-            self._metrics.recent.add(
-                model, api, status, call.tokens, elapsed, call.first_byte_s, call.replica, key
-            )
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s model=%s -> %d in %.3fs", request.method, request.path, model, status, elapsed)
+        outcome.record(self._metrics, request, call, status, started, api, keyed=self._keys)
