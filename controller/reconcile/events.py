@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.reconcile.lifecycle import Slot
 from controller.reconcile.status import ReplicaStatus
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 CAPACITY = 200  # events kept; older ones fall off
 KINDS = ("created", "ready", "crashed", "rolled", "drained", "deleted", "evicted", "pending", "backoff")
-
-Slot = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
