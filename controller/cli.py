@@ -314,9 +314,7 @@ def print_plan(rows: list[dict[str, Any]]) -> None:
 def post_plan(url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST the files to /v1/plan; the answer's JSON (a 422's too: it lists manifest errors).
     Raises ModelctlError naming the URL when the controller cannot be reached or refuses."""
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get("MODELCTL_CONTROLLER_KEY"):
-        headers["Authorization"] = f"Bearer {os.environ['MODELCTL_CONTROLLER_KEY']}"
+    headers = {"Content-Type": "application/json", **controller_key_header()}
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -348,11 +346,25 @@ def report_invalid(exc: InvalidManifests, path: Path) -> int:
     return 1
 
 
+def controller_key_header() -> dict[str, str]:
+    """The Authorization header for a controller whose API wants keys (MODELCTL_CONTROLLER_KEY)."""
+    key = os.environ.get("MODELCTL_CONTROLLER_KEY", "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     url = args.controller_url.rstrip("/") + "/v1/status"
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers=controller_key_header())
+        with urllib.request.urlopen(request, timeout=5) as response:
             payload = json.load(response)
+    except urllib.error.HTTPError as exc:
+        answer = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError):
+            payload = json.loads(answer)
+            answer = str(payload.get("error", answer)) if isinstance(payload, dict) else answer
+        hint = " (set MODELCTL_CONTROLLER_KEY)" if exc.code == 401 else ""
+        raise ModelctlError(f"the controller at {url} answered {exc.code}: {answer}{hint}") from exc
     except (OSError, ValueError) as exc:
         raise ModelctlError(
             f"cannot read status from the controller at {url}: {exc} (is it running? `make up`)"

@@ -154,7 +154,7 @@ def render_table(payload: dict[str, Any], now: datetime | None = None) -> str:
         )
         for r in payload["replicas"]
     ]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(COLUMNS)]
+    widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(COLUMNS)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [COLUMNS, *rows]

@@ -6,10 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from controller.access import key_middleware
+from controller.cli import main
 
 KEYS = "console: sk-console-1\ngateway: sk-gateway-2\n"
 
@@ -57,3 +59,24 @@ async def test_a_key_added_to_the_file_works_without_a_restart(aiohttp_client: A
             break
         await asyncio.sleep(0.1)
     assert resp.status == 200
+
+
+async def test_modelctl_status_sends_the_key_and_says_when_it_is_missing(
+    aiohttp_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keys.yaml").write_text(KEYS)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"replicas": [], "models": [], "manifest_errors": [], "notes": []})
+
+    app = web.Application(middlewares=[key_middleware(tmp_path / "keys.yaml")])
+    app.router.add_get("/v1/status", status)
+    server = await aiohttp_server(app)
+    url = str(server.make_url(""))
+    monkeypatch.delenv("MODELCTL_CONTROLLER_KEY", raising=False)
+    assert await asyncio.to_thread(main, ["status", "--controller-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "answered 401: no API key" in err and "(set MODELCTL_CONTROLLER_KEY)" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("MODELCTL_CONTROLLER_KEY", "sk-console-1")
+    assert await asyncio.to_thread(main, ["status", "--controller-url", url]) == 0

@@ -61,3 +61,9 @@ def test_an_on_demand_model_counts_its_ready_replicas() -> None:
     row = next(line for line in render_table(payload, now=NOW).splitlines()[4:] if line.startswith("coder"))
     assert row.split()[1:4] == ["1", "2", "0-3"]
     assert "load 5.0 needs 2" in row and "0s ago" in row
+
+
+def test_a_controller_without_models_says_so_instead_of_failing() -> None:
+    text = render_table({"replicas": [], "models": [], "manifest_errors": [], "notes": []})
+    assert text.splitlines()[0].split()[:2] == ["MODEL", "REPLICA"]
+    assert "(no models)" in text
