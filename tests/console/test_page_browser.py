@@ -370,6 +370,13 @@ async def test_panels_without_figures_say_why_instead_of_inventing_them(
             "document.querySelector('#charts-body').innerText.includes('HTTP 503')",
         )
         charts_text = await page.inner_text("#charts-body")
+        await page.route("**/v1/status", lambda route: route.abort("connectionrefused"))
+        await until(
+            page, "the page noticing", "document.querySelector('#connection').dataset.state === 'down'"
+        )
+        down = await page.inner_text("#connection")
+        note = await page.inner_text("#replicas [data-role=note]")
+        kept = await page.eval_on_selector_all("#replica-rows tr", "rs => rs.length")
     if gpus["status"] == 200 and not gpus["body"]["available"]:  # this machine has no NVIDIA GPU
         assert gpu_text == f"not available: {gpus['body']['reason']}", gpu_text
     elif gpus["status"] != 200:
@@ -379,6 +386,8 @@ async def test_panels_without_figures_say_why_instead_of_inventing_them(
     else:
         assert "J / output token" in energy_text and energy["models"][0]["model"] in energy_text
     assert charts_text == "not available: /v1/console/series: HTTP 503: scraper down", charts_text
+    assert down.startswith("controller not answering: the controller does not answer"), down
+    assert kept == 2 and "the rows below are as of" in note, note  # the last answer, said to be old
 
 
 CONTRAST = """() => {

@@ -251,13 +251,19 @@
     }
   }
 
+  let statusAt = null; // when /v1/status last answered
+
   function renderReplicas(status) {
     const body = $("replica-rows");
     const note = document.querySelector("#replicas [data-role=note]");
     if (!status.ok) {
-      fill(note, unavailable(status.reason));
+      const stale = body.children.length && statusAt ? `; the rows below are as of ${fmtClock(statusAt)}` : "";
+      fill(note, h("span", { class: "unavailable" }, `not available: ${status.reason}${stale}`));
+      body.closest("table").classList.add("stale");
       return;
     }
+    statusAt = Date.now();
+    body.closest("table").classList.remove("stale");
     const replicas = status.data.replicas || [];
     const models = status.data.models || [];
     note.textContent = replicas.length || models.length ? "" : "No models: the watched folder holds no manifest.";
