@@ -4,6 +4,7 @@
 everything from the adapter to the pixels is the real code.
 
 GPU 0 holds 100 GiB of smollm2's replica 0 and 2 GiB of a process that is not ours; GPU 1 is idle.
+With controller keys (``controller.access``), the page asks for one and sends it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from placement.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
 from playwright.async_api import Browser, async_playwright
 
+from controller.access import key_middleware
 from controller.console import page
 from controller.console.energy import EnergyMeter, Owner, add_routes
 from controller.placement.inventory import read_inventory
@@ -92,3 +94,29 @@ async def test_the_gpu_panel_draws_ours_foreign_and_free_and_writes_every_figure
     assert second["ours"] == [] and second["legend"][0] == "foreign (not ours) 0 MiB", second
     # This app serves no /v1/status: the page says so instead of showing replicas it does not have.
     assert status_line.startswith("controller not answering: /v1/status: HTTP 404"), status_line
+
+
+async def test_with_controller_keys_the_page_asks_for_one_and_sends_it(
+    aiohttp_server: Any, browser: Browser, tmp_path: Path
+) -> None:
+    (tmp_path / "keys").write_text("console: sk-console-1\n")
+    app = web.Application(middlewares=[key_middleware(tmp_path / "keys")])
+    page.add_routes(app)
+    add_routes(app, sampled_meter())
+    server = await aiohttp_server(app)
+    context = await browser.new_context()
+    tab = await context.new_page()
+    await tab.goto(str(server.make_url("/")))
+    await tab.wait_for_selector("#key-form:not([hidden])", timeout=15_000)
+    refused = await tab.inner_text("#gpus-body")
+    focused = await tab.evaluate("document.activeElement.id")
+    await tab.keyboard.type("sk-console-1")
+    await tab.keyboard.press("Enter")
+    await tab.wait_for_function(
+        "() => document.querySelectorAll('#gpus-body .gpu').length === 2", timeout=15_000
+    )
+    hidden = await tab.evaluate("document.querySelector('#key-form').hidden")
+    kept = await tab.evaluate("sessionStorage.getItem('modelctl-console-key')")
+    await context.close()
+    assert refused.startswith("not available: /v1/gpus: HTTP 401: no API key"), refused
+    assert focused == "key-input" and hidden is True and kept == "sk-console-1"
