@@ -614,9 +614,9 @@
       return h("div", { class: "table-wrap scroll-y" }, h("table", {},
         h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, [...events].reverse().map((e) => h("tr", { "data-kind": e.kind, "data-seq": e.seq },
-          h("td", { title: e.time }, fmtClock(e.time)),
+          h("td", { title: e.time, class: "nowrap" }, fmtClock(e.time)),
           h("td", {}, badge(e.kind, EVENT_KINDS[e.kind] || ["•", "muted"])),
-          h("td", { title: e.container || null }, `${e.model}-${e.replica}`),
+          h("td", { title: e.container || null, class: "nowrap" }, `${e.model}-${e.replica}`),
           h("td", { class: "reason" }, e.reason || ""))))));
     });
   }
