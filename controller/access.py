@@ -2,7 +2,7 @@
 
 By default the API answers anyone who can reach it: compose publishes it on 127.0.0.1 only, and on
 the compose network only the gateway talks to it. Publishing it wider (to see the console from
-another machine) is then a choice to make with keys: with ``MODELCTL_API_KEYS_FILE`` (the gateway's
+another machine) is then a choice to make with keys: with ``MODELCTL_CONTROLLER_KEYS_FILE`` (the gateway's
 keys file format: ``name: key`` lines, or one key per line), every ``/v1/*`` route wants
 ``Authorization: Bearer <key>``, the gateway's own calls included (``MODELCTL_CONTROLLER_KEY`` on the
 gateway). What carries no data stays open: ``/healthz`` for health checks, ``/metrics`` for
@@ -46,7 +46,7 @@ def key_middleware(keys_file: Path) -> Middleware:
         if check.match(token) is None:
             reason = "no API key" if token is None else "this API key is not one of the controller's"
             return web.json_response(
-                {"error": f"{reason}: send Authorization: Bearer <key> (MODELCTL_API_KEYS_FILE)"},
+                {"error": f"{reason}: send Authorization: Bearer <key> (MODELCTL_CONTROLLER_KEYS_FILE)"},
                 status=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
