@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -438,3 +439,27 @@ async def running_workers(
             with pytest.raises(asyncio.CancelledError):
                 await gateway
         await controller.close()
+
+
+def one_connection() -> aiohttp.ClientSession:
+    """One connection, kept alive: all its requests reach the worker that accepted it."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+
+
+async def worker_pid(session: aiohttp.ClientSession, base: str) -> int:
+    """The pid of the gateway worker process ``session``'s connection reached."""
+    async with session.get(f"{base}/healthz") as resp:
+        pid: int = (await resp.json())["pid"]
+        return pid
+
+
+async def until_ready(base: str) -> None:
+    """Poll (the caller holds the deadline) until some worker has the controller's table."""
+    while True:
+        try:
+            async with one_connection() as session, session.get(f"{base}/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)

@@ -7,9 +7,8 @@ import os
 import socket
 from pathlib import Path
 
-import aiohttp
 import pytest
-from gateway_fakes import StartUpstream, running_workers
+from gateway_fakes import StartUpstream, one_connection, running_workers, until_ready, worker_pid
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.gateway.metrics import Snapshot
@@ -69,10 +68,10 @@ async def test_any_workers_metrics_count_every_workers_requests(
         await until_ready(base)
         listening: set[int] = set()
         while len(listening) < 2:  # the child starts (spawn) well after the parent
-            async with fresh_session() as session:
+            async with one_connection() as session:
                 listening.add(await worker_pid(session, base))
         while len(served) < 2:  # each new connection lands on either worker
-            async with fresh_session() as session:
+            async with one_connection() as session:
                 pid = await worker_pid(session, base)
                 for _ in range(3):  # over the same connection, to the same worker
                     async with session.post(f"{base}{CHAT}", json=ASK) as resp:
@@ -81,7 +80,7 @@ async def test_any_workers_metrics_count_every_workers_requests(
                 served.add(pid)
         scraped: set[int] = set()
         while len(scraped) < 2:  # until each worker answered a scrape
-            async with fresh_session() as session:
+            async with one_connection() as session:
                 pid = await worker_pid(session, base)
                 async with session.get(f"{base}/metrics") as resp:
                     samples = parse(await resp.text())
@@ -92,29 +91,6 @@ async def test_any_workers_metrics_count_every_workers_requests(
             assert samples[("modelctl_gateway_in_flight", "m", "m-0")] == 0
             assert samples[("modelctl_gateway_workers",)] == 2
     assert os.getpid() in served
-
-
-def fresh_session() -> aiohttp.ClientSession:
-    """One connection, kept alive: all its requests reach the worker that accepted it."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
-
-
-async def worker_pid(session: aiohttp.ClientSession, base: str) -> int:
-    async with session.get(f"{base}/healthz") as resp:
-        pid: int = (await resp.json())["pid"]
-        return pid
-
-
-async def until_ready(base: str) -> None:
-    """Poll (the caller holds the deadline) until some worker has the controller's table."""
-    while True:
-        try:
-            async with fresh_session() as session, session.get(f"{base}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
 
 
 def parse(text: str) -> dict[tuple[str, ...], float]:

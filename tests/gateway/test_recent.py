@@ -9,9 +9,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp.test_utils import TestClient
-from gateway_fakes import StartGateway, StartUpstream, running_workers, table_of
+from gateway_fakes import (
+    StartGateway,
+    StartUpstream,
+    one_connection,
+    running_workers,
+    table_of,
+    until_ready,
+    worker_pid,
+)
 
 from controller.gateway.app import METRICS
 from controller.gateway.recent import KEPT, Recent
@@ -149,26 +156,3 @@ async def test_any_worker_lists_every_workers_requests(
                     rows = (await resp.json())["models"]["m"]
             answered.add(pid)
             assert len(rows) == min(KEPT, sum(served.values())), pid
-
-
-def one_connection() -> aiohttp.ClientSession:
-    """One connection, kept alive: all its requests reach the worker that accepted it."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
-
-
-async def worker_pid(session: aiohttp.ClientSession, base: str) -> int:
-    async with session.get(f"{base}/healthz") as resp:
-        pid: int = (await resp.json())["pid"]
-        return pid
-
-
-async def until_ready(base: str) -> None:
-    """Poll (the caller holds the deadline) until some worker has the controller's table."""
-    while True:
-        try:
-            async with one_connection() as session, session.get(f"{base}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
