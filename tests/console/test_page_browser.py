@@ -213,6 +213,10 @@ async def test_a_replicas_engine_log_opens_on_demand_from_the_keyboard(
 async def test_traffic_makes_the_charts_draw_points(stack: RunningController, browser: Browser) -> None:
     async with opened(browser, stack) as page:
         series = await api(stack, "/v1/console/series")
+        deadline = time.monotonic() + 20  # the first scrape comes one step (5 s) after the start
+        while series["status"] == 200 and not series["body"].get("available") and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            series = await api(stack, "/v1/console/series")
         if series["status"] != 200 or not series["body"].get("available"):
             await until(
                 page, "the charts panel saying why", "document.querySelector('#charts-body .unavailable')"
