@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -74,8 +75,13 @@ async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Prev
     host = await asyncio.to_thread(reconciler.on_demand.host, current, observed)
     scaled = {name: s.desired for name, s in reconciler.on_demand.scaling.items()}
     counts = counts_now(models, scaled, observed)
+    demand = reconciler.on_demand.demand.current()
     return await asyncio.to_thread(
-        preview, models, current, observed, inventory, managed_pids=pids, counts=counts, host=host
+        partial(preview, managed_pids=pids, counts=counts, host=host, demand=demand),
+        models,
+        current,
+        observed,
+        inventory,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from controller.endpoints.demand import ModelDemand
 from controller.errors import ModelctlError
@@ -29,6 +29,10 @@ from controller.runtime.observed import ObservedContainer
 log = logging.getLogger(__name__)
 
 Place = Callable[..., Desired]  # place(counts=...) -> the desired state
+
+# Why a wanted model is Pending although room is being made for it, or cannot be.
+WAITING_FOR_LEAVERS = "waiting for stopped replicas to leave"
+NO_VICTIM = "no idle on-demand model to stop for it"
 
 
 class OnDemand:
@@ -86,27 +90,12 @@ class OnDemand:
         observed: Sequence[ObservedContainer],
     ) -> Desired:
         """The desired state for ``counts``, after evicting idle models for wanted ones that do
-        not fit; Pending rows of those still short say why nothing could be evicted."""
-        desired = place(counts=counts)
-        demand = self.demand.current()
-        by_name = {m.name: m for m in models}
-        if leaving(observed, desired):  # an earlier eviction (or a scale-down) still frees memory
-            needy = self.needy(desired, by_name, demand)
-            return with_reason(desired, needy, "waiting for stopped replicas to leave") if needy else desired
-        for _ in range(len(models)):
-            needy = self.needy(desired, by_name, demand)
-            if needy is None:
-                break
-            victim = pick_victim(
-                candidate(by_name[needy], counts, demand), candidates(models, counts, demand)
-            )
-            if victim is None:
-                return with_reason(desired, needy, "no idle on-demand model to stop for it")
+        not fit (``make_room``; the scaler keeps each victim down); Pending rows of those still
+        short say why nothing could be evicted."""
+        room = make_room(place, counts, models, observed, self.demand.current())
+        for victim, needy in room.evicted:
             self.evict(victim, needy, counts)
-            desired = place(counts=counts)
-            if leaving(observed, desired):  # its memory is free once it is gone: place then
-                return hold_back(desired, needy, observed, "waiting for stopped replicas to leave")
-        return desired
+        return room.desired
 
     def evict(self, victim: Candidate, needy: str, counts: dict[str, int]) -> None:
         """Stop ``victim``'s idle replicas (down to its min_count) to make room for ``needy``."""
@@ -120,16 +109,59 @@ class OnDemand:
             "evicting model %s (idle, priority %d) to make room for %s", victim.name, victim.priority, needy
         )
 
-    def needy(
-        self, desired: Desired, by_name: Mapping[str, LoadedModel], demand: Mapping[str, ModelDemand]
-    ) -> str | None:
-        """The most important model short of memory that is wanted (always-on, or a request waits)."""
-        wanted = {
-            name
-            for name, _ in desired.short
-            if not by_name[name].manifest.on_demand or demand.get(name, ModelDemand()).waiting
-        }
-        return max(wanted, key=lambda n: (by_name[n].manifest.priority, n), default=None)
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """The desired state after making room, and the evictions it took (victim, for whom)."""
+
+    desired: Desired
+    evicted: tuple[tuple[Candidate, str], ...] = ()
+
+
+def make_room(
+    place: Place,
+    counts: Mapping[str, int],
+    models: Sequence[LoadedModel],
+    observed: Sequence[ObservedContainer],
+    demand: Mapping[str, ModelDemand],
+) -> Room:
+    """Place ``counts``; while a wanted model is short of memory, stop the idle on-demand model
+    ``pick_victim`` names for it (down to its min_count) and place again. Pure: the reconciler's
+    ``OnDemand.fit`` applies the evictions to the scaler, the plan preview only shows them. Nothing
+    is evicted while an earlier eviction is still leaving, and a wanted model waits for its
+    victims to leave (``hold_back``)."""
+    counts = dict(counts)
+    desired = place(counts=counts)
+    by_name = {m.name: m for m in models}
+    if leaving(observed, desired):  # an earlier eviction (or a scale-down) still frees memory
+        needy = needy_model(desired, by_name, demand)
+        return Room(with_reason(desired, needy, WAITING_FOR_LEAVERS) if needy else desired)
+    evicted: list[tuple[Candidate, str]] = []
+    for _ in range(len(models)):
+        needy = needy_model(desired, by_name, demand)
+        if needy is None:
+            break
+        victim = pick_victim(candidate(by_name[needy], counts, demand), candidates(models, counts, demand))
+        if victim is None:
+            return Room(with_reason(desired, needy, NO_VICTIM), tuple(evicted))
+        evicted.append((victim, needy))
+        counts[victim.name] = victim.low
+        desired = place(counts=counts)
+        if leaving(observed, desired):  # its memory is free once it is gone: place then
+            return Room(hold_back(desired, needy, observed, WAITING_FOR_LEAVERS), tuple(evicted))
+    return Room(desired, tuple(evicted))
+
+
+def needy_model(
+    desired: Desired, by_name: Mapping[str, LoadedModel], demand: Mapping[str, ModelDemand]
+) -> str | None:
+    """The most important model short of memory that is wanted (always-on, or a request waits)."""
+    wanted = {
+        name
+        for name, _ in desired.short
+        if not by_name[name].manifest.on_demand or demand.get(name, ModelDemand()).waiting
+    }
+    return max(wanted, key=lambda n: (by_name[n].manifest.priority, n), default=None)
 
 
 def candidate(model: LoadedModel, counts: Mapping[str, int], demand: Mapping[str, ModelDemand]) -> Candidate:

@@ -7,22 +7,27 @@ inventory, our GPU processes, the host's cores and memory, each model's replica 
 result is read back per replica slot as terraform-style rows. Pure: the caller reads Docker, NVML
 and the host, so every case is a row in a table test, and a preview never changes the scaler.
 
-Two things a pass does are left out on purpose: eviction (stopping idle on-demand models to make
-room changes the scaler's state) and the restart backoff (a crashed replica's slot shows as a
-create, which is what the next pass after its backoff does).
+With the gateway's ``demand``, room is made as a pass makes it (``ondemand.make_room``, pure: the
+scaler is not told): an idle on-demand model stopped for a wanted one is a delete row saying for
+whom, and the wanted model's replica a create once its victims have left. Left out on purpose: the
+restart backoff (a crashed replica's slot shows as a create, which is what the next pass after
+its backoff does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
+from controller.endpoints.demand import ModelDemand
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
 from controller.placement.host import Host
 from controller.placement.inventory import Inventory
 from controller.reconcile.desired import desired_state
+from controller.reconcile.ondemand import WAITING_FOR_LEAVERS, make_room
 from controller.reconcile.plan import calculate_plan
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
@@ -88,13 +93,22 @@ def preview(
     managed_pids: frozenset[int] = frozenset(),
     counts: Mapping[str, int] | None = None,
     host: Host | None = None,
+    demand: Mapping[str, ModelDemand] | None = None,
 ) -> Preview:
     """What applying ``new_models`` would do to ``observed`` (the containers the reconciler
     lists). ``current_models`` are the manifests the controller runs now (for what changed in a
     roll); ``counts``: each model's replica count (``counts_now``); ``managed_pids`` and ``host``
     as the reconciler passes them to ``desired_state``. Raises nothing for a replica that cannot be
-    placed: that is a pending row with the placement's reason."""
-    desired = desired_state(new_models, inventory, observed, managed_pids, counts=counts, host=host)
+    placed: that is a pending row with the placement's reason. ``demand``: the gateway's, per
+    model, to make room by eviction as a pass would (None: no eviction)."""
+    place = partial(desired_state, new_models, inventory, observed, managed_pids, host=host)
+    evicted: dict[str, str] = {}
+    if demand is None:
+        desired = place(counts=counts)
+    else:
+        wanted = {m.name: m.manifest.min_count for m in new_models} | dict(counts or {})
+        room = make_room(place, wanted, new_models, observed, demand)
+        desired, evicted = room.desired, {victim.name: needy for victim, needy in room.evicted}
     plan = calculate_plan(desired.specs, list(observed))
     alive: dict[Slot, list[ObservedContainer]] = {}
     for container in observed:
@@ -107,6 +121,7 @@ def preview(
         specs={(s.model, s.replica): s for s in desired.specs},
         pending={(p.model, p.replica): p.reason for p in desired.pending},
         starts=frozenset((s.model, s.replica) for s in (*plan.create, *plan.waiting)),
+        evicted=evicted,
     )
     slots = {*context.specs, *context.pending, *(c.slot for c in plan.delete if c.alive)}
     return Preview(tuple(slot_row(slot, alive.get(slot, []), context) for slot in sorted(slots)))
@@ -123,6 +138,7 @@ class Context:
     specs: Mapping[Slot, ContainerSpec]
     pending: Mapping[Slot, str]
     starts: frozenset[Slot]
+    evicted: Mapping[str, str] = field(default_factory=dict)  # model stopped -> the model it makes room for
 
 
 def slot_row(slot: Slot, alive: list[ObservedContainer], context: Context) -> Row:
@@ -130,8 +146,12 @@ def slot_row(slot: Slot, alive: list[ObservedContainer], context: Context) -> Ro
     model, replica = slot
     spec = context.specs.get(slot)
     if slot in context.pending:
+        reason = context.pending[slot]
+        victims = sorted(v for v, needy in context.evicted.items() if needy == model)
+        if victims and reason.endswith(WAITING_FOR_LEAVERS) and not alive:
+            return Row("create", model, replica, f"once {', '.join(victims)} has stopped to make room")
         stops = "; its running replica would stop" if alive else ""
-        return Row("pending", model, replica, context.pending[slot] + stops)
+        return Row("pending", model, replica, reason + stops)
     if spec is None:
         return Row("delete", model, replica, why_deleted(model, context))
     outdated = [c for c in alive if c.spec_hash != spec.spec_hash()]
@@ -161,6 +181,8 @@ def changed(spec: ContainerSpec, running: ObservedContainer, context: Context) -
 
 
 def why_deleted(model: str, context: Context) -> str:
+    if model in context.evicted:
+        return f"idle, stopped to make room for {context.evicted[model]}"
     if model not in context.new:
         return "not in the manifests"
     return f"{context.counts.get(model, context.new[model].min_count)} replica(s) wanted"

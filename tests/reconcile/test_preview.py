@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from controller.endpoints.demand import ModelDemand
 from controller.engines import build_spec
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
@@ -148,6 +149,26 @@ def test_a_replica_that_would_not_fit_any_more_is_pending_and_its_container_woul
     (row,) = preview([bigger], [GPU], running(GPU, inventory=H200), H200).rows
     assert row.action == "pending" and row.detail.startswith("needs 1 GPU with 200.0 GiB free")
     assert row.detail.endswith("; its running replica would stop")
+
+
+def test_with_demand_an_idle_model_is_stopped_for_a_wanted_one_as_a_pass_would() -> None:
+    """Room for one 1 GiB model on the host: ``b`` has a request waiting, ``a`` runs idle."""
+    host = Host(cores=(0, 1), memory_budget=int(1.5 * GiB))
+    a, b = (model(n, gpu_memory="1GiB", min_replicas=0, max_replicas=1) for n in ("a", "b"))
+    observed = [seen(build_spec(a, 0, cpus=(0,)))]
+    demand = {"a": ModelDemand(last_active=1.0), "b": ModelDemand(waiting=1)}
+    counts = {"a": 1, "b": 1}
+    evicting = preview([a, b], [a, b], observed, NO_GPUS, counts=counts, host=host, demand=demand)
+    assert lines(evicting) == [
+        "- delete a-0 (idle, stopped to make room for b)",
+        "+ create b-0 (once a has stopped to make room)",
+    ]
+    blind = preview([a, b], [a, b], observed, NO_GPUS, counts=counts, host=host)
+    assert [r.action for r in blind.rows] == ["keep", "pending"], "without demand: no eviction"
+    busy = {"a": ModelDemand(in_flight=1), "b": ModelDemand(waiting=1)}
+    held = preview([a, b], [a, b], observed, NO_GPUS, counts=counts, host=host, demand=busy)
+    assert [r.line.split(":")[0] for r in held.rows] == ["  keep a-0", "! pending b-0"]
+    assert held.rows[1].detail.endswith("no idle on-demand model to stop for it")
 
 
 def test_a_roll_in_progress_is_one_roll_row() -> None:
