@@ -70,7 +70,7 @@ async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Prev
     ``desire`` read them (the scaler's counts without recording a sample)."""
     observed = await asyncio.to_thread(reconciler.runtime.list)
     inventory = await asyncio.to_thread(reconciler.read_inventory)
-    pids = await asyncio.to_thread(reconciler.gpu_pids, observed) if inventory.gpus else frozenset()
+    pids = await asyncio.to_thread(reconciler.gpu_pids, observed) if inventory.gpus else {}
     current = list(reconciler.models)
     host = await asyncio.to_thread(reconciler.on_demand.host, current, observed)
     scaled = {name: s.desired for name, s in reconciler.on_demand.scaling.items()}

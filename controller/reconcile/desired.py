@@ -39,15 +39,16 @@ def desired_state(
     models: Sequence[LoadedModel],
     inventory: Inventory,
     observed: Sequence[ObservedContainer] = (),
-    managed_pids: frozenset[int] = frozenset(),
+    managed_pids: Mapping[Slot, frozenset[int]] | None = None,
     counts: Mapping[str, int] | None = None,
     host: Host | None = None,
 ) -> Desired:
     """Specs for every replica that can run now; Pending rows (with reasons) for the others.
     ``counts`` is how many replicas each model should have now (the scaler's; default each
-    manifest's min_count). ``managed_pids`` are the host PIDs of our replicas: their GPU memory is
-    theirs, not foreign. ``host``: place CPU replicas against its memory budget and cores (None:
-    unbounded and unpinned)."""
+    manifest's min_count). ``managed_pids`` are the host PIDs of our GPU replicas by slot: the
+    memory of those still wanted is theirs, not foreign; that of replicas going away (scaled
+    down, evicted, removed from the manifests) counts as taken until they are gone. ``host``:
+    place CPU replicas against its memory budget and cores (None: unbounded and unpinned)."""
     specs: list[ContainerSpec] = []
     pending: list[ReplicaStatus] = []
     by_name = {m.name: m for m in models}
@@ -63,7 +64,9 @@ def desired_state(
         notes = cpu_replicas(cpu_models, wanted, host, observed, specs, pending, short)
     requests, unknown = requests_for([m for m in models if m.manifest.num_gpus], counts=wanted)
     assignments = {c.slot: c.gpus for c in observed if c.gpus and c.alive}
-    current = Current(assignments=assignments, managed_pids=managed_pids)
+    asked = {r.slot for r in requests}
+    staying = frozenset(pid for slot, pids in (managed_pids or {}).items() if slot in asked for pid in pids)
+    current = Current(assignments=assignments, managed_pids=staying)
     placement = place(requests, inventory, current)
     for a in placement.assignments:
         add_spec(by_name[a.model], a.replica, a.devices, a.gpu_memory_utilization, specs, pending)

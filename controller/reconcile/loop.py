@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 
@@ -34,7 +34,7 @@ from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
 from controller.placement.describe import describe
 from controller.placement.inventory import Inventory, read_inventory
-from controller.reconcile.desired import Desired, desired_state
+from controller.reconcile.desired import Desired, Slot, desired_state
 from controller.reconcile.drain import Drainer
 from controller.reconcile.events import EventLog
 from controller.reconcile.failures import explain, known_failure, stopped_by_engine
@@ -126,7 +126,7 @@ class Reconciler:
         listed = {c.id for c in observed}  # those whose removal fails stay remembered
         self.events.forget(listed)  # drained ones that are gone say so
         inventory = await asyncio.to_thread(self.read_inventory)
-        pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else frozenset()
+        pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else {}
         desired = await self.desire(observed, inventory, pids)
         ready = await self.probe(observed)
         self.events.ready(observed, ready)
@@ -160,7 +160,7 @@ class Reconciler:
             self.wake.set()
 
     async def desire(
-        self, observed: list[ObservedContainer], inventory: Inventory, pids: frozenset[int]
+        self, observed: list[ObservedContainer], inventory: Inventory, pids: Mapping[Slot, frozenset[int]]
     ) -> Desired:
         """The desired state: each model's count now (``on_demand``), placed, with room made."""
         counts = self.on_demand.counts(self.models, observed)
@@ -181,11 +181,14 @@ class Reconciler:
                 log.error("manifests invalid, still serving the last good set:\n%s", "\n".join(errors))
             self.manifest_errors = errors
 
-    def gpu_pids(self, observed: list[ObservedContainer]) -> frozenset[int]:
-        """Host PIDs of our running GPU replicas, so placement does not count them as foreign."""
-        return frozenset(
-            pid for c in observed if c.gpus and c.running for pid in self.runtime.host_pids(c.id)
-        )
+    def gpu_pids(self, observed: list[ObservedContainer]) -> dict[Slot, frozenset[int]]:
+        """Host PIDs of our running GPU replicas by slot, so placement does not count the memory
+        of those still wanted as foreign."""
+        pids: dict[Slot, frozenset[int]] = {}
+        for c in observed:
+            if c.gpus and c.running:
+                pids[c.slot] = pids.get(c.slot, frozenset()) | frozenset(self.runtime.host_pids(c.id))
+        return pids
 
     async def probe(self, observed: list[ObservedContainer]) -> set[str]:
         """IDs of the running containers whose engine answers its health endpoint."""

@@ -129,7 +129,8 @@ def make_room(
     ``pick_victim`` names for it (down to its min_count) and place again. Pure: the reconciler's
     ``OnDemand.fit`` applies the evictions to the scaler, the plan preview only shows them. Nothing
     is evicted while an earlier eviction is still leaving, and a wanted model waits for its
-    victims to leave (``hold_back``)."""
+    victims to leave: their memory counts as taken until they are gone (GPU: ``desired_state``
+    counts a leaving replica's processes as foreign; CPU: ``place_cpu(leaving=)``)."""
     counts = dict(counts)
     desired = place(counts=counts)
     by_name = {m.name: m for m in models}
@@ -147,8 +148,8 @@ def make_room(
         evicted.append((victim, needy))
         counts[victim.name] = victim.low
         desired = place(counts=counts)
-        if leaving(observed, desired):  # its memory is free once it is gone: place then
-            return Room(hold_back(desired, needy, observed, WAITING_FOR_LEAVERS), tuple(evicted))
+        if leaving(observed, desired):  # its memory counts as taken until it is gone
+            return Room(with_reason(desired, needy, WAITING_FOR_LEAVERS), tuple(evicted))
     return Room(desired, tuple(evicted))
 
 
@@ -197,19 +198,6 @@ def with_reason(desired: Desired, model: str, why: str) -> Desired:
         for r in desired.pending
     ]
     return Desired(desired.specs, pending, desired.short, desired.notes)
-
-
-def hold_back(desired: Desired, model: str, observed: Sequence[ObservedContainer], why: str) -> Desired:
-    """``desired`` without ``model``'s replicas that do not run yet: Pending with ``why`` instead.
-
-    Right after an eviction, placement may already count the leaving replica's memory as free
-    (GPU memory of our own processes is theirs, not foreign); starting beside it could run out."""
-    runs = {c.slot for c in observed if c.alive}
-    held = [s for s in desired.specs if s.model == model and (s.model, s.replica) not in runs]
-    specs = [s for s in desired.specs if s not in held]
-    rows = [ReplicaStatus(s.model, s.replica, "Pending", reason=why) for s in held]
-    noted = with_reason(desired, model, why)
-    return Desired(specs, [*noted.pending, *rows], desired.short, desired.notes)
 
 
 def held_by_ours(models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> int:

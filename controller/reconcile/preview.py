@@ -90,7 +90,7 @@ def preview(
     observed: Sequence[ObservedContainer],
     inventory: Inventory,
     *,
-    managed_pids: frozenset[int] = frozenset(),
+    managed_pids: Mapping[Slot, frozenset[int]] | None = None,
     counts: Mapping[str, int] | None = None,
     host: Host | None = None,
     demand: Mapping[str, ModelDemand] | None = None,

@@ -119,7 +119,7 @@ def test_on_a_gpu_the_wanted_model_waits_until_the_evicted_one_has_left() -> Non
     models = [model(n, num_gpus=1, gpu_memory=0.6, model=f"hf://org/{n}") for n in ("a", "b")]
     on_demand = wanting(DemandBoard(), a=ModelDemand(last_active=1.0), b=ModelDemand(waiting=1))
     victim = dataclasses.replace(running("a"), engine="vllm", gpus=("0",), cpus=())
-    place = partial(desired_state, models, inventory, [victim], frozenset({4242}))
+    place = partial(desired_state, models, inventory, [victim], {("a", 0): frozenset({4242})})
     desired = on_demand.fit(place, on_demand.counts(models, [victim]), models, [victim])
     assert desired.specs == [] and on_demand.scaling["a"].reason == "evicted for b"
     assert any(
@@ -128,3 +128,28 @@ def test_on_a_gpu_the_wanted_model_waits_until_the_evicted_one_has_left() -> Non
     gone = partial(desired_state, models, base, [], frozenset())
     desired = on_demand.fit(gone, on_demand.counts(models, []), models, [])
     assert [(s.model, s.gpus.device_ids if s.gpus else None) for s in desired.specs] == [("b", ("0",))]
+
+
+def test_a_leaving_gpu_replicas_memory_is_taken_until_it_is_gone_a_staying_ones_is_its_own() -> None:
+    """``desired_state`` counts the GPU memory of our replicas by slot: a replica still wanted
+    keeps its own memory (so it is kept where it runs), one going away holds it until gone."""
+    import dataclasses
+    from pathlib import Path
+
+    base = Inventory.from_json((Path(__file__).parents[1] / "fixtures/inventories/h200.json").read_text())
+    held = int(base.gpus[0].memory_total * 0.6)
+    usage = base.usage[0]
+    busy = dataclasses.replace(
+        usage, memory_free=usage.memory_free - held, processes=(GpuProcess(pid=4242, used_memory=held),)
+    )
+    inventory = dataclasses.replace(base, usage=(busy,))
+    a, b = (model(n, num_gpus=1, gpu_memory=0.6, model=f"hf://org/{n}", min_replicas=1) for n in "ab")
+    on_gpu = dataclasses.replace(running("a"), engine="vllm", gpus=("0",), cpus=())
+    pids = {("a", 0): frozenset({4242})}
+    both = desired_state([a, b], inventory, [on_gpu], pids)
+    assert [s.model for s in both.specs] == ["a"], "a keeps its GPU; b does not fit beside it"
+    only_b = desired_state([b], inventory, [on_gpu], pids)
+    assert only_b.specs == [] and "needs" in only_b.pending[0].reason, "a is leaving: its memory is taken"
+    gone = desired_state([b], base, [], {})
+    assert [s.model for s in gone.specs] == ["b"]
+
