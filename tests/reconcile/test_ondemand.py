@@ -152,4 +152,3 @@ def test_a_leaving_gpu_replicas_memory_is_taken_until_it_is_gone_a_staying_ones_
     assert only_b.specs == [] and "needs" in only_b.pending[0].reason, "a is leaving: its memory is taken"
     gone = desired_state([b], base, [], {})
     assert [s.model for s in gone.specs] == ["b"]
-
