@@ -88,7 +88,11 @@ async def running_controller(
             asyncio.create_task(watch_manifests(settings.manifests, reconciler.wake.set), name="manifests"),
             asyncio.create_task(watch_docker_events(runtime, reconciler.wake.set), name="docker-events"),
             asyncio.create_task(
-                run_energy(meter, reconciler.read_inventory, partial(read_owners, runtime)), name="energy"
+                supervised(
+                    "the energy meter",
+                    partial(run_energy, meter, reconciler.read_inventory, partial(read_owners, runtime)),
+                ),
+                name="energy",
             ),
         ]
         # The console's charts: the gateway scraped like Prometheus would (the in-process one below
@@ -99,7 +103,9 @@ async def running_controller(
             on_tokens=meter.tokens,
             joules_per_token=meter.joules_per_token,
         )
-        tasks.append(asyncio.create_task(scraper.run(), name="console-series"))
+        tasks.append(
+            asyncio.create_task(supervised("the gateway scraper", scraper.run), name="console-series")
+        )
         try:
             api = create_api(
                 store,
@@ -131,6 +137,19 @@ async def running_controller(
             for runner in reversed(runners):
                 await runner.cleanup()
             client.close()
+
+
+async def supervised(what: str, run: Callable[[], Awaitable[None]], *, pause_s: float = 5.0) -> None:
+    """Run ``run()`` until cancelled; an unexpected error is logged with its traceback and ``run``
+    starts again ``pause_s`` later. For the console's tasks: a figure source that breaks must
+    neither die silently (the page would show stale figures as live) nor take the controller along."""
+    while True:
+        try:
+            await run()
+            return
+        except Exception:  # CancelledError is not one: cancelling still stops it
+            log.exception("%s failed; starting it again in %gs", what, pause_s)
+            await asyncio.sleep(pause_s)
 
 
 def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedModel]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import connect_with_retry, manifest_loader
+from controller.app import connect_with_retry, manifest_loader, supervised
 from controller.errors import InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.settings import ControllerSettings
 
@@ -91,3 +91,31 @@ def test_on_demand_variables_reach_the_settings() -> None:
     )
     assert settings.cpu_memory == 2 * 1024**3
     assert (settings.scaling.up_window_s, settings.scaling.down_window_s) == (2.0, 30.0)
+
+
+async def test_a_console_task_that_breaks_is_logged_and_started_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    runs: list[int] = []
+    forever = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise KeyError("a document the parser did not expect")
+        await forever.wait()
+
+    with caplog.at_level(logging.ERROR):
+        task = asyncio.create_task(supervised("the gateway scraper", flaky, pause_s=0.01))
+        for _ in range(100):
+            if len(runs) == 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert runs == [0, 1]
+    (record,) = [r for r in caplog.records if "the gateway scraper failed" in r.getMessage()]
+    assert record.exc_info is not None and "starting it again" in record.getMessage()
