@@ -74,6 +74,8 @@ class OnDemand:
             self.scaling[model.name] = ModelScaling.of(model, decision, wanted)
             counts[model.name] = decision.count
         self.scaler.forget(set(counts))
+        for gone in self.scaling.keys() - counts.keys():  # a model that left the manifests
+            del self.scaling[gone]
         return counts
 
     def host(self, models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> Host | None:

@@ -29,7 +29,7 @@ import docker
 import pytest
 import pytest_asyncio
 from integration import conftest as docker_backed
-from integration.support import manifest, serving, settings
+from integration.support import GGUF, manifest, serving, settings
 from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
@@ -468,3 +468,40 @@ async def test_screenshots_at_laptop_and_phone_width(
     assert width == PHONE["width"] and height > PHONE["height"]
     assert layout["scroll"] <= layout["inner"], layout  # nothing wider than the phone
     assert layout["row"] == "block", layout  # replica rows stack as cards
+
+
+async def test_an_on_demand_model_shows_scaled_to_zero_then_started_by_a_request(
+    stack: RunningController, browser: Browser, manifests: Path
+) -> None:
+    coder = (
+        f"name: coder\nmodel: {GGUF}\nmin_replicas: 0\nmax_replicas: 1\nidle_timeout: 10m\n"
+        "max_batch_size: 1\ncontext_length: 512\n"
+    )
+    on_demand_row = (
+        "[...document.querySelectorAll('#scaling tbody tr')].find(r => r.cells[0].innerText === 'coder')"
+    )
+    async with opened(browser, stack) as page:
+        (manifests / "coder.yaml").write_text(coder)
+        try:
+            await until(
+                page, "coder scaled to zero", f"{on_demand_row}?.innerText.includes('scaled to zero')"
+            )
+            idle = await page.evaluate(f"() => {on_demand_row}.innerText")
+            body = {"model": "coder", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
+                session.post(f"{stack.gateway_url}/v1/chat/completions", json=body) as resp,
+            ):
+                assert resp.status == 200, await resp.text()
+            took = await until(
+                page, "coder ready after the request", f"{on_demand_row}?.cells[1].innerText === '1 / 1'"
+            )
+            busy = await page.evaluate(f"() => {on_demand_row}.innerText")
+            state = await page.get_attribute("#replica-rows tr[data-key^='coder/']", "data-state")
+        finally:
+            (manifests / "coder.yaml").unlink()
+        await until(page, "coder gone with its manifest", f"!{on_demand_row}")
+    print(f"\non demand: {idle!r} -> {busy!r} ({took:.1f}s after the answer)")
+    cells = idle.split("\t")
+    assert cells[:3] == ["coder", "0 / 0", "0\u20131"], cells  # the range with an en dash
+    assert "never" in idle and "ago" in busy and state == "Ready"

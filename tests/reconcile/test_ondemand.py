@@ -152,3 +152,11 @@ def test_a_leaving_gpu_replicas_memory_is_taken_until_it_is_gone_a_staying_ones_
     assert only_b.specs == [] and "needs" in only_b.pending[0].reason, "a is leaving: its memory is taken"
     gone = desired_state([b], base, [], {})
     assert [s.model for s in gone.specs] == ["b"]
+
+
+def test_a_model_that_left_the_manifests_leaves_the_scaling_rows() -> None:
+    on_demand = wanting(DemandBoard(), a=ModelDemand(), b=ModelDemand())
+    on_demand.counts([model("a"), model("b")], [])
+    assert set(on_demand.scaling) == {"a", "b"}
+    on_demand.counts([model("a")], [])
+    assert set(on_demand.scaling) == {"a"}, "status would list b's on-demand row after its manifest went"
