@@ -76,8 +76,9 @@ async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Prev
     scaled = {name: s.desired for name, s in reconciler.on_demand.scaling.items()}
     counts = counts_now(models, scaled, observed)
     demand = reconciler.on_demand.demand.current()
+    waiting = {(r.model, r.replica): r.reason for r in reconciler.replicas if r.state == "BackingOff"}
     return await asyncio.to_thread(
-        partial(preview, managed_pids=pids, counts=counts, host=host, demand=demand),
+        partial(preview, managed_pids=pids, counts=counts, host=host, demand=demand, backing_off=waiting),
         models,
         current,
         observed,

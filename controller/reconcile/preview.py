@@ -9,9 +9,8 @@ and the host, so every case is a row in a table test, and a preview never change
 
 With the gateway's ``demand``, room is made as a pass makes it (``ondemand.make_room``, pure: the
 scaler is not told): an idle on-demand model stopped for a wanted one is a delete row saying for
-whom, and the wanted model's replica a create once its victims have left. Left out on purpose: the
-restart backoff (a crashed replica's slot shows as a create, which is what the next pass after
-its backoff does).
+whom, and the wanted model's replica a create once its victims have left. A crashed replica waiting out
+its restart backoff (``backing_off``) is a create that says so, with its last failure.
 """
 
 from __future__ import annotations
@@ -94,13 +93,15 @@ def preview(
     counts: Mapping[str, int] | None = None,
     host: Host | None = None,
     demand: Mapping[str, ModelDemand] | None = None,
+    backing_off: Mapping[Slot, str] | None = None,
 ) -> Preview:
     """What applying ``new_models`` would do to ``observed`` (the containers the reconciler
     lists). ``current_models`` are the manifests the controller runs now (for what changed in a
     roll); ``counts``: each model's replica count (``counts_now``); ``managed_pids`` and ``host``
     as the reconciler passes them to ``desired_state``. Raises nothing for a replica that cannot be
     placed: that is a pending row with the placement's reason. ``demand``: the gateway's, per
-    model, to make room by eviction as a pass would (None: no eviction)."""
+    model, to make room by eviction as a pass would (None: no eviction). ``backing_off``: the
+    slots whose replica crashed and waits out its backoff, with the failure's reason."""
     place = partial(desired_state, new_models, inventory, observed, managed_pids, host=host)
     evicted: dict[str, str] = {}
     if demand is None:
@@ -122,6 +123,7 @@ def preview(
         pending={(p.model, p.replica): p.reason for p in desired.pending},
         starts=frozenset((s.model, s.replica) for s in (*plan.create, *plan.waiting)),
         evicted=evicted,
+        backing_off=backing_off or {},
     )
     slots = {*context.specs, *context.pending, *(c.slot for c in plan.delete if c.alive)}
     return Preview(tuple(slot_row(slot, alive.get(slot, []), context) for slot in sorted(slots)))
@@ -139,6 +141,7 @@ class Context:
     pending: Mapping[Slot, str]
     starts: frozenset[Slot]
     evicted: Mapping[str, str] = field(default_factory=dict)  # model stopped -> the model it makes room for
+    backing_off: Mapping[Slot, str] = field(default_factory=dict)  # crashed, waiting: its last failure
 
 
 def slot_row(slot: Slot, alive: list[ObservedContainer], context: Context) -> Row:
@@ -156,7 +159,11 @@ def slot_row(slot: Slot, alive: list[ObservedContainer], context: Context) -> Ro
         return Row("delete", model, replica, why_deleted(model, context))
     outdated = [c for c in alive if c.spec_hash != spec.spec_hash()]
     if slot in context.starts and not outdated:
-        return Row("create", model, replica, devices(spec.gpus.device_ids if spec.gpus else ()))
+        where = devices(spec.gpus.device_ids if spec.gpus else ())
+        if slot in context.backing_off:
+            after = f"after its restart backoff; it crashed: {context.backing_off[slot]}"
+            return Row("create", model, replica, f"{where}, {after}" if where else after)
+        return Row("create", model, replica, where)
     if outdated:  # to be rolled, or mid-roll (the new one starting beside it)
         return changed(spec, outdated[0], context)
     changes = manifest_changes(context.current.get(model), context.new[model])

@@ -171,6 +171,14 @@ def test_with_demand_an_idle_model_is_stopped_for_a_wanted_one_as_a_pass_would()
     assert held.rows[1].detail.endswith("no idle on-demand model to stop for it")
 
 
+def test_a_crashed_replica_in_backoff_is_a_create_that_says_so() -> None:
+    crashed = [seen(s, state="exited") for s in desired_state([A], NO_GPUS).specs]
+    reason = "killed (exit code 137, SIGKILL)"
+    result = preview([A], [A], crashed, NO_GPUS, backing_off={("a", 0): reason})
+    assert lines(result) == [f"+ create a-0 (after its restart backoff; it crashed: {reason})"]
+    assert lines(preview([A], [A], crashed, NO_GPUS)) == ["+ create a-0"]
+
+
 def test_a_roll_in_progress_is_one_roll_row() -> None:
     """The new container starts beside the old one: both are listed, the slot is still rolling."""
     new = model(context_length=1024)
