@@ -50,8 +50,13 @@ from controller.gateway.table import TableSource
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_REPLICA = "none"
 UNROUTED = "none"  # the model label of requests that named no served model (400, 404)
-# From a cached prompt (milliseconds) to a long generation on a slow model (minutes).
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Seconds, from a cached prompt (milliseconds) to a long generation on a slow model (minutes); finer
+# where LLM answers fall (time to first token 0.05-3 s): the console's p50/p95 are
+# interpolated inside a bucket, and 0.1 -> 0.25 -> 0.5 -> 1 -> 2.5 was too coarse to tell 120 ms from 240.
+_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 1.5,
+    2, 2.5, 3, 4, 5, 7.5, 10, 15, 30, 60, 120, 300, 600,
+)  # fmt: skip
 _USAGE = re.compile(rb'"usage"\s*:\s*\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}')
 # OpenAI's names, then Anthropic's and Responses' (whose prompt may be split into cached and not).
 _PROMPT = re.compile(
