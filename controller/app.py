@@ -20,7 +20,7 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from controller.api import create_api
-from controller.console.energy import EnergyMeter, read_owners, run_energy
+from controller.console.energy import EnergyMeter, pass_owners, run_energy
 from controller.console.series import GatewayScraper
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
@@ -90,7 +90,7 @@ async def running_controller(
             asyncio.create_task(
                 supervised(
                     "the energy meter",
-                    partial(run_energy, meter, reconciler.read_inventory, partial(read_owners, runtime)),
+                    partial(run_energy, meter, reconciler.read_inventory, partial(pass_owners, reconciler)),
                 ),
                 name="energy",
             ),

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,6 +38,9 @@ from prometheus_client.registry import Collector
 from controller.errors import ModelctlError
 from controller.placement.inventory import Gpu, Inventory, Usage
 from controller.runtime.observed import ObservedContainer
+
+if TYPE_CHECKING:
+    from controller.reconcile.loop import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +60,7 @@ class Owner:
 
 
 Owners = Mapping[str, Sequence[Owner]]  # Docker device ID (GPU index, GPU or MIG UUID) -> replicas
-
-
-class ContainerSource(Protocol):
-    """What ``read_owners`` needs of the Docker runtime (``controller.runtime.docker``)."""
-
-    def list(self) -> list[ObservedContainer]: ...
-
-    def host_pids(self, container_id: str) -> tuple[int, ...]: ...
+Slot = tuple[str, int]
 
 
 def owners_of(observed: Iterable[ObservedContainer], host_pids: Callable[[str], tuple[int, ...]]) -> Owners:
@@ -79,10 +75,18 @@ def owners_of(observed: Iterable[ObservedContainer], host_pids: Callable[[str], 
     return found
 
 
-def read_owners(runtime: ContainerSource) -> Owners:
-    """``owners_of`` the runtime's managed containers (blocking Docker calls: run it in a thread).
-    Raises RuntimeUnavailable (a ModelctlError) when Docker cannot be reached."""
-    return owners_of(runtime.list(), runtime.host_pids)
+def owners_seen(observed: Iterable[ObservedContainer], pids: Mapping[Slot, frozenset[int]]) -> Owners:
+    """``owners_of`` the containers and GPU processes (by slot) a reconcile pass read: the meter
+    reuses the pass's Docker reads instead of listing containers and their processes again."""
+    listed = list(observed)
+    slot_of = {c.id: c.slot for c in listed}
+    return owners_of(listed, lambda cid: tuple(sorted(pids.get(slot_of[cid], ()))))
+
+
+def pass_owners(reconciler: Reconciler) -> Owners:
+    """The owners as the reconciler's last pass saw them; none before its first pass."""
+    seen = reconciler.seen
+    return owners_seen(seen.observed, seen.pids) if seen is not None else {}
 
 
 def devices_of(gpu: Gpu) -> set[str]:

@@ -66,11 +66,13 @@ async def answer(reconciler: Reconciler, models: list[LoadedModel]) -> web.Respo
 
 
 async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Preview:
-    """The preview of ``models`` against what runs now, its inputs read as ``reconcile_once`` and
-    ``desire`` read them (the scaler's counts without recording a sample)."""
-    observed = await asyncio.to_thread(reconciler.runtime.list)
-    inventory = await asyncio.to_thread(reconciler.read_inventory)
-    pids = await asyncio.to_thread(reconciler.gpu_pids, observed) if inventory.gpus else {}
+    """The preview of ``models`` against what runs now: the containers, GPUs and processes the
+    reconciler's last pass read (read here only before its first pass; a page polling the plan
+    costs no Docker or NVML calls), the scaler's counts without recording a sample."""
+    seen = reconciler.seen
+    if seen is None:  # before the first pass
+        seen = await asyncio.to_thread(reconciler.read_seen)
+    observed, inventory, pids = seen.observed, seen.inventory, seen.pids
     current = list(reconciler.models)
     host = await asyncio.to_thread(reconciler.on_demand.host, current, observed)
     scaled = {name: s.desired for name, s in reconciler.on_demand.scaling.items()}

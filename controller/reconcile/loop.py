@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from controller.endpoints.demand import DemandReport
@@ -48,6 +48,15 @@ from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a pass read at its start: the managed containers, the GPUs, our GPU processes by slot."""
+
+    observed: list[ObservedContainer]
+    inventory: Inventory
+    pids: Mapping[Slot, frozenset[int]]
 
 
 class Reconciler:
@@ -89,6 +98,7 @@ class Reconciler:
         self.readiness = ReadinessWatch(prober, self.wake.set)  # starting replicas, probed often
         self.events = EventLog(clock=wall_clock)  # what happened to which replica, for /v1/events
         self.pass_logs: dict[str, str] = {}  # container ID -> its log tail, read once per pass
+        self.seen: Seen | None = None  # what the last pass read (the console reuses it: no more I/O)
 
     async def run(self) -> None:
         """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
@@ -122,11 +132,10 @@ class Reconciler:
         await asyncio.to_thread(self.refresh_models)
         started = self.wall_clock()
         self.pass_logs = {}
-        observed = await asyncio.to_thread(self.runtime.list)
+        self.seen = seen = await asyncio.to_thread(self.read_seen)
+        observed, inventory, pids = seen.observed, seen.inventory, seen.pids
         listed = {c.id for c in observed}  # those whose removal fails stay remembered
         self.events.forget(listed)  # drained ones that are gone say so
-        inventory = await asyncio.to_thread(self.read_inventory)
-        pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else {}
         desired = await self.desire(observed, inventory, pids)
         ready = await self.probe(observed)
         self.events.ready(observed, ready)
@@ -180,6 +189,12 @@ class Reconciler:
             if errors != self.manifest_errors:
                 log.error("manifests invalid, still serving the last good set:\n%s", "\n".join(errors))
             self.manifest_errors = errors
+
+    def read_seen(self) -> Seen:
+        """Read what a pass starts from (blocking: Docker and NVML calls; run it in a thread)."""
+        observed = self.runtime.list()
+        inventory = self.read_inventory()
+        return Seen(observed, inventory, self.gpu_pids(observed) if inventory.gpus else {})
 
     def gpu_pids(self, observed: list[ObservedContainer]) -> dict[Slot, frozenset[int]]:
         """Host PIDs of our running GPU replicas by slot, so placement does not count the memory

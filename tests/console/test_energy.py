@@ -6,6 +6,7 @@ the sampling task and the `modelctl status` lines."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +34,7 @@ from controller.console.energy import (
     Owners,
     add_routes,
     owners_of,
+    owners_seen,
     run_energy,
 )
 from controller.errors import RuntimeUnavailable
@@ -493,3 +495,14 @@ def test_status_table_says_plainly_when_there_is_no_gpu() -> None:
         text.splitlines()[-1] == "energy: no NVIDIA GPU (NVML unavailable: the NVIDIA driver is not loaded)"
     )
     assert "energy" not in render_table({"replicas": [READY], "models": []})  # an older controller: no line
+
+
+def test_owners_come_from_what_the_reconcile_pass_read() -> None:
+    """The meter reuses the pass's containers and GPU processes by slot: no Docker call of its own."""
+    on_gpu = ObservedContainer(
+        "id-1", "c-smollm2-0", "smollm2", 0, "llamacpp", "h", "running", None, "10.0.0.2", 8080,
+        "/health", 4, "", gpus=("0",),
+    )  # fmt: skip
+    gone = dataclasses.replace(on_gpu, id="id-2", name="c-old-0", model="old", state="exited", gpus=("0",))
+    owners = owners_seen([on_gpu, gone], {("smollm2", 0): frozenset({4242, 17})})
+    assert owners == {"0": [Owner("c-smollm2-0", "smollm2", 0, (17, 4242))]}
