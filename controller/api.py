@@ -7,17 +7,28 @@ the gateway reads the endpoint table here and reports its demand (``POST /v1/dem
 or after S seconds with the unchanged table. ``GET /v1/status`` is what ``modelctl status`` shows;
 ``GET /metrics`` the control plane's Prometheus metrics (``reconcile.metrics``). ``GET /v1/events``
 (``reconcile.events``) and ``GET /v1/replicas/{container}/logs`` serve the console (docs/console.md).
+
+Keys, for when someone publishes the API beyond the host's loopback: by default it answers anyone
+who can reach it (compose publishes it on 127.0.0.1 only; on the compose network only the gateway
+calls it). With ``MODELCTL_CONTROLLER_KEYS_FILE`` (the gateway's keys file format) every ``/v1/*``
+route wants ``Authorization: Bearer <key>``, the gateway's own calls included
+(``MODELCTL_CONTROLLER_KEY`` on the gateway). What carries no data stays open: ``/healthz``,
+``/metrics`` (as on the gateway), and the console's page and files (``/``, ``/console/...``), which
+ask for a key in the browser. Keys are compared in constant time by the gateway's ``KeyCheck`` and
+never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from controller.access import key_middleware
 from controller.console import energy as console_energy
 from controller.console import page as console_page
 from controller.console import plan as plan_preview
@@ -25,6 +36,7 @@ from controller.console import series as console_series
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError, ModelctlError
+from controller.gateway.auth import KeyCheck, bearer_token
 from controller.reconcile import metrics
 from controller.reconcile.loop import Reconciler
 from controller.runtime.observed import ObservedContainer
@@ -43,7 +55,7 @@ def create_api(
     energy: console_energy.EnergyMeter | None = None,
 ) -> web.Application:
     """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz; with
-    ``keys_file``, /v1/* wants one of its keys (``controller.access``)."""
+    ``keys_file``, /v1/* wants one of its keys (``key_middleware``)."""
     if keys_file is not None and not keys_file.is_file():
         raise ModelctlError(f"MODELCTL_CONTROLLER_KEYS_FILE={keys_file}: no such file")
     app = web.Application(middlewares=[key_middleware(keys_file)] if keys_file is not None else [])
@@ -136,3 +148,36 @@ def replica_named(containers: list[ObservedContainer], key: str) -> ObservedCont
         if key in (container.name, container.id) or (len(key) >= 12 and container.id.startswith(key)):
             return container
     return None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
+OPEN_PREFIXES = ("/console/",)
+
+
+def is_open(path: str) -> bool:
+    """True for the routes that answer without a key (no data in them)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def key_middleware(keys_file: Path) -> Middleware:
+    """An aiohttp middleware refusing keyless calls to the API with 401 and a JSON error saying why."""
+    check = KeyCheck(keys_file=keys_file)
+
+    @web.middleware
+    async def require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_open(request.path):
+            return await handler(request)
+        check.refresh(time.monotonic())
+        token = bearer_token(request.headers.get("Authorization"))
+        if check.match(token) is None:
+            reason = "no API key" if token is None else "this API key is not one of the controller's"
+            return web.json_response(
+                {"error": f"{reason}: send Authorization: Bearer <key> (MODELCTL_CONTROLLER_KEYS_FILE)"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    return require_key

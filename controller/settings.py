@@ -61,7 +61,7 @@ class ControllerSettings:
     api_host: str = "127.0.0.1"
     api_port: int = 8081
     # Keys the API wants on /v1/* (the gateway's keys file format), for publishing it beyond the
-    # loopback (``controller.access``); the gateway then sends MODELCTL_CONTROLLER_KEY. None: open.
+    # loopback (``controller.api``); the gateway then sends MODELCTL_CONTROLLER_KEY. None: open.
     # MODELCTL_CONTROLLER_KEYS_FILE.
     api_keys_file: Path | None = None
     # The gateway the console scrapes (/metrics, /metrics/requests) over the internal network;

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from controller.access import key_middleware
+from controller.api import key_middleware
 from controller.cli import main
 
 KEYS = "console: sk-console-1\ngateway: sk-gateway-2\n"

@@ -4,7 +4,7 @@
 everything from the adapter to the pixels is the real code.
 
 GPU 0 holds 100 GiB of smollm2's replica 0 and 2 GiB of a process that is not ours; GPU 1 is idle.
-With controller keys (``controller.access``), the page asks for one and sends it.
+With controller keys (``controller.api``), the page asks for one and sends it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 from placement.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
 from playwright.async_api import Browser, async_playwright
 
-from controller.access import key_middleware
+from controller.api import key_middleware
 from controller.console import page
 from controller.console.energy import EnergyMeter, Owner, add_routes
 from controller.placement.inventory import read_inventory

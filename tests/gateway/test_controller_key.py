@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, table_of
 
-from controller.access import key_middleware
+from controller.api import key_middleware
 from controller.gateway.server import serve
 from controller.gateway.settings import GatewaySettings
 
