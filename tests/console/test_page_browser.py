@@ -30,9 +30,10 @@ import pytest
 import pytest_asyncio
 from integration import conftest as docker_backed
 from integration.support import GGUF, manifest, serving, settings
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from playwright.async_api import Error as PlaywrightError
 
+from console.chromium import launched
 from controller.app import RunningController
 from controller.gateway.settings import GatewaySettings
 
@@ -45,7 +46,6 @@ pytestmark = [
 images = docker_backed.images  # the Docker-backed tests' fixtures: the llama.cpp image, the weights
 model_root = docker_backed.model_root
 
-CHROMIUM = "/usr/bin/chromium"
 GATEWAY = GatewaySettings(host="127.0.0.1", port=0)
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -70,12 +70,8 @@ async def stack(
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing; run scripts/ensure-chromium.sh (make test runs it)")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    async with launched() as chromium:
         yield chromium
-        await chromium.close()
 
 
 @pytest.fixture(scope="module")

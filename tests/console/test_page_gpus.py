@@ -17,26 +17,22 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from placement.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
+from console.chromium import launched
 from controller.api import key_middleware
 from controller.console import page
 from controller.console.energy import EnergyMeter, Owner, add_routes
 from controller.placement.inventory import read_inventory
 
-CHROMIUM = "/usr/bin/chromium"
 WATTS = 129.254  # the recorded H200's power reading
 SMOL = Owner("c-smollm2-0", "smollm2", 0, (4242,))
 
 
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing; run scripts/ensure-chromium.sh (make test runs it)")
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    async with launched() as chromium:
         yield chromium
-        await chromium.close()
 
 
 def sampled_meter() -> EnergyMeter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -88,6 +89,21 @@ async def serving(
             yield rc
     finally:
         remove_instance(client, config.instance)
+
+
+@asynccontextmanager
+async def one_replica(
+    tmp_path_factory: pytest.TempPathFactory,
+    model_root: Path,
+    client: docker.DockerClient,
+    **overrides: object,
+) -> AsyncIterator[RunningController]:
+    """``serving`` one smollm2 replica from a fresh manifests folder (``overrides``: settings)."""
+    manifests = tmp_path_factory.mktemp("manifests")
+    (manifests / "smollm2.yaml").write_text(manifest(replicas=1))
+    config = settings(manifests, model_root, f"test-{uuid.uuid4().hex[:8]}", **overrides)
+    async with serving(config, GatewaySettings(host="127.0.0.1", port=0), {"smollm2": 1}, client) as rc:
+        yield rc
 
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ import pytest
 import pytest_asyncio
 
 from controller.app import RunningController
-from controller.gateway.settings import GatewaySettings
 
-from .support import manifest, serving, settings
+from .support import one_replica
 
 pytestmark = [
     pytest.mark.docker,
@@ -34,13 +32,8 @@ ASK = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}],
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, model_root: Path, docker_client: docker.DockerClient
 ) -> AsyncIterator[RunningController]:
-    manifests = tmp_path_factory.mktemp("manifests")
-    (manifests / "smollm2.yaml").write_text(manifest(replicas=1))
     # No gateway_url: the controller scrapes its in-process gateway.
-    config = settings(manifests, model_root, f"test-{uuid.uuid4().hex[:8]}", console_step_s=STEP_S)
-    async with serving(
-        config, GatewaySettings(host="127.0.0.1", port=0), {"smollm2": 1}, docker_client
-    ) as rc:
+    async with one_replica(tmp_path_factory, model_root, docker_client, console_step_s=STEP_S) as rc:
         yield rc
 
 

@@ -22,10 +22,9 @@ import pytest
 import pytest_asyncio
 
 from controller.app import RunningController
-from controller.gateway.settings import GatewaySettings
 
 from .conftest import LLAMACPP_IMAGE
-from .support import managed, manifest, serving, settings, wait_ready
+from .support import managed, one_replica, wait_ready
 
 pytestmark = [
     pytest.mark.docker,
@@ -33,17 +32,12 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-GATEWAY = GatewaySettings(host="127.0.0.1", port=0)
-
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, model_root: Path, docker_client: docker.DockerClient
 ) -> AsyncIterator[RunningController]:
-    manifests = tmp_path_factory.mktemp("manifests")
-    (manifests / "smollm2.yaml").write_text(manifest(replicas=1))
-    config = settings(manifests, model_root, f"test-{uuid.uuid4().hex[:8]}")
-    async with serving(config, GATEWAY, {"smollm2": 1}, docker_client) as rc:
+    async with one_replica(tmp_path_factory, model_root, docker_client) as rc:
         yield rc
 
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,8 @@ import pytest
 import pytest_asyncio
 
 from controller.app import RunningController
-from controller.gateway.settings import GatewaySettings
 
-from .support import manifest, serving, settings
+from .support import manifest, one_replica
 
 pytestmark = [
     pytest.mark.docker,
@@ -40,12 +38,7 @@ class Result:
 async def stack(
     tmp_path_factory: pytest.TempPathFactory, model_root: Path, docker_client: docker.DockerClient
 ) -> AsyncIterator[RunningController]:
-    manifests = tmp_path_factory.mktemp("manifests")
-    (manifests / "smollm2.yaml").write_text(manifest(replicas=1))
-    config = settings(manifests, model_root, f"test-{uuid.uuid4().hex[:8]}")
-    async with serving(
-        config, GatewaySettings(host="127.0.0.1", port=0), {"smollm2": 1}, docker_client
-    ) as rc:
+    async with one_replica(tmp_path_factory, model_root, docker_client) as rc:
         yield rc
 
 
