@@ -125,6 +125,10 @@ class ControllerTable:
         # The controller may hold the answer for wait_s; allow it that plus some slack.
         timeout = aiohttp.ClientTimeout(total=self._wait_s + 10.0)
         async with self._session.get(self._url, params=params, timeout=timeout) as resp:
+            if resp.status == 401:  # the controller's API wants keys (MODELCTL_CONTROLLER_KEYS_FILE)
+                raise ControllerError(
+                    f"HTTP 401 from {self._url}: set MODELCTL_CONTROLLER_KEY to one of its keys"
+                )
             if resp.status != 200:
                 raise ControllerError(f"HTTP {resp.status} from {self._url}")
             data = await resp.json(content_type=None)

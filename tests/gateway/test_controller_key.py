@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, table_of
 
@@ -62,9 +64,15 @@ async def test_with_the_key_the_gateway_gets_the_table(tmp_path: Path) -> None:
     assert names == ["m"] and controller.polls >= 1
 
 
-async def test_without_it_the_controller_answers_nothing(tmp_path: Path) -> None:
-    names, controller = await served_models(None, tmp_path)
+async def test_without_it_the_controller_answers_nothing_and_the_log_says_what_to_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="controller.gateway.table"):
+        names, controller = await served_models(None, tmp_path)
     assert names == [] and controller.polls == 0, "the key middleware refused before the handler"
+    assert any(
+        "HTTP 401" in r.getMessage() and "MODELCTL_CONTROLLER_KEY" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_the_key_comes_from_the_environment_and_stays_out_of_repr() -> None:
