@@ -44,6 +44,11 @@ from controller.settings import ControllerSettings
 if TYPE_CHECKING:
     from controller.runtime.observed import ObservedContainer
 
+DESCRIPTION = (
+    "Run LLM inference servers (vLLM, llama.cpp) from declarative YAML manifests, behind one "
+    "OpenAI-compatible endpoint. Start here: `modelctl status` (what runs), `modelctl plan PATH --diff` "
+    "(what a change would do), `modelctl validate PATH`."
+)
 DEFAULT_API = "http://127.0.0.1:8081"
 # Replica states that make `modelctl status` exit 1: cannot be placed, or crashed and restarting.
 FAILING_STATES = ("Pending", "BackingOff")
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="modelctl", description=__doc__.split("\n")[0])
+    root = argparse.ArgumentParser(prog="modelctl", description=DESCRIPTION)
     sub = root.add_subparsers(required=True, metavar="COMMAND")
     add_controller_args(sub.add_parser("controller", help="run the control plane"), cmd_controller)
     serve = sub.add_parser("serve", help="run controller and gateway in one process")

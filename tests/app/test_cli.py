@@ -215,3 +215,14 @@ def test_logs_help_describes_its_flags(capsys: pytest.CaptureFixture[str]) -> No
         main(["logs", "--help"])
     out = capsys.readouterr().out
     assert "--replica N" in out and "every replica" in out and "--tail LINES" in out
+
+
+def test_help_speaks_to_users_and_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    description = out.split("\n\n")[1]
+    assert description.startswith("Run LLM inference servers") and "composition root" not in out
+    for command in ("serve", "controller", "gateway", "validate", "gpus", "plan", "status", "logs", "down"):
+        assert command in out
