@@ -33,7 +33,7 @@ from .support import GGUF, REPO, model_root
 
 pytestmark = [pytest.mark.podman, pytest.mark.docker]
 
-PORT = 8080  # podman publishes the containerPort on the host's same port
+ENGINE_PORT = 8080  # the engine's port inside the pod (the rendered containerPort)
 CONTAINER = "smollm2-pod-0-llamacpp"  # podman's name: <deployment>-pod-<n>-<container>
 
 
@@ -50,11 +50,6 @@ def deployment(tmp_path: Path) -> Iterator[Path]:
     root = model_root()
     if not (root / GGUF).is_file():
         pytest.fail(f"{root / GGUF} is missing; run `make example-model`")
-    with socket.socket() as probe:
-        try:
-            probe.bind(("0.0.0.0", PORT))
-        except OSError:
-            pytest.fail(f"port {PORT} is in use; podman publishes the container's port there (make down?)")
     manifests = tmp_path / "models"
     manifests.mkdir()
     text = (REPO / "models" / "smollm2.yaml").read_text()
@@ -62,8 +57,26 @@ def deployment(tmp_path: Path) -> Iterator[Path]:
     options = RenderOptions(host_model_root=str(root))
     write(render(manifests, options, model_root=root), tmp_path / "out")
     path = tmp_path / "out" / "deployment-smollm2.yaml"
+    publish_on_a_free_port(path)
     yield path
     podman("kube", "down", str(path))
+
+
+def publish_on_a_free_port(path: Path) -> None:
+    """Give the rendered containerPort a free hostPort: podman 4.3 would otherwise publish it on the
+    host's port of the same number (8080), which a running `make up` stack holds."""
+    deployment = yaml.safe_load(path.read_text())
+    (port,) = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert port["containerPort"] == ENGINE_PORT
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port["hostPort"] = probe.getsockname()[1]
+    path.write_text(yaml.safe_dump(deployment))
+
+
+def host_port(path: Path) -> int:
+    (port,) = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"][0]["ports"]
+    return int(port["hostPort"])
 
 
 def get(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -76,7 +89,7 @@ def get(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
 def test_podman_kube_play_serves_the_rendered_deployment(deployment: Path) -> None:
     played = podman("kube", "play", "--replace", str(deployment))
     assert played.returncode == 0, played.stderr
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{host_port(deployment)}"
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -99,7 +112,7 @@ def test_podman_kube_play_serves_the_rendered_deployment(deployment: Path) -> No
     assert info["Config"]["User"] == "65534:65534" and info["HostConfig"]["ReadonlyRootfs"] is True
     assert info["Config"]["Cmd"] == container["args"]  # the rendered flags, the image's entrypoint
     # The liveness probe became podman's healthcheck (readiness and startup probes have no equivalent).
-    assert f"http://localhost:{PORT}/health" in " ".join(info["Config"]["Healthcheck"]["Test"])
+    assert f"http://localhost:{ENGINE_PORT}/health" in " ".join(info["Config"]["Healthcheck"]["Test"])
     (weights,) = [m for m in info["Mounts"] if m["Destination"].endswith(GGUF)]
     assert weights["RW"] is False
     write_try = podman("exec", CONTAINER, "sh", "-c", f"echo x >> {weights['Destination']}")
