@@ -5,13 +5,17 @@ so starting must fail with Docker's own error, explained in one line, leaving no
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from controller.engines import build_spec
+from controller.engines.common import HUB_CACHE_VOLUME
 from controller.errors import BackendRuntimeError
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
@@ -51,8 +55,19 @@ def test_gpu_replica_is_created_with_its_devices_mounts_and_flags(
     assert not attrs["HostConfig"]["PortBindings"]
 
 
+@pytest.fixture
+def hub_cache_as_found(docker_client: docker.DockerClient) -> Iterator[None]:
+    """Creating a hub-model container creates the hub cache volume: remove it again unless it was
+    there before (a user's downloads), once the test's containers are gone."""
+    existed = bool(docker_client.volumes.list(filters={"name": f"^{HUB_CACHE_VOLUME}$"}))
+    yield
+    if not existed:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.volumes.get(HUB_CACHE_VOLUME).remove()
+
+
 def test_vllm_gpu_replica_gets_tensor_parallel_shm_and_its_memory_share(
-    runtime: DockerRuntime, docker_client: docker.DockerClient, model_root: Path
+    hub_cache_as_found: None, runtime: DockerRuntime, docker_client: docker.DockerClient, model_root: Path
 ) -> None:
     manifest = ModelManifest.model_validate({"model": "hf://Qwen/Qwen2.5-0.5B-Instruct", "num_gpus": 2})
     spec = build_spec(LoadedModel(manifest, "test.yaml", 1, None), 0, ("0", "1"), 0.45)
@@ -66,7 +81,7 @@ def test_vllm_gpu_replica_gets_tensor_parallel_shm_and_its_memory_share(
     assert attrs["HostConfig"]["ShmSize"] == 2 * 1024**3
     assert attrs["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["0", "1"]
     (mount,) = attrs["Mounts"]
-    assert (mount["Type"], mount["Name"], mount["RW"]) == ("volume", "modelctl-hub-cache", True)
+    assert (mount["Type"], mount["Name"], mount["RW"]) == ("volume", HUB_CACHE_VOLUME, True)
 
 
 def test_starting_a_gpu_replica_without_an_nvidia_runtime_fails_in_one_line_and_leaves_nothing(
