@@ -4,8 +4,8 @@ once with its traceback, and the next pass runs; only cancelling stops the loop.
 The real ``Reconciler.run`` runs over the fakes of test_events (a runtime shaped like
 DockerRuntime, a prober answering for marked URLs), with short intervals; each part a pass goes
 through is made to raise once, through what the Reconciler takes (load_models, read_inventory,
-the runtime, the prober, the store, OnDemand) or a subclass of its own part (EventLog). Waits
-poll with a deadline; nothing is timed.
+the runtime, the prober, the store, OnDemand) or a subclass of its own part (EventLog); so are
+the tasks a pass starts (drains, readiness probes). Waits poll with a deadline; nothing is timed.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from controller.reconcile.events import EventLog
 from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.loop import Reconciler, Stage
 from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.readiness import ReadinessWatch
+from controller.reconcile.supervise import Failures
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
 from tests.reconcile.test_events import FakeRuntime, Prober, model
+from tests.reconcile.test_readiness import starting
 
 ERRORS = "controller.reconcile.supervise"  # the logger unexpected errors are logged on
 
@@ -157,17 +160,19 @@ def loop(
         breaks.check("inventory")
         return Inventory()
 
+    failures = Failures()  # shared, as app.py shares it
     holder.reconciler = kind(
         runtime=runtime,  # type: ignore[arg-type]
         load_models=load,
         store=BreakingStore(breaks),
         prober=prober,
-        drainer=Drainer(runtime, prober.fetch, settle_s=0, poll_s=0),  # type: ignore[arg-type]
+        drainer=Drainer(runtime, prober.fetch, settle_s=0, poll_s=0, failures=failures),  # type: ignore[arg-type]
         interval_s=0.02,
         busy_interval_s=0.01,
         lifecycle=LifecycleSettings(backoff_initial_s=0.05, backoff_max_s=1),
         read_inventory=inventory,
         on_demand=BreakingOnDemand(breaks),
+        failures=failures,
         **overrides,
     )
     holder.reconciler.events = BreakingEvents(breaks, time.time)
@@ -323,3 +328,26 @@ async def test_a_demand_report_from_the_year_1e300_does_not_end_the_loop_and_liv
     assert (live.error, live.bound_s) == ("OverflowError", 0.5) and live.since_pass_s > 0.5
     (record,) = [x for x in caplog.records if x.name == ERRORS]  # once, however many passes
     assert "(at desire)" in record.getMessage() and "out of range" in record.getMessage()
+
+
+async def test_a_drain_that_raises_is_counted_and_the_next_pass_drains_again(running: Loop) -> None:
+    running.breaks.armed["remove"] = ConnectionResetError("the engine hung up mid-removal")
+    running.models = []  # the model leaves the manifests: its replica drains, then goes
+    await until(lambda: not running.runtime.containers, "the replica is removed after all")
+    assert running.reconciler.failures.counts[("drain", "")] == 1 and not running.breaks.armed
+    assert running.breaks.calls["remove"] == 2
+
+
+async def test_a_readiness_probe_that_raises_is_started_again() -> None:
+    breaks, woken = Breaks(), asyncio.Event()
+    prober = BreakingProber(breaks=breaks)
+    container = starting("c1")
+    prober.mark(container)
+    breaks.armed["ready"] = TimeoutError("a probe's surprise")  # not what the prober maps
+    watch = ReadinessWatch(prober, woken.set, interval_s=0.001, failures=Failures())
+    watch.watch([container])
+    try:
+        await asyncio.wait_for(woken.wait(), 10)
+    finally:
+        await watch.close()
+    assert watch.failures.counts[("readiness", "")] == 1 and breaks.calls["ready"] == 2
