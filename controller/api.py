@@ -126,7 +126,9 @@ def create_api(
         )
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        """200 while reconcile passes complete; 503 saying since when when they stopped."""
+        live = reconciler.liveness()
+        return web.json_response(live.to_json(), status=200 if live.ok else 503)
 
     app.router.add_get("/v1/endpoints", endpoints)
     app.router.add_get("/v1/status", status)

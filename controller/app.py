@@ -2,12 +2,20 @@
 
 ``modelctl controller``, ``modelctl serve`` and the integration tests all go through
 ``running_controller``, so what the tests exercise is what users run.
+
+Every background task runs ``supervised`` (``controller.reconcile.supervise``): an unexpected error
+is counted and logged once, and the task starts again. What supervision cannot mend (a pass hung in
+a Docker or NVML call, state poisoned so that every pass fails) the watchdog of ``run_controller``
+ends: when no reconcile pass completed within ``MODELCTL_LIVENESS_S`` it logs one line and the
+process exits 1, for Docker's restart policy (or Kubernetes) to start a fresh controller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +32,13 @@ from controller.console.energy import EnergyMeter, pass_owners, run_energy
 from controller.console.series import GatewayScraper
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
-from controller.errors import CannotListen, InvalidManifests, ManifestError, RuntimeUnavailable
+from controller.errors import (
+    CannotListen,
+    ControllerStalled,
+    InvalidManifests,
+    ManifestError,
+    RuntimeUnavailable,
+)
 from controller.gateway.app import create_app
 from controller.gateway.settings import GatewaySettings
 from controller.manifests.loader import LoadedModel, load_folder
@@ -34,11 +48,16 @@ from controller.reconcile.health import HttpProber
 from controller.reconcile.loop import Reconciler
 from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.scaling import Scaler
+from controller.reconcile.supervise import Failures, Liveness, supervised
 from controller.reconcile.watch import watch_docker_events, watch_manifests
 from controller.runtime.docker import DockerRuntime, connect
 from controller.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
+
+# After the watchdog fires, how long the orderly exit may take before the process ends anyway: a
+# worker thread stuck in a Docker or NVML call would hold asyncio.run's executor shutdown for ever.
+EXIT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +90,8 @@ async def running_controller(
     # the engine's HTTP threads (cpp-httplib keeps a thread per open connection).
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         prober = HttpProber(session)
-        drainer = Drainer(runtime, prober.fetch, grace_s=settings.drain_grace_s)
+        failures = Failures()  # every task's unexpected errors: modelctl_reconcile_errors_total
+        drainer = Drainer(runtime, prober.fetch, grace_s=settings.drain_grace_s, failures=failures)
         reconciler = Reconciler(
             runtime=runtime,
             load_models=load,
@@ -81,20 +101,10 @@ async def running_controller(
             interval_s=settings.interval_s,
             lifecycle=settings.lifecycle,
             on_demand=on_demand(settings),
+            failures=failures,
+            liveness_s=settings.liveness_s,
         )
         meter = EnergyMeter()  # GPU joules per replica and per output token (console, /metrics)
-        tasks = [
-            asyncio.create_task(reconciler.run(), name="reconciler"),
-            asyncio.create_task(watch_manifests(settings.manifests, reconciler.wake.set), name="manifests"),
-            asyncio.create_task(watch_docker_events(runtime, reconciler.wake.set), name="docker-events"),
-            asyncio.create_task(
-                supervised(
-                    "the energy meter",
-                    partial(run_energy, meter, reconciler.read_inventory, partial(pass_owners, reconciler)),
-                ),
-                name="energy",
-            ),
-        ]
         # The console's charts: the gateway scraped like Prometheus would (the in-process one below
         # when no MODELCTL_GATEWAY_URL says where it is); its output tokens feed the energy meter.
         scraper = GatewayScraper(
@@ -103,9 +113,7 @@ async def running_controller(
             on_tokens=meter.tokens,
             joules_per_token=meter.joules_per_token,
         )
-        tasks.append(
-            asyncio.create_task(supervised("the gateway scraper", scraper.run), name="console-series")
-        )
+        tasks = background(settings.manifests, reconciler, runtime, meter, scraper)
         try:
             api = create_api(
                 store,
@@ -139,17 +147,46 @@ async def running_controller(
             client.close()
 
 
-async def supervised(what: str, run: Callable[[], Awaitable[None]], *, pause_s: float = 5.0) -> None:
-    """Run ``run()`` until cancelled; an unexpected error is logged with its traceback and ``run``
-    starts again ``pause_s`` later. For the console's tasks: a figure source that breaks must
-    neither die silently (the page would show stale figures as live) nor take the controller along."""
-    while True:
-        try:
-            await run()
-            return
-        except Exception:  # CancelledError is not one: cancelling still stops it
-            log.exception("%s failed; starting it again in %gs", what, pause_s)
-            await asyncio.sleep(pause_s)
+def background(
+    manifests: Path,
+    reconciler: Reconciler,
+    runtime: DockerRuntime,
+    meter: EnergyMeter,
+    scraper: GatewayScraper,
+) -> list[asyncio.Task[None]]:
+    """Every task the controller runs beside its API, each ``supervised``: its unexpected errors
+    counted in ``reconciler.failures`` under the task's name, and started again."""
+
+    def start(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        return asyncio.create_task(supervised(name, run, failures=reconciler.failures), name=name)
+
+    owners = partial(pass_owners, reconciler)  # the GPUs' replicas, as the last pass saw them
+
+    return [
+        start("reconciler", reconciler.run),
+        start("manifests", partial(watch_manifests, manifests, reconciler.wake.set)),
+        start("docker-events", partial(watch_docker_events, runtime, reconciler.wake.set)),
+        start("energy", partial(run_energy, meter, reconciler.read_inventory, owners)),
+        start("console-series", scraper.run),
+    ]
+
+
+async def watchdog(reconciler: Reconciler, *, poll_s: float = 1.0) -> Liveness:
+    """Wait until the reconciler's passes stop completing within its liveness bound; returns what
+    ``/healthz`` then answers (503)."""
+    while (live := reconciler.liveness()).ok:
+        await asyncio.sleep(poll_s)
+    return live
+
+
+def exit_anyway_after(
+    seconds: float, *, code: int = 1, end: Callable[[int], object] = os._exit
+) -> threading.Timer:
+    """End the process with ``code`` in ``seconds`` unless it ended before (a daemon timer)."""
+    timer = threading.Timer(seconds, end, (code,))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedModel]]:
@@ -243,9 +280,13 @@ async def serve(
 
 
 async def run_controller(settings: ControllerSettings, *, gateway: GatewaySettings | None = None) -> None:
-    """Run until cancelled (the CLI's `controller` and `serve` commands)."""
+    """Run until cancelled (the CLI's `controller` and `serve` commands). Raises ControllerStalled
+    (the CLI exits 1) when reconcile passes stop completing."""
     async with running_controller(settings, gateway=gateway) as running:
         print(f"modelctl controller: API {running.api_url}, manifests {settings.manifests}", flush=True)
         if running.gateway_url:
             print(f"modelctl gateway: OpenAI endpoint {running.gateway_url}/v1", flush=True)
-        await asyncio.Event().wait()
+        stalled = await watchdog(running.reconciler)
+        log.critical("exiting, for a fresh controller to start: %s", stalled.describe())
+        exit_anyway_after(EXIT_GRACE_S)
+        raise ControllerStalled(stalled.describe())

@@ -7,6 +7,7 @@
     ├── BackendRuntimeError       the container runtime (Docker) failed or is unreachable
     │   └── RuntimeUnavailable    the engine did not answer at all (retry later)
     ├── CannotListen              a server of ours cannot bind its address
+    ├── ControllerStalled         reconcile passes stopped completing: exit, to be started afresh
     └── GatewayWorkersFailed      a gateway worker process died, or workers cannot start
 
 Third-party exceptions (docker.errors.*, OSError, ...) are chained as ``__cause__`` where they are
@@ -76,6 +77,11 @@ class CannotListen(ModelctlError):
     def __init__(self, what: str, host: str, port: int, exc: OSError) -> None:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
         super().__init__(f"{what} cannot listen on {host}:{port}: {reason}")
+
+
+class ControllerStalled(ModelctlError):
+    """No reconcile pass completed within the liveness bound: the controller exits non-zero so that
+    its restart policy starts a fresh one (Docker never restarts a merely unhealthy container)."""
 
 
 class GatewayWorkersFailed(ModelctlError):

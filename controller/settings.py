@@ -75,6 +75,11 @@ class ControllerSettings:
     docker_url: str | None = None
     # Seconds between passes once everything is ready (events and starting replicas come sooner).
     interval_s: float = 5.0
+    # Liveness: when no reconcile pass completed for this long, /healthz answers 503 and the
+    # controller exits 1 for its restart policy to start a fresh one (a hung Docker or NVML call,
+    # or every pass failing). None: six intervals and at least 90 s, longer than one Docker call
+    # may take. MODELCTL_LIVENESS_S.
+    liveness_s: float | None = None
     # How long to keep retrying when the Docker engine does not answer at start (it may be booting).
     docker_wait_s: float = 300.0
     # Longest wait for a leaving replica's in-flight requests before it is stopped.
@@ -91,6 +96,11 @@ class ControllerSettings:
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
 
     def __post_init__(self) -> None:
+        if self.liveness_s is not None and not self.interval_s < self.liveness_s < float("inf"):
+            raise ModelctlError(
+                f"MODELCTL_LIVENESS_S={self.liveness_s:g}: give more seconds than MODELCTL_INTERVAL_S "
+                f"({self.interval_s:g}), or a settled controller passes for a dead one between passes"
+            )
         if not 0 < self.console_step_s <= 900:
             raise ModelctlError(
                 f"MODELCTL_CONSOLE_STEP_S={self.console_step_s:g}: give seconds above 0 and at most 900 "
@@ -121,6 +131,7 @@ class ControllerSettings:
             ("api_port", "MODELCTL_API_PORT", int),
             ("docker_url", "DOCKER_HOST", str),
             ("interval_s", "MODELCTL_INTERVAL_S", float),
+            ("liveness_s", "MODELCTL_LIVENESS_S", float),
             ("docker_wait_s", "MODELCTL_DOCKER_WAIT_S", float),
             ("drain_grace_s", "MODELCTL_DRAIN_GRACE_S", float),
             ("gateway_url", "MODELCTL_GATEWAY_URL", str),

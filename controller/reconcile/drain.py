@@ -3,7 +3,9 @@ table, then finishes its in-flight requests, and only then is stopped.
 
 The engine itself is the truth about in-flight work (llama.cpp's /slots, vLLM's /metrics), so the
 controller needs nothing from the gateway. Each drain is a task of its own, bounded by a grace
-period, so one long generation never holds up the reconcile loop.
+period, so one long generation never holds up the reconcile loop. A drain that meets an unexpected
+error is counted and logged once (``supervise.Failures``); the next pass, still finding the
+container, drains it again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from controller.engines import IDLE_CHECKS
 from controller.errors import ModelctlError
+from controller.reconcile.supervise import Failures
 from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
 
@@ -38,7 +41,9 @@ class Drainer:
         settle_s: float = 0.25,
         poll_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        failures: Failures | None = None,
     ) -> None:
+        self.failures = failures or Failures()
         self.runtime = runtime
         self.fetch = fetch
         self.grace_s = grace_s
@@ -72,6 +77,8 @@ class Drainer:
             log.info("removed %s (replica %s-%d)", container.name, container.model, container.replica)
         except ModelctlError as exc:
             log.warning("removing %s failed, will retry: %s", container.name, exc)
+        except Exception as exc:  # CancelledError is not one
+            self.failures.record("drain", exc, subject=container.name, then="the next pass drains it again")
         finally:
             self.tasks.pop(container.id, None)
             wake()

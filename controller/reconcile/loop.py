@@ -13,6 +13,18 @@ Replicas the Docker engine stopped while it shut down are not crashes: the loop 
 engine went away (a pass or a removal found it unreachable) and came back (a whole pass worked),
 and a replica whose FinishedAt falls in that outage is started again without backoff, its reason
 saying so (``failures.stopped_by_engine``).
+
+No exception ends the loop (``run``): modelctl's own errors (Docker away, ...) are logged once per
+distinct error and the next pass comes soon, as always; anything else is counted by the stage it
+came from (``Stage``; ``modelctl_reconcile_errors_total``), logged once with its traceback, and the
+next pass runs after a backoff that doubles from ``busy_interval_s`` to 30 s while it repeats. A
+replica whose create or removal raises something unexpected is backed off alone; the others go on.
+Liveness (``liveness``, ``supervise.Heartbeat``) counts completed passes; a pass that ends in one of
+modelctl's own errors completed too: the loop knows what is wrong and says so, a fresh process would
+know no more (and would lose the engine-outage record above). A pass awaits list, inspect, NVML,
+probes (2 s each) and one create or removal per replica that changes: each is one bounded Docker
+call, but a pass creating many replicas is long, so each create and removal counts as progress.
+Loading a model is not awaited: a started engine is watched by ``readiness``.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import partial
 
 from controller.endpoints.demand import DemandReport
@@ -44,10 +57,31 @@ from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.plan import Plan, calculate_plan
 from controller.reconcile.readiness import ReadinessWatch
 from controller.reconcile.status import ReplicaStatus, statuses
+from controller.reconcile.supervise import Backoff, Failures, Heartbeat, Liveness, default_liveness_s
 from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
+from controller.runtime.spec import ContainerSpec
 
 log = logging.getLogger(__name__)
+
+TASK = "reconciler"  # the loop's name in Failures (the errors' task label) and as an asyncio task
+
+
+class Stage(StrEnum):
+    """Where a pass is: the label of its unexpected errors, and what /healthz names."""
+
+    IDLE = ""  # between passes
+    MANIFESTS = "manifests"
+    CONTAINERS = "containers"  # listing them (and their GPU processes)
+    INVENTORY = "inventory"  # NVML
+    DESIRE = "desire"  # scaling and placement
+    PROBE = "probe"
+    REPLACE = "replace"  # crashed and stuck replicas
+    PLAN = "plan"
+    PUBLISH = "publish"
+    CREATE = "create"
+    REMOVE = "remove"
+    STATUS = "status"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +111,8 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_demand: OnDemand | None = None,
+        failures: Failures | None = None,
+        liveness_s: float | None = None,
     ) -> None:
         self.runtime = runtime
         self.load_models = load_models
@@ -95,25 +131,59 @@ class Reconciler:
         self.notes: list[str] = []  # about the whole host (oversubscribed cores), for status
         self.on_demand = on_demand or OnDemand()  # counts from the gateway's demand; eviction
         self.wake = asyncio.Event()
-        self.readiness = ReadinessWatch(prober, self.wake.set)  # starting replicas, probed often
+        self.failures = failures or Failures()  # unexpected errors, the loop's and its tasks'
+        self.readiness = ReadinessWatch(prober, self.wake.set, failures=self.failures)  # starting ones
         self.events = EventLog(clock=wall_clock)  # what happened to which replica, for /v1/events
         self.pass_logs: dict[str, str] = {}  # container ID -> its log tail, read once per pass
         self.seen: Seen | None = None  # what the last pass read (the console reuses it: no more I/O)
+        self.stage = Stage.IDLE  # where the pass in progress is
+        self.backoff = Backoff(busy_interval_s)  # while passes keep failing unexpectedly
+        self.heartbeat = Heartbeat(liveness_s or default_liveness_s(interval_s), clock)
+        self.last_error = ""  # the last ModelctlError a pass ended in, logged once
 
     async def run(self) -> None:
-        """Reconcile until cancelled. A failed pass is logged once per distinct error and retried."""
-        last_error = ""
+        """Reconcile until cancelled; no exception ends it (the module's docstring says how each
+        is met)."""
         try:
             while True:
-                try:
-                    settled = await self.reconcile_once()
-                    last_error = ""
-                except ModelctlError as exc:
-                    self.pass_failed(exc, repeated=str(exc) == last_error)
-                    last_error, settled = str(exc), False
-                await self.sleep(self.interval_s if settled else self.busy_interval_s)
+                delay, wakeable = await self.turn()
+                if wakeable:
+                    await self.sleep(delay)
+                else:  # events would make a repeating error repeat as often as they come
+                    await asyncio.sleep(delay)
         finally:
             await self.readiness.close()
+
+    async def turn(self) -> tuple[float, bool]:
+        """One pass and what it ended in; returns how long to wait before the next one, and
+        whether an event may cut that wait short."""
+        try:
+            settled = await self.reconcile_once()
+        except ModelctlError as exc:
+            self.pass_failed(exc, repeated=str(exc) == self.last_error)
+            self.last_error = str(exc)
+            self.heartbeat.completed()
+            return self.busy_interval_s, True
+        except Exception as exc:  # CancelledError is not one: cancelling still stops the loop
+            return self.pass_broke(exc), False
+        finally:
+            self.stage = Stage.IDLE
+        self.last_error = ""
+        self.passed()
+        return self.interval_s if settled else self.busy_interval_s, True
+
+    def passed(self) -> None:
+        """A pass completed: the loop is healthy again."""
+        self.heartbeat.completed()
+        self.backoff.reset()
+        self.failures.recovered(TASK)
+
+    def pass_broke(self, exc: Exception) -> float:
+        """An unexpected error ended a pass: counted by stage, logged once; returns the backoff."""
+        delay = self.backoff.next()
+        self.heartbeat.broke(exc)
+        self.failures.record(TASK, exc, stage=self.stage, then=f"next pass in {delay:g}s")
+        return delay
 
     def pass_failed(self, exc: ModelctlError, *, repeated: bool) -> None:
         """Note a failed pass: an unreachable engine starts an outage; a new error is logged."""
@@ -122,6 +192,10 @@ class Reconciler:
         if not repeated:
             log.warning("reconcile pass failed, retrying: %s", exc)
 
+    def liveness(self) -> Liveness:
+        """Whether passes complete (``/healthz``; the watchdog exits the process when not)."""
+        return self.heartbeat.status(self.stage)
+
     async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), seconds)
@@ -129,6 +203,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> bool:
         """One pass. Returns True when every desired replica is ready and nothing is changing."""
+        self.stage = Stage.MANIFESTS
         await asyncio.to_thread(self.refresh_models)
         started = self.wall_clock()
         self.pass_logs = {}
@@ -136,11 +211,15 @@ class Reconciler:
         observed, inventory, pids = seen.observed, seen.inventory, seen.pids
         listed = {c.id for c in observed}  # those whose removal fails stay remembered
         self.events.forget(listed)  # drained ones that are gone say so
+        self.stage = Stage.DESIRE
         desired = await self.desire(observed, inventory, pids)
+        self.stage = Stage.PROBE
         ready = await self.probe(observed)
         self.events.ready(observed, ready)
         self.readiness.watch(c for c in observed if c.running and c.id not in ready)
+        self.stage = Stage.REPLACE
         observed = await self.replace_failed(observed, ready)
+        self.stage = Stage.PLAN
         plan = calculate_plan(desired.specs, observed, frozenset(ready))
         self.events.deleting(
             plan.delete,
@@ -153,8 +232,11 @@ class Reconciler:
         for container in plan.delete:
             self.drainer.start(container, wake=self.wake.set)
         serving = [c for c in plan.remain if c.id in ready and not self.drainer.draining(c.id)]
+        self.stage = Stage.PUBLISH
         await self.store.publish(endpoint_table(self.models, serving))
+        self.stage = Stage.CREATE
         created = await self.create(plan)
+        self.stage = Stage.STATUS
         self.lifecycle.forget(listed)
         self.lifecycle.engine.answered(started)
         rows = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
@@ -192,8 +274,11 @@ class Reconciler:
 
     def read_seen(self) -> Seen:
         """Read what a pass starts from (blocking: Docker and NVML calls; run it in a thread)."""
+        self.stage = Stage.CONTAINERS
         observed = self.runtime.list()
+        self.stage = Stage.INVENTORY
         inventory = self.read_inventory()
+        self.stage = Stage.CONTAINERS  # their GPU processes
         return Seen(observed, inventory, self.gpu_pids(observed) if inventory.gpus else {})
 
     def gpu_pids(self, observed: list[ObservedContainer]) -> dict[Slot, frozenset[int]]:
@@ -274,11 +359,17 @@ class Reconciler:
         (the failure is logged once); an unreachable engine is noted as an outage."""
         try:
             await asyncio.to_thread(self.runtime.remove, container.id, graceful=graceful)
+            self.failures.recovered(TASK, container.name)
         except BackendRuntimeError as exc:
             if isinstance(exc, RuntimeUnavailable):
                 self.lifecycle.engine.lost(self.wall_clock())
             if self.lifecycle.first_removal_failure(container.id):
                 log.warning("could not remove %s yet (retrying on later passes): %s", container.name, exc)
+        except Exception as exc:  # unexpected: counted, logged once, retried like the above
+            then = "retrying on later passes"
+            self.failures.record(TASK, exc, stage=Stage.REMOVE, subject=container.name, then=then)
+        finally:
+            self.heartbeat.progressed()
 
     async def health_problem(self, container: ObservedContainer, ready: bool, now: float) -> str | None:
         """Why a running container must be replaced (unhealthy too long, never ready, or a fatal
@@ -318,24 +409,40 @@ class Reconciler:
         """Start the planned containers whose backoff has passed; one failing does not stop others."""
         started = 0
         for spec in plan.create:
-            slot = (spec.model, spec.replica)
-            if not self.lifecycle.may_start(slot, self.clock()):
-                continue
-            try:
-                await asyncio.to_thread(self.runtime.start, spec)
-                started += 1
-                log.info("started replica %s-%d (%s)", spec.model, spec.replica, spec.image)
-                self.events.record("created", slot, container=spec.container_name(self.runtime.instance))
-            except RuntimeUnavailable:
-                raise  # the engine is away, not the replica at fault: the pass fails and is retried
-            except ModelctlError as exc:
-                reason = explain(str(exc))
-                delay = self.lifecycle.failed(slot, reason, self.clock())
-                self.events.start_failed(slot, reason, delay)
-                log.error(
-                    "replica %s-%d could not start: %s (%s); retrying in %gs", *slot, reason, exc, delay
-                )
+            if self.lifecycle.may_start((spec.model, spec.replica), self.clock()):
+                started += await self.start(spec)
+                self.heartbeat.progressed()
         return started
+
+    async def start(self, spec: ContainerSpec) -> bool:
+        """Start one replica; False when it could not start (it backs off, logged with why).
+        Raises RuntimeUnavailable: the engine is away, not the replica at fault, so the pass fails
+        and is retried."""
+        slot, replica = (spec.model, spec.replica), f"{spec.model}-{spec.replica}"
+        try:
+            await asyncio.to_thread(self.runtime.start, spec)
+        except RuntimeUnavailable:
+            raise
+        except ModelctlError as exc:
+            reason = explain(str(exc))
+            delay = self.start_failed(slot, reason)
+            log.error("replica %s-%d could not start: %s (%s); retrying in %gs", *slot, reason, exc, delay)
+            return False
+        except Exception as exc:  # a surprise from a library or from us: this replica backs off alone
+            delay = self.start_failed(slot, f"unexpected error: {type(exc).__name__}: {exc}")
+            then = f"retrying in {delay:g}s"
+            self.failures.record(TASK, exc, stage=Stage.CREATE, subject=replica, then=then)
+            return False
+        self.failures.recovered(TASK, replica)
+        log.info("started replica %s-%d (%s)", spec.model, spec.replica, spec.image)
+        self.events.record("created", slot, container=spec.container_name(self.runtime.instance))
+        return True
+
+    def start_failed(self, slot: Slot, reason: str) -> float:
+        """Back ``slot`` off after a failed start; returns the delay."""
+        delay = self.lifecycle.failed(slot, reason, self.clock())
+        self.events.start_failed(slot, reason, delay)
+        return delay
 
 
 def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) -> tuple[ModelEndpoints, ...]:

@@ -4,7 +4,9 @@ Rendered at scrape time from what the reconciler already holds, so a pass costs 
 ``modelctl_controller_replicas{model,kind}`` (kind "desired": the count scaling chose, "ready":
 serving now), ``modelctl_controller_evictions_total`` (idle models stopped to make room for
 others), ``modelctl_controller_scale_from_zero_total{model}`` (a request started a scaled-to-zero
-model) and ``modelctl_controller_manifest_errors``. The data plane's figures (cold starts seen by
+model), ``modelctl_controller_manifest_errors`` and ``modelctl_reconcile_errors_total{task,stage}``
+(unexpected errors the loop and its background tasks met and lived through, ``supervise.Failures``;
+``stage`` is where in a pass, empty for other tasks). The data plane's figures (cold starts seen by
 clients, time held, requests, tokens) are the gateway's own ``/metrics``.
 """
 
@@ -60,6 +62,14 @@ class ControllerCollector(Collector):
             "Errors in the manifests (the last good set keeps serving).",
             value=len(reconciler.manifest_errors),
         )
+        errors = CounterMetricFamily(
+            "modelctl_reconcile_errors",
+            "Unexpected errors met by the reconcile loop (by stage of a pass) and its background tasks.",
+            labels=["task", "stage"],
+        )
+        for (task, stage), count in sorted(reconciler.failures.counts.items()):
+            errors.add_metric([task, stage], count)
+        yield errors
 
 
 def registry(reconciler: Reconciler) -> CollectorRegistry:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import connect_with_retry, manifest_loader, supervised
+from controller.app import connect_with_retry, manifest_loader
 from controller.errors import InvalidManifests, ModelctlError, RuntimeUnavailable
+from controller.reconcile.supervise import Failures, supervised
 from controller.settings import ControllerSettings
 
 
@@ -108,7 +109,7 @@ async def test_a_console_task_that_breaks_is_logged_and_started_again(
         await forever.wait()
 
     with caplog.at_level(logging.ERROR):
-        task = asyncio.create_task(supervised("the gateway scraper", flaky, pause_s=0.01))
+        task = asyncio.create_task(supervised("console-series", flaky, failures=Failures(), first_s=0.01))
         for _ in range(100):
             if len(runs) == 2:
                 break
@@ -117,5 +118,5 @@ async def test_a_console_task_that_breaks_is_logged_and_started_again(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert runs == [0, 1]
-    (record,) = [r for r in caplog.records if "the gateway scraper failed" in r.getMessage()]
+    (record,) = [r for r in caplog.records if "console-series failed" in r.getMessage()]
     assert record.exc_info is not None and "starting it again" in record.getMessage()

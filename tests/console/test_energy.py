@@ -387,10 +387,13 @@ async def test_the_controller_api_serves_energy_gpus_and_metrics(aiohttp_client:
     from controller.api import create_api
     from controller.endpoints.store import EndpointStore
     from controller.reconcile.ondemand import OnDemand
+    from controller.reconcile.supervise import Failures
 
     meter = EnergyMeter()
     sampled(meter, h200_with_counter(), {"0": [SMOL]}, [0.0, 5.0])
-    reconciler = SimpleNamespace(replicas=[], manifest_errors=[], notes=[], on_demand=OnDemand(), models=[])
+    reconciler = SimpleNamespace(
+        replicas=[], manifest_errors=[], notes=[], on_demand=OnDemand(), models=[], failures=Failures()
+    )
     client = await aiohttp_client(create_api(EndpointStore(), reconciler, energy=meter))  # type: ignore[arg-type]
     status = await (await client.get("/v1/status")).json()
     assert status["energy"]["models"][0]["joules"] == pytest.approx(PER_STEP_J)
@@ -406,8 +409,11 @@ async def test_an_api_without_a_meter_says_there_is_no_reading(aiohttp_client: A
     from controller.api import create_api
     from controller.endpoints.store import EndpointStore
     from controller.reconcile.ondemand import OnDemand
+    from controller.reconcile.supervise import Failures
 
-    reconciler = SimpleNamespace(replicas=[], manifest_errors=[], notes=[], on_demand=OnDemand(), models=[])
+    reconciler = SimpleNamespace(
+        replicas=[], manifest_errors=[], notes=[], on_demand=OnDemand(), models=[], failures=Failures()
+    )
     client = await aiohttp_client(create_api(EndpointStore(), reconciler))  # type: ignore[arg-type]
     energy = (await (await client.get("/v1/status")).json())["energy"]
     assert energy["available"] is False and energy["reason"].startswith("no GPU reading yet")

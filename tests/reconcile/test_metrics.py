@@ -1,4 +1,5 @@
-"""The controller's /metrics: replicas desired and ready per model, evictions, scale-ups from zero."""
+"""The controller's /metrics: replicas desired and ready per model, evictions, scale-ups from zero,
+unexpected errors by task and stage."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.reconcile import metrics
 from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.status import ModelScaling, ReplicaStatus
+from controller.reconcile.supervise import Failures
 
 
 def test_metrics_show_desired_and_ready_replicas_evictions_and_cold_starts() -> None:
@@ -18,7 +20,11 @@ def test_metrics_show_desired_and_ready_replicas_evictions_and_cold_starts() -> 
         "coder": ModelScaling("coder", 0, 2, 1, "1 request(s) waiting: starting"),
     }
     on_demand.evictions, on_demand.from_zero = 3, {"coder": 4}
+    failures = Failures()
+    for task, stage in (("reconciler", "desire"), ("reconciler", "desire"), ("docker-events", "")):
+        failures.record(task, OverflowError("timestamp out of range"), stage=stage, then="again")
     reconciler = SimpleNamespace(
+        failures=failures,
         on_demand=on_demand,
         manifest_errors=["models/a.yaml:1 ..."],
         replicas=[ReplicaStatus("chat", 0, "Ready"), ReplicaStatus("chat", 1, "Starting")],
@@ -35,3 +41,6 @@ def test_metrics_show_desired_and_ready_replicas_evictions_and_cold_starts() -> 
     assert samples[("modelctl_controller_evictions_total", ())] == 3
     assert samples[("modelctl_controller_scale_from_zero_total", (("model", "coder"),))] == 4
     assert samples[("modelctl_controller_manifest_errors", ())] == 1
+    errors = "modelctl_reconcile_errors_total"
+    assert samples[(errors, (("stage", "desire"), ("task", "reconciler")))] == 2
+    assert samples[(errors, (("stage", ""), ("task", "docker-events")))] == 1
