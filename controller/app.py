@@ -112,6 +112,7 @@ async def running_controller(
             step_s=settings.console_step_s,
             on_tokens=meter.tokens,
             joules_per_token=meter.joules_per_token,
+            key=settings.gateway_key,
         )
         tasks = background(settings.manifests, reconciler, runtime, meter, scraper)
         try:
@@ -134,6 +135,7 @@ async def running_controller(
                 )
                 if scraper.url is None:
                     scraper.url = gateway_url
+                    scraper.key = scraper.key or next(iter(gateway.api_keys), None)
             log.info("controller API on %s; manifests from %s", api_url, settings.manifests)
             yield RunningController(reconciler, store, runtime, api_url, gateway_url)
         finally:

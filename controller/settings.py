@@ -68,6 +68,9 @@ class ControllerSettings:
     # compose says http://gateway:8080. None: the in-process gateway of `modelctl serve`, if any.
     # MODELCTL_GATEWAY_URL.
     gateway_url: str | None = None
+    # The key the console's scraper sends that gateway, when it wants one on /metrics
+    # (MODELCTL_GATEWAY_METRICS_REQUIRE_KEY). Never logged. MODELCTL_GATEWAY_KEY.
+    gateway_key: str | None = field(default=None, repr=False)
     # Seconds between the console's scrapes of the gateway: one chart point each, 15 minutes kept.
     # MODELCTL_CONSOLE_STEP_S.
     console_step_s: float = 5.0
@@ -135,6 +138,7 @@ class ControllerSettings:
             ("docker_wait_s", "MODELCTL_DOCKER_WAIT_S", float),
             ("drain_grace_s", "MODELCTL_DRAIN_GRACE_S", float),
             ("gateway_url", "MODELCTL_GATEWAY_URL", str),
+            ("gateway_key", "MODELCTL_GATEWAY_KEY", str),
             ("console_step_s", "MODELCTL_CONSOLE_STEP_S", float),
         ):
             if name in env:

@@ -307,8 +307,10 @@ class GatewayScraper:
         on_tokens: OnTokens | None = None,
         joules_per_token: JoulesPerToken | None = None,
         clock: Callable[[], float] = time.time,
+        key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/") if url else None
+        self.key = key  # sent as a bearer token: a gateway may want one on /metrics (never logged)
         self.book = SeriesBook(
             step_s=step_s, window_s=window_s, on_tokens=on_tokens, joules_per_token=joules_per_token
         )
@@ -373,7 +375,10 @@ class GatewayScraper:
         return error or ""
 
     async def _get(self, session: aiohttp.ClientSession, path: str, *, json: bool) -> Any:
-        async with session.get(f"{self.url}{path}") as resp:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else None
+        async with session.get(f"{self.url}{path}", headers=headers) as resp:
+            if resp.status == 401:
+                raise ValueError("HTTP 401: the gateway wants a key on /metrics; set MODELCTL_GATEWAY_KEY")
             if resp.status != 200:
                 raise ValueError(f"HTTP {resp.status}")
             return await resp.json() if json else await resp.text()

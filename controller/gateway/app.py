@@ -15,7 +15,7 @@ from aiohttp.typedefs import Middleware
 
 from controller.gateway import errors
 from controller.gateway.admission import Admission
-from controller.gateway.auth import KeyCheck, refusal
+from controller.gateway.auth import KeyCheck, refusal, release
 from controller.gateway.balancer import Balancer
 from controller.gateway.demand import Demand, DemandReporter, DemandSink
 from controller.gateway.metrics import GatewayMetrics
@@ -64,6 +64,9 @@ def gateway_middleware(keys: KeyCheck) -> Middleware:
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             return errors.error_response(500, "Internal gateway error.", type_=errors.SERVER_ERROR)
+        finally:
+            if check is not None:
+                release(request)  # the key's request is no longer in flight
 
     return gateway
 

@@ -52,6 +52,7 @@ class Call:
         "entry",
         "first_byte_s",
         "head",
+        "hide_usage",
         "key",
         "replica",
         "started",
@@ -78,6 +79,7 @@ class Call:
         self.started = started
         self.stream = stream  # the client asked for an event stream ("stream": true)
         self.stream_usage = stream_usage  # the stream ends with usage (include_usage; Messages, Responses)
+        self.hide_usage = False  # the gateway asked for that usage, not the client: ``usage.UsageStrip``
         self.api = api
         self.user = user  # the named API key it came with (usage, limits); None when the gateway is open
         self.replica = NO_REPLICA  # the replica that answered, for the request metrics

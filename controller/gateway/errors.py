@@ -9,7 +9,9 @@ Statuses used::
     400 invalid_request_error   malformed JSON, missing or non-string "model"
     401 invalid_request_error   code "invalid_api_key": API keys are configured and the bearer token
                                 is missing or not one of them
-    404 invalid_request_error   code "model_not_found": no model by that name or alias
+    404 invalid_request_error   code "model_not_found": no model by that name or alias; code
+                                "unknown_url": a path that is no API the gateway forwards
+                                (``routes.API_PATHS``: engines' admin endpoints never are)
     413 invalid_request_error   code "request_too_large": body over GatewaySettings.max_body_bytes
     429 rate_limit_error        code "queue_full" / "queue_timeout": every replica is at its
                                 max_concurrency and the model's wait queue is full, or the request
@@ -74,6 +76,12 @@ def error_response(
 def bad_request(message: str, *, code: str | None = None) -> web.Response:
     """400 for a request the client must fix."""
     return error_response(400, message, type_=INVALID_REQUEST, code=code)
+
+
+def not_api(method: str, path: str) -> web.Response:
+    """404 for a path that is no API the gateway forwards (OpenAI's words for an unknown URL)."""
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return error_response(404, f"Invalid URL ({method} {shown})", type_=INVALID_REQUEST, code="unknown_url")
 
 
 def too_large(limit: int) -> web.Response:

@@ -65,10 +65,14 @@ class Recent:
         for dumped in others:
             for model, *row in dumped:
                 rows.setdefault(model, []).append(tuple(row))
-        return {
-            model: [as_json(row) for row in heapq.nlargest(KEPT, found, key=lambda r: r[0])]
-            for model, found in sorted(rows.items())
-        }
+        return {model: _newest(found) for model, found in sorted(rows.items())}
+
+
+def _newest(rows: list[Row]) -> list[dict[str, Any]]:
+    """The newest ``KEPT`` of ``rows`` as JSON, newest first; of rows with the same time (the clock's
+    resolution), the one added later first."""
+    newest = heapq.nlargest(KEPT, enumerate(rows), key=lambda at: (at[1][0], at[0]))
+    return [as_json(row) for _, row in newest]
 
 
 def as_json(row: Row) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from controller.gateway.deadlines import ReadDeadline, Watchdog
 from controller.gateway.headers import response_headers
 from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
 from controller.gateway.upstream import Answer, UpstreamError
+from controller.gateway.usage import UsageStrip
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
@@ -100,6 +101,8 @@ class Relay:
         self._watchdog.add(watch)
         chunk = b""
         mending = mend.for_stream(call.api, call.entry.name) if is_sse and upstream.status == 200 else None
+        if call.hide_usage and is_sse:  # the usage chunk the client did not ask for goes to the tail only
+            mending = UsageStrip(tail)
         try:
             while True:
                 watch.reading_since = loop.time()

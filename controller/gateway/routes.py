@@ -37,6 +37,7 @@ from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
 from controller.gateway.proxy import Proxy
 from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.table import TableSource
+from controller.gateway.usage import USAGE_PATHS, ask_for_usage
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
@@ -50,6 +51,31 @@ class BadRequest(Exception):
     def __init__(self, response: web.Response) -> None:
         super().__init__(response.status)
         self.response = response
+
+
+# The APIs forwarded to replicas, by the exact path the client sent (``request.raw_path``: no dot
+# segments, no doubled or percent-encoded slashes, no query); the replica gets that same path. Any
+# other path under /v1 (llama-server's /v1/../slots, a LoRA adapter load, a typo) is a 404 here.
+API_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/rerank",  # llama-server and vLLM
+        "/v1/score",  # vLLM
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    }
+)
+# The queries a client may add to an API path: the anthropic SDK's beta calls (Claude Code's too).
+_API_QUERIES = {"/v1/messages": ("beta=true",), "/v1/messages/count_tokens": ("beta=true",)}
+
+
+def forwarded_as_sent(raw_path: str) -> bool:
+    """True if ``raw_path`` (not one of API_PATHS) is an API path with a query it may carry."""
+    path, _, query = raw_path.partition("?")
+    return query in _API_QUERIES.get(path, ())
 
 
 def model_list(table: EndpointTable) -> dict[str, object]:
@@ -147,10 +173,9 @@ class Routes:
         app.router.add_get("/metrics/requests", self.recent_requests)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
-        app.router.add_post("/v1/chat/completions", self.forward)
-        app.router.add_post("/v1/completions", self.forward)
-        app.router.add_post("/v1/embeddings", self.forward)
-        app.router.add_post("/v1/{path:.+}", self.forward)
+        for path in API_PATHS:
+            app.router.add_post(path, self.forward)
+        app.router.add_post("/v1/{path:.*}", self.not_api)  # never forwarded: 404
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 while the process serves HTTP at all; names the worker process that answered."""
@@ -187,12 +212,18 @@ class Routes:
             {"id": name, "object": "model", "created": entry.created, "owned_by": "modelctl"}
         )
 
+    async def not_api(self, request: web.Request) -> web.Response:
+        """404 for a path under /v1 that is no API the gateway serves (an engine's admin, a typo)."""
+        return errors.not_api(request.method, request.path)
+
     async def forward(self, request: web.Request) -> web.StreamResponse:
         """Route a POST by its body's model to a ready replica; see ``Proxy.forward``."""
         started = time.monotonic()
         call: Call | None = None
         api = api_of(request.path)
         try:
+            if request.raw_path not in API_PATHS and not forwarded_as_sent(request.raw_path):
+                raise BadRequest(errors.not_api(request.method, request.path))
             limit = self._settings.max_body_bytes
             length = request.content_length
             if length is not None and length <= limit:
@@ -206,6 +237,9 @@ class Routes:
             resolved = self._resolve(table, model, document, started, api)
             if isinstance(resolved, Call):
                 call = resolved
+                if call.stream and not call.stream_usage and request.path in USAGE_PATHS:
+                    body = ask_for_usage(body, document)  # counted in tokens, as any answer is
+                    call.stream_usage = call.hide_usage = True
                 if self._keys:
                     call.user = request.get(KEY_USE)
                 resp = await self._proxy.forward(request, call, body)

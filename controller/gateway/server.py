@@ -14,19 +14,13 @@ from aiohttp import web
 
 from controller.errors import CannotListen
 from controller.gateway.app import create_app
+from controller.gateway.auth import access_line
 from controller.gateway.demand import ControllerSink, DemandSink
 from controller.gateway.dns import DnsTable
 from controller.gateway.process import tune_gc
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable
 from controller.gateway.workers import run_workers
-
-
-def access_line(settings: GatewaySettings) -> str:
-    """Return the start-up line about API keys (never the keys themselves)."""
-    if settings.api_keys:
-        return f"API keys: {len(settings.api_keys)} configured; /v1/* needs 'Authorization: Bearer <key>'"
-    return "API keys: none configured, the gateway is open to anyone who can reach it"
 
 
 async def run_gateway(settings: GatewaySettings) -> None:

@@ -8,9 +8,11 @@ message naming the field, never clamped. API keys never appear in the repr, henc
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,15 +41,24 @@ class GatewaySettings:
     # The key the gateway sends the controller (Authorization: Bearer) when the controller's API
     # wants keys (its MODELCTL_CONTROLLER_KEYS_FILE). Never logged. Env MODELCTL_CONTROLLER_KEY.
     controller_key: str | None = field(default=None, repr=False)
-    # Bearer tokens accepted on /v1/*; empty = open (said once at start-up). /healthz, /readyz and
-    # /metrics stay open (probes and scrapers carry no key). Env MODELCTL_API_KEYS (comma-separated)
-    # and/or MODELCTL_API_KEYS_FILE (its keys are here too, for the start-up line).
+    # Bearer tokens accepted on /v1/*; empty (and no keys file) = open (said once at start-up).
+    # /healthz, /readyz and (unless metrics_require_key) /metrics stay open: probes and scrapers
+    # carry no key. Env MODELCTL_API_KEYS (comma-separated); the keys file's are not among them.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     # The keys file: one key a line, or a YAML mapping of names to keys (with optional limits,
     # ``read_key_specs``). Read again when it changes (looked at once a second), so keys are added,
     # revoked and limited without a restart. With a file the gateway is never open, even while the
-    # file holds no key. Env MODELCTL_API_KEYS_FILE, CLI --api-keys-file.
+    # file holds no key; a file that goes missing or stops parsing fails closed (its keys are
+    # refused until it is readable again). Env MODELCTL_API_KEYS_FILE, CLI --api-keys-file.
     api_keys_file: Path | None = None
+    # Whether /metrics and /metrics/requests want a key too (any configured key; no limits apply):
+    # model names, key names and traffic volumes are then for key holders only. The console's
+    # scraper sends MODELCTL_GATEWAY_KEY. Needs keys. Env MODELCTL_GATEWAY_METRICS_REQUIRE_KEY.
+    metrics_require_key: bool = False
+    # The secret that keys the names of keys that came without one (``key_name``: an HMAC, so a
+    # name in the metrics cannot be checked against guessed keys offline). Random per gateway,
+    # shared by its worker processes (they get these settings); never shown.
+    key_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False, compare=False)
     # Processes serving the same port (SO_REUSEPORT), each with its own loop, table and metrics.
     # Env MODELCTL_GATEWAY_WORKERS.
     workers: int = 1
@@ -143,6 +154,10 @@ class GatewaySettings:
             )
         if any(not key.isascii() or not key.isprintable() or " " in key or not key for key in self.api_keys):
             raise SettingsError("gateway setting api_keys: each key must be non-empty ASCII without spaces")
+        if self.metrics_require_key and not self.api_keys and self.api_keys_file is None:
+            raise SettingsError(
+                "gateway setting metrics_require_key needs API keys (a keys file or api_keys)"
+            )
         if self.table not in ("controller", "dns"):
             raise SettingsError(f"gateway setting table must be 'controller' or 'dns', not {self.table!r}")
         if self.table == "dns" and not self.models_file:
@@ -163,8 +178,12 @@ class GatewaySettings:
         if env.get("MODELCTL_CONTROLLER_KEY"):
             values["controller_key"] = env["MODELCTL_CONTROLLER_KEY"].strip()
         if env.get("MODELCTL_API_KEYS_FILE"):
-            values["api_keys_file"] = Path(env["MODELCTL_API_KEYS_FILE"])
-            keys += read_keys_file(Path(env["MODELCTL_API_KEYS_FILE"]))
+            values["api_keys_file"] = path = Path(env["MODELCTL_API_KEYS_FILE"])
+            read_key_specs(path, secret=b"")  # refused at start-up if it cannot be used
+        if env.get("MODELCTL_GATEWAY_METRICS_REQUIRE_KEY"):
+            values["metrics_require_key"] = _flag(
+                "MODELCTL_GATEWAY_METRICS_REQUIRE_KEY", env["MODELCTL_GATEWAY_METRICS_REQUIRE_KEY"]
+            )
         if keys:
             values["api_keys"] = tuple(dict.fromkeys(keys))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -200,13 +219,17 @@ def _parse(name: str, text: str, kind: type) -> object:
         raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from exc
 
 
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={text!r} is not a valid flag (true or false)")
+
+
 def _split_keys(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip())
-
-
-def read_keys_file(path: Path) -> tuple[str, ...]:
-    """Return the keys in ``path`` (either format of ``read_key_specs``); raise SettingsError."""
-    return tuple(spec.key for spec in read_key_specs(path))
 
 
 @dataclass(frozen=True)
@@ -217,23 +240,26 @@ class KeySpec:
     key: str = field(repr=False)
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    max_concurrent_requests: int | None = None  # in flight at once, streams included
 
 
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-_LIMITS = ("requests_per_minute", "tokens_per_minute")
+_LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests")
 
 
-def key_name(key: str) -> str:
-    """Return the name of a key that came without one: a fingerprint that does not reveal it."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+def key_name(key: str, secret: bytes) -> str:
+    """Return the name of a key that came without one: a fingerprint keyed by ``secret`` (HMAC-SHA256),
+    so that nobody without the secret can test a guessed key against it."""
+    return "key-" + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:8]
 
 
-def read_key_specs(path: Path) -> list[KeySpec]:
+def read_key_specs(path: Path, *, secret: bytes) -> list[KeySpec]:
     """Return the keys in ``path``; raise SettingsError naming the line or the name, never a key.
 
     Two formats: one key a line (blank lines and ``#`` comments ignored; each named by its
-    fingerprint, ``key_name``), or a YAML mapping of names to a key or to
-    ``{key: ..., requests_per_minute: N, tokens_per_minute: N}`` (both limits optional).
+    fingerprint, ``key_name`` keyed by ``secret``), or a YAML mapping of names to a key or to
+    ``{key: ..., requests_per_minute: N, tokens_per_minute: N, max_concurrent_requests: N}``
+    (limits optional).
     """
     where = f"MODELCTL_API_KEYS_FILE {path}"
     try:
@@ -244,6 +270,8 @@ def read_key_specs(path: Path) -> list[KeySpec]:
     keys = [k for k in lines if k and not k.startswith("#")]
     try:
         document = yaml.safe_load(text)
+    except RecursionError:
+        raise SettingsError(f"{where}: nested too deeply") from None
     except yaml.YAMLError as exc:
         if any(": " in k or k.endswith(":") for k in keys):  # meant as YAML (a plain key has no space)
             mark = getattr(exc, "problem_mark", None)
@@ -253,7 +281,7 @@ def read_key_specs(path: Path) -> list[KeySpec]:
     if isinstance(document, dict):
         specs = [_named_spec(where, name, value) for name, value in document.items()]
     else:
-        specs = [KeySpec(key_name(k), k) for k in dict.fromkeys(keys)]
+        specs = [KeySpec(key_name(k, secret), k) for k in dict.fromkeys(keys)]
     return _checked(where, specs)
 
 

@@ -247,3 +247,20 @@ def test_where_the_gateway_is_and_how_often_come_from_the_environment() -> None:
     for bad, says in (("fast", "not a valid float"), ("0", "above 0"), ("1000", "at most 900")):
         with pytest.raises(ModelctlError, match=f"MODELCTL_CONSOLE_STEP_S=.*{says}"):
             ControllerSettings.from_env({"MODELCTL_CONSOLE_STEP_S": bad})
+
+
+async def test_a_gateway_that_wants_a_key_on_metrics_is_scraped_with_modelctl_gateway_key(
+    aiohttp_server: Any,
+) -> None:
+    table = EndpointTable(version=1, models=())
+    settings = GatewaySettings(api_keys=("sk-scrape",), metrics_require_key=True)
+    gateway = await aiohttp_server(create_app(StaticTable(table), settings))
+    base = str(gateway.make_url("")).rstrip("/")
+    keyless, keyed = GatewayScraper(base, step_s=5), GatewayScraper(base, step_s=5, key="sk-scrape")
+    async with aiohttp.ClientSession() as session:
+        await keyless.scrape(session)
+        await keyed.scrape(session)
+    assert keyless.series()["available"] is False and "MODELCTL_GATEWAY_KEY" in keyless.series()["reason"]
+    assert keyed.series()["available"] is True and keyed.requests()["available"] is True
+    assert "sk-scrape" not in repr(ControllerSettings.from_env({"MODELCTL_GATEWAY_KEY": "sk-scrape"}))
+    assert ControllerSettings.from_env({"MODELCTL_GATEWAY_KEY": "sk-scrape"}).gateway_key == "sk-scrape"

@@ -79,4 +79,8 @@ def test_keys_from_env_and_file(tmp_path: Path) -> None:
     keys_file.write_text("# team keys\nsk-file-1\n\n  sk-file-2  \nsk-env\n")
     env = {"MODELCTL_API_KEYS": "sk-env, sk-env-2,", "MODELCTL_API_KEYS_FILE": str(keys_file)}
     settings = GatewaySettings.from_env(env)
-    assert settings.api_keys == ("sk-env", "sk-env-2", "sk-file-1", "sk-file-2")
+    assert settings.api_keys == ("sk-env", "sk-env-2"), "the file's keys stay the file's: it is followed"
+    assert settings.api_keys_file == keys_file
+    check = KeyCheck.from_settings(settings)
+    assert all(check.match(k) is not None for k in ("sk-env", "sk-env-2", "sk-file-1", "sk-file-2"))
+    assert "4 configured (3 in" in access_line(settings)

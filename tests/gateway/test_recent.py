@@ -42,7 +42,7 @@ async def test_a_row_per_request_with_its_tokens_latency_and_replica(
     gateway = await start_gateway(table_of(("m", ("alias",), [url])))
     before = time.time()
     assert (await gateway.post(CHAT, json=ASK)).status == 200
-    streamed = {**ASK, "model": "alias", "stream": True}  # no include_usage: no tokens to tell
+    streamed = {**ASK, "model": "alias", "stream": True}  # no include_usage: the gateway asks for it
     assert (await (await gateway.post(CHAT, json=streamed)).read()).endswith(b"data: [DONE]\n\n")
     assert (await gateway.post(CHAT, json={**ASK, "model": "nope"})).status == 404
     rows = await recent(gateway)
@@ -52,7 +52,7 @@ async def test_a_row_per_request_with_its_tokens_latency_and_replica(
     assert (oldest["prompt_tokens"], oldest["output_tokens"]) == (5, 4)  # the fake's usage
     assert oldest["key"] is None, "an open gateway has no key names"
     assert 0 < oldest["ttfb_s"] <= oldest["latency_s"]
-    assert (newest["prompt_tokens"], newest["output_tokens"]) == (None, None)
+    assert (newest["prompt_tokens"], newest["output_tokens"]) == (6, 4)  # the stream's usage chunk
     assert newest["ttfb_s"] is not None and newest["latency_s"] >= newest["ttfb_s"]
     when = datetime.fromisoformat(oldest["time"]).timestamp()
     assert before - 0.01 <= when <= datetime.fromisoformat(newest["time"]).timestamp() <= time.time()
@@ -98,13 +98,13 @@ async def test_the_ring_keeps_the_last_requests_newest_first(
     _, url = await start_upstream("a")
     gateway = await start_gateway(table_of(("m", (), [url])))
     for n in range(KEPT + 3):
-        # The last three are streams without usage (no tokens): the rows tell them from the rest.
+        # The last three are streams (6 prompt tokens, not 5): the rows tell them from the rest.
         body = {**ASK, "stream": True} if n >= KEPT else ASK
         assert (await (await gateway.post(CHAT, json=body)).read()) != b""
     rows = (await recent(gateway))["m"]
     assert len(rows) == KEPT
-    assert [r["output_tokens"] for r in rows[:3]] == [None, None, None]
-    assert all(r["output_tokens"] == 4 for r in rows[3:])
+    assert [r["prompt_tokens"] for r in rows[:3]] == [6, 6, 6]
+    assert all(r["prompt_tokens"] == 5 for r in rows[3:])
     times = [r["time"] for r in rows]
     assert times == sorted(times, reverse=True)
 
