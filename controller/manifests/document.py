@@ -256,10 +256,10 @@ class ModelManifest(BaseModel):
         description="How long the gateway holds a request while the model has no ready replica (a "
         "cold start, a swap): seconds or '90s', '10m'. Default: 2m for llamacpp, 15m for vllm.",
     )
-    image: Annotated[str, AfterValidator(_check_plain)] | None = Field(
+    image: (
+        Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(_check_plain)] | None
+    ) = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_IMAGE_CHARS,
         description="Container image; defaults to the engine's own.",
     )
     args: list[Arg] = Field(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ MAX_NODES = 10_000  # nodes one document expands to, aliases counted at their fu
 class Budget:
     """What one load may still read: bytes and documents over all its files."""
 
-    bytes: int = MAX_TOTAL_BYTES
-    documents: int = MAX_DOCUMENTS
+    bytes: int = field(default_factory=lambda: MAX_TOTAL_BYTES)
+    documents: int = field(default_factory=lambda: MAX_DOCUMENTS)
 
 
 class Unreadable(Exception):
