@@ -100,6 +100,11 @@ class EnvAllow:
         return cls.parse(environ.get(ALLOW_SETTING, ""))
 
 
+# Every name but MODELCTL_*: for rendering to Kubernetes, where ${NAME} is a key of a Secret the
+# cluster's operator creates, not a variable of a controller's environment.
+ANY_NAME = EnvAllow(prefixes=("",))
+
+
 def check_allowed(value: str, allow: EnvAllow) -> None:
     """Raise ValueError naming the variables ``value`` refers to that manifests may not use."""
     refused = [name for name in dict.fromkeys(references(value)) if not allow.allows(name)]
