@@ -39,6 +39,16 @@ def _size(name: str, value: str) -> int:
         raise ModelctlError(f"{name}: {exc}") from exc
 
 
+def _env_allow(value: str) -> tuple[str, ...]:
+    from controller.manifests.envrefs import EnvAllow
+
+    try:
+        EnvAllow.parse(value)
+    except ValueError as exc:
+        raise ModelctlError(str(exc)) from exc
+    return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerSettings:
     # Folder (or file) of manifests, usually a git checkout. MODELCTL_MANIFESTS.
@@ -52,6 +62,11 @@ class ControllerSettings:
     # (os.pathsep-separated). In compose the controller sees them at the same path as the host does,
     # because Docker resolves bind-mount sources on the host.
     model_roots: tuple[Path, ...] = field(default_factory=lambda: (Path("models-data").absolute(),))
+    # Variables of the controller's environment manifests may name in ${NAME} besides HF_TOKEN and
+    # HUGGING_FACE_HUB_TOKEN: names, or PREFIX* (never MODELCTL_*: its keys must not reach a
+    # container). The loader reads the same variable from the same environment (load_folder);
+    # read here too so a bad value stops the start. MODELCTL_MANIFEST_ENV_ALLOW, comma-separated.
+    manifest_env_allow: tuple[str, ...] = ()
     # Label value that tells this controller's containers from another's on the same engine.
     instance: str = "default"
     # Bridge network shared by replicas, the controller (health probes) and the gateway.
@@ -124,6 +139,8 @@ class ControllerSettings:
                 values[key] = _size(name, env[name])
         if env.get("MODELCTL_CONTROLLER_KEYS_FILE"):
             values["api_keys_file"] = Path(env["MODELCTL_CONTROLLER_KEYS_FILE"])
+        if env.get("MODELCTL_MANIFEST_ENV_ALLOW"):
+            values["manifest_env_allow"] = _env_allow(env["MODELCTL_MANIFEST_ENV_ALLOW"])
         if "MODELCTL_MODEL_ROOTS" in env:
             values["model_roots"] = _paths(env["MODELCTL_MODEL_ROOTS"])
         for key, name, kind in (

@@ -26,6 +26,7 @@ from controller.kubernetes.engine import cache_claim, model_objects
 from controller.kubernetes.gateway import gateway_objects
 from controller.kubernetes.notes import model_notes
 from controller.kubernetes.options import RenderOptions
+from controller.manifests.envrefs import ANY_NAME
 from controller.manifests.loader import LoadedModel, load_folder
 
 HEADER = "# Rendered by `modelctl render kubernetes`"
@@ -79,7 +80,7 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
     weights' root. Raises InvalidManifests (every problem, located) or ModelctlError."""
     roots = [model_root.absolute()] if model_root else None
     loaded: list[tuple[LoadedModel, PurePosixPath | None]] = []
-    for model in load_folder(path, model_roots=roots, environ=_AnyVariable()):
+    for model in load_folder(path, model_roots=roots, environ=_AnyVariable(), env_allow=ANY_NAME):
         model = dataclasses.replace(model, filled_env=None)
         if model.hub is not None:
             loaded.append((model, None))

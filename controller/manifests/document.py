@@ -26,7 +26,8 @@ from pydantic import (
     field_validator,
 )
 
-from controller.manifests.envrefs import references
+from controller.manifests.envrefs import NEVER_PREFIX, references
+from controller.manifests.flags import reserved_flag
 
 Engine = Literal["llamacpp", "vllm"]
 Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
@@ -35,85 +36,136 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """``value`` as an error message quotes it: at most ``limit`` characters, escapes visible."""
+    text = value if len(value) <= limit else value[:limit] + "..."
+    return repr(text)[1:-1]
+
+
 def _check_name(value: str) -> str:
-    if not re.match(NAME_PATTERN, value):
+    if not re.fullmatch(NAME_PATTERN, value):
         raise ValueError(
-            f"'{value}' is not a valid name: use 1-63 lower-case letters, digits, '.', '_' or '-',"
+            f"'{shown(value)}' is not a valid name: use 1-63 lower-case letters, digits, '.', '_' or '-',"
             " starting and ending with a letter or digit"
         )
     return value
 
 
+# Environment the engine must not get from a manifest: placement owns the GPUs (NVIDIA_* steer the
+# container runtime's GPU hook, CUDA_VISIBLE_DEVICES renumbers or widens what the engine uses),
+# LD_PRELOAD / LD_AUDIT inject code into every process of the container, and the engines' own
+# variables for flags modelctl sets (an API key would make the gateway's requests fail with 401).
+# LD_LIBRARY_PATH stays allowed: it only says where the image's own libraries are found, and
+# images (CUDA ones among them) rely on extending it.
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "LD_PRELOAD",
+        "LD_AUDIT",
+        "VLLM_API_KEY",
+        "LLAMA_API_KEY",
+        *(
+            f"LLAMA_ARG_{name}"
+            for name in (
+                "MODEL",
+                "MODEL_URL",
+                "HF_REPO",
+                "HF_FILE",
+                "MODELS_DIR",
+                "MODELS_PRESET",
+                "HOST",
+                "PORT",
+                "API_PREFIX",
+                "SSL_KEY_FILE",
+                "SSL_CERT_FILE",
+                "ALIAS",
+                "CTX_SIZE",
+                "N_PARALLEL",
+                "N_GPU_LAYERS",
+                "THREADS_HTTP",
+                "UI",
+                "ENDPOINT_SLOTS",
+            )
+        ),
+    }
+)
+RESERVED_ENV_PREFIXES = ("NVIDIA_",)
+
+# Bounds on what one document may hold: far beyond any real manifest, small enough that a hostile
+# one costs nothing to check, store or hand to Docker.
+MAX_PATH_CHARS = 4096  # PATH_MAX
+MAX_ALIASES = 32
+MAX_ARGS = 256
+MAX_ARG_CHARS = 16384  # a chat template or a JSON config passed inline
+MAX_ENV = 128
+MAX_ENV_NAME_CHARS = 256
+MAX_ENV_VALUE_CHARS = 32768
+MAX_IMAGE_CHARS = 512
+MAX_CONTEXT_LENGTH = 1 << 24  # 16M tokens, beyond any model's trained context
+MAX_DURATION_S = 30 * 86400.0  # a month: beyond it a timeout means "never", which 0 says
+MAX_SIZE_BYTES = 1 << 50  # 1 PiB of GPU or host memory
+
+
 def _check_env_name(value: str) -> str:
-    if not re.match(ENV_PATTERN, value):
-        raise ValueError(f"'{value}' is not a valid environment variable name")
+    if not re.fullmatch(ENV_PATTERN, value):
+        raise ValueError(f"'{shown(value)}' is not a valid environment variable name")
+    if value in RESERVED_ENV_NAMES or value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(
+            f"{value} may not be set by a manifest: modelctl owns it (placement gives the GPUs, "
+            "the gateway talks to the engine)"
+        )
     return value
 
 
 def _check_env_value(value: str) -> str:
-    references(value)  # raises ValueError for a '$' that is neither '$$' nor '${NAME}'
+    _check_no_nul(value)
+    for name in references(value):  # raises ValueError for a '$' that is neither '$$' nor '${NAME}'
+        if name.startswith(NEVER_PREFIX):
+            raise ValueError(
+                f"refers to ${{{name}}}: manifests never get the controller's {NEVER_PREFIX}* variables"
+            )
+    return value
+
+
+def _check_no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which no command line or environment can carry")
+    return value
+
+
+def _check_plain(value: str) -> str:
+    """A path or image reference: no control characters (NUL, newlines, escapes)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("contains a control character")
     return value
 
 
 ModelName = Annotated[
     str,
     AfterValidator(_check_name),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": 63}),
 ]
 EnvName = Annotated[
     str,
+    Field(max_length=MAX_ENV_NAME_CHARS),
     AfterValidator(_check_env_name),
-    WithJsonSchema({"type": "string", "pattern": ENV_PATTERN}),
+    WithJsonSchema({"type": "string", "pattern": ENV_PATTERN, "maxLength": MAX_ENV_NAME_CHARS}),
 ]
-EnvValue = Annotated[str, AfterValidator(_check_env_value)]
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_check_env_value)]
+Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_check_no_nul)]
 
 # Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
 ENGINE_BY_SUFFIX: dict[str, Engine] = {".gguf": "llamacpp", ".safetensors": "vllm"}
-
-# Flags modelctl sets itself; letting `args` repeat them would silently fight the controller.
-RESERVED_ARGS: dict[Engine, frozenset[str]] = {
-    "llamacpp": frozenset(
-        {
-            "-m",
-            "--model",
-            "--host",
-            "--port",
-            "-a",
-            "--alias",
-            "-c",
-            "--ctx-size",
-            "-np",
-            "--parallel",
-            "-ngl",
-            "--gpu-layers",
-            "--n-gpu-layers",
-            "--threads-http",
-            "--no-webui",
-        }
-    ),
-    "vllm": frozenset(
-        {
-            "--model",
-            "--host",
-            "--port",
-            "--served-model-name",
-            "--tensor-parallel-size",
-            "-tp",
-            "--max-num-seqs",
-            "--max-model-len",
-            "--gpu-memory-utilization",
-        }
-    ),
-}
 
 
 class ModelManifest(BaseModel):
     """One model: its weights, the engine that serves them, and how many replicas of what size."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
-    model: str = Field(
+    model: Annotated[str, AfterValidator(_check_plain)] = Field(
         min_length=1,
+        max_length=MAX_PATH_CHARS,
         description="Weights: a .gguf file or a safetensors file/folder, relative to a model root "
         "or an absolute path under one; or a Hugging Face reference 'hf://org/repo' (llama.cpp: "
         "'hf://org/repo:QUANT') that the engine downloads itself into a cache volume.",
@@ -128,7 +180,9 @@ class ModelManifest(BaseModel):
         validate_default=True,
         description="llamacpp or vllm; defaults from the weights (GGUF -> llamacpp).",
     )
-    aliases: list[ModelName] = Field(default_factory=list, description="Other names it answers to.")
+    aliases: list[ModelName] = Field(
+        default_factory=list, max_length=MAX_ALIASES, description="Other names it answers to."
+    )
     min_replicas: int | None = Field(
         default=None,
         ge=0,
@@ -162,7 +216,10 @@ class ModelManifest(BaseModel):
         description="Sequences one replica serves at once (vLLM --max-num-seqs, llama.cpp --parallel).",
     )
     context_length: int | None = Field(
-        default=None, ge=16, description="Context window (vLLM --max-model-len, llama.cpp -c)."
+        default=None,
+        ge=16,
+        le=MAX_CONTEXT_LENGTH,
+        description="Context window (vLLM --max-model-len, llama.cpp -c).",
     )
     balancing: Balancing = Field(
         default="least-outstanding",
@@ -199,14 +256,25 @@ class ModelManifest(BaseModel):
         description="How long the gateway holds a request while the model has no ready replica (a "
         "cold start, a swap): seconds or '90s', '10m'. Default: 2m for llamacpp, 15m for vllm.",
     )
-    image: str | None = Field(
-        default=None, min_length=1, description="Container image; defaults to the engine's own."
+    image: (
+        Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(_check_plain)] | None
+    ) = Field(
+        default=None,
+        description="Container image; defaults to the engine's own.",
     )
-    args: list[str] = Field(default_factory=list, description="Extra engine command-line args.")
+    args: list[Arg] = Field(
+        default_factory=list,
+        max_length=MAX_ARGS,
+        description="Extra engine command-line args; not the flags modelctl sets itself "
+        "(controller/manifests/flags.py), in any spelling the engine accepts.",
+    )
     env: dict[EnvName, EnvValue] = Field(
         default_factory=dict,
+        max_length=MAX_ENV,
         description="Extra environment for the engine. A value may refer to the controller's own "
-        "environment with ${NAME} (for secrets: manifests live in git); $$ is a literal $.",
+        "environment with ${NAME} (for secrets: manifests live in git): HF_TOKEN, "
+        "HUGGING_FACE_HUB_TOKEN and what MODELCTL_MANIFEST_ENV_ALLOW names, never MODELCTL_*; "
+        "$$ is a literal $. Not NVIDIA_*, CUDA_VISIBLE_DEVICES, LD_PRELOAD (placement owns the GPUs).",
     )
 
     @field_validator("name", mode="after")
@@ -352,11 +420,14 @@ SIZE_UNITS = {
 
 def parse_size(text: str) -> int:
     """Bytes in a size like '24GiB', '500MB', '1.5G' (decimal and binary units). Raises ValueError."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    match = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([A-Za-z]{0,3})\s*", text)
     unit = match.group(2).upper() if match else ""
     if not match or unit not in SIZE_UNITS:
-        raise ValueError(f"'{text}' is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
-    return int(float(match.group(1)) * SIZE_UNITS[unit])
+        raise ValueError(f"'{shown(text)}' is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
+    size = float(match.group(1)) * SIZE_UNITS[unit]
+    if size > MAX_SIZE_BYTES:
+        raise ValueError(f"'{shown(text)}' is more memory than any machine has (at most 1 PiB)")
+    return int(size)
 
 
 # A cold llama.cpp replica answers in seconds; vLLM imports, loads and warms up for minutes.
@@ -367,9 +438,9 @@ DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 def parse_duration(value: float | str) -> float:
     """Seconds in a duration: a number of seconds, or '30s', '10m', '1h', '1h30m'. Raises ValueError."""
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative ({value})")
-        return float(value)
+        return _bounded_duration(float(value))
+    if len(value) > 64:
+        raise ValueError(f"'{shown(value)}' is not a duration: too long")
     parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value.strip().lower())
     rebuilt = "".join(f"{n}{u}" for n, u in parts)
     if (
@@ -378,9 +449,17 @@ def parse_duration(value: float | str) -> float:
         or any(u not in DURATION_UNITS for _, u in parts)
     ):
         raise ValueError(
-            f"'{value}' is not a duration: use seconds, or a number with s, m or h ('90s', '10m')"
+            f"'{shown(value)}' is not a duration: use seconds, or a number with s, m or h ('90s', '10m')"
         )
-    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    return _bounded_duration(sum(float(n) * DURATION_UNITS[u] for n, u in parts))
+
+
+def _bounded_duration(seconds: float) -> float:
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative ({seconds:g})")
+    if not seconds <= MAX_DURATION_S:  # NaN too
+        raise ValueError(f"a duration is at most 30 days ({MAX_DURATION_S:g} s), not {seconds:g}")
+    return seconds
 
 
 def default_name(weights: str) -> str:
@@ -432,8 +511,12 @@ def check_engine_serves(engine: Engine, weights: str) -> None:
 
 
 def check_args(engine: Engine, args: list[str]) -> None:
-    """Refuse extra args that would override flags modelctl derives from the manifest."""
-    for arg in args:
-        flag = arg.split("=", 1)[0]
-        if flag in RESERVED_ARGS[engine]:
-            raise ValueError(f"args may not set {flag}: modelctl sets it from the manifest")
+    """Refuse extra args that would set a flag modelctl owns, in any spelling ``engine`` accepts
+    (``controller.manifests.flags``); the error names the entry and the flag."""
+    for index, arg in enumerate(args):
+        flag = reserved_flag(engine, arg)
+        if flag is not None:
+            raise ValueError(
+                f"args[{index}] '{shown(arg)}' may not set {flag}: modelctl sets it from the manifest"
+                f" ({engine} reads '{shown(arg, 40)}' as {flag})"
+            )

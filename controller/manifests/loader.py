@@ -7,12 +7,18 @@ model (see ``controller.manifests.document``). Loading is all-or-nothing: the ca
 
 Weights paths are checked against the configured model roots here (symlinks resolved), because a
 manifest must never be able to bind-mount an arbitrary host path into a container.
+
+The folder is hostile input (``controller.manifests.reading`` bounds every step): whatever it
+holds, ``load_folder`` returns models or raises ``InvalidManifests``, so the reconciler keeps
+serving the last good set. Anything else escaping from one file would be a bug; it is still turned
+into that file's error (and logged with its traceback) rather than ending the caller's loop.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +27,20 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifests.document import ModelManifest, hub_reference
-from controller.manifests.envrefs import expand
+from controller.manifests.document import ModelManifest, hub_reference, shown
+from controller.manifests.envrefs import EnvAllow, check_allowed, expand
+from controller.manifests.reading import (
+    MANIFEST_SUFFIXES,
+    Budget,
+    Unreadable,
+    manifest_files,
+    parse_documents,
+    read_text,
+)
 
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+__all__ = ["MANIFEST_SUFFIXES", "LoadedModel", "load_folder", "manifest_files"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,48 +75,75 @@ class LoadedModel:
 
 
 def load_folder(
-    path: Path, *, model_roots: Sequence[Path] | None = None, environ: Mapping[str, str] | None = None
+    path: Path,
+    *,
+    model_roots: Sequence[Path] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_allow: EnvAllow | None = None,
 ) -> list[LoadedModel]:
     """Load every manifest under ``path`` (a folder or one file).
 
-    Returns the models sorted by name. Raises InvalidManifests with every problem found.
+    Returns the models sorted by name. Raises InvalidManifests with every problem found, and
+    nothing else whatever the folder holds.
     ``model_roots`` given: weights must exist under one of them (else an error names the field).
-    ``${NAME}`` references in ``env`` are filled from ``environ`` (default: this process's).
+    ``${NAME}`` references in ``env`` are filled from ``environ`` (default: this process's), and
+    may name only what ``env_allow`` allows (default: from this process's
+    MODELCTL_MANIFEST_ENV_ALLOW, as ``ControllerSettings`` reads it).
     """
     errors: list[ManifestError] = []
     models: list[LoadedModel] = []
     environ = os.environ if environ is None else environ
+    if env_allow is None:
+        try:
+            env_allow = EnvAllow.from_environ(os.environ)
+        except ValueError as exc:
+            raise InvalidManifests([ManifestError(str(exc), file=str(path))]) from exc
+    budget = Budget()
     for file in manifest_files(path, errors):
-        models.extend(load_file(file, errors, model_roots, environ))
+        models.extend(load_file(file, errors, model_roots, Env(environ, env_allow), budget))
     check_unique_names(models, errors)
     if errors:
         raise InvalidManifests(errors)
     return sorted(models, key=lambda m: m.name)
 
 
-def manifest_files(path: Path, errors: list[ManifestError]) -> list[Path]:
-    """The manifest files at ``path``: itself if a file, else its *.yaml/*.yml/*.json, sorted."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        errors.append(ManifestError("no such file or folder", file=str(path)))
-        return []
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in MANIFEST_SUFFIXES)
+@dataclass(frozen=True, slots=True)
+class Env:
+    """Where ``${NAME}`` values come from, and which names manifests may use."""
+
+    environ: Mapping[str, str]
+    allow: EnvAllow
 
 
 def load_file(
     file: Path,
     errors: list[ManifestError],
     model_roots: Sequence[Path] | None,
-    environ: Mapping[str, str],
+    env: Env,
+    budget: Budget,
 ) -> list[LoadedModel]:
-    """Validate each document of one file; append problems to ``errors``."""
-    loaded: list[LoadedModel] = []
+    """Validate each document of one file; append problems to ``errors``. ``budget``: what this
+    load may still read."""
     try:
-        documents = list(parse_documents(file))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        errors.append(ManifestError(yaml_problem(exc), file=str(file), line=yaml_line(exc)))
-        return loaded
+        return load_documents(file, errors, model_roots, env, budget)
+    except Unreadable as exc:
+        errors.append(ManifestError(exc.message, file=str(file), line=exc.line))
+    except Exception as exc:  # a bug of ours met by hostile input: located, logged, never the loop's end
+        log.exception("unexpected error loading %s", file)
+        errors.append(ManifestError(f"cannot load: {type(exc).__name__}: {exc}"[:300], file=str(file)))
+    return []
+
+
+def load_documents(
+    file: Path,
+    errors: list[ManifestError],
+    model_roots: Sequence[Path] | None,
+    env: Env,
+    budget: Budget,
+) -> list[LoadedModel]:
+    loaded: list[LoadedModel] = []
+    documents = list(parse_documents(read_text(file, budget), budget.documents))
+    budget.documents -= len(documents)
     for index, (node, data) in enumerate(documents, start=1):
         model = validate_document(file, index, node, data, errors)
         if model is None:
@@ -108,8 +151,8 @@ def load_file(
         weights = None
         if model_roots is not None and hub_reference(model.model) is None:
             weights = resolve_or_report(model, file, index, node, model_roots, errors)
-        env = fill_env_or_report(model, file, index, node, environ, errors)
-        loaded.append(LoadedModel(model, str(file), index, weights, modified_at(file), env))
+        filled = fill_env_or_report(model, file, index, node, env, errors)
+        loaded.append(LoadedModel(model, str(file), index, weights, modified_at(file), filled))
     return loaded
 
 
@@ -118,14 +161,16 @@ def fill_env_or_report(
     file: Path,
     index: int,
     node: yaml.Node,
-    environ: Mapping[str, str],
+    env: Env,
     errors: list[ManifestError],
 ) -> tuple[tuple[str, str], ...]:
-    """``model.env`` with its references filled; an error per value naming a variable not set."""
+    """``model.env`` with its references filled; an error per value naming a variable that
+    manifests may not use or that is not set."""
     filled = []
     for name, value in model.env.items():
         try:
-            filled.append((name, expand(value, environ)))
+            check_allowed(value, env.allow)
+            filled.append((name, expand(value, env.environ)))
         except ValueError as exc:  # names the variables, never a value
             errors.append(
                 ManifestError(
@@ -137,22 +182,6 @@ def fill_env_or_report(
                 )
             )
     return tuple(filled)
-
-
-def parse_documents(file: Path) -> Iterator[tuple[yaml.Node, Any]]:
-    """Yield (node, data) for each non-empty document; nodes keep line numbers for errors."""
-    loader = yaml.SafeLoader(file.read_text(encoding="utf-8"))
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None and not is_empty(node):
-                yield node, loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def is_empty(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
 
 
 def validate_document(
@@ -243,20 +272,32 @@ def resolve_weights(weights: str, roots: Sequence[Path]) -> Path:
     """The real host path of ``weights``, which must exist under one of ``roots``.
 
     Relative paths are tried against each root in order. Symlinks are resolved before the check, so
-    a link inside a root cannot point outside it. Raises ValueError saying why not.
+    a link inside a root cannot point outside it (nor can '..'). Raises ValueError saying why not,
+    also for a path the system refuses to look up (too long, a symlink loop, no permission).
     """
     if not roots:
         raise ValueError("no model root is configured (set MODELCTL_MODEL_ROOTS)")
+    try:
+        real = first_existing(weights, roots)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: pathlib's "Symlink loop from ..."
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"cannot look up weights '{shown(weights)}': {reason}") from exc
+    if real is None:
+        where = ", ".join(str(r) for r in roots)
+        raise ValueError(f"weights '{shown(weights)}' not found under the model roots ({where})")
+    if any(real.is_relative_to(root.resolve()) for root in roots):
+        return real
+    raise ValueError(f"'{shown(weights)}' resolves to {shown(str(real))}, outside the model roots")
+
+
+def first_existing(weights: str, roots: Sequence[Path]) -> Path | None:
+    """The real path of the first of ``weights``' candidates that exists. Raises OSError (a name
+    too long, no permission) or RuntimeError when a lookup fails for another reason than absence."""
     candidates = [Path(weights)] if Path(weights).is_absolute() else [r / weights for r in roots]
     for candidate in candidates:
-        if not candidate.exists():
-            continue
-        real = candidate.resolve()
-        if any(real.is_relative_to(root.resolve()) for root in roots):
-            return real
-        raise ValueError(f"'{weights}' resolves to {real}, outside the model roots")
-    shown = ", ".join(str(r) for r in roots)
-    raise ValueError(f"weights '{weights}' not found under the model roots ({shown})")
+        if candidate.exists():
+            return candidate.resolve(strict=True)
+    return None
 
 
 def check_unique_names(models: list[LoadedModel], errors: list[ManifestError]) -> None:
@@ -274,17 +315,6 @@ def check_unique_names(models: list[LoadedModel], errors: list[ManifestError]) -
                         field="name",
                     )
                 )
-
-
-def yaml_problem(exc: Exception) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        return f"invalid YAML: {exc.problem}"
-    return f"cannot read: {exc}"
-
-
-def yaml_line(exc: Exception) -> int | None:
-    mark = getattr(exc, "problem_mark", None)
-    return mark.line + 1 if mark is not None else None
 
 
 def modified_at(file: Path) -> int:

@@ -7,19 +7,20 @@ the endpoint table (``endpoints.table.Details``), never by reading files itself.
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.endpoints.table import Details
 from controller.placement.weights import (
+    BAD_HEADER,
     EstimateError,
     by_version,
     on_disk,
     read_gguf_header,
+    read_json,
     safetensors_files,
+    safetensors_header,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def describe(model: LoadedModel) -> Details:
         return Details(format="gguf" if engine == "llamacpp" else "safetensors", quantization=tag.upper())
     try:
         return by_version(_DESCRIBED, weights, describe_gguf, describe_safetensors)
-    except (EstimateError, OSError, ValueError, KeyError, TypeError):
+    except (EstimateError, OSError, *BAD_HEADER):
         return Details(size=on_disk(weights) if weights.exists() else 0)
 
 
@@ -89,7 +90,7 @@ def describe_gguf(path: Path) -> Details:
 def describe_safetensors(path: Path) -> Details:
     folder = path if path.is_dir() else path.parent
     config_file = folder / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    config = read_json(config_file) if config_file.is_file() else {}
     text: dict[str, Any] = config["text_config"] if isinstance(config.get("text_config"), dict) else config
     arch = str(config.get("model_type", ""))
     params = sum(safetensors_elements(f) for f in safetensors_files(path))
@@ -111,10 +112,7 @@ def describe_safetensors(path: Path) -> Details:
 
 def safetensors_elements(path: Path) -> int:
     """Parameters (tensor elements) in one .safetensors file, from its header."""
-    with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return sum(math.prod(t["shape"]) for t in safetensors_header(path).values())
 
 
 def parameter_label(count: int) -> str:

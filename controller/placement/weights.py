@@ -8,12 +8,18 @@ show (``describe``) are built on these readers; each header is read once per ver
 
 The GGUF reader is hand-written (about 80 lines) rather than the ``gguf`` package: that package
 pulls numpy in and maps the whole file, while placement only needs the header.
+
+Headers are hostile input (a manifest names the weights, anyone may have put them there): every
+count and length in them is checked against the bytes left in the file and a sane maximum before
+anything is read or allocated, so a bad header is an ``EstimateError`` naming the file, never a
+MemoryError, a hang or another exception that would reach the reconcile loop.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +91,24 @@ class EstimateError(ModelctlError):
     """The weights cannot be sized (unreadable, unknown format or type); set gpu_memory instead."""
 
 
+# Bounds on what a header may claim, far beyond real models (vocabularies ~262k entries, chat
+# templates ~100 KB, ~100k tensors): past them the file is refused, not read.
+MAX_GGUF_STRING = 16 << 20
+MAX_GGUF_ARRAY = 1 << 22  # items in one metadata array
+MAX_GGUF_KEPT_ARRAY = 1 << 16  # longer scalar arrays (scores, token types) are skipped, not kept
+MAX_GGUF_NESTING = 4  # arrays of arrays
+MAX_GGUF_KV = 1 << 16
+MAX_TENSORS = 1 << 20
+MAX_DIMS = 8  # GGML_MAX_DIMS is 4; safetensors tensors have a handful
+MAX_ELEMENTS = 1 << 50  # in one tensor
+MAX_SAFETENSORS_HEADER = 100_000_000  # the safetensors format's own limit
+MAX_JSON_FILE = 16 << 20  # config.json, model.safetensors.index.json
+MAX_ARCH = 1 << 20  # layers, heads, head sizes
+MAX_CONTEXT = 1 << 31  # trained context length
+# What a hostile header or config can make Python raise besides EstimateError and OSError.
+BAD_HEADER = (struct.error, ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError)
+
+
 @dataclass(frozen=True, slots=True)
 class Architecture:
     """What the KV cache size depends on."""
@@ -117,12 +141,14 @@ def read_weights(path: Path) -> WeightsInfo:
 
     Read once per version of the files (path, size and modification time of each); raises
     EstimateError."""
-    if not path.exists():
-        raise EstimateError(f"{path}: no such file or folder")
     try:
+        if not path.exists():
+            raise EstimateError(f"{path}: no such file or folder")
         return by_version(_READ, path, read_gguf, read_safetensors)
     except OSError as exc:
         raise EstimateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except BAD_HEADER as exc:
+        raise EstimateError(f"{path}: bad header ({type(exc).__name__}); set gpu_memory") from exc
 
 
 def by_version(
@@ -198,6 +224,10 @@ def read_gguf_header(path: Path) -> GgufHeader:
             return parse_gguf(f)
         except struct.error as exc:
             raise EstimateError(f"{path}: truncated GGUF header") from exc
+        except EstimateError as exc:
+            raise EstimateError(f"{path}: {exc}") from exc
+        except BAD_HEADER as exc:
+            raise EstimateError(f"{path}: bad GGUF header ({type(exc).__name__})") from exc
 
 
 def parse_gguf(f: BinaryIO) -> GgufHeader:
@@ -205,39 +235,76 @@ def parse_gguf(f: BinaryIO) -> GgufHeader:
     if version not in (2, 3):
         raise EstimateError(f"GGUF version {version} is not supported (2 or 3 are)")
     tensor_count, kv_count = unpack(f, "<QQ")
+    bounded(kv_count, MAX_GGUF_KV, "metadata entries")
+    bounded(tensor_count, MAX_TENSORS, "tensors")
     metadata = {}
     for _ in range(kv_count):
         key = read_string(f)
         metadata[key] = read_value(f, unpack(f, "<I")[0])
     tensors = tuple(read_tensor_info(f) for _ in range(tensor_count))
-    alignment = int(metadata.get("general.alignment", 32))
+    alignment = metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or not 1 <= alignment <= 1 << 20:
+        raise EstimateError(f"general.alignment {str(alignment)[:40]} is not a small positive integer")
     data_offset = -(-f.tell() // alignment) * alignment
     return GgufHeader(version, metadata, tensors, data_offset)
+
+
+def bounded(count: int, most: int, what: str) -> int:
+    """``count`` when at most ``most``; else EstimateError (a header claiming absurd numbers)."""
+    if count > most:
+        raise EstimateError(f"the header claims {count} {what}; at most {most} are read")
+    return count
+
+
+def left(f: BinaryIO) -> int:
+    """Bytes from the current position to the end of the file."""
+    return os.fstat(f.fileno()).st_size - f.tell()
 
 
 def read_tensor_info(f: BinaryIO) -> GgufTensor:
     name = read_string(f)
     (n_dims,) = unpack(f, "<I")
-    dims = unpack(f, f"<{n_dims}Q")
+    dims = unpack(f, f"<{bounded(n_dims, MAX_DIMS, 'dimensions')}Q")
+    bounded(math.prod(dims), MAX_ELEMENTS, f"elements in tensor {name[:80]}")
     ggml_type, offset = unpack(f, "<IQ")
     return GgufTensor(name, tuple(dims), ggml_type, offset)
 
 
-def read_value(f: BinaryIO, kind: int) -> Any:
+def read_value(f: BinaryIO, kind: int, depth: int = 0) -> Any:
     if kind in GGUF_SCALARS:
         return unpack(f, GGUF_SCALARS[kind])[0]
     if kind == GGUF_STRING:
         return read_string(f)
     if kind == GGUF_ARRAY:
+        bounded(depth, MAX_GGUF_NESTING, "levels of nested arrays")
         item_kind, count = unpack(f, "<IQ")
-        if item_kind in GGUF_SCALARS:  # read in one go: vocabularies have 100k+ entries
-            return list(unpack(f, f"<{count}{GGUF_SCALARS[item_kind][1]}"))
-        return [read_value(f, item_kind) for _ in range(count)]
+        bounded(count, MAX_GGUF_ARRAY, "items in one array")
+        if item_kind in GGUF_SCALARS:
+            return read_scalars(f, item_kind, count)
+        items = (read_value(f, item_kind, depth + 1) for _ in range(count))
+        if count > MAX_GGUF_KEPT_ARRAY:  # read past (the vocabulary's strings), not kept
+            return f"<{sum(1 for _ in items)} items, not read>"
+        return list(items)
     raise EstimateError(f"unknown GGUF metadata type {kind}")
+
+
+def read_scalars(f: BinaryIO, kind: int, count: int) -> list[Any] | str:
+    """An array of fixed-size scalars, read in one go (vocabularies have 100k+ entries); one longer
+    than anything this module reads (token scores, types) is skipped and described instead."""
+    fmt = GGUF_SCALARS[kind][1]
+    size = count * struct.calcsize(fmt)
+    if size > left(f):
+        raise EstimateError(f"an array of {count} items runs past the end of the file")
+    if count > MAX_GGUF_KEPT_ARRAY:
+        f.seek(size, os.SEEK_CUR)
+        return f"<{count} items, not read>"
+    return list(struct.unpack(f"<{count}{fmt}", f.read(size)))
 
 
 def read_string(f: BinaryIO) -> str:
     (length,) = unpack(f, "<Q")
+    if length > 4096 and (length > MAX_GGUF_STRING or length > left(f)):  # small ones: EOF says it
+        raise EstimateError(f"a string of {length} bytes is longer than {MAX_GGUF_STRING} or the file")
     return f.read(length).decode("utf-8", errors="replace")
 
 
@@ -260,13 +327,39 @@ def gguf_architecture(metadata: dict[str, Any]) -> Architecture | None:
     kv_heads = get("attention.head_count_kv") or heads
     kv_heads = max(kv_heads) if isinstance(kv_heads, list) else kv_heads
     key_length = get("attention.key_length") or embedding // heads
-    return Architecture(
-        layers=int(layers),
-        kv_heads=int(kv_heads),
-        key_length=int(key_length),
-        value_length=int(get("attention.value_length") or key_length),
+    return architecture(
+        layers=layers,
+        kv_heads=kv_heads,
+        key_length=key_length,
+        value_length=get("attention.value_length") or key_length,
         context_length=get("context_length"),
     )
+
+
+def architecture(
+    *, layers: Any, kv_heads: Any, key_length: Any, value_length: Any, context_length: Any
+) -> Architecture:
+    """An Architecture from a header's or config's values, each a positive integer in range
+    (a hostile "24" string, -1, 1e400 or a list is an EstimateError, never a number used as one)."""
+    return Architecture(
+        layers=count_of(layers, "layers", MAX_ARCH),
+        kv_heads=count_of(kv_heads, "KV heads", MAX_ARCH),
+        key_length=count_of(key_length, "key length", MAX_ARCH),
+        value_length=count_of(value_length, "value length", MAX_ARCH),
+        context_length=None if context_length is None else count_of(context_length, "context", MAX_CONTEXT),
+    )
+
+
+def count_of(value: Any, what: str, most: int) -> int:
+    """``value`` as a positive integer of at most ``most`` (integral floats and digit strings too,
+    as configs write them); else EstimateError."""
+    integral_float = isinstance(value, float) and value.is_integer() and abs(value) <= most
+    digits = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12
+    if integral_float or digits:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise EstimateError(f"{what}: {str(value)[:40]} is not a count from 1 to {most}")
+    return value
 
 
 # --- safetensors ----------------------------------------------------------------------------------
@@ -288,28 +381,74 @@ def read_safetensors(path: Path) -> WeightsInfo:
 
 def safetensors_files(path: Path) -> list[Path]:
     """The shards vLLM would load: those named by model.safetensors.index.json when there is one
-    (a folder may also hold e.g. a consolidated copy), else every *.safetensors."""
+    (a folder may also hold e.g. a consolidated copy), else every *.safetensors. Shard names are
+    plain file names in the folder: an index cannot point the reader anywhere else."""
     if path.is_file():
         return [path]
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        return [path / name for name in sorted(set(weight_map.values()))]
+        weight_map = read_json(index).get("weight_map", {})
+        names = list(weight_map.values()) if isinstance(weight_map, dict) else [None]
+        files = {n for n in names if isinstance(n, str) and n not in ("", ".", "..") and "/" not in n}
+        if len(files) != len(set(map(str, names))):
+            raise EstimateError(f"{index}: weight_map names something other than files beside it")
+        return [path / name for name in sorted(files)]
     return sorted(path.glob("*.safetensors"))
 
 
-def safetensors_sizes(path: Path) -> tuple[int, int]:
-    """(bytes of tensor data, tensor count) from the header: 8-byte little-endian length + JSON."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file of at most MAX_JSON_FILE bytes. Raises EstimateError."""
+    with path.open("rb") as f:
+        data = f.read(MAX_JSON_FILE + 1)
+    if len(data) > MAX_JSON_FILE:
+        raise EstimateError(f"{path}: larger than {MAX_JSON_FILE >> 20} MiB")
+    try:
+        found = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise EstimateError(f"{path}: not JSON ({type(exc).__name__})") from exc
+    if not isinstance(found, dict):
+        raise EstimateError(f"{path}: not a JSON object")
+    return found
+
+
+def safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
+    """The tensors of a .safetensors header (8-byte little-endian length + JSON), each checked:
+    ``data_offsets`` two integers 0 <= begin <= end, ``shape`` a short list of counts. Raises
+    EstimateError for anything else, before reading more than the format's limit."""
     with path.open("rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
             raise EstimateError(f"{path}: not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", raw)
+        if length > MAX_SAFETENSORS_HEADER or length > left(f):
+            raise EstimateError(f"{path}: not a safetensors file (a header of {length} bytes)")
         try:
             header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise EstimateError(f"{path}: not a safetensors file (bad header)") from exc
-    tensors = [v for k, v in header.items() if k != "__metadata__"]
+    if not isinstance(header, dict):
+        raise EstimateError(f"{path}: not a safetensors file (the header is no JSON object)")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, tensor in tensors.items():
+        if not valid_tensor(tensor):
+            raise EstimateError(f"{path}: tensor {name[:80]!r} has no valid data_offsets and shape")
+    return tensors
+
+
+def valid_tensor(tensor: Any) -> bool:
+    if not isinstance(tensor, dict):
+        return False
+    offsets, shape = tensor.get("data_offsets"), tensor.get("shape", [])
+    if not (isinstance(offsets, list) and len(offsets) == 2 and isinstance(shape, list)):
+        return False
+    if len(shape) > MAX_DIMS or not all(type(n) is int and n >= 0 for n in (*offsets, *shape)):
+        return False
+    return bool(offsets[0] <= offsets[1] and math.prod(shape) <= MAX_ELEMENTS)
+
+
+def safetensors_sizes(path: Path) -> tuple[int, int]:
+    """(bytes of tensor data, tensor count) from the header."""
+    tensors = safetensors_header(path).values()
     return sum(end - begin for begin, end in (t["data_offsets"] for t in tensors)), len(tensors)
 
 
@@ -317,27 +456,30 @@ def config_architecture(config: Path) -> Architecture | None:
     """KV-cache numbers from a Hugging Face config.json (or its text_config, for multimodal ones)."""
     if not config.is_file():
         return None
-    data = json.loads(config.read_text(encoding="utf-8"))
+    data = read_json(config)
     if "num_hidden_layers" not in data and isinstance(data.get("text_config"), dict):
         data = data["text_config"]
     try:
-        heads = int(data["num_attention_heads"])
-        head_dim = int(data.get("head_dim") or data["hidden_size"] // heads)
-        return Architecture(
-            layers=int(data["num_hidden_layers"]),
-            kv_heads=int(data.get("num_key_value_heads") or heads),
+        heads = count_of(data["num_attention_heads"], "num_attention_heads", MAX_ARCH)
+        head_dim = data.get("head_dim") or count_of(data["hidden_size"], "hidden_size", MAX_ARCH) // heads
+        return architecture(
+            layers=data["num_hidden_layers"],
+            kv_heads=data.get("num_key_value_heads") or heads,
             key_length=head_dim,
             value_length=head_dim,
             context_length=data.get("max_position_embeddings"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, EstimateError) as exc:
         raise EstimateError(f"{config}: missing or bad architecture field {exc}") from exc
 
 
 def on_disk(weights: Path | None) -> int:
     """Bytes of a weights file, or of the files in a weights folder; 0 for hub weights (not here)."""
-    if weights is None or not weights.exists():
+    try:
+        if weights is None or not weights.exists():
+            return 0
+        if weights.is_file():
+            return weights.stat().st_size
+        return sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())
+    except OSError:  # unreadable: the engine says what is wrong when it starts
         return 0
-    if weights.is_file():
-        return weights.stat().st_size
-    return sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())

@@ -1,0 +1,114 @@
+"""Reserved engine flags, in every spelling the engine's own parser accepts, are refused in `args`;
+flags modelctl does not own pass, however they are spelled."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from controller.manifests.document import ModelManifest
+from controller.manifests.flags import reserved_flag
+
+WEIGHTS = {"llamacpp": "m.gguf", "vllm": "m.safetensors"}
+
+REFUSED = [
+    # vLLM: argparse with allow_abbrev, and FlexibleArgumentParser's '_' -> '-' before the first '.'
+    ("vllm", "--gpu-memory-utilization", "--gpu-memory-utilization"),
+    ("vllm", "--gpu_memory_utilization", "--gpu-memory-utilization"),
+    ("vllm", "--gpu_memory_utilization=0.9", "--gpu-memory-utilization"),
+    ("vllm", "--gpu-mem", "--gpu-memory-utilization"),
+    ("vllm", "--gpu_mem=0.5", "--gpu-memory-utilization"),
+    ("vllm", "--gpu-memory-utilization.x=1", "--gpu-memory-utilization"),
+    ("vllm", "--port", "--port"),
+    ("vllm", "--port=9000", "--port"),
+    ("vllm", "--po", "--port"),
+    ("vllm", "--host=::", "--host"),
+    ("vllm", "--model=/etc", "--model"),
+    ("vllm", "--served_model_name", "--served-model-name"),
+    ("vllm", "--served-model", "--served-model-name"),
+    ("vllm", "--tensor-parallel-size=8", "--tensor-parallel-size"),
+    ("vllm", "--tensor_parallel", "--tensor-parallel-size"),
+    ("vllm", "-tp", "--tensor-parallel-size"),
+    ("vllm", "-tp8", "--tensor-parallel-size"),
+    ("vllm", "-tp=8", "--tensor-parallel-size"),
+    ("vllm", "-t", "--tensor-parallel-size"),
+    ("vllm", "-pp", "--pipeline-parallel-size"),
+    ("vllm", "--pipeline_parallel_size=2", "--pipeline-parallel-size"),
+    ("vllm", "-dp=2", "--data-parallel-size"),
+    ("vllm", "--max-num-seqs", "--max-num-seqs"),
+    ("vllm", "--max_num_seqs=512", "--max-num-seqs"),
+    ("vllm", "--max-model", "--max-model-len"),
+    ("vllm", "--max_model_len=1", "--max-model-len"),
+    ("vllm", "--api-key=x", "--api-key"),
+    ("vllm", "--api_key", "--api-key"),
+    ("vllm", "--uds=/tmp/s", "--uds"),
+    ("vllm", "--config=/models/x.yaml", "--config"),
+    ("vllm", "--headless", "--headless"),
+    ("vllm", "--ssl-keyfile=k", "--ssl-keyfile"),
+    # llama.cpp: exact names, '_' -> '-' in '--' arguments, short forms exact; '=' refused too
+    ("llamacpp", "-m", "--model"),
+    ("llamacpp", "--model", "--model"),
+    ("llamacpp", "--port", "--port"),
+    ("llamacpp", "--port=9000", "--port"),
+    ("llamacpp", "--host", "--host"),
+    ("llamacpp", "-c", "--ctx-size"),
+    ("llamacpp", "--ctx_size", "--ctx-size"),
+    ("llamacpp", "-np", "--parallel"),
+    ("llamacpp", "--parallel", "--parallel"),
+    ("llamacpp", "-ngl", "--n-gpu-layers"),
+    ("llamacpp", "--gpu_layers", "--n-gpu-layers"),
+    ("llamacpp", "--n_gpu_layers", "--n-gpu-layers"),
+    ("llamacpp", "-a", "--alias"),
+    ("llamacpp", "--threads_http", "--threads-http"),
+    ("llamacpp", "--webui", "--no-webui"),
+    ("llamacpp", "--no_webui", "--no-webui"),
+    ("llamacpp", "--api-key", "--api-key"),
+    ("llamacpp", "--api_key_file", "--api-key-file"),
+    ("llamacpp", "-hf", "--hf-repo"),
+    ("llamacpp", "-hfr", "--hf-repo"),
+    ("llamacpp", "--hf_repo", "--hf-repo"),
+    ("llamacpp", "-mu", "--model-url"),
+    ("llamacpp", "--no-slots", "--no-slots"),
+    ("llamacpp", "--api-prefix", "--api-prefix"),
+    ("llamacpp", "--models-dir", "--models-dir"),
+]
+
+ALLOWED = [
+    ("vllm", "--enforce-eager"),
+    ("vllm", "--dtype=half"),
+    ("vllm", "--model-impl=transformers"),  # starts with --model but is a flag of its own
+    ("vllm", "--max-logprobs=5"),
+    ("vllm", "--data-parallel-size-local"),  # longer than a reserved flag: its own option
+    ("vllm", "-O3"),
+    ("vllm", "-q"),
+    ("vllm", "fp8"),
+    ("vllm", "-1"),
+    ("llamacpp", "--threads"),  # a CPU replica that sets it is left unpinned (README)
+    ("llamacpp", "-t"),
+    ("llamacpp", "--port-x"),
+    ("llamacpp", "--jinja"),
+    ("llamacpp", "--ctx-size-draft"),
+    ("llamacpp", "-cd"),
+    ("llamacpp", "-mm"),
+    ("llamacpp", "--po"),  # llama.cpp has no prefixes (it would refuse to start, not mis-set a flag)
+    ("llamacpp", "-"),
+]
+
+
+@pytest.mark.parametrize(("engine", "arg", "flag"), REFUSED)
+def test_a_reserved_flag_in_any_spelling_is_refused_naming_flag_and_field(
+    engine: str, arg: str, flag: str
+) -> None:
+    assert reserved_flag(engine, arg) == flag  # type: ignore[arg-type]
+    doc = {"model": WEIGHTS[engine], "engine": engine, "args": ["--x-ok", "1", arg]}
+    with pytest.raises(ValidationError) as caught:
+        ModelManifest.model_validate(doc)
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("args",)
+    assert f"args[2] '{arg}' may not set {flag}" in error["msg"]
+
+
+@pytest.mark.parametrize(("engine", "arg"), ALLOWED)
+def test_flags_modelctl_does_not_own_pass(engine: str, arg: str) -> None:
+    assert reserved_flag(engine, arg) is None  # type: ignore[arg-type]
+    ModelManifest.model_validate({"model": WEIGHTS[engine], "engine": engine, "args": [arg]})
