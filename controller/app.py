@@ -41,6 +41,7 @@ from controller.errors import (
 )
 from controller.gateway.app import create_app
 from controller.gateway.settings import GatewaySettings
+from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import LoadedModel, load_folder
 from controller.placement.host import Host, read_host
 from controller.reconcile.drain import Drainer
@@ -194,7 +195,8 @@ def exit_anyway_after(
 def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedModel]]:
     """The reconciler's manifest load: the folder in ``settings``, its errors located as the user
     knows the folder (``settings.manifests_shown_as``), not as the controller's container sees it."""
-    load = partial(load_folder, settings.manifests, model_roots=settings.model_roots)
+    allow = EnvAllow.of(settings.manifest_env_allow)
+    load = partial(load_folder, settings.manifests, model_roots=settings.model_roots, env_allow=allow)
     shown_as = settings.manifests_shown_as
     if shown_as is None:
         return load
