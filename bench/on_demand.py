@@ -50,6 +50,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +281,11 @@ async def alone_round(
     network: str,
     alone: str,
     timeout: float,
+    hash_key: bytes,
 ) -> dict[str, Any]:
-    """``docker run`` of the container the controller would create; to /health 200 and first token."""
-    spec = build_spec(model, 0, cpus=cpus)
+    """``docker run`` of the container the controller would create; to /health 200 and first token.
+    ``hash_key``: the controller's, so that equal specs show equal hashes."""
+    spec = replace(build_spec(model, 0, cpus=cpus), hash_key=hash_key)
     kwargs = create_kwargs(spec, alone, network)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         t0 = now()
@@ -344,7 +347,9 @@ async def cold_starts(
             cpus = tuple(sample["cpus"])
             sample["zero_after_s"] = round(await wait_zero(rc, client, model.name, timeout), 2)
         else:
-            sample = await alone_round(client, model, cpus, rc.runtime.network, alone, timeout)
+            sample = await alone_round(
+                client, model, cpus, rc.runtime.network, alone, timeout, rc.runtime.hash_key
+            )
         sample["load_1m"] = load
         if isinstance(into, dict):
             into[key or kind] = sample

@@ -52,6 +52,7 @@ from controller.reconcile.scaling import Scaler
 from controller.reconcile.supervise import Failures, Liveness, supervised
 from controller.reconcile.watch import watch_docker_events, watch_manifests
 from controller.runtime.docker import DockerRuntime, connect
+from controller.runtime.speckey import spec_key
 from controller.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,13 @@ async def running_controller(
     Raises RuntimeUnavailable when Docker cannot be reached at start.
     """
     client = await connect_with_retry(settings)
-    runtime = DockerRuntime(client, instance=settings.instance, network=settings.network)
+    runtime = DockerRuntime(
+        client,
+        instance=settings.instance,
+        network=settings.network,
+        egress_network=settings.egress_network,
+        hash_key=spec_key(settings.state_dir),
+    )
     await asyncio.to_thread(runtime.ensure_network)
     store = EndpointStore()
     load = manifest_loader(settings)

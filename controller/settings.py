@@ -69,10 +69,18 @@ class ControllerSettings:
     manifest_env_allow: tuple[str, ...] = ()
     # Label value that tells this controller's containers from another's on the same engine.
     instance: str = "default"
-    # Bridge network shared by replicas, the controller (health probes) and the gateway.
+    # Bridge network of the replicas, which the controller (health probes, drains) and the gateway
+    # (proxying) join too. MODELCTL_NETWORK.
     network: str = "modelctl"
-    # The internal API the gateway follows. Loopback by default; compose binds it on its network
-    # and publishes it on the host's loopback only (127.0.0.1:8081, for `./modelctl status`).
+    # With it, `network` is internal (Docker routes nothing else through it) and replicas reach the
+    # outside (hub downloads) through this network, which only they join (``runtime.docker``).
+    # Compose sets modelctl-egress; None (empty): replicas' network is an ordinary bridge, as
+    # `modelctl serve` wants it. MODELCTL_EGRESS_NETWORK.
+    egress_network: str | None = None
+    # The internal API the gateway follows. Loopback by default. Compose gives the controller's
+    # name on its control network (`controller-api`, an alias only that network knows), so the
+    # API listens on that address alone: replicas share the controller's other network, never this
+    # one. The published port (127.0.0.1:8081, for `./modelctl status`) lands on it too. MODELCTL_API_HOST.
     api_host: str = "127.0.0.1"
     api_port: int = 8081
     # Keys the API wants on /v1/* (the gateway's keys file format), for publishing it beyond the
@@ -89,6 +97,10 @@ class ControllerSettings:
     # Seconds between the console's scrapes of the gateway: one chart point each, 15 minutes kept.
     # MODELCTL_CONSOLE_STEP_S.
     console_step_s: float = 5.0
+    # Where the controller keeps what must outlive it: the key of the container spec hashes
+    # (``runtime.speckey``; a restarted controller needs it to adopt its replicas). Compose mounts a
+    # volume of its own there. MODELCTL_STATE_DIR.
+    state_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "modelctl")
     # Docker engine address; None means DOCKER_HOST or the local socket.
     docker_url: str | None = None
     # Seconds between passes once everything is ready (events and starting replicas come sooner).
@@ -137,6 +149,10 @@ class ControllerSettings:
         ):
             if env.get(name):
                 values[key] = _size(name, env[name])
+        if env.get("MODELCTL_STATE_DIR"):
+            values["state_dir"] = Path(env["MODELCTL_STATE_DIR"])
+        if "MODELCTL_EGRESS_NETWORK" in env:
+            values["egress_network"] = env["MODELCTL_EGRESS_NETWORK"] or None
         if env.get("MODELCTL_CONTROLLER_KEYS_FILE"):
             values["api_keys_file"] = Path(env["MODELCTL_CONTROLLER_KEYS_FILE"])
         if env.get("MODELCTL_MANIFEST_ENV_ALLOW"):

@@ -80,7 +80,15 @@ async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Prev
     demand = reconciler.on_demand.demand.current()
     waiting = {(r.model, r.replica): r.reason for r in reconciler.replicas if r.state == "BackingOff"}
     return await asyncio.to_thread(
-        partial(preview, managed_pids=pids, counts=counts, host=host, demand=demand, backing_off=waiting),
+        partial(
+            preview,
+            managed_pids=pids,
+            counts=counts,
+            host=host,
+            demand=demand,
+            backing_off=waiting,
+            hash_key=reconciler.runtime.hash_key,
+        ),
         models,
         current,
         observed,

@@ -1,18 +1,31 @@
 """What both engines do alike: mount the weights read-only (or give the engine a hub reference and
-a cache volume to download into), and request GPUs by device ID."""
+a cache volume to download into), request GPUs by device ID, and bound what a replica may take of
+the host: processes (a pids limit) and, for CPU replicas, memory (the estimate they were placed
+with, plus a margin)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.errors import EngineError
+from controller.errors import EngineError, ModelctlError
 from controller.manifests.loader import LoadedModel
+from controller.placement.memory import MiB, cpu_need, estimate
 from controller.runtime.spec import ContainerSpec, GpuRequest, Mount
 
 MODELS_DIR = "/models"  # where weights appear inside every engine container
 HUB_CACHE_VOLUME = "modelctl-hub-cache"  # named volume the engines download hub weights into
 HUB_CACHE_DIR = "/cache"  # where that volume appears inside the container
+# Processes and threads one replica may run (Docker --pids-limit; the engines may ask for more).
+# llama-server runs one compute thread per core plus its HTTP pool (--parallel + 8): far below
+# (measured here: 16 tasks with 2 threads and --parallel 2).
+PIDS_LIMIT = 4096
+# What a CPU replica's memory limit adds to its estimate: a quarter, at least MEMORY_MARGIN_MIN.
+# The estimate is what the CPU memory budget counts for the replica (placement.memory.cpu_need);
+# the margin is for what it does not count: allocator slack, tokenizer and HTTP buffers, the page
+# cache of its own weights (charged to the container, reclaimable) and a cores-sized thread pool.
+MEMORY_MARGIN = 0.25
+MEMORY_MARGIN_MIN = 256 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,39 @@ def gpu_request(gpus: tuple[str, ...]) -> GpuRequest | None:
     return GpuRequest(device_ids=gpus) if gpus else None
 
 
+def memory_limit(model: LoadedModel, gpus: tuple[str, ...], *, engine_reserve: int = 0) -> int | None:
+    """A CPU replica's memory limit: the host memory it is placed with (``cpu_need``: the
+    manifest's ``gpu_memory`` size, else weights + KV cache + the engine's overhead) plus
+    ``engine_reserve`` (memory the engine takes by a setting of its own, beyond the estimate) plus
+    a margin (MEMORY_MARGIN, at least MEMORY_MARGIN_MIN), rounded up to a MiB. Past it the kernel
+    kills the replica (Docker reports OOMKilled; the reconciler restarts it with backoff), not the
+    host's other processes.
+
+    None (no limit) for GPU replicas, whose weights and KV cache live in GPU memory, and for CPU
+    replicas whose need is only a lower bound: hub weights (not here to size) and weights that
+    cannot be sized. A limit from a lower bound would kill a replica for our estimate's gap."""
+    if gpus or not sized(model):
+        return None
+    try:
+        need = cpu_need(model) + engine_reserve
+    except (ModelctlError, ValueError):  # a GPU share as gpu_memory: placement reports it
+        return None
+    limit = need + max(int(need * MEMORY_MARGIN), MEMORY_MARGIN_MIN)
+    return -(-limit // MiB) * MiB  # whole MiB: the kernel keeps whole pages, inspect shows what it keeps
+
+
+def sized(model: LoadedModel) -> bool:
+    """True when the memory a CPU replica needs is known: the manifest states it as a size, or the
+    weights are here and can be sized."""
+    if isinstance(model.manifest.gpu_memory, str):
+        return True
+    try:
+        estimate(model)
+    except ModelctlError:
+        return False
+    return True
+
+
 def engine_spec(
     model: LoadedModel,
     replica: int,
@@ -63,8 +109,11 @@ def engine_spec(
     shm_size: str | None = None,
     cpus: tuple[int, ...] = (),
     extra_env: tuple[tuple[str, str], ...] = (),
+    pids_limit: int = PIDS_LIMIT,
+    memory_reserve: int = 0,
 ) -> ContainerSpec:
-    """The parts of a spec both engines fill alike from the manifest."""
+    """The parts of a spec both engines fill alike from the manifest. ``memory_reserve``: what
+    the engine takes beyond the estimate by a setting of its own (``memory_limit``)."""
     manifest = model.manifest
     return ContainerSpec(
         model=model.name,
@@ -80,6 +129,9 @@ def engine_spec(
         gpus=gpu_request(gpus),
         shm_size=shm_size,
         cpuset=cpus,
+        pids_limit=pids_limit,
+        memory_limit=memory_limit(model, gpus, engine_reserve=memory_reserve),
+        env_sources=tuple(sorted(manifest.env.items())),
     )
 
 

@@ -17,6 +17,7 @@ import re
 
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
 from controller.manifests.loader import LoadedModel
+from controller.placement.memory import GiB
 from controller.runtime.spec import ContainerSpec
 
 # The thin layer in images/vllm over the official image (adds a health check and labels).
@@ -24,6 +25,14 @@ DEFAULT_IMAGE = "modelctl/vllm:openai"
 PORT = 8000
 HEALTH_PATH = "/health"
 SHM_SIZE = "2g"
+# vLLM runs an API server, an engine core and a worker per GPU, each with torch's and the
+# tokenizers' thread pools (sized by the host's cores) and NCCL/CUDA threads: more than llama-server.
+# Measured here (vLLM CPU 0.32, SmolLM2, 2 cores): 74 tasks serving; pools grow with the cores.
+PIDS_LIMIT = 16384
+# The CPU backend's KV cache: VLLM_CPU_KVCACHE_SPACE GiB, 4 when unset (vLLM's default), allocated
+# whatever the context length; a CPU replica's memory limit leaves room for it (``memory_limit``).
+KVCACHE_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"
+KVCACHE_SPACE_DEFAULT_GIB = 4
 # Flags by which `args` choose vLLM's compilation mode (vLLM 0.32: --[no-]enforce-eager,
 # -cc/--compilation-config with its dotted forms such as -cc.mode=0, -O/--optimization-level and
 # -O0..-O3); any of them turns the CPU default --enforce-eager off.
@@ -64,7 +73,17 @@ def container_spec(
         cpus=cpus,
         # vLLM's CPU backend binds its OpenMP threads to these cores (one thread each).
         extra_env=(("VLLM_CPU_OMP_THREADS_BIND", cpu_list(cpus)),) if cpus else (),
+        pids_limit=PIDS_LIMIT,
+        memory_reserve=0 if gpus else cpu_kv_cache(model),
     )
+
+
+def cpu_kv_cache(model: LoadedModel) -> int:
+    """Bytes of KV cache vLLM's CPU backend allocates: VLLM_CPU_KVCACHE_SPACE GiB from the
+    manifest's env, else vLLM's default (an image may set less: the limit is then looser)."""
+    value = dict(model.env).get(KVCACHE_SPACE_VAR, "").strip()
+    gib = int(value) if value.isdigit() and len(value) <= 6 else KVCACHE_SPACE_DEFAULT_GIB
+    return gib * GiB
 
 
 def command(

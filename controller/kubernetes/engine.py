@@ -134,7 +134,7 @@ def pod_template(
         "args": list(spec.command),  # the image's entrypoint stays: llama-server, `vllm serve`
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "env": env_entries(spec.env, options.secret),
-        "resources": resources(model, options),
+        "resources": resources(model, spec, options),
         **probes(spec, model.manifest.load_timeout_s),
         "securityContext": container_security(spec.engine),
         "volumeMounts": mounts,
@@ -244,13 +244,15 @@ def mebibytes(n: int) -> str:
     return f"{math.ceil(n / MiB)}Mi"
 
 
-def resources(model: LoadedModel, options: RenderOptions) -> dict[str, Any]:
+def resources(model: LoadedModel, spec: ContainerSpec, options: RenderOptions) -> dict[str, Any]:
     """Requests from the memory estimate; GPUs as whole devices in limits (the device plugin's).
 
     A CPU replica requests what the Docker controller places it against (``cpu_need``: weights +
     KV cache + the engine's overhead) and ``options.cpus`` cores, with a CPU limit as large (its
-    threads match it). A GPU replica requests host memory for the engine process only (its weights
-    and KV cache are in GPU memory). No memory limit: an estimate is not a cap.
+    threads match it), and the memory limit its Docker container gets (``spec.memory_limit``: the
+    estimate plus a margin; none when the weights cannot be sized). A GPU replica requests host
+    memory for the engine process only (its weights and KV cache are in GPU memory), no memory
+    limit. Processes: a pod's pids limit is the kubelet's (podPidsLimit), not the manifest's.
     """
     manifest = model.manifest
     if manifest.num_gpus:
@@ -258,7 +260,10 @@ def resources(model: LoadedModel, options: RenderOptions) -> dict[str, Any]:
         requests = {"cpu": str(GPU_REPLICA_CPUS), "memory": mebibytes(memory)}
         return {"requests": requests, "limits": {"nvidia.com/gpu": manifest.num_gpus}}
     requests = {"cpu": str(options.cpus), "memory": mebibytes(cpu_need(model))}
-    return {"requests": requests, "limits": {"cpu": str(options.cpus)}}
+    limits = {"cpu": str(options.cpus)}
+    if spec.memory_limit:
+        limits["memory"] = mebibytes(spec.memory_limit)
+    return {"requests": requests, "limits": limits}
 
 
 def probes(spec: ContainerSpec, load_timeout_s: float) -> dict[str, Any]:

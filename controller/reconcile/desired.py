@@ -6,12 +6,15 @@ running replicas already own; CPU replicas (num_gpus: 0) through ``controller.pl
 against the host's memory budget and cores, keeping the cores running replicas hold. What does not
 fit stays Pending with the placement's one-line reason, and is marked ``short`` (of memory) so the
 reconciler can evict idle on-demand replicas for it.
+
+Every spec carries the controller's ``hash_key``, so that the hashes compared with the running
+containers' labels (and put on new ones) are keyed (``runtime.spec``: names show no secret).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.engines import build_spec, sets_own_threads
 from controller.errors import ModelctlError
@@ -42,13 +45,15 @@ def desired_state(
     managed_pids: Mapping[Slot, frozenset[int]] | None = None,
     counts: Mapping[str, int] | None = None,
     host: Host | None = None,
+    hash_key: bytes = b"",
 ) -> Desired:
     """Specs for every replica that can run now; Pending rows (with reasons) for the others.
     ``counts`` is how many replicas each model should have now (the scaler's; default each
     manifest's min_count). ``managed_pids`` are the host PIDs of our GPU replicas by slot: the
     memory of those still wanted is theirs, not foreign; that of replicas going away (scaled
     down, evicted, removed from the manifests) counts as taken until they are gone. ``host``:
-    place CPU replicas against its memory budget and cores (None: unbounded and unpinned)."""
+    place CPU replicas against its memory budget and cores (None: unbounded and unpinned).
+    ``hash_key``: the key of the specs' hashes (the runtime's, ``runtime.speckey``)."""
     specs: list[ContainerSpec] = []
     pending: list[ReplicaStatus] = []
     by_name = {m.name: m for m in models}
@@ -73,7 +78,8 @@ def desired_state(
     for p in (*unknown, *placement.pending):
         pending.append(ReplicaStatus(p.model, p.replica, "Pending", reason=p.reason))
     short.update(p.slot for p in placement.pending)
-    return Desired(specs, pending, frozenset(short), notes)
+    keyed = [replace(spec, hash_key=hash_key) for spec in specs]
+    return Desired(keyed, pending, frozenset(short), notes)
 
 
 def cpu_replicas(

@@ -256,7 +256,9 @@ class Reconciler:
         """The desired state: each model's count now (``on_demand``), placed, with room made."""
         counts = self.on_demand.counts(self.models, observed)
         host = await asyncio.to_thread(self.on_demand.host, self.models, observed)
-        place = partial(desired_state, self.models, inventory, observed, pids, host=host)
+        place = partial(
+            desired_state, self.models, inventory, observed, pids, host=host, hash_key=self.runtime.hash_key
+        )
         return await asyncio.to_thread(self.on_demand.fit, place, counts, self.models, observed)
 
     def refresh_models(self) -> None:

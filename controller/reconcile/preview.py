@@ -94,6 +94,7 @@ def preview(
     host: Host | None = None,
     demand: Mapping[str, ModelDemand] | None = None,
     backing_off: Mapping[Slot, str] | None = None,
+    hash_key: bytes = b"",
 ) -> Preview:
     """What applying ``new_models`` would do to ``observed`` (the containers the reconciler
     lists). ``current_models`` are the manifests the controller runs now (for what changed in a
@@ -101,8 +102,11 @@ def preview(
     as the reconciler passes them to ``desired_state``. Raises nothing for a replica that cannot be
     placed: that is a pending row with the placement's reason. ``demand``: the gateway's, per
     model, to make room by eviction as a pass would (None: no eviction). ``backing_off``: the
-    slots whose replica crashed and waits out its backoff, with the failure's reason."""
-    place = partial(desired_state, new_models, inventory, observed, managed_pids, host=host)
+    slots whose replica crashed and waits out its backoff, with the failure's reason. ``hash_key``:
+    the controller's (its specs hash as the running containers' labels do)."""
+    place = partial(
+        desired_state, new_models, inventory, observed, managed_pids, host=host, hash_key=hash_key
+    )
     evicted: dict[str, str] = {}
     if demand is None:
         desired = place(counts=counts)

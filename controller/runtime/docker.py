@@ -4,6 +4,14 @@ Everything else in the controller works on plain data (``ContainerSpec`` in, ``O
 out); this module is the only one that imports docker-py. docker-py is blocking, so the reconciler
 calls it from a worker thread. Docker errors are mapped here to ``BackendRuntimeError`` (the engine
 refused) or ``RuntimeUnavailable`` (the engine did not answer; the caller retries on its next pass).
+
+Networks: replicas join ``network``, where the controller probes them and the gateway proxies to
+them. With an ``egress_network`` (compose), ``network`` is *internal* and replicas reach the
+outside (hub downloads) through the egress network, which nothing else joins. The internal network
+is what keeps replicas away from the controller's API: Docker never routes published ports or the
+default route through an internal network, so the controller's published port lands on its address
+on the control network (compose), the only address its API listens on, and no replica shares that
+network (Docker drops traffic between bridge networks).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.models.networks
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount
 
@@ -53,19 +62,53 @@ def connect(base_url: str | None = None) -> docker.DockerClient:
 class DockerRuntime:
     """modelctl's view of one Docker engine, for one controller instance and network."""
 
-    def __init__(self, client: docker.DockerClient, *, instance: str, network: str) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        instance: str,
+        network: str,
+        egress_network: str | None = None,
+        hash_key: bytes = b"",
+    ) -> None:
         self.client = client
         self.instance = instance
         self.network = network
+        self.egress_network = egress_network  # replicas' way out when ``network`` is internal
+        # The key of the spec hashes in names and labels (runtime.speckey): desired_state puts it
+        # into every spec the reconciler compares and creates.
+        self.hash_key = hash_key
 
     def ensure_network(self) -> None:
-        """Create the bridge network replicas and the gateway share, unless it exists."""
+        """Create the replicas' bridge network (internal when there is an egress network) and the
+        egress network, unless they exist. A replicas' network that is not internal although an
+        egress network is set is logged: replicas can then reach what else joins it."""
         with docker_errors(f"creating network {self.network}"):
-            if not self.client.networks.list(names=[self.network]):
-                self.client.networks.create(
-                    self.network, driver="bridge", labels={labels.NETWORK_OWNED: "true"}
+            found = self.find_network(self.network)
+            internal = self.egress_network is not None
+            if found is None:
+                self.create_network(self.network, internal=internal)
+            elif internal and not found.attrs.get("Internal"):
+                log.warning(
+                    "network %s is not internal although replicas have their own way out (%s): "
+                    "recreate it as internal (compose.yaml does) so that it carries nothing else",
+                    self.network,
+                    self.egress_network,
                 )
-                log.info("created network %s", self.network)
+        if self.egress_network is not None:
+            with docker_errors(f"creating network {self.egress_network}"):
+                if self.find_network(self.egress_network) is None:
+                    self.create_network(self.egress_network, internal=False)
+
+    def find_network(self, name: str) -> docker.models.networks.Network | None:
+        """The network named exactly ``name`` (Docker's name filter also matches parts of names)."""
+        return next((n for n in self.client.networks.list(names=[name]) if n.name == name), None)
+
+    def create_network(self, name: str, *, internal: bool) -> None:
+        self.client.networks.create(
+            name, driver="bridge", internal=internal, labels={labels.NETWORK_OWNED: "true"}
+        )
+        log.info("created network %s%s", name, " (internal)" if internal else "")
 
     def list(self) -> list[ObservedContainer]:
         """Every container of this instance, running or not."""
@@ -90,6 +133,12 @@ class DockerRuntime:
         with docker_errors(f"creating replica {spec.model}-{spec.replica}"):
             self.remove_by_name(spec.container_name(self.instance))
             container = self.client.containers.create(**create_kwargs(spec, self.instance, self.network))
+            try:
+                if self.egress_network is not None:
+                    self.client.api.connect_container_to_network(container.id, self.egress_network)
+            except docker.errors.APIError:
+                self.remove_by_name(str(container.id))
+                raise
             return str(container.id)
 
     def start(self, spec: ContainerSpec) -> str:
@@ -196,6 +245,12 @@ def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str,
         kwargs["cpuset_cpus"] = ",".join(str(c) for c in spec.cpuset)
     if spec.ipc_mode:
         kwargs["ipc_mode"] = spec.ipc_mode
+    if spec.pids_limit:
+        kwargs["pids_limit"] = spec.pids_limit
+    if spec.memory_limit:
+        # Swap included (--memory-swap = --memory): a replica over its limit is stopped, not slowed.
+        kwargs["mem_limit"] = spec.memory_limit
+        kwargs["memswap_limit"] = spec.memory_limit
     return kwargs
 
 

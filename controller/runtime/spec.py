@@ -1,13 +1,24 @@
 """The container spec: what one replica's container should look like, independent of Docker's API.
 
 Engines build it from a manifest; the runtime turns it into Docker calls; the reconciler compares
-its hash (a label on the container) with what is running, so any drift in image, flags, mounts or
-devices shows as a different hash.
+its hash (a label on the container) with what is running, so any drift in image, flags, mounts,
+devices, limits or env shows as a different hash.
+
+The hash is keyed (HMAC-SHA256 with the controller's ``hash_key``, ``runtime.speckey``). It covers
+the env's filled-in values, secrets such as HF_TOKEN among them, so that a changed secret rolls the
+replica; yet it is seen by whoever sees a container's name or labels (``docker ps``, logs, the
+status API), and an unkeyed hash would let them test guesses of a secret offline. Without the key,
+which the controller keeps in a file of its own state folder (so that a restarted controller
+computes the same hashes and adopts what runs), a hash says nothing about the values. The env as
+the manifest writes it (``env_sources``, ``${NAME}`` references unfilled) is hashed too: a manifest
+that spells a guessed value out literally never hashes like one that refers to the secret, so the
+plan preview cannot be asked whether a guess is right.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -51,11 +62,25 @@ class ContainerSpec:
     shm_size: str | None = None
     ipc_mode: str | None = None
     extra_labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # Processes and threads the container may run together (Docker --pids-limit): a fork bomb or a
+    # runaway pool stops there instead of exhausting the host's PIDs. None: the engine's default.
+    pids_limit: int | None = None
+    # Bytes of memory (Docker --memory, swap included): set for CPU replicas from the estimate
+    # they were placed with (``engines.common.memory_limit``); None: no limit (GPU replicas).
+    memory_limit: int | None = None
+    # The manifest's env as written, ``${NAME}`` references unfilled: hashed, never sent.
+    env_sources: tuple[tuple[str, str], ...] = ()
+    # The key of ``spec_hash`` (the controller's, ``runtime.speckey``); b"": unkeyed (tests, plans
+    # made without a controller). Not part of the spec itself.
+    hash_key: bytes = field(default=b"", repr=False, compare=False)
 
     def spec_hash(self) -> str:
-        """A short stable hash of the whole spec: equal hashes mean an identical container."""
-        encoded = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(encoded.encode()).hexdigest()[:12]
+        """A short stable hash of the whole spec, keyed with ``hash_key``: equal hashes mean an
+        identical container. Shown in names and labels; says nothing of env values without the key."""
+        fields = asdict(self)
+        del fields["hash_key"]
+        encoded = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hmac.new(self.hash_key, encoded.encode(), hashlib.sha256).hexdigest()[:12]
 
     def container_name(self, instance: str) -> str:
         """Unique per spec, so a replacement can run beside the container it replaces."""

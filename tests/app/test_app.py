@@ -39,6 +39,15 @@ def test_settings_from_the_environment() -> None:
     assert settings.manifests == Path("/etc/m") and settings.model_roots == (Path("/a"), Path("/b"))
     assert (settings.api_port, settings.drain_grace_s, settings.instance) == (9000, 5.0, "x")
     assert settings.network == "modelctl"
+    assert settings.egress_network is None  # replicas on an ordinary bridge unless told otherwise
+    assert settings.state_dir == Path.home() / ".local" / "state" / "modelctl"
+
+
+def test_compose_gives_replicas_an_egress_network_and_the_controller_a_state_folder() -> None:
+    env = {"MODELCTL_EGRESS_NETWORK": "modelctl-egress", "MODELCTL_STATE_DIR": "/var/lib/modelctl"}
+    settings = ControllerSettings.from_env(env)
+    assert (settings.egress_network, settings.state_dir) == ("modelctl-egress", Path("/var/lib/modelctl"))
+    assert ControllerSettings.from_env({"MODELCTL_EGRESS_NETWORK": ""}).egress_network is None
 
 
 def test_manifest_errors_name_the_folder_as_the_user_knows_it(tmp_path: Path) -> None:

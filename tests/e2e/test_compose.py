@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import docker
 import docker.errors
 import openai
 import pytest
+from docker.models.containers import Container
 
 from controller.runtime.docker import remove_all
 
@@ -59,6 +61,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "MODELCTL_MANIFESTS": str(manifests),
         "MODELCTL_MODEL_ROOT": os.environ.get("MODELCTL_MODEL_ROOT", str(REPO / "models-data")),
         "MODELCTL_NETWORK": f"modelctl-e2e-{suffix}",
+        "MODELCTL_CONTROL_NETWORK": f"modelctl-e2e-{suffix}-control",
+        "MODELCTL_EGRESS_NETWORK": f"modelctl-e2e-{suffix}-egress",
         "MODELCTL_INSTANCE": f"e2e-{suffix}",
         "MODELCTL_PORT": str(port),
         "MODELCTL_API_PORT": str(free_port()),
@@ -70,9 +74,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}", env)
     finally:
         subprocess.run([*compose, "logs", "--no-color", "--tail", "40"], cwd=REPO, env=env, check=False)
-        subprocess.run([*compose, "down", "--remove-orphans", "-t", "5"], cwd=REPO, env=env, check=False)
+        subprocess.run(
+            [*compose, "down", "--remove-orphans", "-v", "-t", "5"], cwd=REPO, env=env, check=False
+        )
         remove_all(client, env["MODELCTL_INSTANCE"])
-        for network in client.networks.list(names=[env["MODELCTL_NETWORK"]]):
+        for network in client.networks.list(names=[env["MODELCTL_NETWORK"]]):  # -control, -egress too
             network.remove()
         client.close()
         print(f"stack was up for {time.monotonic() - started:.1f}s")
@@ -178,3 +184,78 @@ def test_status_names_a_broken_manifest_by_its_host_path_and_exits_1(stack: Stac
     assert status.returncode == 1, status.stdout
     assert f"{broken}:2 (document 1) field 'repicas'" in status.stdout
     assert "/etc/modelctl" not in status.stdout and "1 manifest error(s)" in status.stderr
+
+
+def services(stack: Stack) -> dict[str, Container]:
+    client = docker.from_env()
+    found = client.containers.list(filters={"label": f"com.docker.compose.project={stack.project}"})
+    return {c.labels["com.docker.compose.service"]: c for c in found}
+
+
+def running_replica(stack: Stack, timeout: float = 120) -> Container:
+    """A replica the stack's controller started, once it is healthy."""
+    client = docker.from_env()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for replica in client.containers.list(
+            filters={"label": f"io.modelctl.instance={stack.env['MODELCTL_INSTANCE']}"}
+        ):
+            if replica.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                return replica
+        time.sleep(1)
+    pytest.fail(f"no healthy replica within {timeout}s")
+
+
+# Each URL: "ok <status>", or how connecting failed: "refused", "timeout" or "no-name".
+REACH = """
+import socket, sys, urllib.error, urllib.request
+KINDS = ((ConnectionRefusedError, "refused"), (socket.gaierror, "no-name"), (TimeoutError, "timeout"))
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as answer:
+            print(url, "ok", answer.status)
+    except urllib.error.HTTPError as error:
+        print(url, "ok", error.code)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        print(url, next((kind for cls, kind in KINDS if isinstance(reason, cls)), repr(reason)))
+"""
+
+
+def reach(container: Container, *urls: str) -> dict[str, str]:
+    code, out = container.exec_run(["python3", "-c", REACH, *urls])
+    assert code == 0, out.decode(errors="replace")
+    lines = [line.split(" ", 1) for line in out.decode().splitlines()]
+    return {url: result for url, result in lines}
+
+
+def test_replicas_cannot_reach_the_controller_api_while_the_stack_can(stack: Stack) -> None:
+    """From a real replica (its own image, user and networks), the controller's API is out of
+    reach by its service name, its control alias and its address on every network; the gateway,
+    the controller's health check and the published port reach it; both reach the replica."""
+    by_service = services(stack)
+    controller, gateway = by_service["controller"], by_service["gateway"]
+    replica = running_replica(stack)
+    addresses = [n["IPAddress"] for n in controller.attrs["NetworkSettings"]["Networks"].values()]
+    assert len(addresses) == 2  # control and the replicas' network
+    api = ["http://controller:8081/healthz", "http://controller-api:8081/healthz"]
+    api += [f"http://{ip}:8081/healthz" for ip in addresses]
+    from_replica = reach(replica, *api)
+    print("from a replica:", from_replica)
+    assert all(result in ("refused", "timeout", "no-name") for result in from_replica.values()), from_replica
+
+    replica_ip = replica.attrs["NetworkSettings"]["Networks"][stack.env["MODELCTL_NETWORK"]]["IPAddress"]
+    health = f"http://{replica_ip}:8080/health"
+    from_gateway = reach(gateway, "http://controller-api:8081/healthz", health)
+    assert set(from_gateway.values()) == {"ok 200"}, from_gateway
+    assert reach(controller, health) == {health: "ok 200"}
+    published = f"http://127.0.0.1:{stack.env['MODELCTL_API_PORT']}/healthz"
+    with urllib.request.urlopen(published, timeout=5) as answer:
+        assert answer.status == 200
+    deadline = time.monotonic() + 60
+    while (
+        state := controller.attrs["State"]["Health"]["Status"]
+    ) != "healthy" and time.monotonic() < deadline:
+        time.sleep(1)
+        controller.reload()
+    assert state == "healthy"

@@ -60,3 +60,19 @@ def test_manifest_errors_are_shown_under_the_hosts_folder_name() -> None:
 def test_the_controller_api_is_published_on_loopback_only() -> None:
     (port,) = compose_config(plain_shell_env())["services"]["controller"]["ports"]
     assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8081", 8081)
+
+
+def test_replicas_network_is_internal_and_the_api_listens_on_the_control_network_only() -> None:
+    config = compose_config(plain_shell_env())
+    controller, gateway = config["services"]["controller"], config["services"]["gateway"]
+    assert config["networks"]["modelctl"]["internal"] is True  # published ports never land there
+    assert not config["networks"]["control"].get("internal")
+    assert controller["networks"]["control"]["aliases"] == ["controller-api"]
+    assert set(controller["networks"]) == set(gateway["networks"]) == {"control", "modelctl"}
+    env = controller["environment"]
+    assert env["MODELCTL_API_HOST"] == "controller-api"  # not 0.0.0.0: not on the replicas' network
+    assert env["MODELCTL_NETWORK"] == "modelctl" and env["MODELCTL_EGRESS_NETWORK"] == "modelctl-egress"
+    assert "http://controller-api:8081" in gateway["command"]
+    assert "controller-api:8081/healthz" in " ".join(controller["healthcheck"]["test"])
+    state = {m["target"]: m for m in controller["volumes"]}["/var/lib/modelctl"]
+    assert state["type"] == "volume" and env["MODELCTL_STATE_DIR"] == "/var/lib/modelctl"

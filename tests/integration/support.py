@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -40,6 +41,7 @@ def settings(manifests: Path, model_root: Path, instance: str, **overrides: obje
         "model_roots": (model_root,),
         "instance": instance,
         "network": f"modelctl-{instance}",
+        "state_dir": Path(tempfile.gettempdir()) / "modelctl-tests" / instance,  # the spec hash key
         "api_port": 0,
         "interval_s": 1.0,
         "drain_grace_s": 10.0,

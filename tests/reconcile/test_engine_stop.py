@@ -51,6 +51,7 @@ class FakeRuntime:
     """Listing and removal as the engine answers them; ``listing``/``removing`` raise when set."""
 
     containers: list[ObservedContainer] = field(default_factory=list)
+    hash_key: bytes = b""
     listing: Exception | None = None
     removing: Exception | None = None
     removals: int = 0

@@ -47,6 +47,7 @@ class FakeRuntime:
     """Containers as DockerRuntime reports them; ``start`` runs one at once, ``logs`` per ID."""
 
     instance: str = "default"
+    hash_key: bytes = b""
     containers: list[ObservedContainer] = field(default_factory=list)
     output: dict[str, str] = field(default_factory=dict)  # container ID -> its log
     ids: itertools.count[int] = field(default_factory=itertools.count)
