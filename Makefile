@@ -13,7 +13,7 @@ up: docker stack-images example-model  ## bring the stack up with the example mo
 	scripts/smoke-chat.sh
 	@echo "next: ./modelctl status, ./modelctl logs smollm2 (the CLI from the stack's image; README: Command line)"
 
-down:                              ## stop the stack and remove every backend container modelctl started
+down:                              ## stop the stack; remove every backend container and network modelctl started
 	$(COMPOSE) stop controller         # first, or it would start the replicas again
 	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
 	$(COMPOSE) down --remove-orphans   # last: the network is free once the replicas are gone

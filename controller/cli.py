@@ -425,13 +425,15 @@ def print_logs(source: LogSource, model: str, *, replica: int | None, tail: int,
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from controller.runtime.docker import connect, remove_all
+    from controller.runtime.docker import connect, remove_all, remove_unused_networks
 
     client = connect(os.environ.get("DOCKER_HOST"))
     removed = remove_all(client, args.instance)
     for name in removed:
         print(f"removed {name}")
     print(f"{len(removed)} container(s) removed")
+    for name in remove_unused_networks(client):
+        print(f"removed network {name}")
     return 0
 
 

@@ -216,6 +216,24 @@ def remove_all(client: docker.DockerClient, instance: str | None = None) -> list
         return [str(c.name) for c in found]
 
 
+def remove_unused_networks(client: docker.DockerClient) -> list[str]:
+    """Remove the networks modelctl created itself (labelled) that no container uses any more, so
+    ``modelctl down`` leaves nothing behind; one still in use (another instance's) stays. Returns
+    the names removed."""
+    removed = []
+    with docker_errors("removing modelctl's networks"):
+        for network in client.networks.list(filters={"label": labels.NETWORK_OWNED}):
+            try:
+                network.reload()
+                if network.attrs.get("Containers"):
+                    continue
+                network.remove()
+            except (docker.errors.NotFound, docker.errors.APIError):
+                continue  # gone meanwhile, or a container joined it: not ours to take
+            removed.append(str(network.name))
+    return removed
+
+
 def create_kwargs(spec: ContainerSpec, instance: str, network: str) -> dict[str, Any]:
     """docker-py ``containers.create`` arguments for ``spec``: least privilege, no host ports."""
     kwargs: dict[str, Any] = {

@@ -108,6 +108,7 @@ async def test_down_removes_modelctl_containers_and_nothing_else(
     bystander = docker_client.containers.create(
         "modelctl/llamacpp:server", ["--version"], name=f"bystander-{instance}"
     )
+    their_network = docker_client.networks.create(f"bystander-{instance}")
     try:
         async with running_controller(settings(manifests, model_root, instance)) as rc:
             await wait_ready(rc, "smollm2", 2)
@@ -115,9 +116,13 @@ async def test_down_removes_modelctl_containers_and_nothing_else(
         assert await asyncio.to_thread(modelctl, ["down", "--instance", instance]) == 0
         assert managed(docker_client, instance) == []
         bystander.reload()  # still there
-        assert "2 container(s) removed" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "2 container(s) removed" in out and f"removed network modelctl-{instance}" in out
+        assert not [n for n in docker_client.networks.list() if n.name == f"modelctl-{instance}"]
+        their_network.reload()  # not modelctl's: still there
     finally:
         bystander.remove(force=True)
+        their_network.remove()
 
 
 async def test_leftovers_of_an_interrupted_run_are_replaced_without_name_clashes(
