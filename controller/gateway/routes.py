@@ -34,7 +34,7 @@ from controller.gateway.hashring import hash64
 from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
-from controller.gateway.proxy import Proxy
+from controller.gateway.proxy import BodyRefused, Proxy
 from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.table import TableSource
 
@@ -102,20 +102,6 @@ def api_prefix_key(document: dict[str, Any], api: str, *, prefix_chars: int) -> 
     if not text and not system:
         return None
     return hash64(f"{system}\x1d{text}".encode("utf-8", "surrogatepass"))
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Return the whole request body; raise BadRequest (413) once it passes ``limit`` bytes."""
-    if request.content_length is not None:
-        if request.content_length > limit:
-            raise BadRequest(errors.too_large(limit))
-        return await request.read()  # the declared length is enforced by the parser
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(errors.too_large(limit))
-    return bytes(body)
 
 
 class Routes:
@@ -193,17 +179,13 @@ class Routes:
         call: Call | None = None
         api = api_of(request.path)
         try:
-            limit = self._settings.max_body_bytes
-            length = request.content_length
-            if length is not None and length <= limit:
-                body = await request.read()  # the declared length is enforced by the parser
-            else:
-                body = await read_body(request, limit)
+            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
             model, document = requested_model(body)
             table = self._source.current()
             if table.version == 0 and not table.models:
                 table = await self._admission.wait_for_table()  # just started: the table is on its way
             resolved = self._resolve(table, model, document, started, api)
+            del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
             if isinstance(resolved, Call):
                 call = resolved
                 if self._keys:
@@ -211,7 +193,7 @@ class Routes:
                 resp = await self._proxy.forward(request, call, body)
             else:
                 resp = resolved
-        except BadRequest as exc:
+        except (BadRequest, BodyRefused) as exc:
             resp = exc.response
         except asyncio.CancelledError:
             # nginx's "client closed request", unless the stream's last event had reached it.
