@@ -30,7 +30,7 @@ class Translation(Protocol):
     whole answer (read whole, up to ``upstream.MAX_WHOLE_ANSWER_BYTES``) comes back as the
     ``web.Response`` the caller translates. An event stream is relayed into ``stream(status,
     content_type)`` if that gives a response: an unprepared one whose ``write`` translates each
-    chunk (SSE events in, NDJSON lines out; raising ``upstream.AnswerTooLarge`` past a cap) and
+    chunk (SSE events in, NDJSON lines out; raising ``events.EventTooLarge`` past a cap) and
     whose ``write_eof`` ends the translated answer; None: the stream is read whole instead.
     """
 

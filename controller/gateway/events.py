@@ -4,17 +4,20 @@ The stream mends (``mend``) and the Ollama translation (``ollama_translate``) wo
 so they hold the start of an event until its end (a blank line) arrives. An engine that never ends
 one (no blank line for megabytes) must neither grow that without bound nor cost time quadratic in
 it: ``Events`` keeps the pieces as they came, joins them once when an end arrives, and raises
-AnswerTooLarge once an unfinished event passes ``MAX_EVENT_BYTES``.
+EventTooLarge once an unfinished event passes ``MAX_EVENT_BYTES`` (the relay ends the stream with
+an error event then).
 """
 
 from __future__ import annotations
-
-from controller.gateway.upstream import AnswerTooLarge
 
 # The longest event held whole. A chat chunk is under 1 KiB; the longest are a Responses stream's
 # last events, which carry the whole answer (a 128k-token context's text is about 0.5 MiB, and
 # JSON escaping can double it). Past it the stream ends with an error event.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
+
+
+class EventTooLarge(Exception):
+    """An event of a replica's stream is longer than the gateway holds."""
 
 
 class Events:
@@ -32,7 +35,7 @@ class Events:
         """Return the events ``chunk`` completes, joined (b"" if none); keep the rest.
 
         An event ends with an empty line: ``\\n\\n``, or ``\\n\\r\\n`` (CRLF lines). Raises
-        AnswerTooLarge (and forgets what it held) once the unfinished event passes the limit.
+        EventTooLarge (and forgets what it held) once the unfinished event passes the limit.
         """
         last = self._last
         look = last + chunk if last else chunk
@@ -63,7 +66,7 @@ class Events:
         self._size += len(piece)
         if self._size > self._limit:
             self.flush()
-            raise AnswerTooLarge(f"an event of the stream is longer than {self._limit} bytes")
+            raise EventTooLarge(f"an event of the stream is longer than {self._limit} bytes")
         self._pieces.append(piece)
         self._last = (self._last + piece)[-2:] if len(piece) < 2 else piece[-2:]
 

@@ -18,7 +18,7 @@ and events from 0. Fields an event has are never changed; an engine whose first 
 
 Both work on whole events: ``feed`` returns what can be sent now (possibly nothing, when a chunk
 ends inside an event), ``flush`` the rest at the end of the stream. ``feed`` raises
-``upstream.AnswerTooLarge`` for an event longer than ``events.MAX_EVENT_BYTES`` (the relay then
+``events.EventTooLarge`` for an event longer than ``events.MAX_EVENT_BYTES`` (the relay then
 ends the stream with an error event).
 """
 

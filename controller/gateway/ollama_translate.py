@@ -308,7 +308,7 @@ class NdjsonStream:
     ``feed`` takes any slice of the stream and returns the lines its complete events make (maybe
     none); ``end`` returns what is left to say when the stream ends (the ``done`` line, if
     ``data: [DONE]`` never came). An error event becomes ``{"error": "..."}`` and ends the stream.
-    An event longer than ``events.MAX_EVENT_BYTES`` raises ``upstream.AnswerTooLarge`` (the relay
+    An event longer than ``events.MAX_EVENT_BYTES`` raises ``events.EventTooLarge`` (the relay
     then feeds the error event that ends it); an event that is not what OpenAI sends is skipped.
     """
 

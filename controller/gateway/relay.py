@@ -22,6 +22,7 @@ from controller.endpoints.table import Replica
 from controller.gateway import errors, mend
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
 from controller.gateway.deadlines import StreamDeadline, Watchdog
+from controller.gateway.events import EventTooLarge
 from controller.gateway.headers import response_headers
 from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
 from controller.gateway.upstream import (
@@ -151,7 +152,7 @@ class Relay:
                 except ConnectionError:  # aiohttp's ClientConnectionResetError is one
                     log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
                     return resp
-                except UpstreamError as exc:  # the replica failed, or passed a cap (a translation's too)
+                except (UpstreamError, EventTooLarge) as exc:  # the replica failed, or passed a cap
                     await self._fail(request, resp, replica, call, watch, exc, is_sse=is_sse)
                     return resp
                 if call.first_byte_s is None:
@@ -170,7 +171,7 @@ class Relay:
             await resp.write_eof()
         except ConnectionError:
             log.debug("client left %s at the end of the answer", request.path)
-        except UpstreamError as exc:  # a translation's last words passed a cap
+        except (UpstreamError, EventTooLarge) as exc:  # a translation's last words passed a cap
             await self._fail(request, resp, replica, call, watch, exc, is_sse=is_sse)
             return resp
         except asyncio.CancelledError:
@@ -272,7 +273,7 @@ class Relay:
         replica: Replica,
         call: Call,
         watch: StreamDeadline,
-        exc: UpstreamError,
+        exc: Exception,
         *,
         is_sse: bool,
     ) -> None:
@@ -307,7 +308,7 @@ class Relay:
             return
         try:
             message = "The model server failed mid-stream."
-            if isinstance(exc, AnswerTooLarge):
+            if isinstance(exc, AnswerTooLarge | EventTooLarge):
                 message = f"The model server's answer passed a limit of the gateway: {exc}."
             await resp.write(errors.sse_error_event(message, api))
             await resp.write_eof()
