@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
+import aiohttp
+from aiohttp import web
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica  # noqa: E402
-from controller.gateway import GatewaySettings, StaticTable, create_app  # noqa: E402
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
+from controller.gateway import GatewaySettings, StaticTable, create_app
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
