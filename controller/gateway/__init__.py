@@ -12,7 +12,8 @@ Modules, top down: ``server`` (the serving process) over ``workers`` (SO_REUSEPO
 ``prefix`` and ``hashring`` (prefix affinity) and ``demand`` (load per model, reported to the
 controller for scaling on demand); ``table`` (where the table comes from); ``auth``
 (optional API keys), ``metrics`` and ``peers`` (Prometheus, across workers), ``settings`` and
-``errors`` (OpenAI error JSON) at the bottom.
+``errors`` (OpenAI error JSON) at the bottom, and ``events`` (SSE events cut from a replica's
+stream, each capped) below them.
 """
 
 from controller.gateway.app import create_app

@@ -6,6 +6,8 @@ bounded FIFO queue per model and hands a freed slot to the longest waiter, synch
 ``done`` callback of the request that freed it (no other request can barge in between). The bounds:
 
 - queue length ``max(queue_min, queue_per_slot * total max_concurrency)``: beyond it 429 at once;
+- the bytes of the bodies waiting, all models together, ``max_queued_bytes``: beyond it 429 (503 for
+  a model without replica) at once, so waiting requests cannot take the gateway's memory;
 - waiting for a slot longer than ``queue_timeout_s``: 429 (the model is up, only busy);
 - a model with no ready replica (cold start, scaled to zero, all replicas restarting) waits its
   ``load_timeout_s`` (from the table; else ``cold_start_wait_s``) for the table to gain one, then
@@ -78,6 +80,7 @@ class Admission:
         self._settings = settings
         self.demand = demand if demand is not None else Demand()
         self._queues: dict[str, deque[_Waiter]] = {}
+        self._queued_bytes = 0  # of the bodies of the requests waiting (``acquire``'s ``size``)
         self._seen: EndpointTable = source.current()
         self._changed = asyncio.Event()
 
@@ -110,6 +113,7 @@ class Admission:
         exclude: Collection[str] = (),
         key: int | None = None,
         tick: Tick | None = None,
+        size: int = 0,
     ) -> Slot | None:
         """Return a slot (replica, done) for a request to ``entry``; call ``done`` when it ends.
 
@@ -118,12 +122,13 @@ class Admission:
         503) when a bound is hit. A non-empty ``exclude`` marks a retry. While held because ``entry``
         has no ready replica, ``tick`` is awaited at once and then every
         ``loading_comment_interval_s``; what it raises ends the wait (the request leaves the queue).
+        ``size``: the bytes the request holds while it waits (its body), for ``max_queued_bytes``.
         """
         if not self._queues.get(entry.name):
             slot, left = self._try(entry, exclude, key)
             if slot is not None or not left:
                 return slot
-        return await self._wait(entry, exclude, key, tick)
+        return await self._wait(entry, exclude, key, tick, size)
 
     async def wait_for_table(self) -> EndpointTable:
         """Return the current table once one has arrived (version > 0), or after cold_start_wait_s."""
@@ -180,16 +185,14 @@ class Admission:
         return done
 
     async def _wait(
-        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None, tick: Tick | None
+        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None, tick: Tick | None, size: int
     ) -> Slot | None:
         queue = self._queues.setdefault(entry.name, deque())
         retry = bool(exclude)
-        if not retry and len(queue) >= self.queue_limit(entry):
-            waiting = f"{len(queue)} requests are already waiting"
-            if not entry.replicas:  # not at capacity: there is no replica to be at capacity
-                raise Rejected(self._gone(entry.name, f"it has no ready replica and {waiting} for one"))
-            raise Rejected(self._busy(entry.name, waiting))
+        if not retry:
+            self._check_room(entry, len(queue), size)
         waiter = _Waiter(asyncio.get_running_loop().create_future(), exclude, key)
+        self._queued_bytes += size
         if retry:
             queue.appendleft(waiter)
         else:
@@ -212,6 +215,22 @@ class Admission:
         except BaseException:
             self._abandon(entry.name, waiter)
             raise
+        finally:
+            self._queued_bytes -= size
+
+    def _check_room(self, entry: ModelEndpoints, waiting: int, size: int) -> None:
+        """Raise Rejected if ``entry``'s queue is full, or the gateway's queues hold too many bytes."""
+        if waiting >= self.queue_limit(entry):
+            why = f"{waiting} requests are already waiting"
+        elif self._queued_bytes + size > self._settings.max_queued_bytes:
+            why = f"the requests waiting in the gateway hold {self._queued_bytes} bytes already"
+        else:
+            return
+        if not self._queues[entry.name]:
+            del self._queues[entry.name]
+        if not entry.replicas:  # not at capacity: there is no replica to be at capacity
+            raise Rejected(self._gone(entry.name, f"it has no ready replica and {why}"))
+        raise Rejected(self._busy(entry.name, why))
 
     async def _hold(self, future: asyncio.Future[Slot | None], tick: Tick) -> Slot | None:
         """Wait for ``future``, awaiting ``tick`` at once and then every comment interval."""

@@ -27,14 +27,16 @@ class Translation(Protocol):
     """A call made in another API's shape (``ollama.py``) and translated to the replica's OpenAI API.
 
     Its body is translated before ``Proxy.forward``; ``path`` is the replica's path it goes to. A
-    whole answer comes back as the ``web.Response`` the caller translates. A streamed one is relayed
-    into ``stream(status, content_type)``: an unprepared response whose ``write`` translates each
-    chunk (SSE events in, NDJSON lines out) and whose ``write_eof`` ends the translated answer.
+    whole answer (read whole, up to ``upstream.MAX_WHOLE_ANSWER_BYTES``) comes back as the
+    ``web.Response`` the caller translates. An event stream is relayed into ``stream(status,
+    content_type)`` if that gives a response: an unprepared one whose ``write`` translates each
+    chunk (SSE events in, NDJSON lines out; raising ``events.EventTooLarge`` past a cap) and
+    whose ``write_eof`` ends the translated answer; None: the stream is read whole instead.
     """
 
     path: str
 
-    def stream(self, status: int, content_type: str) -> web.StreamResponse: ...
+    def stream(self, status: int, content_type: str) -> web.StreamResponse | None: ...
 
 
 class Call:

@@ -10,8 +10,11 @@ of the timeouts (``Proxy`` uses min(1 s, a tenth of the shortest)).
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from controller.gateway.upstream import Answer, ReadTimeout
+from controller.gateway.upstream import Answer, ClientStalled, ReadTimeout
+
+log = logging.getLogger(__name__)
 
 
 class Watchdog:
@@ -21,15 +24,15 @@ class Watchdog:
 
     def __init__(self, tick_s: float) -> None:
         self._tick_s = tick_s
-        self._entries: set[OpenDeadline | ReadDeadline] = set()
+        self._entries: set[OpenDeadline | StreamDeadline] = set()
         self._handle: asyncio.TimerHandle | None = None
 
-    def add(self, entry: OpenDeadline | ReadDeadline) -> None:
+    def add(self, entry: OpenDeadline | StreamDeadline) -> None:
         self._entries.add(entry)
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(self._tick_s, self._sweep)
 
-    def discard(self, entry: OpenDeadline | ReadDeadline) -> None:
+    def discard(self, entry: OpenDeadline | StreamDeadline) -> None:
         self._entries.discard(entry)
 
     def _sweep(self) -> None:
@@ -67,24 +70,57 @@ class OpenDeadline:
         return self.expired and self.task.uncancel() <= self.cancelling
 
 
-class ReadDeadline:
-    """The longest wait for one read of a streamed answer (``read_timeout_s``).
+class StreamDeadline:
+    """The deadlines of a streamed answer: each read from the replica, each write to the client.
 
-    ``reading_since`` is set before each read and cleared after it, so time spent writing to a slow
-    client does not count, as with a timeout around each read. A read that waited ``timeout_s`` fails
-    the answer with ReadTimeout, which the read in progress raises (and its connection is closed).
+    ``reading_since`` is set before each read and cleared after it, ``writing_since`` likewise
+    around each write, so each is timed on its own, as with a timeout around each call. A read
+    that waited ``read_timeout_s`` fails the answer with ReadTimeout, which the read in progress
+    raises (and its connection is closed). A write that waited ``write_timeout_s`` means the
+    client stopped reading: its connection is aborted (the write returns or the handler is
+    cancelled) and the answer failed with ClientStalled, so the replica's connection closes too
+    and the engine stops generating for nobody.
     """
 
-    __slots__ = ("answer", "reading_since", "timeout_s")
+    __slots__ = (
+        "answer",
+        "client",
+        "read_timeout_s",
+        "reading_since",
+        "stalled",
+        "write_timeout_s",
+        "writing_since",
+    )
 
-    def __init__(self, timeout_s: float, answer: Answer) -> None:
-        self.timeout_s = timeout_s
+    def __init__(
+        self,
+        answer: Answer,
+        client: asyncio.Transport | None,
+        *,
+        read_timeout_s: float,
+        write_timeout_s: float,
+    ) -> None:
         self.answer = answer
+        self.client = client
+        self.read_timeout_s = read_timeout_s
+        self.write_timeout_s = write_timeout_s
         self.reading_since: float | None = None
+        self.writing_since: float | None = None
+        self.stalled = False  # the write deadline fired
 
     def expired_at(self, now: float) -> bool:
         since = self.reading_since
-        return since is not None and now - since >= self.timeout_s
+        if since is not None and now - since >= self.read_timeout_s:
+            return True
+        since = self.writing_since
+        return since is not None and now - since >= self.write_timeout_s
 
     def expire(self) -> None:
-        self.answer.fail(ReadTimeout(f"no data from the replica for {self.timeout_s:g}s"))
+        if self.writing_since is None:
+            self.answer.fail(ReadTimeout(f"no data from the replica for {self.read_timeout_s:g}s"))
+            return
+        log.warning("a client read nothing for %gs: its request is cut", self.write_timeout_s)
+        self.stalled = True
+        if self.client is not None:
+            self.client.abort()
+        self.answer.fail(ClientStalled(f"the client read nothing for {self.write_timeout_s:g}s"))

@@ -12,11 +12,15 @@ Statuses used::
     404 invalid_request_error   code "model_not_found": no model by that name or alias; code
                                 "unknown_url": a path that is no API the gateway forwards
                                 (``routes.API_PATHS``: engines' admin endpoints never are)
+    408 invalid_request_error   code "request_timeout": the body did not arrive within
+                                GatewaySettings.body_timeout_s (the connection is closed)
     413 invalid_request_error   code "request_too_large": body over GatewaySettings.max_body_bytes
     429 rate_limit_error        code "queue_full" / "queue_timeout": every replica is at its
-                                max_concurrency and the model's wait queue is full, or the request
-                                waited too long in it; carries Retry-After
-    502 server_error            code "upstream_error": the replica failed (timeout, broken answer)
+                                max_concurrency and the model's wait queue is full (or the waiting
+                                requests hold max_queued_bytes), or the request waited too long in
+                                it; carries Retry-After
+    502 server_error            code "upstream_error": the replica failed (timeout, broken answer,
+                                an answer past the size read whole)
     503 server_error            code "model_unavailable": no ready replica, or every try failed
                                 before the first byte; carries Retry-After
 
@@ -88,6 +92,11 @@ def too_large(limit: int) -> web.Response:
     """413 for a body over ``limit`` bytes."""
     message = f"Request body is larger than the gateway's limit of {limit} bytes."
     return error_response(413, message, type_=INVALID_REQUEST, code="request_too_large")
+
+
+def request_timeout(message: str) -> web.Response:
+    """408 for a body that did not arrive in time."""
+    return error_response(408, message, type_=INVALID_REQUEST, code="request_timeout")
 
 
 def model_not_found(model: str, available: Iterable[str]) -> web.Response:
@@ -192,7 +201,10 @@ def in_shape(response: web.StreamResponse, api: str) -> web.StreamResponse:
     else:
         document = {"error": message}
     headers = {k: v for k, v in response.headers.items() if k in ("Retry-After", "WWW-Authenticate")}
-    return web.json_response(document, status=response.status, headers=headers)
+    shaped = web.json_response(document, status=response.status, headers=headers)
+    if response.keep_alive is False:  # a 408's connection is closed, whatever the shape
+        shaped.force_close()
+    return shaped
 
 
 def _message_of(response: web.Response) -> str:

@@ -17,7 +17,9 @@ and events from 0. Fields an event has are never changed; an engine whose first 
 ``sequence_number`` (vLLM) numbers its own, and its stream passes untouched from there on.
 
 Both work on whole events: ``feed`` returns what can be sent now (possibly nothing, when a chunk
-ends inside an event), ``flush`` the rest at the end of the stream.
+ends inside an event), ``flush`` the rest at the end of the stream. ``feed`` raises
+``events.EventTooLarge`` for an event longer than ``events.MAX_EVENT_BYTES`` (the relay then
+ends the stream with an error event).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import uuid
 from typing import Any, Protocol
 
 from controller.gateway.errors import ANTHROPIC, RESPONSES
+from controller.gateway.events import Events
 
 
 class Mend(Protocol):
@@ -87,7 +90,7 @@ class ResponsesIndexes:
     """``output_index``, ``content_index`` and ``sequence_number`` where a Responses event lacks them."""
 
     def __init__(self) -> None:
-        self._rest = b""
+        self._events = Events()
         self._sequence = 0
         self._outputs: dict[str, int] = {}  # item id -> output index
         self._parts: dict[str, int] = {}  # item id -> content parts added so far
@@ -96,24 +99,16 @@ class ResponsesIndexes:
     def feed(self, chunk: bytes) -> bytes:
         if self._passing:
             return chunk
-        data = self._rest + chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._rest = data
+        data = self._events.feed(chunk).replace(b"\r\n", b"\n")
+        if not data:
             return b""
-        self._rest = data[end + 2 :]
-        out = [self._event(block) for block in data[:end].split(b"\n\n")]
+        out = [self._event(block) for block in data[: data.rfind(b"\n\n")].split(b"\n\n")]
         if self._passing:  # learnt from this chunk: what followed passes as it came
-            return b"".join(out) + self._pass_rest()
+            return b"".join(out) + self._events.flush()
         return b"".join(out)
 
     def flush(self) -> bytes:
-        rest, self._rest = self._rest, b""
-        return rest
-
-    def _pass_rest(self) -> bytes:
-        rest, self._rest = self._rest, b""
-        return rest
+        return self._events.flush()
 
     def _event(self, block: bytes) -> bytes:
         """One event (its lines without the blank line that ended it), numbered, with that blank line."""
@@ -124,10 +119,10 @@ class ResponsesIndexes:
             if line.startswith(b"data: {") or line.startswith(b"data:{"):
                 try:
                     event = json.loads(line.partition(b":")[2])
-                except ValueError:
-                    break
-                if isinstance(event, dict):
-                    lines[i] = b"data: " + self._numbered(event)
+                    if isinstance(event, dict):
+                        lines[i] = b"data: " + self._numbered(event)
+                except (ValueError, RecursionError):  # not JSON (or nested past reason): as it came
+                    pass
                 break
         return b"\n".join(lines) + b"\n\n"
 

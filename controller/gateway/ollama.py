@@ -6,8 +6,10 @@ gateway as they would at ``ollama serve``. Model lists (``/api/tags``, ``/api/ps
 ``/api/embed`` and ``/api/embeddings`` are translated (``ollama_translate``) and forwarded by
 ``proxy.Proxy`` like any OpenAI request: the same admission (queue, 429/503), balancing and prefix
 affinity, retries before the first byte, cancel on disconnect, and metrics (``api="ollama"``). The
-proxy relays the replica's answer into a ``Translation``: a whole JSON answer is translated here, an
-event stream line by line into NDJSON as it arrives (``NdjsonResponse``). Calls that manage models
+proxy relays the replica's answer into a ``Translation``: a whole JSON answer (read whole, at most
+``upstream.MAX_WHOLE_ANSWER_BYTES``: 502 past it) is translated here, an event stream line by line
+into NDJSON as it arrives (``NdjsonResponse``; an event over ``ollama_translate.MAX_EVENT_BYTES``
+ends it with an error line). Calls that manage models
 (pull, push, create, copy, delete, blobs) are refused: models are declared in the manifests.
 Errors are Ollama's ``{"error": "..."}`` with the status Ollama uses.
 
@@ -33,10 +35,10 @@ from controller.gateway import ollama_translate as translate
 from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
-from controller.gateway.call import JSON, REPLICA_HEADER, Call, error_message
+from controller.gateway.call import REPLICA_HEADER, Call, error_message
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.prefix import prefix_key
-from controller.gateway.proxy import Proxy
+from controller.gateway.proxy import BodyRefused, Proxy
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
@@ -95,23 +97,6 @@ class NdjsonResponse(web.StreamResponse):
         await super().write_eof(data)
 
 
-class BufferedResponse(web.StreamResponse):
-    """A JSON answer too large (or of unknown length) to come whole: kept, translated at the end."""
-
-    def __init__(self, translation: OllamaTranslation, status: int) -> None:
-        super().__init__(status=status, headers={"Content-Type": JSON})
-        self._translation = translation
-        self._kept = bytearray()
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._kept += data
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        _, document = self._translation.document(self.status, bytes(self._kept))  # the status went
-        await super().write(translate.line(document))
-        await super().write_eof(data)
-
-
 class OllamaTranslation:
     """How one Ollama call reaches the replica (``path``) and how its answer comes back."""
 
@@ -124,12 +109,13 @@ class OllamaTranslation:
         self.started = started
         self.response: NdjsonResponse | None = None  # once the answer streams
 
-    def stream(self, status: int, content_type: str) -> web.StreamResponse:
+    def stream(self, status: int, content_type: str) -> web.StreamResponse | None:
+        """NDJSON lines for an event stream of chats and generations; None: read the answer whole."""
         if content_type == "text/event-stream" and self.kind in ("chat", "generate"):
             stream = translate.NdjsonStream(self.kind, self.model, self.started)
             self.response = NdjsonResponse(stream, status)
             return self.response
-        return BufferedResponse(self, status)
+        return None
 
     def whole(self, resp: web.Response) -> web.StreamResponse:
         """The replica's whole answer (or the gateway's own error) in Ollama's shape."""
@@ -151,7 +137,7 @@ class OllamaTranslation:
                     self.model, answer, self.started, legacy=self.kind == "embeddings"
                 )
             return status, translate.answer(self.kind, self.model, answer, self.started)
-        except (ValueError, AttributeError, TypeError, IndexError):
+        except (ValueError, AttributeError, TypeError, IndexError, KeyError, OverflowError, RecursionError):
             return 502, {"error": "the model server sent an answer that is not OpenAI's JSON"}
 
 
@@ -237,28 +223,13 @@ class OllamaRoutes:
             table = self._source.current()
             if table.version == 0 and not table.models:
                 await self._admission.wait_for_table()  # just started: the table is on its way
-            name = document.get("model")
-            entry = self._entry(name)
-            assert isinstance(name, str)
-            if "keep_alive" in document:  # how long the model stays after this request (on demand)
-                try:
-                    seconds = translate.keep_alive_seconds(document["keep_alive"])
-                except translate.Invalid as exc:
-                    raise Refused(refusal(400, str(exc))) from exc
-                self._admission.demand.keep_alive(entry.name, seconds)
-            path, body = self._request(kind, document, entry)
-            if body is None:
-                resp: web.StreamResponse = self._loaded(kind, name)
+            prepared = self._call(request, kind, document, started)
+            del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
+            if isinstance(prepared, web.Response):
+                resp: web.StreamResponse = prepared
             else:
-                key = None
-                if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
-                    key = prefix_key(body, prefix_chars=self._settings.affinity_prefix_chars)
-                streamed = body.get("stream") is True
-                call = Call(entry, key=key, started=started, stream_usage=streamed, api=errors.OLLAMA)
-                call.user = request.get(KEY_USE)
-                translation = OllamaTranslation(kind, path, name, started)
-                call.translation = translation
-                resp = await self._proxy.forward(request, call, json.dumps(body).encode())
+                call, translation, body = prepared
+                resp = await self._proxy.forward(request, call, body)
                 if isinstance(resp, web.Response) and not resp.prepared:
                     resp = translation.whole(resp)
         except Refused as exc:
@@ -271,6 +242,34 @@ class OllamaRoutes:
             raise
         self._record(request, call, resp.status, started)
         return resp
+
+    def _call(
+        self, request: web.Request, kind: str, document: dict[str, Any], started: float
+    ) -> tuple[Call, OllamaTranslation, bytes] | web.Response:
+        """The call to forward, its translation and the replica's body; or the answer given here
+        (Ollama's "loaded"). Raises Refused. Only what the call needs outlives this: not the
+        parsed request, nor the translated one (the body goes as bytes)."""
+        name = document.get("model")
+        entry = self._entry(name)
+        assert isinstance(name, str)
+        if "keep_alive" in document:  # how long the model stays after this request (on demand)
+            try:
+                seconds = translate.keep_alive_seconds(document["keep_alive"])
+            except translate.Invalid as exc:
+                raise Refused(refusal(400, str(exc))) from exc
+            self._admission.demand.keep_alive(entry.name, seconds)
+        path, body = self._request(kind, document, entry)
+        if body is None:
+            return self._loaded(kind, name)
+        key = None
+        if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
+            key = prefix_key(body, prefix_chars=self._settings.affinity_prefix_chars)
+        streamed = body.get("stream") is True
+        call = Call(entry, key=key, started=started, stream_usage=streamed, api=errors.OLLAMA)
+        call.user = request.get(KEY_USE)
+        translation = OllamaTranslation(kind, path, name, started)
+        call.translation = translation
+        return call, translation, json.dumps(body).encode()
 
     def _settle_left(self, call: Call) -> int | None:
         """A client that left mid-stream: 200 with its tokens if the done line had reached it."""
@@ -318,10 +317,11 @@ class OllamaRoutes:
     async def _document(self, request: web.Request) -> dict[str, Any]:
         """The request's JSON object; raises Refused (400, 413) otherwise."""
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            limit = self._settings.max_body_bytes
-            raise Refused(refusal(413, f"request body is larger than the limit of {limit} bytes")) from exc
+            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
+        except BodyRefused as exc:  # 413, 408
+            shaped = errors.in_shape(exc.response, errors.OLLAMA)
+            assert isinstance(shaped, web.Response)
+            raise Refused(shaped) from exc
         try:
             document = json.loads(body) if body else {}
         except (ValueError, RecursionError) as exc:

@@ -13,11 +13,17 @@ clock). Errors are ``{"error": "..."}``. Model lists: ``ollama_models``.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from controller.gateway.events import Events
+
+log = logging.getLogger(__name__)
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 NDJSON = "application/x-ndjson"
@@ -205,9 +211,9 @@ def durations(started: float, first_token: float | None, timings: Mapping[str, A
     ended = time.monotonic()
     first = first_token if first_token is not None else ended
     prompt_ns, eval_ns = int((first - started) * 1e9), int((ended - first) * 1e9)
-    if timings:
-        prompt_ns = int(float(timings.get("prompt_ms", 0)) * 1e6) or prompt_ns
-        eval_ns = int(float(timings.get("predicted_ms", 0)) * 1e6) or eval_ns
+    if isinstance(timings, Mapping):
+        prompt_ns = int(_number(timings.get("prompt_ms")) * 1e6) or prompt_ns
+        eval_ns = int(_number(timings.get("predicted_ms")) * 1e6) or eval_ns
     return {
         "total_duration": int((ended - started) * 1e9),
         "load_duration": 0,
@@ -216,12 +222,20 @@ def durations(started: float, first_token: float | None, timings: Mapping[str, A
     }
 
 
+def _number(value: Any) -> float:
+    """A replica's number, if it is one that fits (finite, not negative, below 2**53); else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    number = float(value) if -(2**63) < value < 2**63 else math.inf
+    return number if 0 <= number < 2**53 else 0.0
+
+
 def counts(usage: Any) -> dict[str, int]:
     if not isinstance(usage, dict):
         return {}
     return {
-        "prompt_eval_count": int(usage.get("prompt_tokens") or 0),
-        "eval_count": int(usage.get("completion_tokens") or 0),
+        "prompt_eval_count": int(_number(usage.get("prompt_tokens"))),
+        "eval_count": int(_number(usage.get("completion_tokens"))),
     }
 
 
@@ -233,7 +247,7 @@ def ollama_tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
         arguments = function.get("arguments") or "{}"
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = {"arguments": arguments}  # the model wrote no JSON: keep its text
         out.append({"function": {"name": function.get("name", ""), "arguments": parsed}})
     return out
@@ -294,15 +308,18 @@ class NdjsonStream:
     ``feed`` takes any slice of the stream and returns the lines its complete events make (maybe
     none); ``end`` returns what is left to say when the stream ends (the ``done`` line, if
     ``data: [DONE]`` never came). An error event becomes ``{"error": "..."}`` and ends the stream.
+    An event longer than ``events.MAX_EVENT_BYTES`` raises ``events.EventTooLarge`` (the relay
+    then feeds the error event that ends it); an event that is not what OpenAI sends is skipped.
     """
 
     __slots__ = (
-        "_buffer",
         "_calls",
+        "_events",
         "_first",
         "_kind",
         "_model",
         "_reason",
+        "_skipped",
         "_started",
         "_timings",
         "_usage",
@@ -314,7 +331,8 @@ class NdjsonStream:
         self._kind = kind  # "chat" or "generate"
         self._model = model
         self._started = started
-        self._buffer = b""
+        self._events = Events()
+        self._skipped = 0  # events that made no sense, logged once
         self._first: float | None = None
         self._reason = "stop"
         self._usage: Any = None
@@ -329,13 +347,17 @@ class NdjsonStream:
         return (found["prompt_eval_count"], found["eval_count"]) if found else None
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._buffer + data
-        *events, self._buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+        if self.done:
+            return b""  # anything after the end
+        complete = self._events.feed(data)
+        if not complete:
+            return b""
+        *events, _ = complete.replace(b"\r\n", b"\n").split(b"\n\n")
         return b"".join(self._event(e) for e in events)
 
     def end(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        out = self._event(rest) if rest.strip() else b""
+        rest = self._events.flush()
+        out = self._event(rest.replace(b"\r\n", b"\n")) if rest.strip() else b""
         return out + (self._final() if not self.done else b"")
 
     def _event(self, event: bytes) -> bytes:
@@ -346,14 +368,21 @@ class NdjsonStream:
             return self._final()
         try:
             document = json.loads(data)
-        except ValueError:
-            return b""
-        if not isinstance(document, dict):
-            return b""
-        if "error" in document:
-            self.done = self.failed = True
-            return line({"error": error_text(document)})
-        return self._chunk(document)
+            if not isinstance(document, dict):
+                return self._skip(data)
+            if "error" in document:
+                self.done = self.failed = True
+                return line({"error": error_text(document)})
+            return self._chunk(document)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, RecursionError):
+            return self._skip(data)
+
+    def _skip(self, data: bytes) -> bytes:
+        """An event that is not an OpenAI chunk: left out (logged for the first of a stream)."""
+        if not self._skipped:
+            log.warning("a replica's event stream has an event that is not an OpenAI chunk: %r", data[:200])
+        self._skipped += 1
+        return b""
 
     def _chunk(self, document: dict[str, Any]) -> bytes:
         if document.get("usage"):
@@ -378,10 +407,13 @@ class NdjsonStream:
         return line(self._part(text or "", thinking))
 
     def _join_call(self, delta: dict[str, Any]) -> None:
-        call = self._calls.setdefault(int(delta.get("index", 0)), {"function": {"name": "", "arguments": ""}})
+        index = delta.get("index", 0)
+        if not isinstance(index, int) or not 0 <= index < 1024:  # the tools a model calls at once
+            raise ValueError(f"a tool call index of {str(index)[:20]}")
+        call = self._calls.setdefault(index, {"function": {"name": "", "arguments": ""}})
         function = delta.get("function") or {}
-        call["function"]["name"] += function.get("name") or ""
-        call["function"]["arguments"] += function.get("arguments") or ""
+        call["function"]["name"] += str(function.get("name") or "")
+        call["function"]["arguments"] += str(function.get("arguments") or "")
 
     def _part(self, text: str, thinking: str | None = None, calls: list[Any] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self._model, "created_at": now_rfc3339()}

@@ -35,7 +35,14 @@ from controller.gateway.deadlines import OpenDeadline, Watchdog
 from controller.gateway.headers import request_headers
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.relay import WHOLE_BODY_BYTES, Relay
-from controller.gateway.upstream import Answer, BadAnswer, ConnectFailed, ConnectionLost, Pool
+from controller.gateway.upstream import (
+    MAX_WHOLE_ANSWER_BYTES,
+    Answer,
+    BadAnswer,
+    ConnectFailed,
+    ConnectionLost,
+    Pool,
+)
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
@@ -50,6 +57,14 @@ class RetryableError(Exception):
     """This try failed before anything reached the client; another replica may serve it."""
 
 
+class BodyRefused(Exception):
+    """The request's body did not come (too large: 413; too slow: 408); ``response`` says why."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 class Proxy:
     """Sends requests to replicas admitted by ``admission``; ``pool`` is set at app start-up."""
 
@@ -59,9 +74,52 @@ class Proxy:
         self._metrics = metrics
         self.pool: Pool | None = None
         # Deadlines fire at most a tenth of the shortest timeout (and at most 1 s) late.
-        tick_s = min(1.0, settings.first_byte_timeout_s / 10, settings.read_timeout_s / 10)
+        shortest = min(
+            settings.first_byte_timeout_s,
+            settings.read_timeout_s,
+            settings.write_timeout_s,
+            settings.body_timeout_s,
+        )
+        tick_s = min(1.0, shortest / 10)
         self._watchdog = Watchdog(tick_s)
         self._relay = Relay(settings, metrics, self._watchdog)
+
+    async def read_body(self, request: web.Request, limit: int) -> bytes:
+        """Return the request's whole body; raise BodyRefused: 413 past ``limit`` bytes, 408 when it
+        does not come within ``body_timeout_s`` (a body trickling in holds a connection and memory).
+
+        A body that came with the request's head (most do) is taken without a deadline.
+        """
+        length = request.content_length
+        if length is not None and length > limit:
+            raise BodyRefused(errors.too_large(limit))
+        if request.content.is_eof():
+            return await self._read(request, limit)
+        timeout_s = self._settings.body_timeout_s
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = OpenDeadline(asyncio.get_running_loop().time() + timeout_s, task)
+        self._watchdog.add(deadline)
+        try:
+            return await self._read(request, limit)
+        except asyncio.CancelledError:
+            if not deadline.timed_out():
+                raise  # the client left
+            log.info("the body of %s did not come within %gs", request.path, timeout_s)
+            response = errors.request_timeout(
+                f"The request body did not arrive within {timeout_s:g} seconds."
+            )
+            response.force_close()  # the rest of it is not worth waiting for
+            raise BodyRefused(response) from None
+        finally:
+            self._watchdog.discard(deadline)
+
+    @staticmethod
+    async def _read(request: web.Request, limit: int) -> bytes:
+        try:
+            return await request.read()  # the app's client_max_size is ``limit``: aiohttp enforces it
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyRefused(errors.too_large(limit)) from exc
 
     async def forward(
         self,
@@ -88,7 +146,7 @@ class Proxy:
         for _ in range(self._settings.max_tries):
             if slot is None:
                 try:
-                    slot = await self._admission.acquire(model, exclude=failed, key=call.key)
+                    slot = await self._admission.acquire(model, exclude=failed, key=call.key, size=len(body))
                 except Rejected as exc:
                     return exc.response
                 if slot is None:
@@ -113,7 +171,7 @@ class Proxy:
         held_since = time.monotonic()
         try:
             slot = await self._admission.acquire(
-                call.entry, key=call.key, tick=loading.tick if loading is not None else None
+                call.entry, key=call.key, tick=loading.tick if loading is not None else None, size=len(body)
             )
         except Rejected as exc:
             self._metrics.held(name, time.monotonic() - held_since)
@@ -206,8 +264,11 @@ class Proxy:
             is_sse = content_type == EVENT_STREAM
             length = upstream.content_length
             translation = call.translation
-            if translation is not None and (is_sse or length is None or length > WHOLE_BODY_BYTES):
-                started = translation.stream(upstream.status, content_type)
+            if translation is not None:  # its answer is translated: as a stream, or read whole (capped)
+                started = translation.stream(upstream.status, content_type) if is_sse else None
+                if started is None:
+                    limit = MAX_WHOLE_ANSWER_BYTES
+                    return await self._relay.whole(upstream, replica, call, content_type, limit=limit)
                 started.headers[REPLICA_HEADER] = replica.id
                 await started.prepare(request)
                 return await self._relay.stream(

@@ -21,10 +21,16 @@ from aiohttp import web
 from controller.endpoints.table import Replica
 from controller.gateway import errors, mend
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
-from controller.gateway.deadlines import ReadDeadline, Watchdog
+from controller.gateway.deadlines import StreamDeadline, Watchdog
+from controller.gateway.events import EventTooLarge
 from controller.gateway.headers import response_headers
 from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
-from controller.gateway.upstream import Answer, UpstreamError
+from controller.gateway.upstream import (
+    Answer,
+    AnswerTooLarge,
+    ClientStalled,
+    UpstreamError,
+)
 from controller.gateway.usage import UsageStrip
 
 if TYPE_CHECKING:
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 # Answers of known length up to this size are read whole and sent in one write: the common JSON
 # completion costs fewer system calls, and one that breaks off becomes a clean 502. Larger ones stream.
 WHOLE_BODY_BYTES = 1024 * 1024
+# Token counts above this in a usage object are not counts (a replica's garbage): not counted.
+_MAX_TOKENS = 1 << 40
 
 
 class _Tail:
@@ -96,9 +104,33 @@ class Relay:
             resp = started
         # Usage comes at the end: of a JSON body, or of a stream that asked for it.
         tail = _Tail() if (call.stream_usage if is_sse else content_type == JSON) else None
-        loop = asyncio.get_running_loop()
-        watch = ReadDeadline(self._settings.read_timeout_s, upstream)
+        settings = self._settings
+        watch = StreamDeadline(
+            upstream,
+            request.transport,
+            read_timeout_s=settings.read_timeout_s,
+            write_timeout_s=settings.write_timeout_s,
+        )
         self._watchdog.add(watch)
+        try:
+            return await self._copy(request, resp, upstream, replica, call, watch, is_sse, tail)
+        finally:
+            self._watchdog.discard(watch)
+
+    async def _copy(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        upstream: Answer,
+        replica: Replica,
+        call: Call,
+        watch: StreamDeadline,
+        is_sse: bool,
+        tail: _Tail | None,
+    ) -> web.StreamResponse:
+        """``stream``'s loop: each chunk read (within ``read_timeout_s``), mended, written (within
+        ``write_timeout_s``), then the end. A failure ends the response (``_end_broken``)."""
+        loop = asyncio.get_running_loop()
         chunk = b""
         mending = mend.for_stream(call.api, call.entry.name) if is_sse and upstream.status == 200 else None
         if call.hide_usage and is_sse:  # the usage chunk the client did not ask for goes to the tail only
@@ -108,22 +140,23 @@ class Relay:
                 watch.reading_since = loop.time()
                 try:
                     chunk = await upstream.next_chunk()
-                except UpstreamError as exc:
-                    await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api)
-                    return resp
-                watch.reading_since = None
-                if not chunk:  # the end: what a mend still holds goes out, then nothing
-                    chunk, mending = (mending.flush() if mending is not None else b""), None
-                    if not chunk:
-                        break
-                elif mending is not None:
-                    chunk = mending.feed(chunk)
-                    if not chunk:
-                        continue  # the end of an event is still to come
-                try:
+                    watch.reading_since = None
+                    if not chunk:  # the end: what a mend still holds goes out, then nothing
+                        chunk, mending = (mending.flush() if mending is not None else b""), None
+                        if not chunk:
+                            break
+                    elif mending is not None:
+                        chunk = mending.feed(chunk)
+                        if not chunk:
+                            continue  # the end of an event is still to come
+                    watch.writing_since = loop.time()
                     await resp.write(chunk)
+                    watch.writing_since = None
                 except ConnectionError:  # aiohttp's ClientConnectionResetError is one
                     log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
+                    return resp
+                except (UpstreamError, EventTooLarge) as exc:  # the replica failed, or passed a cap
+                    await self._fail(request, resp, replica, call, watch, exc, is_sse=is_sse)
                     return resp
                 if call.first_byte_s is None:
                     call.first_byte_s = time.monotonic() - call.started
@@ -136,13 +169,17 @@ class Relay:
             if is_sse and watch.reading_since is not None:
                 self._settle_left(call, resp.status, tail.value() if tail is not None else chunk)
             raise
-        finally:
-            self._watchdog.discard(watch)
         try:
+            watch.writing_since = loop.time()
             await resp.write_eof()
         except ConnectionError:
             log.debug("client left %s at the end of the answer", request.path)
+        except (UpstreamError, EventTooLarge) as exc:  # a translation's last words passed a cap
+            await self._fail(request, resp, replica, call, watch, exc, is_sse=is_sse)
+            return resp
         except asyncio.CancelledError:
+            if watch.stalled:  # the client read nothing for write_timeout_s: not served
+                raise
             call.delivered = resp.status  # every byte of the answer was written already
             if tail is not None:
                 self._count_tokens(call, tail.value())
@@ -163,14 +200,28 @@ class Relay:
         if call.stream_usage:
             self._count_tokens(call, sent)
 
-    async def whole(self, upstream: Answer, replica: Replica, call: Call, content_type: str) -> web.Response:
-        """A small body of known length: read it whole, answer in one write (or 502 if it broke)."""
+    async def whole(
+        self,
+        upstream: Answer,
+        replica: Replica,
+        call: Call,
+        content_type: str,
+        *,
+        limit: int = WHOLE_BODY_BYTES,
+    ) -> web.Response:
+        """A body read whole (at most ``limit`` bytes), answered in one write; 502 if it broke or
+        passed ``limit``. Small bodies of known length come here, and those to be translated."""
         try:
             if upstream.complete:  # the whole body came with the headers: nothing to wait for
-                body = await upstream.read()
+                body = await upstream.read(limit)
             else:
                 async with asyncio.timeout(self._settings.read_timeout_s):
-                    body = await upstream.read()
+                    body = await upstream.read(limit)
+        except AnswerTooLarge:
+            log.warning("replica %s answered more than %d bytes to be read whole", replica.id, limit)
+            return errors.upstream_failed(
+                f"The model server's answer is larger than the gateway's limit of {limit} bytes."
+            )
         except (UpstreamError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             log.warning("replica %s failed mid-answer: %s", replica.id, reason)
@@ -198,7 +249,7 @@ class Relay:
                 async with asyncio.timeout(self._settings.read_timeout_s):
                     length = upstream.content_length
                     small = length is not None and length <= WHOLE_BODY_BYTES
-                    body = await upstream.read() if small else await upstream.next_chunk()
+                    body = await upstream.read(WHOLE_BODY_BYTES) if small else await upstream.next_chunk()
             except (UpstreamError, TimeoutError):
                 body = b""
             details = error_message(body) or "no details"
@@ -207,16 +258,37 @@ class Relay:
         return await loading.fail(errors.sse_error_event(message, loading.api))
 
     def _count_tokens(self, call: Call, tail: bytes) -> None:
-        usage = usage_tokens(tail)
+        usage = _usage(tail)
         if usage is None:
             return
         if call.api == ANTHROPIC and call.stream:  # Messages streams: prompt tokens come first
-            head = usage_tokens(call.head)
+            head = _usage(call.head)
             usage = (max(usage[0], head[0]) if head else usage[0], usage[1])
         call.tokens = usage
         self._metrics.tokens(call.entry.name, call.api, *usage)
         if call.user is not None:
             call.user.tokens(*usage)
+
+    async def _fail(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        replica: Replica,
+        call: Call,
+        watch: StreamDeadline,
+        exc: Exception,
+        *,
+        is_sse: bool,
+    ) -> None:
+        """``_end_broken``, its writes within ``write_timeout_s`` (a read deadline that fired took
+        ``watch`` out of the watchdog: it goes back in)."""
+        if isinstance(exc, ClientStalled):  # nobody to tell: its connection is gone
+            log.debug("client stalled on %s; replica %s closed", request.path, replica.id)
+            return
+        watch.reading_since = None
+        watch.writing_since = asyncio.get_running_loop().time()
+        self._watchdog.add(watch)
+        await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api)
 
     async def _end_broken(
         self,
@@ -238,7 +310,21 @@ class Relay:
                 request.transport.close()
             return
         try:
-            await resp.write(errors.sse_error_event("The model server failed mid-stream.", api))
+            message = "The model server failed mid-stream."
+            if isinstance(exc, AnswerTooLarge | EventTooLarge):
+                message = f"The model server's answer passed a limit of the gateway: {exc}."
+            await resp.write(errors.sse_error_event(message, api))
             await resp.write_eof()
         except ConnectionError:
             log.debug("client left %s before the error event", request.path)
+
+
+def _usage(data: bytes) -> tuple[int, int] | None:
+    """``usage_tokens`` of a replica's bytes, None for counts that are no counts (garbage)."""
+    try:
+        usage = usage_tokens(data)
+    except ValueError:  # more digits than int() takes
+        return None
+    if usage is None or not (usage[0] < _MAX_TOKENS and usage[1] < _MAX_TOKENS):
+        return None
+    return usage

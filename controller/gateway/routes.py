@@ -34,7 +34,7 @@ from controller.gateway.hashring import hash64
 from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
-from controller.gateway.proxy import Proxy
+from controller.gateway.proxy import BodyRefused, Proxy
 from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.table import TableSource
 from controller.gateway.usage import USAGE_PATHS, ask_for_usage
@@ -70,6 +70,11 @@ API_PATHS = frozenset(
 )
 # The queries a client may add to an API path: the anthropic SDK's beta calls (Claude Code's too).
 _API_QUERIES = {"/v1/messages": ("beta=true",), "/v1/messages/count_tokens": ("beta=true",)}
+
+
+def asks_no_usage(call: Call, path: str) -> bool:
+    """A stream whose client did not ask for usage, on a path whose engines can send it."""
+    return call.stream and not call.stream_usage and path in USAGE_PATHS
 
 
 def forwarded_as_sent(raw_path: str) -> bool:
@@ -128,20 +133,6 @@ def api_prefix_key(document: dict[str, Any], api: str, *, prefix_chars: int) -> 
     if not text and not system:
         return None
     return hash64(f"{system}\x1d{text}".encode("utf-8", "surrogatepass"))
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Return the whole request body; raise BadRequest (413) once it passes ``limit`` bytes."""
-    if request.content_length is not None:
-        if request.content_length > limit:
-            raise BadRequest(errors.too_large(limit))
-        return await request.read()  # the declared length is enforced by the parser
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(errors.too_large(limit))
-    return bytes(body)
 
 
 class Routes:
@@ -224,28 +215,24 @@ class Routes:
         try:
             if request.raw_path not in API_PATHS and not forwarded_as_sent(request.raw_path):
                 raise BadRequest(errors.not_api(request.method, request.path))
-            limit = self._settings.max_body_bytes
-            length = request.content_length
-            if length is not None and length <= limit:
-                body = await request.read()  # the declared length is enforced by the parser
-            else:
-                body = await read_body(request, limit)
+            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
             model, document = requested_model(body)
             table = self._source.current()
             if table.version == 0 and not table.models:
                 table = await self._admission.wait_for_table()  # just started: the table is on its way
             resolved = self._resolve(table, model, document, started, api)
+            if isinstance(resolved, Call) and asks_no_usage(resolved, request.path):
+                body = ask_for_usage(body, document)  # counted in tokens, as any answer is
+                resolved.stream_usage = resolved.hide_usage = True
+            del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
             if isinstance(resolved, Call):
                 call = resolved
-                if call.stream and not call.stream_usage and request.path in USAGE_PATHS:
-                    body = ask_for_usage(body, document)  # counted in tokens, as any answer is
-                    call.stream_usage = call.hide_usage = True
                 if self._keys:
                     call.user = request.get(KEY_USE)
                 resp = await self._proxy.forward(request, call, body)
             else:
                 resp = resolved
-        except BadRequest as exc:
+        except (BadRequest, BodyRefused) as exc:
             resp = exc.response
         except asyncio.CancelledError:
             # nginx's "client closed request", unless the stream's last event had reached it.

@@ -1,18 +1,25 @@
 """Serving the gateway in a process of its own: follow the controller, bind the port, run.
 
 ``run_gateway`` is what ``modelctl gateway`` calls. With ``workers`` > 1 it hands ``serve`` to
-``workers.run_workers``, which runs it in that many processes on one port.
+``workers.run_workers``, which runs it in that many processes on one port. ``listen`` binds an app
+the way it is served: handlers cancelled when their client leaves, a connection without a request
+in progress closed after ``idle_timeout_s`` (idle keep-alive, or a head trickling in: slowloris;
+aiohttp's keep-alive timer runs from the connection's start and from each answer's end, and only
+a complete request head stops it), and at most ``max_connections`` connections (aiohttp has no
+bound of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from controller.errors import CannotListen
+from controller.gateway import errors
 from controller.gateway.app import create_app
 from controller.gateway.auth import access_line
 from controller.gateway.demand import ControllerSink, DemandSink
@@ -21,6 +28,15 @@ from controller.gateway.process import tune_gc
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable
 from controller.gateway.workers import run_workers
+
+# What a connection over ``max_connections`` gets before it is closed (it has sent nothing yet).
+_TOO_MANY_BODY = json.dumps(
+    errors.error_body("The gateway serves too many connections. Retry later.", type_=errors.SERVER_ERROR)
+).encode()
+_TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)
+)
 
 
 async def run_gateway(settings: GatewaySettings) -> None:
@@ -50,14 +66,9 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
         table, sink, following = table_source(settings, controller_session)
         follower = asyncio.create_task(table.run(), name="gateway-endpoint-table")
         app = create_app(table, settings, demand_sink=sink)
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        runner = app_runner(app, settings)
         try:
-            await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise CannotListen("the gateway", settings.host, settings.port, exc) from exc
+            await listen(runner, settings, settings.host, settings.port, reuse_port=reuse_port)
             if settings.tune_gc:
                 tune_gc()  # this process serves from now on
             if announce:
@@ -72,6 +83,43 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
             follower.cancel()
             await asyncio.wait([follower])
             await runner.cleanup()
+
+
+def app_runner(app: web.Application, settings: GatewaySettings) -> web.AppRunner:
+    """The runner the gateway is served by: handlers cancelled when their client leaves, idle
+    connections (and heads trickling in) closed after ``idle_timeout_s``."""
+    return web.AppRunner(
+        app, handler_cancellation=True, access_log=None, keepalive_timeout=settings.idle_timeout_s
+    )
+
+
+async def listen(
+    runner: web.AppRunner, settings: GatewaySettings, host: str, port: int, *, reuse_port: bool = False
+) -> web.TCPSite:
+    """Set ``runner`` up and serve it on ``host``:``port``, at most ``max_connections`` at once;
+    return the site. Raises CannotListen."""
+    await runner.setup()
+    assert runner.server is not None
+    limit_connections(runner.server, settings.max_connections)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CannotListen("the gateway", host, port, exc) from exc
+    return site
+
+
+def limit_connections(server: web.Server, most: int) -> None:
+    """Answer 503 to connections beyond ``most`` and close them as they come."""
+    made = server.connection_made
+
+    def connection_made(handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        if len(server.connections) > most:
+            transport.write(_TOO_MANY)
+            transport.close()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
 
 
 def table_source(

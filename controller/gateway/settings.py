@@ -74,6 +74,30 @@ class GatewaySettings:
     # Longest silence between two chunks of an answer (prompt processing before the first token).
     # Env MODELCTL_GATEWAY_READ_TIMEOUT_S.
     read_timeout_s: float = 300.0
+    # Longest wait for one write to the client to drain (its socket buffers full: it stopped
+    # reading). A client that reads, even over a slow link, drains them in far less; one that does
+    # not would hold its replica slot (a share of the model's batch) for as long as it likes. Past
+    # it the request is cut: the client's connection and the replica's are closed, the slot freed
+    # (counted 499). Env MODELCTL_GATEWAY_WRITE_TIMEOUT_S.
+    write_timeout_s: float = 30.0
+    # Longest wait for a request's body once its head is in (a body trickling in, slowloris): 16
+    # MiB in 60 s is 2.2 Mbit/s, slower than any link a gateway serves. Past it: 408, connection
+    # closed. Env MODELCTL_GATEWAY_BODY_TIMEOUT_S.
+    body_timeout_s: float = 60.0
+    # A client connection with no request in progress is closed after this long: an idle keep-alive,
+    # or a request head trickling in (slowloris), counted from the connection's start or the end of
+    # its last answer. As nginx's client_header_timeout; longer than clients' own pool expiry (httpx
+    # 5 s, aiohttp 15 s), so they, not we, close idle connections. Env MODELCTL_GATEWAY_IDLE_TIMEOUT_S.
+    idle_timeout_s: float = 60.0
+    # Client connections served at once by one process; more are closed at once. Each costs a few
+    # KiB idle and up to an answer's buffers busy; 4096 is far above what replicas' slots and
+    # queues use. Env MODELCTL_GATEWAY_MAX_CONNECTIONS.
+    max_connections: int = 4096
+    # Request bytes held by the requests that wait for a slot (all models of this process): a
+    # queue of 16 MiB bodies must not take the gateway's memory. Beyond it 429 (queue_full), as a
+    # full queue. 256 MiB: 16 waiting bodies of the largest size, thousands of usual ones.
+    # Env MODELCTL_GATEWAY_MAX_QUEUED_BYTES.
+    max_queued_bytes: int = 256 * 1024 * 1024
     # Replicas tried per request before the first byte; each replica at most once.
     # Env MODELCTL_GATEWAY_MAX_TRIES.
     max_tries: int = 3
@@ -132,7 +156,8 @@ class GatewaySettings:
     dns_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        positive = ("workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars")
+        positive = ["workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars"]
+        positive += ["max_connections", "max_queued_bytes"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"gateway setting {name} must be at least 1, not {getattr(self, name)}")
@@ -141,7 +166,8 @@ class GatewaySettings:
         for name in not_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"gateway setting {name} must not be negative, not {getattr(self, name)}")
-        seconds = ("table_poll_s", "connect_timeout_s", "first_byte_timeout_s", "read_timeout_s")
+        seconds = ["table_poll_s", "connect_timeout_s", "first_byte_timeout_s", "read_timeout_s"]
+        seconds += ["write_timeout_s", "body_timeout_s", "idle_timeout_s"]
         for name in (*seconds, "loading_comment_interval_s", "demand_interval_s"):
             value = getattr(self, name)
             if not 0 < value < math.inf:
@@ -203,6 +229,11 @@ _ENV = {
     "connect_timeout_s": "MODELCTL_GATEWAY_CONNECT_TIMEOUT_S",
     "first_byte_timeout_s": "MODELCTL_GATEWAY_FIRST_BYTE_TIMEOUT_S",
     "read_timeout_s": "MODELCTL_GATEWAY_READ_TIMEOUT_S",
+    "write_timeout_s": "MODELCTL_GATEWAY_WRITE_TIMEOUT_S",
+    "body_timeout_s": "MODELCTL_GATEWAY_BODY_TIMEOUT_S",
+    "idle_timeout_s": "MODELCTL_GATEWAY_IDLE_TIMEOUT_S",
+    "max_connections": "MODELCTL_GATEWAY_MAX_CONNECTIONS",
+    "max_queued_bytes": "MODELCTL_GATEWAY_MAX_QUEUED_BYTES",
     "max_tries": "MODELCTL_GATEWAY_MAX_TRIES",
     "max_body_bytes": "MODELCTL_GATEWAY_MAX_BODY_BYTES",
     "table": "MODELCTL_GATEWAY_TABLE",

@@ -41,6 +41,15 @@ _WIRE = ("utf-8", "surrogateescape")
 DNS_TTL_S = 10.0
 # Bytes of answer body buffered for a slow client before the replica's connection stops being read.
 HIGH_WATER = 256 * 1024
+# The most of an answer ``Answer.read`` holds (answers to be translated are read whole: Ollama's
+# non-streamed ones, embeddings; 2048 embeddings of 1024 dimensions are about 40 MiB of JSON).
+MAX_WHOLE_ANSWER_BYTES = 64 * 1024 * 1024
+# An answer's status line and headers: llama-server and vLLM send well under 1 KiB; a replica that
+# sends more than this is not answering HTTP as they do (``BadAnswer``), and must not fill memory.
+MAX_HEAD_BYTES = 64 * 1024
+# A request body above this is written as two buffers (head, body) instead of one joined copy:
+# a 16 MiB prompt is not copied once more while it is sent. Small ones take one write (a syscall).
+JOIN_BELOW = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -68,6 +77,14 @@ class ReadTimeout(UpstreamError, TimeoutError):
     """The replica sent nothing for too long (raised through ``Answer.fail`` by the caller's clock)."""
 
 
+class AnswerTooLarge(UpstreamError):
+    """The replica's answer (or one event of it) passed a cap on what the gateway holds."""
+
+
+class ClientStalled(UpstreamError):
+    """The client stopped reading the answer (raised through ``Answer.fail`` by its write deadline)."""
+
+
 class Answer:
     """The replica's answer: status and headers at once, the body as it arrives.
 
@@ -80,6 +97,7 @@ class Answer:
         "_chunks",
         "_conn",
         "_error",
+        "_head_bytes",
         "_size",
         "_waiter",
         "_whole",
@@ -104,6 +122,7 @@ class Answer:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._whole = False  # read() wants all of it: no pausing
+        self._head_bytes = 0  # of the status line and headers, for MAX_HEAD_BYTES
 
     async def next_chunk(self) -> bytes:
         """Return the next piece of body as it arrived, or b"" once the answer is complete."""
@@ -120,8 +139,11 @@ class Answer:
             conn.resume()
         return chunk
 
-    async def read(self) -> bytes:
-        """Return the whole body (waits for the end of the answer; no flow control on the way)."""
+    async def read(self, limit: int = MAX_WHOLE_ANSWER_BYTES) -> bytes:
+        """Return the whole body (waits for the end of the answer; no flow control on the way).
+
+        Raises AnswerTooLarge once more than ``limit`` bytes came (the connection is closed).
+        """
         self._whole = True
         conn = self._conn
         if conn is not None and conn.paused:
@@ -129,7 +151,12 @@ class Answer:
         while not self.complete:
             if self._error is not None:
                 raise self._error
+            if self._size > limit:
+                self.fail(AnswerTooLarge(f"the answer is larger than {limit} bytes"))
+                continue
             await self._wait()
+        if self._size > limit:  # it came whole with the headers, or the last piece passed it
+            raise AnswerTooLarge(f"the answer is larger than {limit} bytes")
         body = b"".join(self._chunks)
         self._chunks.clear()
         self._size = 0
@@ -215,7 +242,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._lost(BadAnswer("the replica switched protocols"))
         except httptools.HttpParserError as exc:
-            self._lost(BadAnswer(f"invalid HTTP answer: {exc}"))
+            cause = exc.__context__  # what a callback raised (MAX_HEAD_BYTES), if that was it
+            self._lost(cause if isinstance(cause, BadAnswer) else BadAnswer(f"invalid HTTP answer: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -232,12 +260,19 @@ class _Connection(asyncio.Protocol):
 
     # llhttp callbacks
     def on_status(self, status: bytes) -> None:
-        assert self.answer is not None
-        self.answer.reason = status.decode("latin-1")
+        answer = self.answer
+        assert answer is not None
+        answer._head_bytes += len(status)
+        if answer._head_bytes > MAX_HEAD_BYTES:
+            raise BadAnswer(f"the answer's status line is longer than {MAX_HEAD_BYTES} bytes")
+        answer.reason = status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         answer = self.answer
         assert answer is not None
+        answer._head_bytes += len(name) + len(value)
+        if answer._head_bytes > MAX_HEAD_BYTES:
+            raise BadAnswer(f"the answer's headers are larger than {MAX_HEAD_BYTES} bytes")
         key, text = name.decode("latin-1"), value.decode("utf-8", "replace")
         answer.headers.append((key, text))
         lower = key.lower()
@@ -276,8 +311,9 @@ class _Connection(asyncio.Protocol):
         self._message_done(keep=self._keep_alive)
 
     # the pool's side
-    def send(self, answer: Answer, data: bytes) -> asyncio.Future[None]:
-        """Write one request; return a future done when the answer's status and headers are in."""
+    def send(self, answer: Answer, data: bytes, body: bytes = b"") -> asyncio.Future[None]:
+        """Write one request (``data``, then ``body`` if not joined to it); return a future done
+        when the answer's status and headers are in."""
         assert self.transport is not None
         self.answer = answer
         self._received = False
@@ -286,6 +322,8 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = True
         self._headers_done = waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
+        if body:
+            self.transport.write(body)
         return waiter
 
     def resume(self) -> None:
@@ -348,16 +386,17 @@ class Pool:
         new connection: the replica had closed it (its idle timeout; llama-server after a stream).
         """
         key = self._key(base_url)
-        data = self._request_bytes(base_url, path, headers, body)
+        head = self._request_head(base_url, path, headers, body)
+        data, rest = (head, body) if len(body) >= JOIN_BELOW else (head + body, b"")
         conn = self._take_idle(key)
         if conn is not None:
             try:
-                return await self._exchange(conn, data)
+                return await self._exchange(conn, data, rest)
             except ConnectionLost as exc:
                 if not (exc.reused and exc.before_answer):
                     raise
         conn = await self._connect(key)
-        return await self._exchange(conn, data)
+        return await self._exchange(conn, data, rest)
 
     def close(self) -> None:
         """Close every connection (at shutdown)."""
@@ -372,9 +411,9 @@ class Pool:
     def open_connections(self) -> int:
         return len(self._all)
 
-    async def _exchange(self, conn: _Connection, data: bytes) -> Answer:
+    async def _exchange(self, conn: _Connection, data: bytes, body: bytes = b"") -> Answer:
         answer = Answer(conn)
-        headers_done = conn.send(answer, data)
+        headers_done = conn.send(answer, data, body)
         try:
             await headers_done
         except BaseException:
@@ -482,7 +521,7 @@ class Pool:
             self._keys[base_url] = key
         return key
 
-    def _request_bytes(self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    def _request_head(self, base_url: str, path: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
         head = self._heads.get((base_url, path))
         if head is None:
             host, port = self._key(base_url)
@@ -493,8 +532,7 @@ class Pool:
                 self._heads.clear()
             self._heads[(base_url, path)] = head
         lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        tail = f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(*_WIRE)
-        return head + tail + body
+        return head + f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(*_WIRE)
 
 
 def _is_ip(host: str) -> bool:

@@ -14,7 +14,7 @@ from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway.app import BALANCER
 from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
-from controller.gateway.deadlines import ReadDeadline, Watchdog
+from controller.gateway.deadlines import StreamDeadline, Watchdog
 from controller.gateway.headers import request_headers, response_headers
 from controller.gateway.upstream import ReadTimeout
 
@@ -74,7 +74,7 @@ async def test_read_deadline_fails_only_a_read_that_waited_too_long() -> None:
     loop = asyncio.get_running_loop()
     content = _Answer()
     watchdog = Watchdog(0.01)
-    watch = ReadDeadline(0.05, content)  # type: ignore[arg-type]
+    watch = StreamDeadline(content, None, read_timeout_s=0.05, write_timeout_s=60)  # type: ignore[arg-type]
     watchdog.add(watch)
     await asyncio.sleep(0.12)  # not reading (writing to a slow client, say): not a timeout
     assert content.failed is None
@@ -94,7 +94,7 @@ async def test_watchdog_sweeps_many_and_stops_when_empty() -> None:
     watchdog = Watchdog(0.01)
     contents = [_Answer() for _ in range(3)]
     loop = asyncio.get_running_loop()
-    watches = [ReadDeadline(0.03, c) for c in contents]  # type: ignore[arg-type]
+    watches = [StreamDeadline(c, None, read_timeout_s=0.03, write_timeout_s=60) for c in contents]  # type: ignore[arg-type]
     for w in watches:
         w.reading_since = loop.time()
         watchdog.add(w)
