@@ -10,14 +10,19 @@ still works afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
 from controller.endpoints.demand import FUTURE_SLACK_S
 from controller.errors import ModelctlError
@@ -288,3 +293,214 @@ async def test_plan_of_a_yaml_bomb_is_the_callers_error(api: tuple[ControllerApi
     status, answer = await plan(client, {"files": {"deep.yaml": deep}})
     assert status in (400, 422) and answer.get("errors"), answer
     assert re.search(r"deep\.yaml|could not be loaded", json.dumps(answer)), answer
+
+
+# --- properties: whatever comes, no 5xx, the board bounded, a normal request still served ----------
+
+# One event loop and one API for all the examples of a property: what the examples leave behind
+# (reporters, counters) is part of what is tested.
+
+
+class Harness:
+    """A controller API on a loop of its own, driven from hypothesis' (synchronous) examples."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.stack = controller_api(tmp)
+        self.client: TestClient[Any, Any] = TestClient(TestServer(self.stack.app), loop=self.loop)
+        self.run(self.client.start_server())
+        self.run(self.stack.store.publish(()))
+        self.run(self.stack.store.publish(()))  # ...and a version other than 1
+        self.version = self.stack.store.current().version
+        assert self.normal() == 204  # the normal reporter holds its place before the flood
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    def request(self, method: str, path: str, **options: Any) -> int:
+        async def send() -> int:
+            try:
+                async with self.client.request(method, path, allow_redirects=False, **options) as resp:
+                    await resp.read()
+                    return resp.status
+            except aiohttp.ClientResponseError as exc:  # aiohttp's own 400 to a HEAD with a huge line
+                return exc.status
+
+        return int(self.run(send()))
+
+    def normal(self) -> int:
+        body = {"reporter": "gw-normal", "models": {"smollm2": {"in_flight": 1, "last_active": NOW}}}
+        return self.request("POST", "/v1/demand", json=body)
+
+    def check_after(self, status: int) -> None:
+        event(f"status {status}")  # the spread of answers, in --hypothesis-show-statistics
+        assert status < 500, status
+        board = self.stack.board
+        assert board.reporters <= MAX_REPORTERS
+        assert set(board.current()) <= {"smollm2"}  # only a model it knows, whatever was sent
+        assert self.normal() == 204
+        assert self.request("GET", "/v1/status") == 200
+
+    def close(self) -> None:
+        self.run(self.stack.store.close())
+        self.run(self.client.close())
+        self.run(self.stack.reconciler.reconcile_once())  # and a whole pass still runs
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+HUGE = st.sampled_from([10**400, -(10**400), 2**63, -(2**63) - 1, 1e308, -1e308, 5e-324])
+FLOATS = st.floats(allow_nan=True, allow_infinity=True)  # NaN/Infinity as JSON tokens (json.dumps)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), HUGE, FLOATS, st.text(max_size=40))
+JUNK = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=20), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+# Near-valid first (so the examples reach the checks behind the parsing), junk as an alternative.
+NAMES = st.one_of(st.sampled_from(["smollm2", "smollm", "SMOLLM2", ""]), st.text(max_size=300))
+COUNTS = st.one_of(st.integers(0, 10**6), st.integers(-5, 2 * 10**6), JUNK)
+FIGURES = st.fixed_dictionaries(
+    {},
+    optional={
+        "in_flight": COUNTS,
+        "waiting": COUNTS,
+        "last_active": st.one_of(st.floats(NOW - 1e9, NOW + 1e3), st.just(NOW), st.just(0), JUNK),
+        "keep_alive_s": st.one_of(st.floats(-3, 1e10), st.just(-1), JUNK),
+    },
+)
+REPORTS = st.fixed_dictionaries(
+    {"reporter": st.one_of(st.text(min_size=1, max_size=300), JUNK)},
+    optional={"models": st.one_of(st.dictionaries(NAMES, FIGURES, max_size=8), JUNK)},
+) | st.dictionaries(st.sampled_from(["reporter", "models", "x"]), JUNK)
+YAMLISH = st.one_of(
+    st.sampled_from(
+        [
+            "name: a\nmodel: /etc/passwd\ngpu_memory: 1GiB\n",
+            "name: a\nmodel: ../../../etc/passwd\ngpu_memory: 1GiB\n",
+            "name: a\nmodel: hf://o/a:Q4\ngpu_memory: 1GiB\nenv: {X: '${PATH}'}\n",
+            "name: a\nmodel: hf://o/a:Q4\ngpu_memory: 1GiB\nenv: {X: '${HF_TOKEN}'}\n",
+            "name: smollm2\nmodel: hf://org/smollm2:Q4\ngpu_memory: 1GiB\nreplicas: 2\n",
+            "a: " + "[" * 300 + "]" * 300,
+            "a: &x [1]\nb: [*x, *x, *x]\n",
+            "\x00\ufeff---\n...\n",
+        ]
+    ),
+    st.text(max_size=300),
+)
+FILE_NAMES = st.one_of(
+    st.sampled_from(["m.yaml", "n.yml", "o.json"]), st.sampled_from(["d/p.yaml", "../q.yaml"])
+)
+PLANS = st.one_of(
+    st.fixed_dictionaries({"files": st.dictionaries(FILE_NAMES, YAMLISH, max_size=3)}),
+    st.fixed_dictionaries({"files": st.dictionaries(st.text(max_size=40), YAMLISH, max_size=3)}),
+    st.dictionaries(st.sampled_from(["files", "extra"]), JUNK),
+)
+PATHS = st.sampled_from(
+    [
+        ("GET", "/v1/endpoints"),
+        ("GET", "/v1/status"),
+        ("POST", "/v1/demand"),
+        ("GET", "/v1/events"),
+        ("GET", "/v1/replicas/{x}/logs"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/console/{x}"),
+        ("GET", "/v1/console/series"),
+        ("GET", "/v1/console/requests"),
+        ("GET", "/v1/gpus"),
+        ("GET", "/v1/plan"),
+        ("POST", "/v1/plan"),
+        ("GET", "/{x}"),
+    ]
+)
+METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"])
+SEGMENTS = st.one_of(
+    st.text(st.characters(exclude_characters="/?#%"), min_size=1, max_size=300),
+    st.sampled_from(["a" * 300 + ".js", "..", "app.js", "%00", "\\x.css"]),  # long, up, real, odd
+)
+QUERY_VALUES = st.one_of(
+    st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "9" * 5000, "²", "0x10", ""]),
+    st.text(max_size=80),
+)
+HEADER_TEXT = st.text(
+    st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=80
+)
+HOSTS = st.sampled_from(
+    ["localhost", "127.0.0.1:1", "[::1]", "controller:8081", "evil.example", "a.localhost"]
+)
+HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Host": st.one_of(HOSTS, HEADER_TEXT),
+        "Origin": st.one_of(st.sampled_from(["null", "http://evil.example"]), HEADER_TEXT),
+        "Content-Type": st.one_of(st.just("application/json"), HEADER_TEXT),
+        "Authorization": HEADER_TEXT,
+        "X-Junk": HEADER_TEXT,
+    },
+)
+PROPERTY = settings(
+    max_examples=400,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def json_body(value: Any) -> bytes:
+    return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+@PROPERTY
+@given(body=st.one_of(REPORTS, JUNK).map(json_body) | st.binary(max_size=200))
+@example(body=ISSUE_BODY.encode())
+@example(body=b'{"reporter": "x", "models": {"smollm2": {"in_flight": 1' + b"0" * 400 + b"}}}")
+def test_any_demand_body(harness: Harness, body: bytes) -> None:
+    harness.check_after(harness.request("POST", "/v1/demand", data=body, headers=JSON))
+
+
+@PROPERTY
+@given(body=st.one_of(PLANS.map(json_body), st.binary(max_size=100)))
+@example(body=json_body({"files": {"a\x00.yaml": "", "b" * 300 + ".yaml": ""}}))
+def test_any_plan_body(harness: Harness, body: bytes) -> None:
+    harness.check_after(harness.request("POST", "/v1/plan", data=body, headers=JSON))
+
+
+@PROPERTY
+@given(
+    route=PATHS,
+    method=st.one_of(st.none(), METHODS),
+    segment=SEGMENTS,
+    query=st.dictionaries(st.sampled_from(["after", "wait", "epoch", "tail", "x"]), QUERY_VALUES, max_size=4),
+    headers=HEADERS,
+    body=st.one_of(st.none(), REPORTS.map(json_body), JUNK.map(json_body), st.binary(max_size=100)),
+)
+@example(
+    route=("GET", "/console/{x}"), method=None, segment="a" * 300 + ".js", query={}, headers={}, body=None
+)
+def test_any_request_on_any_route(
+    harness: Harness,
+    route: tuple[str, str],
+    method: str | None,
+    segment: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: bytes | None,
+) -> None:
+    verb, template = route
+    path = template.replace("{x}", quote(segment, safe=""))
+    if query.get("after") == str(harness.version) and "wait" in query:
+        query["after"] = "-1"  # the one poll that is meant to be held (up to a minute): not here
+    status = harness.request(method or verb, path, params=query, headers=headers, data=body)
+    harness.check_after(status)
