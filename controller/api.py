@@ -3,8 +3,9 @@
 It is the only channel between control plane and data plane, so the gateway needs no Docker socket:
 the gateway reads the endpoint table here and reports its demand (``POST /v1/demand``, see
 ``controller.endpoints.demand``), which is how a request for a scaled-to-zero model starts it.
-``GET /v1/endpoints?after=N&wait=S`` long-polls: it answers when the table's version differs from N,
-or after S seconds with the unchanged table. ``GET /v1/status`` is what ``modelctl status`` shows;
+``GET /v1/endpoints?epoch=E&after=N&wait=S`` long-polls: it answers when the table is not version N of
+epoch E (another epoch: at once, the controller restarted), or after S seconds with the unchanged
+table. ``GET /v1/status`` is what ``modelctl status`` shows;
 ``GET /metrics`` the control plane's Prometheus metrics (``reconcile.metrics``). ``GET /v1/events``
 (``reconcile.events``) and ``GET /v1/replicas/{container}/logs`` serve the console (docs/console.md).
 
