@@ -30,6 +30,7 @@ names are models is the controller's to say (``DemandReport.known``), not this f
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,14 +80,20 @@ class DemandReport:
     models: Mapping[str, ModelDemand] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "reporter": self.reporter,
-            "models": {
-                name: {"in_flight": d.in_flight, "waiting": d.waiting, "last_active": d.last_active}
-                | ({} if d.keep_alive_s is None else {"keep_alive_s": d.keep_alive_s})
-                for name, d in self.models.items()
-            },
-        }
+        """The wire format. A client's keep-alive is sent as the format bounds it (``wire_keep_alive``),
+        so no value a client of the gateway chose can get the whole report refused."""
+        models: dict[str, dict[str, Any]] = {}
+        for name, d in self.models.items():
+            figures: dict[str, Any] = {
+                "in_flight": d.in_flight,
+                "waiting": d.waiting,
+                "last_active": d.last_active,
+            }
+            keep = wire_keep_alive(d.keep_alive_s)
+            if keep is not None:
+                figures["keep_alive_s"] = keep
+            models[name] = figures
+        return {"reporter": self.reporter, "models": models}
 
     def known(self, names: Mapping[str, str]) -> tuple[DemandReport, tuple[str, ...]]:
         """This report with only the models ``names`` knows (name or alias -> model name), keyed by
@@ -114,6 +121,14 @@ class DemandReport:
         text that is not JSON or nests too deep."""
         wire = _Report.model_validate_json(body, context={"now": _now(now)})
         return wire.report()
+
+
+def wire_keep_alive(seconds: float | None) -> float | None:
+    """A keep-alive as the wire format carries it: longer than ``MAX_KEEP_ALIVE_S`` (ten years) is
+    for ever, so -1, as any negative; a NaN says nothing, so None."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return -1.0 if seconds < 0 or seconds > MAX_KEEP_ALIVE_S else seconds
 
 
 def _now(now: float | None) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import pytest
@@ -98,3 +100,26 @@ def test_known_keeps_the_models_it_knows_under_their_names_and_lists_the_rest() 
     known, unknown = report.known({"smollm2": "smollm2", "smollm": "smollm2"})
     assert known == DemandReport("gw", {"smollm2": ModelDemand(3, 1, NOW - 1, 60.0)})
     assert unknown == ("nope",)
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        (None, None),
+        (math.nan, None),
+        (-5.0, -1.0),
+        (math.inf, -1.0),
+        (1e300, -1.0),
+        (0.0, 0.0),
+        (600.0, 600.0),
+    ],
+)
+def test_a_clients_keep_alive_is_sent_within_the_formats_bounds(
+    asked: float | None, sent: float | None
+) -> None:
+    """Ollama clients choose keep_alive: a value past the bound must not get the gateway's whole
+    report refused (every model's demand lost), so it is sent as what it means."""
+    report = DemandReport("gw", {"m": ModelDemand(keep_alive_s=asked)})
+    wire = report.to_json()
+    assert wire["models"]["m"].get("keep_alive_s") == sent
+    assert DemandReport.parse(json.dumps(wire), now=NOW).models["m"].keep_alive_s == sent
