@@ -131,6 +131,8 @@ async def running_controller(
                 model_roots=settings.model_roots,
                 energy=meter,
                 series=scraper,
+                hosts=(settings.api_host, *settings.api_allowed_hosts),
+                metrics_require_key=settings.metrics_require_key,
             )
             api_url = await serve(
                 api, settings.api_host, settings.api_port, runners, what="the controller API"

@@ -49,6 +49,22 @@ def _env_allow(value: str) -> tuple[str, ...]:
     return tuple(entry.strip() for entry in value.split(",") if entry.strip())
 
 
+def _flag(name: str, value: str) -> bool:
+    """A yes/no variable: true/false, 1/0, yes/no, on/off (any case), or one clear error."""
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ModelctlError(f"{name}={value!r}: give true or false")
+
+
+def _host_name(value: str) -> bool:
+    """True for something a Host header can name: letters, digits, dots, hyphens, underscores."""
+    allowed = all(c.isascii() and (c.isalnum() or c in ".-_") for c in value)
+    return bool(value) and len(value) <= 253 and allowed
+
+
 @dataclass(frozen=True, slots=True)
 class ControllerSettings:
     # Folder (or file) of manifests, usually a git checkout. MODELCTL_MANIFESTS.
@@ -87,6 +103,14 @@ class ControllerSettings:
     # loopback (``controller.api``); the gateway then sends MODELCTL_CONTROLLER_KEY. None: open.
     # MODELCTL_CONTROLLER_KEYS_FILE.
     api_keys_file: Path | None = None
+    # Host names the API answers to besides the loopback names, IP addresses, `controller` (its
+    # compose service) and api_host: a name it is reached by (a proxy, another service name). Any
+    # other Host header gets 421, so a web page cannot reach the API by DNS rebinding
+    # (``controller.api``). MODELCTL_API_ALLOWED_HOSTS, comma-separated.
+    api_allowed_hosts: tuple[str, ...] = ()
+    # /metrics wants one of the api_keys_file's keys too (it is open by default, as on the gateway).
+    # MODELCTL_METRICS_REQUIRE_KEY=true; needs MODELCTL_CONTROLLER_KEYS_FILE.
+    metrics_require_key: bool = False
     # The gateway the console scrapes (/metrics, /metrics/requests) over the internal network;
     # compose says http://gateway:8080. None: the in-process gateway of `modelctl serve`, if any.
     # MODELCTL_GATEWAY_URL.
@@ -131,6 +155,16 @@ class ControllerSettings:
                 f"MODELCTL_LIVENESS_S={self.liveness_s:g}: give more seconds than MODELCTL_INTERVAL_S "
                 f"({self.interval_s:g}), or a settled controller passes for a dead one between passes"
             )
+        if self.metrics_require_key and self.api_keys_file is None:
+            raise ModelctlError(
+                "MODELCTL_METRICS_REQUIRE_KEY=true needs keys: set MODELCTL_CONTROLLER_KEYS_FILE too"
+            )
+        bad = [h for h in self.api_allowed_hosts if not _host_name(h)]
+        if bad:
+            raise ModelctlError(
+                f"MODELCTL_API_ALLOWED_HOSTS: {', '.join(map(repr, bad))}: give host names "
+                "(comma-separated, without scheme, port or path)"
+            )
         if not 0 < self.console_step_s <= 900:
             raise ModelctlError(
                 f"MODELCTL_CONSOLE_STEP_S={self.console_step_s:g}: give seconds above 0 and at most 900 "
@@ -153,6 +187,12 @@ class ControllerSettings:
             values["state_dir"] = Path(env["MODELCTL_STATE_DIR"])
         if "MODELCTL_EGRESS_NETWORK" in env:
             values["egress_network"] = env["MODELCTL_EGRESS_NETWORK"] or None
+        if env.get("MODELCTL_API_ALLOWED_HOSTS"):
+            names = (h.strip().lower() for h in env["MODELCTL_API_ALLOWED_HOSTS"].split(","))
+            values["api_allowed_hosts"] = tuple(h for h in names if h)
+        if "MODELCTL_METRICS_REQUIRE_KEY" in env:
+            name = "MODELCTL_METRICS_REQUIRE_KEY"
+            values["metrics_require_key"] = _flag(name, env[name])
         if env.get("MODELCTL_CONTROLLER_KEYS_FILE"):
             values["api_keys_file"] = Path(env["MODELCTL_CONTROLLER_KEYS_FILE"])
         if env.get("MODELCTL_MANIFEST_ENV_ALLOW"):

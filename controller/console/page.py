@@ -55,8 +55,11 @@ def resolve(name: str, root: Path = STATIC) -> Path | None:
     unknown suffix, or lies outside ``root`` (``..``, an absolute path, a link pointing out)."""
     if "\\" in name or "\x00" in name:
         return None
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
+    try:
+        path = (root / name).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.is_file():
+            return None
+    except OSError:  # a name too long for the file system, say: no such file either
         return None
     return path if path.suffix in CONTENT_TYPES else None
 

@@ -9,26 +9,45 @@ this module reads its inputs the way a reconcile pass does, each blocking read i
 
 A broken watched folder is not an error of the preview: the controller keeps running the last
 good set, so nothing would change (200, ``changes: false``, the errors listed). Broken files in a
-POST are the caller's to fix: 422 with the errors.
+POST are the caller's to fix: 422 with the errors. A body that is not ``{"files": {...}}`` with at
+most ``MAX_FILES`` relative manifest paths in one folder gets 400 naming the field.
+
+A POST must not tell anyone what is on the controller's host. So a posted manifest is first loaded
+without looking anything up (``load_posted``): weights that lie outside the model roots by their
+path alone, and ``${NAME}`` references to variables the controller's own manifests do not refer to
+(never ``MODELCTL_*``), get one refusal each, the same whether that file or variable exists or not.
+Only then is it loaded as the controller loads its folder, with only those variables, and a link
+under a root that points out is refused with the same words (its target is not named).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from controller.endpoints.refusal import refusal
 from controller.errors import InvalidManifests, ManifestError, ModelctlError
+from controller.manifests.envrefs import references
 from controller.manifests.loader import MANIFEST_SUFFIXES, LoadedModel, load_folder
 from controller.reconcile.loop import Reconciler
 from controller.reconcile.preview import Preview, counts_now, preview
 
+log = logging.getLogger(__name__)
+
 MAX_FILES = 1000
+MAX_PATH = 1024  # characters of a posted file's relative path
+MAX_PART = 255  # bytes of one part of it (what file systems take)
+HINT = 'send {"files": {"relative/path.yaml": "text of the file", ...}}'
+NEVER_SHARED = "MODELCTL_"  # the controller's own settings (keys files...): never a manifest's
 
 
 def add_routes(app: web.Application, reconciler: Reconciler, *, model_roots: Sequence[Path]) -> None:
@@ -44,13 +63,18 @@ def add_routes(app: web.Application, reconciler: Reconciler, *, model_roots: Seq
 
     async def posted(request: web.Request) -> web.Response:
         try:
-            files = posted_files(await request.json())
-        except ValueError as exc:  # JSONDecodeError is one
-            return web.json_response({"error": f"bad plan request: {exc}"}, status=400)
+            files = posted_files(await request.read())
+        except ValidationError as exc:
+            return web.json_response(refusal("bad plan request", exc, hint=HINT), status=400)
+        shared = shared_environ(reconciler.models)
         try:
-            models = await asyncio.to_thread(load_posted, files, model_roots)
+            models = await asyncio.to_thread(load_posted, files, model_roots, shared)
         except InvalidManifests as exc:
             return web.json_response(Preview(errors=tuple(str(e) for e in exc.errors)).to_json(), status=422)
+        except Exception as exc:  # the loader met what it did not expect: the caller's files, still
+            log.exception("loading posted manifests failed")
+            problem = f"the posted files could not be loaded ({type(exc).__name__})"
+            return web.json_response(Preview(errors=(problem,)).to_json(), status=422)
         return await answer(reconciler, models)
 
     app.router.add_get("/v1/plan", watched)
@@ -96,31 +120,69 @@ async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Prev
     )
 
 
-def posted_files(body: Any) -> dict[PurePosixPath, str]:
-    """The body's files by relative path. Raises ValueError saying what is wrong with it."""
-    files = body.get("files") if isinstance(body, dict) else None
-    if not isinstance(files, dict):  # empty is fine: no models, so everything would go
-        raise ValueError('send {"files": {"relative/path.yaml": "text of the file", ...}}')
-    if len(files) > MAX_FILES:
-        raise ValueError(f"{len(files)} files: at most {MAX_FILES}")
-    checked: dict[PurePosixPath, str] = {}
-    for name, text in files.items():
-        path = PurePosixPath(name)
-        if path.is_absolute() or ".." in path.parts or not path.parts:
-            raise ValueError(f"{name!r}: a relative path inside the folder, please")
-        if path.suffix not in MANIFEST_SUFFIXES:
-            raise ValueError(f"{name!r}: not a manifest file ({', '.join(MANIFEST_SUFFIXES)})")
-        if not isinstance(text, str):
-            raise ValueError(f"{name!r}: the file's text must be a string")
-        checked[path] = text
-    if len({p.parent for p in checked}) > 1:
-        raise ValueError("the files must be in one folder: the controller loads a folder, not its subfolders")
-    return checked
+def posted_path(name: str) -> str:
+    """``name`` when it is a relative manifest path inside the folder; raises ValueError saying why not."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise ValueError("a relative path inside the folder, please")
+    if not name.isprintable() or any(len(part.encode()) > MAX_PART for part in path.parts):
+        raise ValueError(f"a path of printable parts of at most {MAX_PART} bytes, please")
+    if path.suffix not in MANIFEST_SUFFIXES:
+        raise ValueError(f"not a manifest file ({', '.join(MANIFEST_SUFFIXES)})")
+    return name
 
 
-def load_posted(files: dict[PurePosixPath, str], model_roots: Sequence[Path]) -> list[LoadedModel]:
-    """Load the files as the controller loads its folder. Raises InvalidManifests whose errors
-    name the files by their posted paths."""
+PostedPath = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH), AfterValidator(posted_path)]
+
+
+class PlanRequest(BaseModel):
+    """``POST /v1/plan``'s body: manifest files by their path relative to one folder (empty is fine:
+    no models, so everything would go)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    files: Annotated[dict[PostedPath, str], Field(max_length=MAX_FILES)]
+
+    def in_one_folder(self) -> dict[PurePosixPath, str]:
+        checked = {PurePosixPath(name): text for name, text in self.files.items()}
+        if len({p.parent for p in checked}) > 1:
+            raise ValueError(
+                "the files must be in one folder: the controller loads a folder, not its subfolders"
+            )
+        return checked
+
+
+def posted_files(body: bytes | str) -> dict[PurePosixPath, str]:
+    """The body's files by relative path. Raises ValidationError naming what is wrong with it."""
+    request = PlanRequest.model_validate_json(body)
+    try:
+        return request.in_one_folder()
+    except ValueError as exc:
+        raise ValidationError.from_exception_data(
+            "PlanRequest", [{"type": "value_error", "loc": ("files",), "input": None, "ctx": {"error": exc}}]
+        ) from exc
+
+
+def shared_environ(running: Sequence[LoadedModel], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The variables a posted manifest may refer to: those the controller's own manifests refer to
+    (never ``MODELCTL_*``), with their values."""
+    names = {name for model in running for name in referenced(model)}
+    return {name: environ[name] for name in names if name in environ and not name.startswith(NEVER_SHARED)}
+
+
+def referenced(model: LoadedModel) -> Iterator[str]:
+    for value in model.manifest.env.values():
+        try:
+            yield from references(value)
+        except ValueError:  # a malformed "$": the loader reports it
+            continue
+
+
+def load_posted(
+    files: dict[PurePosixPath, str], model_roots: Sequence[Path], shared: Mapping[str, str]
+) -> list[LoadedModel]:
+    """Load the files as the controller loads its folder, looking up only what ``private_refusals``
+    lets through. Raises InvalidManifests whose errors name the files by their posted paths."""
     with tempfile.TemporaryDirectory(prefix="modelctl-plan-") as tmp:
         for name, text in files.items():
             target = Path(tmp, name)
@@ -128,9 +190,87 @@ def load_posted(files: dict[PurePosixPath, str], model_roots: Sequence[Path]) ->
             target.write_text(text, encoding="utf-8")
         folder = Path(tmp, next(iter(files)).parent) if files else Path(tmp)
         try:
-            return load_folder(folder, model_roots=model_roots)
+            return load_privately(folder, model_roots, shared)
         except InvalidManifests as exc:
             raise InvalidManifests([posted_error(e, tmp) for e in exc.errors]) from exc
+
+
+class AnyVariable(dict[str, str]):
+    """An environment with every variable set (to ""): loading with it looks nothing up."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return ""
+
+
+def load_privately(folder: Path, model_roots: Sequence[Path], shared: Mapping[str, str]) -> list[LoadedModel]:
+    """Load ``folder`` twice: first looking nothing up (no weights, any variable), refusing what
+    ``private_refusals`` refuses; then for real. Raises InvalidManifests."""
+    blind = load_folder(folder, model_roots=None, environ=AnyVariable())
+    refused = list(private_refusals(blind, model_roots, shared))
+    if refused:
+        raise InvalidManifests(refused)
+    try:
+        return load_folder(folder, model_roots=model_roots, environ=shared)
+    except InvalidManifests as exc:
+        raise InvalidManifests([hide_outside(e, model_roots) for e in exc.errors]) from exc
+
+
+def private_refusals(
+    models: Sequence[LoadedModel], model_roots: Sequence[Path], shared: Mapping[str, str]
+) -> Iterator[ManifestError]:
+    """One error per weights path outside ``model_roots`` by its text and per variable not in
+    ``shared``: the same words whatever exists on the host."""
+    for model in models:
+        file, document = model.file, model.document
+        if model_roots and model.hub is None and not lexically_under(model.manifest.model, model_roots):
+            yield ManifestError(outside(model_roots), file=file, document=document, field="model")
+        for key, value in model.manifest.env.items():
+            try:
+                names = references(value)
+            except ValueError:
+                continue
+            for name in dict.fromkeys(n for n in names if n not in shared):
+                yield ManifestError(
+                    f"refers to ${{{name}}}: a posted manifest may refer only to the variables the "
+                    "controller's own manifests refer to",
+                    file=file,
+                    document=document,
+                    field=f"env.{key}",
+                )
+
+
+def lexically_under(weights: str, roots: Sequence[Path]) -> bool:
+    """True when ``weights`` names a path under one of ``roots`` by its text alone (``..`` counted,
+    links not followed): absolute, under a root; relative, under every root it is tried against."""
+    path = PurePosixPath(weights)
+    inside = [r for root in roots for r in (root, root.resolve())]
+
+    def under(candidate: PurePosixPath | Path) -> bool:
+        normal = Path(os.path.normpath(candidate))
+        return any(normal.is_relative_to(root) for root in inside)
+
+    if path.is_absolute():
+        return under(path)
+    return all(under(root / path) for root in roots)
+
+
+def outside(roots: Sequence[Path]) -> str:
+    shown = ", ".join(str(r) for r in roots)
+    return (
+        f"weights must be a file or folder under the model roots ({shown}); nothing outside them is looked at"
+    )
+
+
+def hide_outside(error: ManifestError, roots: Sequence[Path]) -> ManifestError:
+    """``error`` in ``private_refusals``' words when it says where a link under a root points."""
+    if error.field != "model" or "outside the model roots" not in error.message:
+        return error
+    return ManifestError(
+        outside(roots), file=error.file, document=error.document, field=error.field, line=error.line
+    )
 
 
 def posted_error(error: ManifestError, tmp: str) -> ManifestError:

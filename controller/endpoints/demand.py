@@ -17,13 +17,33 @@ of an on-demand model until another request says otherwise.
 
 A report replaces the reporter's previous one; a reporter that stops reporting is forgotten after a
 few seconds (its process died), so its figures never hold replicas up forever.
+
+The controller's API faces anything on its network, so a report is parsed into a typed model with
+bounds (``parse``) before anything believes it: counts are integers from 0 to ``MAX_COUNT``,
+``last_active`` a finite time no more than ``FUTURE_SLACK_S`` ahead of the controller's clock and
+no more than ``MAX_AGE_S`` behind it (or 0), ``keep_alive_s`` -1 to ``MAX_KEEP_ALIVE_S``, the
+reporter and the model names bounded strings, at most ``MAX_MODELS`` models. A figure that is not
+a plain JSON number of the right kind (``true``, ``"3"``, ``NaN``, ``1e400``) is refused, naming its
+field; fields this controller does not know are ignored (a newer gateway may send more). Which
+names are models is the controller's to say (``DemandReport.known``), not this format's.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+
+MAX_MODELS = 1000  # models in one report (a gateway reports those it has seen requests for)
+MAX_NAME = 256  # characters of the reporter id and of a model name
+MAX_COUNT = 1_000_000  # in_flight and waiting, per model and reporter
+FUTURE_SLACK_S = 5.0  # how far last_active may be ahead of the controller's clock (skew, rounding)
+MAX_AGE_S = 10 * 365 * 86400.0  # how far behind it (a time before that is garbage, not history)
+MAX_KEEP_ALIVE_S = 10 * 365 * 86400.0  # the longest keep-alive that is not -1, "for ever"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,39 +80,102 @@ class DemandReport:
     models: Mapping[str, ModelDemand] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "reporter": self.reporter,
-            "models": {
-                name: {"in_flight": d.in_flight, "waiting": d.waiting, "last_active": d.last_active}
-                | ({} if d.keep_alive_s is None else {"keep_alive_s": d.keep_alive_s})
-                for name, d in self.models.items()
-            },
-        }
+        """The wire format. A client's keep-alive is sent as the format bounds it (``wire_keep_alive``),
+        so no value a client of the gateway chose can get the whole report refused."""
+        models: dict[str, dict[str, Any]] = {}
+        for name, d in self.models.items():
+            figures: dict[str, Any] = {
+                "in_flight": d.in_flight,
+                "waiting": d.waiting,
+                "last_active": d.last_active,
+            }
+            keep = wire_keep_alive(d.keep_alive_s)
+            if keep is not None:
+                figures["keep_alive_s"] = keep
+            models[name] = figures
+        return {"reporter": self.reporter, "models": models}
+
+    def known(self, names: Mapping[str, str]) -> tuple[DemandReport, tuple[str, ...]]:
+        """This report with only the models ``names`` knows (name or alias -> model name), keyed by
+        model name (an alias's figures added to its model's), and the names it did not know."""
+        models: dict[str, ModelDemand] = {}
+        unknown: list[str] = []
+        for name, demand in self.models.items():
+            model = names.get(name)
+            if model is None:
+                unknown.append(name)
+            else:
+                models[model] = models[model].plus(demand) if model in models else demand
+        return DemandReport(self.reporter, models), tuple(unknown)
 
     @classmethod
-    def from_json(cls, data: Any) -> DemandReport:
-        """Parse the wire format; raises ValueError (naming the field) on a malformed report."""
-        if not isinstance(data, dict) or not isinstance(data.get("reporter"), str):
-            raise ValueError("a demand report is a JSON object with a string 'reporter'")
-        models = data.get("models", {})
-        if not isinstance(models, dict):
-            raise ValueError("'models' must be an object of model name -> figures")
-        return cls(data["reporter"], {str(k): _figures(str(k), v) for k, v in models.items()})
+    def from_json(cls, data: Any, *, now: float | None = None) -> DemandReport:
+        """Parse the wire format, already decoded from JSON, against the clock ``now`` (default:
+        this process's). Raises pydantic's ValidationError (a ValueError) naming each bad field."""
+        wire = _Report.model_validate(data, context={"now": _now(now)})
+        return wire.report()
+
+    @classmethod
+    def parse(cls, body: bytes | str, *, now: float | None = None) -> DemandReport:
+        """Parse a request body (JSON text). Raises ValidationError as ``from_json`` does, also for
+        text that is not JSON or nests too deep."""
+        wire = _Report.model_validate_json(body, context={"now": _now(now)})
+        return wire.report()
 
 
-def _figures(model: str, value: Any) -> ModelDemand:
-    if not isinstance(value, dict):
-        raise ValueError(f"models.{model} must be an object")
-    try:
-        keep = value.get("keep_alive_s")
-        demand = ModelDemand(
-            int(value.get("in_flight", 0)),
-            int(value.get("waiting", 0)),
-            float(value.get("last_active", 0)),
-            None if keep is None else float(keep),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"models.{model}: in_flight and waiting are integers, last_active a number") from exc
-    if demand.in_flight < 0 or demand.waiting < 0:
-        raise ValueError(f"models.{model}: in_flight and waiting cannot be negative")
-    return demand
+def wire_keep_alive(seconds: float | None) -> float | None:
+    """A keep-alive as the wire format carries it: longer than ``MAX_KEEP_ALIVE_S`` (ten years) is
+    for ever, so -1, as any negative; a NaN says nothing, so None."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return -1.0 if seconds < 0 or seconds > MAX_KEEP_ALIVE_S else seconds
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+class _Figures(BaseModel):
+    """One model's figures on the wire; checked, then turned into a ModelDemand."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+    in_flight: Count = 0
+    waiting: Count = 0
+    last_active: Annotated[float, Field(ge=0)] = 0.0
+    keep_alive_s: Annotated[float, Field(ge=-1, le=MAX_KEEP_ALIVE_S)] | None = None
+
+    @field_validator("last_active")
+    @classmethod
+    def _near_now(cls, value: float, info: ValidationInfo) -> float:
+        if value == 0:  # none seen
+            return value
+        now = float((info.context or {}).get("now", time.time()))
+        if value > now + FUTURE_SLACK_S:
+            raise ValueError(
+                f"{value:.17g} is {value - now:.3g} s ahead of the controller's clock "
+                f"(at most {FUTURE_SLACK_S:g} s); unix seconds, please"
+            )
+        if value < now - MAX_AGE_S:
+            years = MAX_AGE_S / 86400 / 365
+            raise ValueError(f"{value:.17g} is more than {years:g} years ago (0: none seen)")
+        return value
+
+    def demand(self) -> ModelDemand:
+        return ModelDemand(self.in_flight, self.waiting, self.last_active, self.keep_alive_s)
+
+
+class _Report(BaseModel):
+    """A report on the wire (the format in this module's docstring)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+    reporter: Name
+    models: Annotated[dict[Name, _Figures], Field(max_length=MAX_MODELS)] = Field(default_factory=dict)
+
+    def report(self) -> DemandReport:
+        return DemandReport(self.reporter, {name: f.demand() for name, f in self.models.items()})

@@ -6,7 +6,7 @@ Docker socket, and keep serving the last table it received when the controller i
 
 Wire format (``GET /v1/endpoints`` on the controller's internal API)::
 
-    {"version": 7,
+    {"epoch": "9f1c2ab07d3e4f60", "version": 7,
      "models": [{"name": "smollm2", "aliases": ["smollm"], "created": 1764120000,
                  "balancing": "prefix-affinity", "load_timeout_s": 60.0,
                  "replicas": [{"id": "smollm2-0", "url": "http://172.18.0.3:8080",
@@ -17,6 +17,11 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
                              "template": "..."}}]}
 
 ``version`` grows whenever the table changes, so a client can long-poll with ``?after=<version>``.
+``epoch`` is drawn at random when the controller starts: versions count from 1 again after a
+restart, so a version is only comparable within one epoch. A client long-polls with
+``?epoch=<epoch>&after=<version>`` and takes any table whose epoch differs from its own at once (a
+restarted controller may serve a changed set at the version the client already holds). A table
+without ``epoch`` (an older controller) has the epoch "".
 A model with no ready replica is still listed (the gateway answers 503, not 404, for it).
 ``engine``, ``context_length``, ``unload_after_s``, ``details`` and a replica's ``gpus`` describe the
 model for APIs that show it (Ollama's /api/tags, /api/ps, /api/show); they are optional, so a table
@@ -105,10 +110,15 @@ class ModelEndpoints:
 
 @dataclass(frozen=True, slots=True)
 class EndpointTable:
-    """Every model the controller serves, at one version."""
+    """Every model the controller serves, at one version of one controller's run (``epoch``)."""
 
     version: int = 0
     models: tuple[ModelEndpoints, ...] = field(default_factory=tuple)
+    epoch: str = ""  # random per controller start; "" before any (or from an older controller)
+
+    def same_as(self, epoch: str, version: int) -> bool:
+        """True when this is the table a client holding ``epoch`` and ``version`` already has."""
+        return self.epoch == epoch and self.version == version
 
     def lookup(self, model: str) -> ModelEndpoints | None:
         """Return the model served under ``model`` (its name or an alias), or None."""
@@ -119,6 +129,7 @@ class EndpointTable:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "epoch": self.epoch,
             "version": self.version,
             "models": [
                 {
@@ -166,7 +177,7 @@ class EndpointTable:
             )
             for m in data["models"]
         )
-        return cls(version=int(data["version"]), models=models)
+        return cls(version=int(data["version"]), models=models, epoch=str(data.get("epoch", "")))
 
 
 def _optional_float(value: Any) -> float | None:

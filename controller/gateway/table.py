@@ -2,8 +2,10 @@
 
 The gateway holds no Docker socket; it only needs the table of ready replicas. ``StaticTable`` serves a
 table someone sets (the controller in the same process, or a test). ``ControllerTable`` long-polls the
-controller's ``GET /v1/endpoints?after=<version>&wait=<s>`` and, when the controller is down or answers
-garbage, keeps serving the last good table: a control-plane outage must not take the data plane down.
+controller's ``GET /v1/endpoints?epoch=<epoch>&after=<version>&wait=<s>`` and, when the controller is
+down or answers garbage, keeps serving the last good table: a control-plane outage must not take the
+data plane down. A table of another epoch (the controller restarted) replaces ours whatever its
+version: a restarted controller counts versions from 1 again.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class ControllerTable:
         params = {"wait": f"{self._wait_s:g}"}
         if self.received:
             params["after"] = str(self._table.version)
+            params["epoch"] = self._table.epoch
         # The controller may hold the answer for wait_s; allow it that plus some slack.
         timeout = aiohttp.ClientTimeout(total=self._wait_s + 10.0)
         async with self._session.get(self._url, params=params, timeout=timeout) as resp:
@@ -140,13 +143,16 @@ class ControllerTable:
         if self._failures:
             log.info("controller at %s answers again after %d failed polls", self._url, self._failures)
             self._failures = 0
-        if not self.received or table.version != self._table.version:
-            # Any other version replaces ours: a restarted controller may count from 1 again.
+        if not self.received or not table.same_as(self._table.epoch, self._table.version):
+            # Any other version replaces ours, and any other epoch: a restarted controller (a new
+            # epoch) counts from 1 again, so its version may equal ours with other content.
+            restarted = self.received and table.epoch != self._table.epoch
             self._table = table
             ready = sum(len(m.replicas) for m in table.models)
             log.info(
-                "endpoint table version %d: %d models, %d ready replicas",
+                "endpoint table version %d%s: %d models, %d ready replicas",
                 table.version,
+                f" of a new controller epoch {table.epoch}" if restarted else "",
                 len(table.models),
                 ready,
             )

@@ -1,4 +1,5 @@
-"""Table sources: StaticTable, and ControllerTable following a real (fake) controller over HTTP."""
+"""Table sources: StaticTable, and ControllerTable following a real (fake) controller over HTTP, and
+the real controller API across a restart (a new epoch at an equal version)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -13,7 +15,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, eventually, table_of
 
-from controller.endpoints.table import EndpointTable
+from controller.endpoints.store import EndpointStore
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import ControllerTable, StaticTable
 
 V1 = table_of(("m", (), ["http://10.0.0.1:8080"]), version=1)
@@ -150,3 +153,51 @@ class _Raw:
 
     def to_json(self) -> Any:
         return self._document
+
+
+@contextlib.asynccontextmanager
+async def controller_api(models: tuple[ModelEndpoints, ...], port: int | None = None) -> AsyncIterator[int]:
+    """A real controller API (``create_api`` over a fresh EndpointStore: a new epoch, as a controller
+    start draws), its table published once (version 1), on ``port``; yields the port. Stops as the
+    controller does: held long polls answered, then the server closed."""
+    from controller.api import create_api
+
+    store = EndpointStore()
+    await store.publish(models)
+    reconciler = SimpleNamespace(replicas=[], manifest_errors=[])
+    server = TestServer(create_api(store, reconciler), port=port)  # type: ignore[arg-type]
+    await server.start_server()
+    try:
+        yield server.port
+    finally:
+        await store.close()
+        await server.close()
+
+
+async def test_a_restarted_controller_with_a_changed_set_at_an_equal_version_is_followed(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's measurement: stop the controller, add a model, start it. The new one serves the
+    new set at version 1, the version the gateway holds; the gateway must take it at once, not
+    after its long poll (30 s here) or never."""
+    caplog.set_level(logging.INFO, logger=TABLE_LOG)
+    before = (ModelEndpoints("m", (), 1, (Replica("m-0", "http://10.0.0.1:8080"),)),)
+    after = (*before, ModelEndpoints("added", (), 1))
+    async with controller_api(before) as port:
+        table = ControllerTable(
+            f"http://127.0.0.1:{port}", session, wait_s=30, backoff_initial_s=0.01, backoff_max_s=0.05
+        )
+        task = asyncio.create_task(table.run())
+        assert await table.wait_first(5)
+        first = table.current()
+        assert (first.version, [m.name for m in first.models]) == (1, ["m"])
+    try:
+        async with controller_api(after, port=port):  # started again: a new epoch, version 1
+            await eventually(lambda: table.current().lookup("added") is not None, within_s=10)
+            now = table.current()
+            assert now.version == 1 and now.epoch != first.epoch
+            assert any("new controller epoch" in r.getMessage() for r in caplog.records)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

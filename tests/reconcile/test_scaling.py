@@ -106,12 +106,12 @@ def test_demand_board_adds_reporters_and_forgets_silent_ones_but_not_last_use() 
 
 def test_demand_reports_parse_and_refuse_nonsense_by_field() -> None:
     report = DemandReport("g1", {"m": ModelDemand(1, 2, 3.5)})
-    assert DemandReport.from_json(report.to_json()) == report
+    assert DemandReport.from_json(report.to_json(), now=100.0) == report
     for bad, words in [
         ({"models": {}}, "reporter"),
         ({"reporter": "g", "models": []}, "models"),
         ({"reporter": "g", "models": {"m": {"in_flight": "x"}}}, "models.m"),
-        ({"reporter": "g", "models": {"m": {"waiting": -1}}}, "negative"),
+        ({"reporter": "g", "models": {"m": {"waiting": -1}}}, "greater than or equal to 0"),
     ]:
         with pytest.raises(ValueError, match=words):
             DemandReport.from_json(bad)
@@ -143,5 +143,5 @@ def test_the_board_remembers_the_latest_keep_alive_and_reports_carry_it() -> Non
     clock.now += 11
     assert board.demand("m").keep_alive_s == 0.0  # remembered after the reporters went quiet
     report = DemandReport("g", {"m": ModelDemand(1, 0, 2.0, -1.0), "n": ModelDemand(0, 1, 3.0)})
-    assert DemandReport.from_json(report.to_json()) == report
+    assert DemandReport.from_json(report.to_json(), now=100.0) == report
     assert "keep_alive_s" not in report.to_json()["models"]["n"]
