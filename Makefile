@@ -18,7 +18,7 @@ down:                              ## stop the stack; remove every backend conta
 	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
 	$(COMPOSE) down --remove-orphans   # last: the network is free once the replicas are gone
 
-test: docker images shapes venv    ## the whole suite, Docker-backed and end-to-end tests included
+test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
 	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)
 	scripts/ensure-chromium.sh         # Debian's chromium for the console's browser tests (tests/console)
 	$(VENV)/bin/python -m pytest -v -ra
