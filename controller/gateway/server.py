@@ -24,6 +24,7 @@ from controller.gateway.app import create_app
 from controller.gateway.auth import access_line
 from controller.gateway.demand import ControllerSink, DemandSink
 from controller.gateway.dns import DnsTable
+from controller.gateway.httplog import server_logger
 from controller.gateway.process import tune_gc
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.table import ControllerTable
@@ -87,9 +88,14 @@ async def serve(settings: GatewaySettings, *, reuse_port: bool, announce: bool =
 
 def app_runner(app: web.Application, settings: GatewaySettings) -> web.AppRunner:
     """The runner the gateway is served by: handlers cancelled when their client leaves, idle
-    connections (and heads trickling in) closed after ``idle_timeout_s``."""
+        connections (and heads trickling in) closed after ``idle_timeout_s``, unparseable requests
+    logged as a count (``httplog``)."""
     return web.AppRunner(
-        app, handler_cancellation=True, access_log=None, keepalive_timeout=settings.idle_timeout_s
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=settings.idle_timeout_s,
+        logger=server_logger(),  # parse errors: a line a minute, not a traceback each
     )
 
 

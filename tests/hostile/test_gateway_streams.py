@@ -29,6 +29,7 @@ from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, StaticTable, create_app
 from controller.gateway.app import ADMISSION, BALANCER
 from controller.gateway.events import MAX_EVENT_BYTES
+from controller.gateway.httplog import SERVER_LOGGER, QuietParseErrors
 from controller.gateway.server import app_runner, listen
 
 CHAT = "/v1/chat/completions"
@@ -505,3 +506,28 @@ async def test_connections_beyond_the_bound_get_a_503_and_are_closed() -> None:
                 sock.close()
         await asyncio.sleep(0.1)  # the gateway saw them go
         assert (await gw.post(CHAT, ASK))[0] == 200
+
+
+async def test_unparseable_requests_get_400_and_one_log_line_not_a_traceback_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    garbage = [
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nContent-Length: -4\r\n\r\n",
+    ]
+    async with engine() as fake, gateway(fake.url) as gw:
+        (quiet,) = [f for f in logging.getLogger(SERVER_LOGGER).filters if isinstance(f, QuietParseErrors)]
+        quiet.last_said, quiet.dropped = -quiet.every_s, 0  # another test's parse error said its line
+        with caplog.at_level(logging.DEBUG):
+            for request in garbage * 5:
+                sock = await connect(gw.port)
+                await asyncio.get_running_loop().sock_sendall(sock, request)
+                answer = await closed_by_peer(sock, within_s=5)
+                sock.close()
+                assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:80]
+            status, _ = await gw.post("/v1/chat/completions", {"model": "m", "messages": []})
+    said = [r for r in caplog.records if r.name == SERVER_LOGGER]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING and said[0].exc_info is None
+    assert "refused 1 request(s) it could not parse with 400 (last: Invalid header" in said[0].getMessage()
+    assert quiet.dropped == 9  # the rest wait for the next line, a minute on
+    assert status == 200
