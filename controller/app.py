@@ -40,6 +40,7 @@ from controller.errors import (
     RuntimeUnavailable,
 )
 from controller.gateway.app import create_app
+from controller.gateway.server import app_runner, listen
 from controller.gateway.settings import GatewaySettings
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import LoadedModel, load_folder
@@ -56,6 +57,8 @@ from controller.runtime.speckey import spec_key
 from controller.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
+
+API_IDLE_S = 75.0  # above the API's longest long poll (60 s), so a waiting gateway is never cut
 
 # After the watchdog fires, how long the orderly exit may take before the process ends anyway: a
 # worker thread stuck in a Docker or NVML call would hold asyncio.run's executor shutdown for ever.
@@ -139,9 +142,8 @@ async def running_controller(
             )
             gateway_url = None
             if gateway is not None:
-                app = create_app(store, gateway, demand_sink=record_demand(reconciler))
-                gateway_url = await serve(
-                    app, gateway.host, gateway.port, runners, what="the gateway", cancel_on_disconnect=True
+                gateway_url = await serve_gateway(
+                    create_app(store, gateway, demand_sink=record_demand(reconciler)), gateway, runners
                 )
                 if scraper.url is None:
                     scraper.url = gateway_url
@@ -275,12 +277,12 @@ async def serve(
     runners: list[web.AppRunner],
     *,
     what: str,
-    cancel_on_disconnect: bool = False,
 ) -> str:
-    """Serve ``app`` on host:port (0 = any free port); returns its base URL.
+    """Serve ``app`` on host:port (0 = any free port); returns its base URL. A connection that sends
+    no complete request head for ``API_IDLE_S`` is closed (idle keep-alive, or slowloris).
 
     Raises CannotListen (naming ``what`` and the address) when the address cannot be bound."""
-    runner = web.AppRunner(app, handler_cancellation=cancel_on_disconnect, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=API_IDLE_S)
     await runner.setup()
     runners.append(runner)
     site = web.TCPSite(runner, host, port)
@@ -288,6 +290,17 @@ async def serve(
         await site.start()
     except OSError as exc:
         raise CannotListen(what, host, port, exc) from exc
+    bound_host, bound_port = runner.addresses[0][:2]
+    return f"http://{bound_host}:{bound_port}"
+
+
+async def serve_gateway(app: web.Application, settings: GatewaySettings, runners: list[web.AppRunner]) -> str:
+    """Serve the in-process gateway as ``modelctl gateway`` serves its own (``gateway.server``: idle
+    and slowloris timeouts, the connection bound, quiet parse errors); returns its base URL.
+    Raises CannotListen."""
+    runner = app_runner(app, settings)
+    runners.append(runner)
+    await listen(runner, settings, settings.host, settings.port)
     bound_host, bound_port = runner.addresses[0][:2]
     return f"http://{bound_host}:{bound_port}"
 
