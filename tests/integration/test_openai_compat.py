@@ -100,6 +100,47 @@ async def test_async_client_every_endpoint(stack: RunningController) -> None:
         check(await summarize_async(client, chat="smollm", model="smollm2"))
 
 
+async def output_tokens(rc: RunningController, model: str) -> float:
+    """The gateway's ``tokens_total`` for ``model``'s completions (kind="completion")."""
+    async with aiohttp.ClientSession() as session, session.get(f"{rc.gateway_url}/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "modelctl_gateway_tokens_total"
+        and s.labels.get("model") == model
+        and s.labels.get("kind") == "completion"
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+async def test_a_stream_that_asked_no_usage_is_counted_in_tokens_and_gets_none(
+    stack: RunningController, endpoint: str
+) -> None:
+    """The gateway asks llama-server for usage (stream_options.include_usage) and keeps the usage
+    chunk to itself: the client sees the stream it asked for, the counters see its tokens."""
+    before = await output_tokens(stack, "smollm2")
+    async with openai.AsyncOpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, timeout=60) as client:
+        if endpoint == "chat":
+            chunks = [
+                c
+                async for c in await client.chat.completions.create(
+                    model="smollm2", messages=USER, max_tokens=8, stream=True
+                )
+            ]
+        else:
+            chunks = [
+                c
+                async for c in await client.completions.create(
+                    model="smollm2", prompt="Once upon a time", max_tokens=8, stream=True
+                )
+            ]
+    assert chunks and all(c.usage is None for c in chunks)
+    assert all(c.choices for c in chunks)  # no choices-less usage chunk reached the client
+    assert await output_tokens(stack, "smollm2") - before >= 1
+
+
 def sync_call(url: str, key: str, stream: bool, **request: object) -> None:
     with openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=60) as client:
         answer = client.chat.completions.create(messages=USER, stream=stream, **request)  # type: ignore[call-overload]
