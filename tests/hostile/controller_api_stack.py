@@ -41,6 +41,7 @@ class IdleRuntime:
     """Shaped like DockerRuntime for the calls the API's routes make: nothing runs, nothing starts."""
 
     instance = "default"
+    hash_key = b"idle-runtime-spec-hash-key"
 
     def __init__(self) -> None:
         self.ids = itertools.count()

@@ -259,7 +259,7 @@ async def test_plan_does_not_tell_whether_a_variable_is_set(api: tuple[Controlle
     assert set_one[0] == unset[0] == 422
     as_set = json.dumps(set_one).replace("SOME_SET_VARIABLE", "V")
     assert as_set == json.dumps(unset).replace("SOME_UNSET_VARIABLE", "V")
-    assert "own manifests refer to" in set_one[1]["errors"][0]
+    assert "which manifests may not use" in set_one[1]["errors"][0]  # manifests.envrefs allowlist
     for name in ("MODELCTL_CONTROLLER_KEYS_FILE", "PATH"):
         assert (await plan(client, manifest(hub, f"${{{name}}}")))[0] == 422, name
     used = await plan(client, manifest(hub, "${HF_TOKEN}"))  # the running manifests refer to it
