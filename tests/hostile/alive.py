@@ -34,6 +34,7 @@ import docker
 
 from controller.app import RunningController
 
+REPLICA_HEADER = "x-modelctl-replica"  # the gateway names the replica whose answer it relays
 HANG_S = 30.0  # an answer slower than this is a hang (the gateway's own deadlines are shorter)
 CHAT = {"model": "smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -46,15 +47,18 @@ class Tally:
     statuses: Counter[str] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)
     hangs: list[str] = field(default_factory=list)
+    engine_errors: list[str] = field(default_factory=list)
     recoveries_s: list[float] = field(default_factory=list)
 
-    def record(self, case: str, outcome: int | str) -> None:
+    def record(self, case: str, outcome: int | str, *, by_engine: bool = False) -> None:
+        """Count one answer; a 5xx the engine itself gave (the gateway names the replica that answered,
+        e.g. llama-server's 501 for embeddings it was not started for) is the engine's, not ours."""
         self.cases += 1
         self.statuses[str(outcome)] += 1
         if outcome == "hang":
             self.hangs.append(case)
         elif isinstance(outcome, int) and outcome >= 500:
-            self.server_errors.append(f"{outcome} {case}")
+            (self.engine_errors if by_engine else self.server_errors).append(f"{outcome} {case}")
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -62,7 +66,9 @@ class Tally:
             "statuses": dict(sorted(self.statuses.items())),
             "5xx": len(self.server_errors),
             "hangs": len(self.hangs),
+            "engine_5xx": len(self.engine_errors),
             "examples_5xx": self.server_errors[:5],
+            "examples_engine_5xx": self.engine_errors[:3],
             "examples_hangs": self.hangs[:5],
             "recovery_s": [round(s, 1) for s in self.recoveries_s],
         }
@@ -125,16 +131,28 @@ async def send(
     headers: dict[str, str] | None = None,
 ) -> int | str:
     """One request; its status, "hang" past HANG_S, or "cut" when the server closed the connection."""
+    return (await answer(session, method, url, data=data, headers=headers))[0]
+
+
+async def answer(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int | str, bool]:
+    """``send``'s outcome, and whether a replica gave it (the gateway's x-modelctl-replica header)."""
     try:
         async with session.request(
             method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=HANG_S)
         ) as resp:
             await resp.read()
-            return resp.status
+            return resp.status, REPLICA_HEADER in resp.headers
     except TimeoutError:
-        return "hang"
+        return "hang", False
     except aiohttp.ClientError:
-        return "cut"
+        return "cut", False
 
 
 async def raw(host: str, port: int, request: bytes) -> int | str:
@@ -304,10 +322,10 @@ async def gateway_batch(url: str, rng: random.Random, count: int, tally: Tally) 
     host, port = url.removeprefix("http://").split(":")
     async with aiohttp.ClientSession() as session:
         for path, body in gateway_cases(rng, count):
-            outcome = await send(
+            outcome, by_engine = await answer(
                 session, "POST", url + path, data=body, headers={"Content-Type": "application/json"}
             )
-            tally.record(f"POST {path} {body[:60]!r}", outcome)
+            tally.record(f"POST {path} {body[:60]!r}", outcome, by_engine=by_engine)
     for path in RAW_PATHS:
         body = json.dumps(CHAT).encode()
         request = (

@@ -136,7 +136,9 @@ async def test_leftovers_of_an_interrupted_run_are_replaced_without_name_clashes
     victim = sorted(first)[0]
     docker_client.containers.get(first[victim]).remove(force=True)
     runtime = rc.runtime
-    husk_spec = next(s for s in desired_specs(config) if s.container_name(instance) == victim)
+    husk_spec = next(
+        s for s in desired_specs(config, runtime.hash_key) if s.container_name(instance) == victim
+    )
     husk = runtime.create(husk_spec)
     assert docker_client.api.inspect_container(husk)["State"]["Status"] == "created"
     async with running_controller(config) as rc:
@@ -146,9 +148,10 @@ async def test_leftovers_of_an_interrupted_run_are_replaced_without_name_clashes
     assert now[victim] != husk and all(c.status == "running" for c in managed(docker_client, instance))
 
 
-def desired_specs(config: ControllerSettings) -> list[ContainerSpec]:
+def desired_specs(config: ControllerSettings, hash_key: bytes) -> list[ContainerSpec]:
     """The specs the controller wants for ``config`` on a machine without GPUs (the host's cores
-    split between the CPU replicas as the controller splits them)."""
+    split between the CPU replicas as the controller splits them), hashed with its ``hash_key``."""
     models = load_folder(config.manifests, model_roots=config.model_roots)
     host = read_host(budget=config.cpu_memory, reserve=config.cpu_memory_reserve)
-    return desired_state(models, Inventory(gpus=(), usage=(), reason="CPU test"), host=host).specs
+    inventory = Inventory(gpus=(), usage=(), reason="CPU test")
+    return desired_state(models, inventory, host=host, hash_key=hash_key).specs
