@@ -42,11 +42,14 @@ async def run(cases: int, seed: int) -> dict[str, object]:
 
 
 def table(report: dict[str, object]) -> str:
-    rows = [f"{'batch':<16} {'cases':>6} {'5xx':>4} {'hangs':>5} {'recovery s':>10}  statuses"]
+    rows = [
+        f"{'batch':<16} {'cases':>6} {'5xx':>4} {'hangs':>5} {'engine 5xx':>10} {'recovery s':>10}  statuses"
+    ]
     for name, figures in report.items():
         if isinstance(figures, dict):
             rows.append(
                 f"{name:<16} {figures['cases']:>6} {figures['5xx']:>4} {figures['hangs']:>5} "
+                f"{figures['engine_5xx']:>10} "
                 f"{figures['recovery_s'][0] if figures['recovery_s'] else '-':>10}  {figures['statuses']}"
             )
     rows.append(f"gateway memory high-water: {report['gateway_high_water_mib']} MiB")
