@@ -390,7 +390,7 @@ MANIFEST_CASES: dict[str, bytes] = {
     "latin1.yaml": "name: caf\u00e9\nmodel: x.gguf\n".encode("latin-1"),
     "longpath.yaml": b"name: longpath\nmodel: " + b"a/" * 200 + b"m.gguf\n",
     "nul.yaml": b"name: nul\x00\nmodel: x.gguf\n",
-    "env.yaml": b'name: envy\nmodel: SmolLM2-135M-Instruct.Q4_1.gguf\nenv: {K: "${MODELCTL_CONTROLLER_KEY}"}\n',
+    "env.yaml": b'name: envy\nmodel: x.gguf\nenv: {K: "${MODELCTL_CONTROLLER_KEY}"}\n',
 }
 
 
