@@ -12,16 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.endpoints.table import Details
-from controller.placement.weights import (
-    BAD_HEADER,
-    EstimateError,
-    by_version,
-    on_disk,
-    read_gguf_header,
-    read_json,
-    safetensors_files,
-    safetensors_header,
-)
+from controller.weights.config import read_json
+from controller.weights.gguf import read_gguf_header
+from controller.weights.info import BAD_HEADER, EstimateError
+from controller.weights.read import by_version, on_disk
+from controller.weights.safetensors import safetensors_files, safetensors_header
 
 if TYPE_CHECKING:
     from controller.manifests.loader import LoadedModel

@@ -1,7 +1,7 @@
 """How much memory one replica needs (a GPU's, or the host's for a CPU replica): weights + KV cache +
 the engine's runtime overhead.
 
-Weights come exactly from the file headers (``weights``), never by loading tensors. The KV cache
+Weights come exactly from the file headers (``controller.weights``), never by loading tensors. The KV cache
 follows from the architecture (GGUF metadata, or a safetensors folder's config.json): layers x KV
 heads x (key + value head size) x tokens x 2 bytes (f16/bf16, both engines' default cache type).
 A manifest's ``gpu_memory`` overrides all of this.
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.placement.weights import Architecture, EstimateError, on_disk, read_weights
+from controller.weights.info import Architecture, EstimateError
+from controller.weights.read import on_disk, read_weights
 
 if TYPE_CHECKING:
     from controller.manifests.loader import LoadedModel
