@@ -45,7 +45,6 @@ from controller.engines.progress import progress
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
-from controller.placement.describe import describe
 from controller.placement.inventory import Inventory, read_inventory
 from controller.reconcile.desired import Desired, Slot, desired_state
 from controller.reconcile.drain import Drainer
@@ -61,6 +60,7 @@ from controller.reconcile.supervise import Backoff, Failures, Heartbeat, Livenes
 from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
+from controller.weights.describe import describe
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from weights.files import SMOLLM2, write_gguf, write_safetensors
 
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
-from controller.placement.describe import describe, parameter_label
+from controller.weights.describe import describe, parameter_label
+from weights.files import SMOLLM2, write_gguf, write_safetensors
 
 
 def loaded(model: str, weights: Path | None, engine: str = "llamacpp") -> LoadedModel:

@@ -1,7 +1,7 @@
 """What a model's weights are, for the APIs that show models (Ollama's /api/tags, /api/show).
 
 Format, family, parameter count, quantisation, a few architecture keys and the chat template,
-read from the headers (``weights``) once per version of the files. The gateway gets them through
+read from the headers (``gguf``, ``safetensors``) once per version of the files. The gateway gets them through
 the endpoint table (``endpoints.table.Details``), never by reading files itself.
 """
 
