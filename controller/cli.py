@@ -222,7 +222,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    from controller.placement.inventory import read_inventory
+    from controller.gpus.nvml import read_inventory
     from controller.placement.report import gpus_json, gpus_table
 
     inventory = read_inventory()
@@ -233,7 +233,8 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.diff:
         return cmd_plan_diff(args)
-    from controller.placement.inventory import Inventory, read_inventory
+    from controller.gpus.inventory import Inventory
+    from controller.gpus.nvml import read_inventory
     from controller.placement.place import place, requests_for
     from controller.placement.report import plan_json, plan_table
 

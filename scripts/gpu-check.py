@@ -46,7 +46,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from controller.placement.inventory import GpuProcess, Inventory, read_inventory
+from controller.gpus.inventory import GpuProcess, Inventory
+from controller.gpus.nvml import read_inventory
 from controller.placement.place import Current, Pending, Placement, ReplicaRequest, place, placeable_units
 from controller.placement.report import gpus_json, gpus_table, plan_json, plan_table
 

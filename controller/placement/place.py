@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from controller.placement.inventory import Gpu, GpuProcess, Inventory
+from controller.gpus.inventory import Gpu, GpuProcess, Inventory
 from controller.placement.memory import GiB, gpu_need
 
 if TYPE_CHECKING:

@@ -21,10 +21,10 @@ from controller.api import create_api, replica_named
 from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError
+from controller.gpus.inventory import Inventory
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import LoadedModel
 from controller.placement.host import Host
-from controller.placement.inventory import Inventory
 from controller.placement.memory import GiB
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.drain import Drainer
