@@ -388,7 +388,7 @@ def two_models() -> tuple[list[Any], Any]:
     for "wanted", "idle" was last used long ago."""
     from controller.endpoints.demand import DemandReport, ModelDemand
     from controller.manifests.document import ModelManifest
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
     from controller.reconcile.demand import DemandBoard
 
     def model(name: str) -> LoadedModel:

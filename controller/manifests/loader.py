@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from controller.errors import InvalidManifests, ManifestError
 from controller.manifests.document import ModelManifest, hub_reference, shown
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
+from controller.manifests.model import LoadedModel
 from controller.manifests.reading import (
     MANIFEST_SUFFIXES,
     Budget,
@@ -38,40 +39,9 @@ from controller.manifests.reading import (
     read_text,
 )
 
-__all__ = ["MANIFEST_SUFFIXES", "LoadedModel", "load_folder", "manifest_files"]
+__all__ = ["MANIFEST_SUFFIXES", "load_folder", "manifest_files"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """A valid manifest, where it came from, and the host path of its weights (if checked)."""
-
-    manifest: ModelManifest
-    file: str
-    document: int
-    weights: Path | None  # resolved host path under a model root; None for hub references and
-    # when no roots were given
-    created: int = 0  # the manifest file's modification time (OpenAI's `created` in /v1/models)
-    # ``env`` with its ${NAME} references filled in (envrefs.py); None: not filled (the manifest's
-    # values as written). Secrets may be in it: kept out of repr.
-    filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
-
-    @property
-    def env(self) -> tuple[tuple[str, str], ...]:
-        """The engine's extra environment, references filled in when the loader did so."""
-        if self.filled_env is not None:
-            return self.filled_env
-        return tuple(self.manifest.env.items())
-
-    @property
-    def hub(self) -> str | None:
-        """'org/repo[:quant]' when the engine downloads the weights itself."""
-        return hub_reference(self.manifest.model)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.resolved_name
 
 
 def load_folder(

@@ -18,7 +18,7 @@ from controller.weights.info import Architecture, EstimateError
 from controller.weights.read import on_disk, read_weights
 
 if TYPE_CHECKING:
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
 
 GiB = 1024**3
 MiB = 1024**2

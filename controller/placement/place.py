@@ -38,7 +38,7 @@ from controller.gpus.inventory import Gpu, GpuProcess, Inventory
 from controller.placement.memory import GiB, gpu_need
 
 if TYPE_CHECKING:
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
 
 Slot = tuple[str, int]  # (model name, replica index)
 

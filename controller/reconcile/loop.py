@@ -46,7 +46,7 @@ from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlErr
 from controller.gpus.inventory import Inventory
 from controller.gpus.nvml import read_inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.reconcile.desired import Desired, Slot, desired_state
 from controller.reconcile.drain import Drainer
 from controller.reconcile.events import EventLog

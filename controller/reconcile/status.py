@@ -20,7 +20,7 @@ from controller.runtime.spec import ContainerSpec
 
 if TYPE_CHECKING:
     from controller.endpoints.demand import ModelDemand
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
     from controller.reconcile.drain import Drainer
     from controller.reconcile.plan import Plan
     from controller.reconcile.scaling import Decision

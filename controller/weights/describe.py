@@ -19,7 +19,7 @@ from controller.weights.read import by_version, on_disk
 from controller.weights.safetensors import safetensors_files, safetensors_header
 
 if TYPE_CHECKING:
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
 
 # llama.cpp's llama_ftype (GGUF general.file_type) -> the name Ollama shows as quantization_level.
 GGUF_FILE_TYPES = {

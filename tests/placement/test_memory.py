@@ -10,7 +10,7 @@ import pytest
 from weights.files import CONFIG, SMOLLM2, write_safetensors
 
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.memory import OVERHEAD_BYTES, MemoryEstimate, estimate, estimate_files, gpu_need
 from controller.weights.info import EstimateError
 

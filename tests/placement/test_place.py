@@ -12,7 +12,7 @@ import pytest
 
 from controller.gpus.inventory import Gpu, GpuProcess, Inventory, Usage
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.place import Current, Placement, ReplicaRequest, place, requests_for
 
 INVENTORIES = Path(__file__).resolve().parents[1] / "fixtures" / "inventories"

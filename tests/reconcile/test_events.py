@@ -23,7 +23,7 @@ from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError
 from controller.gpus.inventory import Inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
 from controller.placement.memory import GiB
 from controller.reconcile.demand import DemandBoard

@@ -25,7 +25,7 @@ from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints
 from controller.gpus.inventory import Inventory
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.reconcile.drain import Drainer
 from controller.reconcile.events import EventLog
 from controller.reconcile.lifecycle import LifecycleSettings

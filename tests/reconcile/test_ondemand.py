@@ -9,7 +9,7 @@ from typing import Any
 from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.gpus.inventory import GpuProcess, Inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
 from controller.placement.memory import GiB
 from controller.reconcile.demand import DemandBoard

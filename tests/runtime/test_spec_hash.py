@@ -15,7 +15,8 @@ import pytest
 from controller.engines import build_spec
 from controller.errors import ModelctlError
 from controller.gpus.inventory import Inventory
-from controller.manifests.loader import LoadedModel, load_folder
+from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
 from controller.reconcile.desired import desired_state
 from controller.runtime.speckey import KEY_FILE, spec_key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.weights.describe import describe, parameter_label
 from weights.files import SMOLLM2, write_gguf, write_safetensors
 
