@@ -106,7 +106,7 @@ def judged(checks: dict[str, bool], **details: Any) -> Result:
 def parse_size(text: str) -> int:
     """The manifest's size syntax ('40GiB', '500MB'); the manifests' own parse_size when importable."""
     try:
-        from controller.manifests.document import parse_size as real
+        from controller.manifests.sizes import parse_size as real
 
         return real(text)
     except ImportError:

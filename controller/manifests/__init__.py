@@ -5,6 +5,7 @@
 ``loader`` reads a folder into ``LoadedModel``s with file:line:document located errors,
 ``reading`` bounding every step of reading it (the folder is hostile input); ``flags`` says which
 engine flags modelctl owns; ``envrefs`` fills ``${NAME}`` secrets from the controller's
-environment (allowed names only); ``schema`` writes the JSON Schema editors use.
+environment (allowed names only); ``sizes`` reads sizes and durations ('24GiB', '10m');
+``quoting`` bounds the values error messages quote; ``schema`` writes the JSON Schema editors use.
 Nothing here knows about GPUs, containers or HTTP.
 """

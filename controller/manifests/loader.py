@@ -27,9 +27,10 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifests.document import ModelManifest, hub_reference, shown
+from controller.manifests.document import ModelManifest, hub_reference
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
 from controller.manifests.model import LoadedModel
+from controller.manifests.quoting import shown
 from controller.manifests.reading import (
     MANIFEST_SUFFIXES,
     Budget,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from controller.manifests.sizes import parse_size
 from controller.weights.info import Architecture, EstimateError
 from controller.weights.read import on_disk, read_weights
 
@@ -94,8 +95,6 @@ def cpu_need(model: LoadedModel) -> int:
     CPU replica it means host memory), else weights + KV cache + the engine's CPU overhead (weights
     that cannot be sized count by their size on disk). Raises EstimateError for a fraction of a
     GPU, which means nothing on the CPU."""
-    from controller.manifests.document import parse_size  # pydantic lives there; keep it off the import path
-
     manifest = model.manifest
     if isinstance(manifest.gpu_memory, str):
         return parse_size(manifest.gpu_memory)
@@ -117,8 +116,6 @@ def cpu_need(model: LoadedModel) -> int:
 def gpu_need(model: LoadedModel) -> int | float:
     """Memory each GPU of one replica must give: the manifest's ``gpu_memory`` (a fraction of a GPU,
     or bytes from a size) when set, else the estimate split over ``num_gpus``. Raises EstimateError."""
-    from controller.manifests.document import parse_size  # pydantic lives there; keep it off the import path
-
     manifest = model.manifest
     if isinstance(manifest.gpu_memory, str):
         return parse_size(manifest.gpu_memory)
