@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main, print_logs
+from controller.cli import main
+from controller.cli.logs import print_logs
 from controller.errors import ModelctlError
 
 REPO = Path(__file__).resolve().parents[2]
