@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from controller.cli import client
-from controller.reconcile.status import render_table
+from controller.cli.render import render_table
 
 # Replica states that make `modelctl status` exit 1: cannot be placed, or crashed and restarting.
 FAILING_STATES = ("Pending", "BackingOff")

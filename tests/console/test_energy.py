@@ -27,6 +27,7 @@ from gpus.nvml_replay import (
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.cli.render import render_table
 from controller.console.energy import (
     EnergyCollector,
     EnergyMeter,
@@ -40,7 +41,6 @@ from controller.console.energy import (
 from controller.errors import RuntimeUnavailable
 from controller.gpus.inventory import Inventory
 from controller.gpus.nvml import read_inventory
-from controller.reconcile.status import render_table
 from controller.runtime.observed import ObservedContainer
 
 WATTS = 129.254  # the recorded H200's nvmlDeviceGetPowerUsage, 129254 mW

@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.api import create_api, replica_named
+from controller.cli.render import render_table
 from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError
@@ -33,7 +34,7 @@ from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.loop import Reconciler
 from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.scaling import Scaler
-from controller.reconcile.status import ReplicaStatus, render_table
+from controller.reconcile.status import ReplicaStatus
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
 
