@@ -12,6 +12,7 @@ at once (vLLM ``--max-num-seqs``, llama.cpp ``--parallel``). Files and documents
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
@@ -392,6 +393,15 @@ class ModelManifest(BaseModel):
     def target(self) -> int:
         """In-flight plus waiting requests per replica the autoscaler aims at."""
         return self.target_requests or self.max_batch_size
+
+
+def closest_field(name: str) -> str | None:
+    """The manifest field an unknown ``name`` most likely misspells ('max_batchsize' ->
+    'max_batch_size', 'Replicas' -> 'replicas'), or None when none is close."""
+    if len(name) > 64:  # a hostile key: not worth comparing, and no field is that long
+        return None
+    found = difflib.get_close_matches(name.lower(), list(ModelManifest.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 # A cold llama.cpp replica answers in seconds; vLLM imports, loads and warms up for minutes.

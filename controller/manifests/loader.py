@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifests.document import ModelManifest, hub_reference
+from controller.manifests.document import ModelManifest, closest_field, hub_reference
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
 from controller.manifests.model import LoadedModel
 from controller.manifests.quoting import shown
@@ -187,9 +187,12 @@ def validate_document(
 
 
 def describe(err: Any) -> str:
-    """A pydantic error in the words a manifest author needs."""
+    """A pydantic error in the words a manifest author needs: a misspelt field gets the field it
+    most likely means."""
     if err["type"] == "extra_forbidden":
-        return "unknown field (check the spelling)"
+        loc = tuple(err["loc"])
+        meant = closest_field(str(loc[0])) if len(loc) == 1 else None
+        return f"unknown field; did you mean '{meant}'?" if meant else "unknown field (check the spelling)"
     if err["type"] == "missing":
         return "required field is missing"
     message = str(err["msg"])

@@ -110,6 +110,26 @@ def test_every_error_is_reported_with_file_document_field_and_line(tmp_path: Pat
     assert str(info.value.errors[0]).startswith(f"{tmp_path / 'a.yaml'}:2 (document 1) field 'repicas'")
 
 
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("max_batchsize", "unknown field; did you mean 'max_batch_size'?"),
+        ("Replicas", "unknown field; did you mean 'replicas'?"),
+        ("gpus", "unknown field; did you mean 'num_gpus'?"),
+        ("colour", "unknown field (check the spelling)"),  # nothing close: no guess
+        ("x" * 1000, "unknown field (check the spelling)"),  # a hostile key is not compared
+    ],
+)
+def test_a_misspelt_field_names_the_field_it_most_likely_means(
+    tmp_path: Path, key: str, message: str
+) -> None:
+    write(tmp_path, "a.yaml", f"model: a.gguf\n{key}: 2\n")
+    with pytest.raises(InvalidManifests) as info:
+        load_folder(tmp_path)
+    (error,) = info.value.errors
+    assert (error.field, error.line, error.message) == (key, 2, message)
+
+
 def test_a_document_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", "- model: a.gguf\n")
     with pytest.raises(InvalidManifests, match="must be a mapping"):
