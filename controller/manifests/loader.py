@@ -1,5 +1,5 @@
-"""Load a folder of manifest files into validated models, or every error with its file, document,
-field and line.
+"""Load a folder of manifest files into validated models, or every error with its file, line, field
+and, in a file of several documents, the document.
 
 A folder holds *.yaml / *.yml / *.json files; a file holds one or more documents; a document is one
 model (see ``controller.manifests.document``). Loading is all-or-nothing: the caller gets every model, or an
@@ -115,7 +115,8 @@ def load_documents(
     loaded: list[LoadedModel] = []
     documents = list(parse_documents(read_text(file, budget), budget.documents))
     budget.documents -= len(documents)
-    for index, (node, data) in enumerate(documents, start=1):
+    for position, (node, data) in enumerate(documents, start=1):
+        index = position if len(documents) > 1 else None  # "document 1" of one says nothing
         model = validate_document(file, index, node, data, errors)
         if model is None:
             continue
@@ -130,7 +131,7 @@ def load_documents(
 def fill_env_or_report(
     model: ModelManifest,
     file: Path,
-    index: int,
+    index: int | None,
     node: yaml.Node,
     env: Env,
     errors: list[ManifestError],
@@ -156,7 +157,7 @@ def fill_env_or_report(
 
 
 def validate_document(
-    file: Path, index: int, node: yaml.Node, data: Any, errors: list[ManifestError]
+    file: Path, index: int | None, node: yaml.Node, data: Any, errors: list[ManifestError]
 ) -> ModelManifest | None:
     """Return the valid manifest, or None after appending one error per problem."""
     if not isinstance(data, dict):
@@ -222,7 +223,7 @@ def child_node(node: yaml.Node, part: Any) -> yaml.Node | None:
 def resolve_or_report(
     model: ModelManifest,
     file: Path,
-    index: int,
+    index: int | None,
     node: yaml.Node,
     roots: Sequence[Path],
     errors: list[ManifestError],
@@ -283,12 +284,17 @@ def check_unique_names(models: list[LoadedModel], errors: list[ManifestError]) -
             if other is not model:
                 errors.append(
                     ManifestError(
-                        f"name '{name}' is already used by {other.file} (document {other.document})",
+                        f"name '{name}' is already used by {other.file}{document_of(other)}",
                         file=model.file,
                         document=model.document,
                         field="name",
                     )
                 )
+
+
+def document_of(model: LoadedModel) -> str:
+    """' (document 2)' for a model from a file of several documents, '' for one from a file of one."""
+    return "" if model.document is None else f" (document {model.document})"
 
 
 def modified_at(file: Path) -> int:

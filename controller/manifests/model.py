@@ -17,7 +17,7 @@ class LoadedModel:
 
     manifest: ModelManifest
     file: str
-    document: int
+    document: int | None  # its position in a file of several documents (from 1); None: the only one
     weights: Path | None  # resolved host path under a model root; None for hub references and
     # when no roots were given
     created: int = 0  # the manifest file's modification time (OpenAI's `created` in /v1/models)
