@@ -61,7 +61,8 @@ import docker.errors
 from controller.app import RunningController, running_controller
 from controller.engines import build_spec
 from controller.gateway import GatewaySettings
-from controller.manifests.loader import LoadedModel, load_folder
+from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
 from controller.placement.memory import cpu_need
 from controller.runtime import labels
 from controller.runtime.docker import connect, cpuset, create_kwargs, remove_all

@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from controller.placement.inventory import Inventory
+from controller.gpus.inventory import Inventory
 from controller.placement.place import ReplicaRequest, place
 
 H200 = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "inventories" / "h200.json"

@@ -61,7 +61,7 @@ from controller.endpoints.refusal import refusal, short
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError, ModelctlError
 from controller.gateway.auth import KeyCheck, bearer_token
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.reconcile import metrics
 from controller.reconcile.demand import TooManyReporters
 from controller.reconcile.loop import Reconciler

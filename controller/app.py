@@ -43,7 +43,8 @@ from controller.gateway.app import create_app
 from controller.gateway.server import app_runner, listen
 from controller.gateway.settings import GatewaySettings
 from controller.manifests.envrefs import EnvAllow
-from controller.manifests.loader import LoadedModel, load_folder
+from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host, read_host
 from controller.reconcile.drain import Drainer
 from controller.reconcile.health import HttpProber

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controller.errors import ModelctlError
+from controller.manifests.sizes import parse_size
 from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.scaling import ScalingSettings
 
@@ -31,8 +32,6 @@ def _value(name: str, value: str, kind: Callable[[str], V]) -> V:
 
 
 def _size(name: str, value: str) -> int:
-    from controller.manifests.document import parse_size
-
     try:
         return parse_size(value)
     except ValueError as exc:

@@ -46,7 +46,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from controller.placement.inventory import GpuProcess, Inventory, read_inventory
+from controller.gpus.inventory import GpuProcess, Inventory
+from controller.gpus.nvml import read_inventory
 from controller.placement.place import Current, Pending, Placement, ReplicaRequest, place, placeable_units
 from controller.placement.report import gpus_json, gpus_table, plan_json, plan_table
 
@@ -105,7 +106,7 @@ def judged(checks: dict[str, bool], **details: Any) -> Result:
 def parse_size(text: str) -> int:
     """The manifest's size syntax ('40GiB', '500MB'); the manifests' own parse_size when importable."""
     try:
-        from controller.manifests.document import parse_size as real
+        from controller.manifests.sizes import parse_size as real
 
         return real(text)
     except ImportError:
@@ -387,7 +388,7 @@ def two_models() -> tuple[list[Any], Any]:
     for "wanted", "idle" was last used long ago."""
     from controller.endpoints.demand import DemandReport, ModelDemand
     from controller.manifests.document import ModelManifest
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
     from controller.reconcile.demand import DemandBoard
 
     def model(name: str) -> LoadedModel:

@@ -1,9 +1,10 @@
 """The layout is the architecture: import-linter's contracts in pyproject.toml must hold.
 
 Arrows only point down (cli -> app -> {api, settings} -> {gateway, reconcile} -> engines ->
-{runtime, placement} -> {manifests, endpoints} -> errors); the gateway never imports Docker, NVML
-or the reconciler; the pure core (manifests, placement, engines, plan, desired state) imports
-neither aiohttp nor docker; inside the gateway, modules form layers too (no import circles).
+{runtime, placement} -> {gpus, weights} -> {manifests, endpoints} -> errors); the gateway never
+imports Docker, NVML, weight files or the reconciler; the pure core (manifests, weights, the GPU
+inventory, placement, engines, plan, desired state) imports neither aiohttp, docker nor NVML;
+inside the gateway, modules form layers too (no import circles).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from controller.errors import ModelctlError
-from controller.placement.inventory import Gpu, Inventory, Usage
+from controller.gpus.inventory import Gpu, Inventory, Usage
 from controller.runtime.observed import ObservedContainer
 
 if TYPE_CHECKING:

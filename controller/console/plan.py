@@ -37,7 +37,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from controller.endpoints.refusal import refusal
 from controller.errors import InvalidManifests, ManifestError, ModelctlError
 from controller.manifests.envrefs import references
-from controller.manifests.loader import MANIFEST_SUFFIXES, LoadedModel, load_folder
+from controller.manifests.loader import MANIFEST_SUFFIXES, load_folder
+from controller.manifests.model import LoadedModel
 from controller.reconcile.loop import Reconciler
 from controller.reconcile.preview import Preview, counts_now, preview
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from controller.engines import llamacpp, vllm
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.runtime.spec import ContainerSpec
 
 SpecBuilder = Callable[..., ContainerSpec]  # (model, replica, gpus, gpu_share, *, cpus)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import EngineError, ModelctlError
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.memory import MiB, cpu_need, estimate
 from controller.runtime.spec import ContainerSpec, GpuRequest, Mount
 

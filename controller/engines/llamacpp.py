@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from controller.engines.common import HUB_CACHE_DIR, Weights, engine_spec, weights_source
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.runtime.spec import ContainerSpec
 
 # The thin layer in images/llamacpp over the official image (adds a health check and labels).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.memory import GiB
 from controller.runtime.spec import ContainerSpec
 

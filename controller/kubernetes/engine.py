@@ -21,7 +21,7 @@ from controller.engines import build_spec, sets_own_threads
 from controller.kubernetes import names
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import references
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.memory import CPU_OVERHEAD_BYTES, MiB, cpu_need
 from controller.runtime.spec import ContainerSpec, Mount
 

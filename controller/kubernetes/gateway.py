@@ -15,7 +15,7 @@ from typing import Any
 from controller.kubernetes import names
 from controller.kubernetes.engine import container_spec, metadata
 from controller.kubernetes.options import RenderOptions
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 
 PORT = 8080
 CONFIG_DIR = "/etc/modelctl/gateway"

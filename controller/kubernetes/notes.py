@@ -6,7 +6,7 @@ from __future__ import annotations
 from controller.kubernetes.engine import RUNS_AS_NOBODY, container_spec, replica_count
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import references
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 
 
 def model_notes(model: LoadedModel, options: RenderOptions) -> list[str]:

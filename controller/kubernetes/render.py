@@ -27,7 +27,8 @@ from controller.kubernetes.gateway import gateway_objects
 from controller.kubernetes.notes import model_notes
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import ANY_NAME
-from controller.manifests.loader import LoadedModel, load_folder
+from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
 
 HEADER = "# Rendered by `modelctl render kubernetes`"
 KUSTOMIZATION = "kustomization.yaml"

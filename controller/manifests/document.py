@@ -12,6 +12,7 @@ at once (vLLM ``--max-num-seqs``, llama.cpp ``--parallel``). Files and documents
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
@@ -28,18 +29,14 @@ from pydantic import (
 
 from controller.manifests.envrefs import NEVER_PREFIX, references
 from controller.manifests.flags import reserved_flag
+from controller.manifests.quoting import shown
+from controller.manifests.sizes import parse_duration, parse_size
 
 Engine = Literal["llamacpp", "vllm"]
 Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-def shown(value: str, limit: int = 80) -> str:
-    """``value`` as an error message quotes it: at most ``limit`` characters, escapes visible."""
-    text = value if len(value) <= limit else value[:limit] + "..."
-    return repr(text)[1:-1]
 
 
 def _check_name(value: str) -> str:
@@ -102,8 +99,6 @@ MAX_ENV_NAME_CHARS = 256
 MAX_ENV_VALUE_CHARS = 32768
 MAX_IMAGE_CHARS = 512
 MAX_CONTEXT_LENGTH = 1 << 24  # 16M tokens, beyond any model's trained context
-MAX_DURATION_S = 30 * 86400.0  # a month: beyond it a timeout means "never", which 0 says
-MAX_SIZE_BYTES = 1 << 50  # 1 PiB of GPU or host memory
 
 
 def _check_env_name(value: str) -> str:
@@ -400,66 +395,17 @@ class ModelManifest(BaseModel):
         return self.target_requests or self.max_batch_size
 
 
-SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "K": 1000,
-    "KB": 1000,
-    "M": 1000**2,
-    "MB": 1000**2,
-    "G": 1000**3,
-    "GB": 1000**3,
-    "T": 1000**4,
-    "TB": 1000**4,
-    "KIB": 1024,
-    "MIB": 1024**2,
-    "GIB": 1024**3,
-    "TIB": 1024**4,
-}
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size like '24GiB', '500MB', '1.5G' (decimal and binary units). Raises ValueError."""
-    match = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([A-Za-z]{0,3})\s*", text)
-    unit = match.group(2).upper() if match else ""
-    if not match or unit not in SIZE_UNITS:
-        raise ValueError(f"'{shown(text)}' is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
-    size = float(match.group(1)) * SIZE_UNITS[unit]
-    if size > MAX_SIZE_BYTES:
-        raise ValueError(f"'{shown(text)}' is more memory than any machine has (at most 1 PiB)")
-    return int(size)
+def closest_field(name: str) -> str | None:
+    """The manifest field an unknown ``name`` most likely misspells ('max_batchsize' ->
+    'max_batch_size', 'Replicas' -> 'replicas'), or None when none is close."""
+    if len(name) > 64:  # a hostile key: not worth comparing, and no field is that long
+        return None
+    found = difflib.get_close_matches(name.lower(), list(ModelManifest.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 # A cold llama.cpp replica answers in seconds; vLLM imports, loads and warms up for minutes.
 DEFAULT_LOAD_TIMEOUT_S: dict[Engine, float] = {"llamacpp": 120.0, "vllm": 900.0}
-DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
-
-
-def parse_duration(value: float | str) -> float:
-    """Seconds in a duration: a number of seconds, or '30s', '10m', '1h', '1h30m'. Raises ValueError."""
-    if isinstance(value, int | float):
-        return _bounded_duration(float(value))
-    if len(value) > 64:
-        raise ValueError(f"'{shown(value)}' is not a duration: too long")
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value.strip().lower())
-    rebuilt = "".join(f"{n}{u}" for n, u in parts)
-    if (
-        not parts
-        or rebuilt != re.sub(r"\s+", "", value.lower())
-        or any(u not in DURATION_UNITS for _, u in parts)
-    ):
-        raise ValueError(
-            f"'{shown(value)}' is not a duration: use seconds, or a number with s, m or h ('90s', '10m')"
-        )
-    return _bounded_duration(sum(float(n) * DURATION_UNITS[u] for n, u in parts))
-
-
-def _bounded_duration(seconds: float) -> float:
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative ({seconds:g})")
-    if not seconds <= MAX_DURATION_S:  # NaN too
-        raise ValueError(f"a duration is at most 30 days ({MAX_DURATION_S:g} s), not {seconds:g}")
-    return seconds
 
 
 def default_name(weights: str) -> str:

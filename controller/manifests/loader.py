@@ -1,5 +1,5 @@
-"""Load a folder of manifest files into validated models, or every error with its file, document,
-field and line.
+"""Load a folder of manifest files into validated models, or every error with its file, line, field
+and, in a file of several documents, the document.
 
 A folder holds *.yaml / *.yml / *.json files; a file holds one or more documents; a document is one
 model (see ``controller.manifests.document``). Loading is all-or-nothing: the caller gets every model, or an
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,10 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifests.document import ModelManifest, hub_reference, shown
+from controller.manifests.document import ModelManifest, closest_field, hub_reference
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
+from controller.manifests.model import LoadedModel
+from controller.manifests.quoting import shown
 from controller.manifests.reading import (
     MANIFEST_SUFFIXES,
     Budget,
@@ -38,40 +40,9 @@ from controller.manifests.reading import (
     read_text,
 )
 
-__all__ = ["MANIFEST_SUFFIXES", "LoadedModel", "load_folder", "manifest_files"]
+__all__ = ["MANIFEST_SUFFIXES", "load_folder", "manifest_files"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """A valid manifest, where it came from, and the host path of its weights (if checked)."""
-
-    manifest: ModelManifest
-    file: str
-    document: int
-    weights: Path | None  # resolved host path under a model root; None for hub references and
-    # when no roots were given
-    created: int = 0  # the manifest file's modification time (OpenAI's `created` in /v1/models)
-    # ``env`` with its ${NAME} references filled in (envrefs.py); None: not filled (the manifest's
-    # values as written). Secrets may be in it: kept out of repr.
-    filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
-
-    @property
-    def env(self) -> tuple[tuple[str, str], ...]:
-        """The engine's extra environment, references filled in when the loader did so."""
-        if self.filled_env is not None:
-            return self.filled_env
-        return tuple(self.manifest.env.items())
-
-    @property
-    def hub(self) -> str | None:
-        """'org/repo[:quant]' when the engine downloads the weights itself."""
-        return hub_reference(self.manifest.model)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.resolved_name
 
 
 def load_folder(
@@ -144,7 +115,8 @@ def load_documents(
     loaded: list[LoadedModel] = []
     documents = list(parse_documents(read_text(file, budget), budget.documents))
     budget.documents -= len(documents)
-    for index, (node, data) in enumerate(documents, start=1):
+    for position, (node, data) in enumerate(documents, start=1):
+        index = position if len(documents) > 1 else None  # "document 1" of one says nothing
         model = validate_document(file, index, node, data, errors)
         if model is None:
             continue
@@ -159,7 +131,7 @@ def load_documents(
 def fill_env_or_report(
     model: ModelManifest,
     file: Path,
-    index: int,
+    index: int | None,
     node: yaml.Node,
     env: Env,
     errors: list[ManifestError],
@@ -185,7 +157,7 @@ def fill_env_or_report(
 
 
 def validate_document(
-    file: Path, index: int, node: yaml.Node, data: Any, errors: list[ManifestError]
+    file: Path, index: int | None, node: yaml.Node, data: Any, errors: list[ManifestError]
 ) -> ModelManifest | None:
     """Return the valid manifest, or None after appending one error per problem."""
     if not isinstance(data, dict):
@@ -216,9 +188,12 @@ def validate_document(
 
 
 def describe(err: Any) -> str:
-    """A pydantic error in the words a manifest author needs."""
+    """A pydantic error in the words a manifest author needs: a misspelt field gets the field it
+    most likely means."""
     if err["type"] == "extra_forbidden":
-        return "unknown field (check the spelling)"
+        loc = tuple(err["loc"])
+        meant = closest_field(str(loc[0])) if len(loc) == 1 else None
+        return f"unknown field; did you mean '{meant}'?" if meant else "unknown field (check the spelling)"
     if err["type"] == "missing":
         return "required field is missing"
     message = str(err["msg"])
@@ -248,7 +223,7 @@ def child_node(node: yaml.Node, part: Any) -> yaml.Node | None:
 def resolve_or_report(
     model: ModelManifest,
     file: Path,
-    index: int,
+    index: int | None,
     node: yaml.Node,
     roots: Sequence[Path],
     errors: list[ManifestError],
@@ -309,12 +284,17 @@ def check_unique_names(models: list[LoadedModel], errors: list[ManifestError]) -
             if other is not model:
                 errors.append(
                     ManifestError(
-                        f"name '{name}' is already used by {other.file} (document {other.document})",
+                        f"name '{name}' is already used by {other.file}{document_of(other)}",
                         file=model.file,
                         document=model.document,
                         field="name",
                     )
                 )
+
+
+def document_of(model: LoadedModel) -> str:
+    """' (document 2)' for a model from a file of several documents, '' for one from a file of one."""
+    return "" if model.document is None else f" (document {model.document})"
 
 
 def modified_at(file: Path) -> int:

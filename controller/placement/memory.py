@@ -1,7 +1,7 @@
 """How much memory one replica needs (a GPU's, or the host's for a CPU replica): weights + KV cache +
 the engine's runtime overhead.
 
-Weights come exactly from the file headers (``weights``), never by loading tensors. The KV cache
+Weights come exactly from the file headers (``controller.weights``), never by loading tensors. The KV cache
 follows from the architecture (GGUF metadata, or a safetensors folder's config.json): layers x KV
 heads x (key + value head size) x tokens x 2 bytes (f16/bf16, both engines' default cache type).
 A manifest's ``gpu_memory`` overrides all of this.
@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.placement.weights import Architecture, EstimateError, on_disk, read_weights
+from controller.manifests.sizes import parse_size
+from controller.weights.info import Architecture, EstimateError
+from controller.weights.read import on_disk, read_weights
 
 if TYPE_CHECKING:
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
 
 GiB = 1024**3
 MiB = 1024**2
@@ -93,8 +95,6 @@ def cpu_need(model: LoadedModel) -> int:
     CPU replica it means host memory), else weights + KV cache + the engine's CPU overhead (weights
     that cannot be sized count by their size on disk). Raises EstimateError for a fraction of a
     GPU, which means nothing on the CPU."""
-    from controller.manifests.document import parse_size  # pydantic lives there; keep it off the import path
-
     manifest = model.manifest
     if isinstance(manifest.gpu_memory, str):
         return parse_size(manifest.gpu_memory)
@@ -116,8 +116,6 @@ def cpu_need(model: LoadedModel) -> int:
 def gpu_need(model: LoadedModel) -> int | float:
     """Memory each GPU of one replica must give: the manifest's ``gpu_memory`` (a fraction of a GPU,
     or bytes from a size) when set, else the estimate split over ``num_gpus``. Raises EstimateError."""
-    from controller.manifests.document import parse_size  # pydantic lives there; keep it off the import path
-
     manifest = model.manifest
     if isinstance(manifest.gpu_memory, str):
         return parse_size(manifest.gpu_memory)

@@ -34,11 +34,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from controller.placement.inventory import Gpu, GpuProcess, Inventory
+from controller.gpus.inventory import Gpu, GpuProcess, Inventory
 from controller.placement.memory import GiB, gpu_need
 
 if TYPE_CHECKING:
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
 
 Slot = tuple[str, int]  # (model name, replica index)
 

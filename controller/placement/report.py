@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from controller.placement.inventory import Gpu, Inventory, MigDevice, Usage
+from controller.gpus.inventory import Gpu, Inventory, MigDevice, Usage
 from controller.placement.place import Assignment, Pending, Placement, UnitState
 
 GiB = 1024**3

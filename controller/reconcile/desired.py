@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 from controller.engines import build_spec, sets_own_threads
 from controller.errors import ModelctlError
-from controller.manifests.loader import LoadedModel
+from controller.gpus.inventory import Inventory
+from controller.manifests.model import LoadedModel
 from controller.placement.host import CpuRequest, Host, place_cpu
-from controller.placement.inventory import Inventory
 from controller.placement.memory import cpu_need
 from controller.placement.place import Current, place, requests_for
 from controller.reconcile.status import ReplicaStatus

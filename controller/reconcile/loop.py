@@ -43,10 +43,10 @@ from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.engines.progress import progress
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
+from controller.gpus.inventory import Inventory
+from controller.gpus.nvml import read_inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
-from controller.placement.describe import describe
-from controller.placement.inventory import Inventory, read_inventory
+from controller.manifests.model import LoadedModel
 from controller.reconcile.desired import Desired, Slot, desired_state
 from controller.reconcile.drain import Drainer
 from controller.reconcile.events import EventLog
@@ -61,6 +61,7 @@ from controller.reconcile.supervise import Backoff, Failures, Heartbeat, Livenes
 from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
+from controller.weights.describe import describe
 
 log = logging.getLogger(__name__)
 

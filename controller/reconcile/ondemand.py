@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from controller.endpoints.demand import ModelDemand
 from controller.errors import ModelctlError
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
 from controller.placement.memory import cpu_need
 from controller.reconcile.demand import DemandBoard

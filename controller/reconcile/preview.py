@@ -21,10 +21,10 @@ from functools import partial
 from typing import Any
 
 from controller.endpoints.demand import ModelDemand
+from controller.gpus.inventory import Inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
-from controller.placement.inventory import Inventory
 from controller.reconcile.desired import desired_state
 from controller.reconcile.ondemand import WAITING_FOR_LEAVERS, make_room
 from controller.reconcile.plan import calculate_plan

@@ -61,7 +61,7 @@ def test_manifest_errors_name_the_folder_as_the_user_knows_it(tmp_path: Path) ->
     with pytest.raises(InvalidManifests) as info:
         manifest_loader(settings)()
     (error,) = info.value.errors
-    assert str(error).startswith("models/smollm2.yaml:2 (document 1) field 'repicas': unknown field")
+    assert str(error).startswith("models/smollm2.yaml:2 field 'repicas': unknown field; did you mean")
     assert str(folder) not in str(info.value)
 
 

@@ -24,7 +24,7 @@ from controller.app import background, exit_anyway_after, watchdog
 from controller.console.energy import EnergyMeter
 from controller.console.series import GatewayScraper
 from controller.errors import ModelctlError
-from controller.placement.inventory import Inventory
+from controller.gpus.inventory import Inventory
 from controller.reconcile.loop import Reconciler
 from controller.settings import ControllerSettings
 from tests.reconcile.test_loop_survives import Breaks, loop, until

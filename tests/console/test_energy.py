@@ -1,4 +1,4 @@
-"""The energy meter, fed by the real NVML adapter reading the recorded H200 (tests/placement/
+"""The energy meter, fed by the real NVML adapter reading the recorded H200 (tests/gpus/
 nvml_replay.py) with an energy counter that advances between reads: exclusive and shared GPUs,
 power x time without a counter, a counter that resets, no tokens, no GPU; /v1/gpus, the metrics,
 the sampling task and the `modelctl status` lines."""
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from placement.nvml_replay import (
+from gpus.nvml_replay import (
     Answers,
     EnergyCounter,
     GiB,
@@ -27,6 +27,7 @@ from placement.nvml_replay import (
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.cli.render import render_table
 from controller.console.energy import (
     EnergyCollector,
     EnergyMeter,
@@ -38,8 +39,8 @@ from controller.console.energy import (
     run_energy,
 )
 from controller.errors import RuntimeUnavailable
-from controller.placement.inventory import Inventory, read_inventory
-from controller.reconcile.status import render_table
+from controller.gpus.inventory import Inventory
+from controller.gpus.nvml import read_inventory
 from controller.runtime.observed import ObservedContainer
 
 WATTS = 129.254  # the recorded H200's nvmlDeviceGetPowerUsage, 129254 mW

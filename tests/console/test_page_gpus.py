@@ -1,6 +1,6 @@
 """The console's GPU panel in a real browser (Debian's chromium, Playwright), fed by the real
 ``/v1/gpus`` route and energy meter reading the recorded H200 through the NVML adapter
-(tests/placement/nvml_replay.py): this machine has no GPU, so the replay is the one fake, and
+(tests/gpus/nvml_replay.py): this machine has no GPU, so the replay is the one fake, and
 everything from the adapter to the pixels is the real code.
 
 GPU 0 holds 100 GiB of smollm2's replica 0 and 2 GiB of a process that is not ours; GPU 1 is idle.
@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from placement.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
+from gpus.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
 from playwright.async_api import Browser
 
 from console.chromium import launched
 from controller.api import key_middleware
 from controller.console import page
 from controller.console.energy import EnergyMeter, Owner, add_routes
-from controller.placement.inventory import read_inventory
+from controller.gpus.nvml import read_inventory
 
 WATTS = 129.254  # the recorded H200's power reading
 SMOL = Owner("c-smollm2-0", "smollm2", 0, (4242,))

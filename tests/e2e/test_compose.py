@@ -182,7 +182,7 @@ def test_status_names_a_broken_manifest_by_its_host_path_and_exits_1(stack: Stac
     finally:
         broken.unlink()
     assert status.returncode == 1, status.stdout
-    assert f"{broken}:2 (document 1) field 'repicas'" in status.stdout
+    assert f"{broken}:2 field 'repicas'" in status.stdout
     assert "/etc/modelctl" not in status.stdout and "1 manifest error(s)" in status.stderr
 
 

@@ -9,7 +9,7 @@ import pytest
 from controller.engines import build_spec
 from controller.errors import EngineError
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.runtime.docker import create_kwargs
 
 

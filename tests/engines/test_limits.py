@@ -12,7 +12,7 @@ from controller.engines import build_spec
 from controller.engines.common import MEMORY_MARGIN_MIN, PIDS_LIMIT
 from controller.engines.vllm import PIDS_LIMIT as VLLM_PIDS_LIMIT
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.memory import GiB, cpu_need
 from controller.runtime.docker import create_kwargs
 

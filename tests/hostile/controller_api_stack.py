@@ -18,8 +18,8 @@ from aiohttp import web
 
 from controller.api import create_api
 from controller.endpoints.store import EndpointStore
+from controller.gpus.inventory import Inventory
 from controller.manifests.loader import load_folder
-from controller.placement.inventory import Inventory
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.drain import Drainer
 from controller.reconcile.loop import Reconciler

@@ -28,12 +28,14 @@ from hypothesis import strategies as st
 
 from controller.endpoints.store import EndpointStore
 from controller.errors import InvalidManifests
+from controller.gpus.inventory import Inventory
 from controller.manifests.document import NAME_PATTERN
 from controller.manifests.flags import LLAMACPP_RESERVED, VLLM_RESERVED
-from controller.manifests.loader import LoadedModel, load_folder
-from controller.placement.inventory import Inventory
-from controller.placement.weights import EstimateError, read_weights
+from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
 from controller.reconcile.loop import Reconciler
+from controller.weights.info import EstimateError
+from controller.weights.read import read_weights
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

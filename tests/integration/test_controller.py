@@ -18,9 +18,9 @@ import pytest
 from controller.app import running_controller
 from controller.cli import main as modelctl
 from controller.gateway.settings import GatewaySettings
+from controller.gpus.inventory import Inventory
 from controller.manifests.loader import load_folder
 from controller.placement.host import read_host
-from controller.placement.inventory import Inventory
 from controller.reconcile.desired import desired_state
 from controller.runtime import labels
 from controller.runtime.spec import ContainerSpec

@@ -108,7 +108,7 @@ async def test_invalid_manifest_is_reported_and_serving_continues(
         print(f"\ninvalid manifest: {load.sent} requests, {len(load.failed)} failed")
         assert load.failed == []
         (error,) = rc.reconciler.manifest_errors
-        assert "smollm2.yaml:7 (document 1) field 'replicaz': unknown field" in error
+        assert "smollm2.yaml:7 field 'replicaz': unknown field" in error
         assert ids(docker_client, instance) == before
         assert len(rc.store.current().lookup("smollm2").replicas) == 2  # type: ignore[union-attr]
 

@@ -18,7 +18,7 @@ from controller.engines import build_spec
 from controller.engines.common import HUB_CACHE_VOLUME
 from controller.errors import BackendRuntimeError
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.reconcile.failures import explain
 from controller.runtime.docker import DockerRuntime
 

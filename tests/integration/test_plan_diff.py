@@ -99,7 +99,7 @@ async def test_a_broken_manifest_is_exit_1_naming_file_and_line(
     models = folder(tmp_path, manifest(replicas=1, extra="contex_length: 1024\n"))
     result = await plan_diff(stack.api_url, models)
     assert result.code == 1 and result.out == ""
-    assert f"{models}/smollm2.yaml:7 (document 1) field 'contex_length': unknown field" in result.err
+    assert f"{models}/smollm2.yaml:7 field 'contex_length': unknown field; did you mean" in result.err
 
 
 async def test_weights_the_controller_cannot_find_are_exit_1_from_its_answer(
@@ -110,7 +110,7 @@ async def test_weights_the_controller_cannot_find_are_exit_1_from_its_answer(
     result = await plan_diff(stack.api_url, models)
     assert result.code == 1 and result.out == ""
     first = result.err.splitlines()[0]
-    assert first.startswith(f"{models}/smollm2.yaml:2 (document 1) field 'model': weights 'Missing"), first
+    assert first.startswith(f"{models}/smollm2.yaml:2 field 'model': weights 'Missing"), first
     assert "modelctl-plan-" not in result.err  # the controller's temporary folder never shows
 
 

@@ -14,7 +14,7 @@ import pytest
 from controller.engines import build_spec
 from controller.engines.common import PIDS_LIMIT
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.runtime.docker import DockerRuntime
 
 from .support import GGUF

@@ -91,7 +91,7 @@ def test_folder_of_multi_document_files_loads_sorted(tmp_path: Path) -> None:
     assert [(Path(m.file).name, m.document) for m in models] == [
         ("a.yaml", 2),
         ("a.yaml", 1),
-        ("seed.json", 1),
+        ("seed.json", None),  # the only document of its file
     ]
 
 
@@ -108,6 +108,41 @@ def test_every_error_is_reported_with_file_document_field_and_line(tmp_path: Pat
     ]
     assert "invalid YAML" in info.value.errors[2].message
     assert str(info.value.errors[0]).startswith(f"{tmp_path / 'a.yaml'}:2 (document 1) field 'repicas'")
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("max_batchsize", "unknown field; did you mean 'max_batch_size'?"),
+        ("Replicas", "unknown field; did you mean 'replicas'?"),
+        ("gpus", "unknown field; did you mean 'num_gpus'?"),
+        ("colour", "unknown field (check the spelling)"),  # nothing close: no guess
+        ("x" * 1000, "unknown field (check the spelling)"),  # a hostile key is not compared
+    ],
+)
+def test_a_misspelt_field_names_the_field_it_most_likely_means(
+    tmp_path: Path, key: str, message: str
+) -> None:
+    write(tmp_path, "a.yaml", f"model: a.gguf\n{key}: 2\n")
+    with pytest.raises(InvalidManifests) as info:
+        load_folder(tmp_path)
+    (error,) = info.value.errors
+    assert (error.field, error.line, error.message) == (key, 2, message)
+
+
+def test_the_document_is_named_only_in_a_file_of_several(tmp_path: Path) -> None:
+    write(tmp_path, "one.yaml", "model: a.gguf\nname: chat\n")
+    write(tmp_path, "three.yaml", "model: d.gguf\nmax_batchsize: 2\n")
+    write(tmp_path, "two.yaml", "model: b.gguf\nrepicas: 2\n---\nmodel: c.gguf\nname: chat\n")
+    with pytest.raises(InvalidManifests) as info:
+        load_folder(tmp_path)
+    shown = sorted(str(e).removeprefix(f"{tmp_path}/") for e in info.value.errors)
+    assert shown == [
+        "three.yaml:2 field 'max_batchsize': unknown field; did you mean 'max_batch_size'?",
+        "two.yaml (document 2) field 'name': name 'chat' is already used by "
+        f"{tmp_path}/one.yaml",  # its only document: no number
+        "two.yaml:2 (document 1) field 'repicas': unknown field; did you mean 'replicas'?",
+    ]
 
 
 def test_a_document_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def test_a_variable_not_set_is_an_error_on_the_field(tmp_path: Path) -> None:
     with pytest.raises(InvalidManifests) as caught:
         load_folder(folder, environ={})
     (error,) = caught.value.errors
-    assert (error.field, error.line, error.document) == ("env.HF_TOKEN", 5, 1)
+    assert (error.field, error.line, error.document) == ("env.HF_TOKEN", 5, None)
     assert "${HF_TOKEN}, not set in the controller's environment" in error.message
 
 

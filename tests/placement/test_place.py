@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from controller.gpus.inventory import Gpu, GpuProcess, Inventory, Usage
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
-from controller.placement.inventory import Gpu, GpuProcess, Inventory, Usage
+from controller.manifests.model import LoadedModel
 from controller.placement.place import Current, Placement, ReplicaRequest, place, requests_for
 
 INVENTORIES = Path(__file__).resolve().parents[1] / "fixtures" / "inventories"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.reconcile.loop import endpoint_table
 from controller.runtime.observed import ObservedContainer
 

@@ -16,7 +16,7 @@ import pytest
 
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError, ModelctlError, RuntimeUnavailable
-from controller.placement.inventory import Inventory
+from controller.gpus.inventory import Inventory
 from controller.reconcile.failures import stopped_by_engine
 from controller.reconcile.lifecycle import SHUTDOWN_GRACE_S, EngineRecord, LifecycleSettings
 from controller.reconcile.loop import Reconciler

@@ -18,13 +18,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.api import create_api, replica_named
+from controller.cli.render import render_table
 from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError
+from controller.gpus.inventory import Inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
-from controller.placement.inventory import Inventory
 from controller.placement.memory import GiB
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.drain import Drainer
@@ -33,7 +34,7 @@ from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.loop import Reconciler
 from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.scaling import Scaler
-from controller.reconcile.status import ReplicaStatus, render_table
+from controller.reconcile.status import ReplicaStatus
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
 

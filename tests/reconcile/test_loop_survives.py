@@ -24,8 +24,8 @@ import pytest
 from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.endpoints.store import EndpointStore
 from controller.endpoints.table import ModelEndpoints
-from controller.manifests.loader import LoadedModel
-from controller.placement.inventory import Inventory
+from controller.gpus.inventory import Inventory
+from controller.manifests.model import LoadedModel
 from controller.reconcile.drain import Drainer
 from controller.reconcile.events import EventLog
 from controller.reconcile.lifecycle import LifecycleSettings

@@ -7,10 +7,10 @@ from functools import partial
 from typing import Any
 
 from controller.endpoints.demand import DemandReport, ModelDemand
+from controller.gpus.inventory import GpuProcess, Inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
-from controller.placement.inventory import GpuProcess, Inventory
 from controller.placement.memory import GiB
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.desired import desired_state

@@ -11,10 +11,10 @@ import pytest
 
 from controller.endpoints.demand import ModelDemand
 from controller.engines import build_spec
+from controller.gpus.inventory import Inventory
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
+from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
-from controller.placement.inventory import Inventory
 from controller.placement.memory import GiB
 from controller.reconcile.desired import desired_state
 from controller.reconcile.preview import Preview, counts_now, preview, summary

@@ -14,8 +14,9 @@ import pytest
 
 from controller.engines import build_spec
 from controller.errors import ModelctlError
-from controller.manifests.loader import LoadedModel, load_folder
-from controller.placement.inventory import Inventory
+from controller.gpus.inventory import Inventory
+from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
 from controller.reconcile.desired import desired_state
 from controller.runtime.speckey import KEY_FILE, spec_key
 

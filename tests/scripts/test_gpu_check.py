@@ -16,9 +16,10 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-from placement.nvml_replay import Answers, EnergyCounter, NvmlReplay, load_snapshot
+from gpus.nvml_replay import Answers, EnergyCounter, NvmlReplay, load_snapshot
 
-from controller.placement.inventory import GpuProcess, Inventory, read_inventory
+from controller.gpus.inventory import GpuProcess, Inventory
+from controller.gpus.nvml import read_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu-check.py"

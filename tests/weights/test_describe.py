@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from controller.manifests.document import ModelManifest
-from controller.manifests.loader import LoadedModel
-from controller.placement.describe import describe, parameter_label
-
-from .test_memory import SMOLLM2, write_gguf, write_safetensors
+from controller.manifests.model import LoadedModel
+from controller.weights.describe import describe, parameter_label
+from weights.files import SMOLLM2, write_gguf, write_safetensors
 
 
 def loaded(model: str, weights: Path | None, engine: str = "llamacpp") -> LoadedModel:

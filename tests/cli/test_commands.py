@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from controller.cli import main, print_logs
+from controller.cli import main
+from controller.cli.logs import print_logs
 from controller.errors import ModelctlError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def test_validate_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.C
     (tmp_path / "a.yaml").write_text("model: a.gguf\nrepicas: 2\n---\nmodel: b.gguf\nnum_gpus: -1\n")
     assert main(["validate", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "a.yaml:2 (document 1) field 'repicas'" in err
+    assert "a.yaml:2 (document 1) field 'repicas': unknown field; did you mean 'replicas'?" in err
     assert "a.yaml:5 (document 2) field 'num_gpus'" in err
     assert "2 error(s)" in err and "Traceback" not in err
 

@@ -3,7 +3,7 @@
 ``NvmlReplay`` (nvml_replay.py) stands in for the pynvml module, answering from the recorded H200
 snapshot (tests/fixtures/nvml, a copy of ../shared/fixtures/nvml) or from synthetic machines made
 from it. The synthetic inventories are also kept as JSON in tests/fixtures/inventories for the
-placement tests; ``PYTHONPATH=.:tests python tests/placement/test_inventory.py`` rewrites them.
+placement tests; ``PYTHONPATH=.:tests python tests/gpus/test_inventory.py`` rewrites them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.placement.inventory import GpuProcess, Inventory, read_inventory
-from placement.nvml_replay import (
+from controller.gpus.inventory import GpuProcess, Inventory
+from controller.gpus.nvml import read_inventory
+from gpus.nvml_replay import (
     NOT_SUPPORTED,
     SMI_CSV,
     Answers,
@@ -166,7 +167,7 @@ def test_inventory_fixture_files_are_current(name: str) -> None:
     """The JSON the placement tests load is what the adapter makes of the synthetic machines."""
     expected = read_inventory(NvmlReplay(synthetic(load_snapshot())[name])).to_json() + "\n"
     assert (INVENTORIES / f"{name}.json").read_text() == expected, (
-        "run: PYTHONPATH=.:tests python tests/placement/test_inventory.py"
+        "run: PYTHONPATH=.:tests python tests/gpus/test_inventory.py"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from controller.reconcile.status import render_table
+from controller.cli.render import render_table
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -1,7 +1,7 @@
 """What a model's weights are, for the APIs that show models (Ollama's /api/tags, /api/show).
 
 Format, family, parameter count, quantisation, a few architecture keys and the chat template,
-read from the headers (``weights``) once per version of the files. The gateway gets them through
+read from the headers (``gguf``, ``safetensors``) once per version of the files. The gateway gets them through
 the endpoint table (``endpoints.table.Details``), never by reading files itself.
 """
 
@@ -12,19 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.endpoints.table import Details
-from controller.placement.weights import (
-    BAD_HEADER,
-    EstimateError,
-    by_version,
-    on_disk,
-    read_gguf_header,
-    read_json,
-    safetensors_files,
-    safetensors_header,
-)
+from controller.weights.config import read_json
+from controller.weights.gguf import read_gguf_header
+from controller.weights.info import BAD_HEADER, EstimateError
+from controller.weights.read import by_version, on_disk
+from controller.weights.safetensors import safetensors_files, safetensors_header
 
 if TYPE_CHECKING:
-    from controller.manifests.loader import LoadedModel
+    from controller.manifests.model import LoadedModel
 
 # llama.cpp's llama_ftype (GGUF general.file_type) -> the name Ollama shows as quantization_level.
 GGUF_FILE_TYPES = {

@@ -1,5 +1,5 @@
 """A stand-in for the pynvml module that answers from the recorded H200 snapshot, for every test that
-reads GPUs through the real adapter (``controller.placement.inventory.read_inventory``).
+reads GPUs through the real adapter (``controller.gpus.nvml.read_inventory``).
 
 Same function names, handles and NVMLError classes (with NVML's own messages) as pynvml; recorded
 dicts come back as ctypes-like structs. The snapshot (tests/fixtures/nvml, a copy of

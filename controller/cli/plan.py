@@ -1,0 +1,127 @@
+"""`modelctl plan PATH`: which replica would get which GPUs, and why the rest would wait, against
+this machine's GPUs or a saved inventory; nothing is started. With ``--diff``, what applying PATH
+would start, stop, roll or leave Pending against what the controller runs (exit 0 no change,
+2 changes, 1 errors), decided by the controller itself (POST /v1/plan).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.cli import client
+from controller.cli.render import replica_range, report_invalid
+from controller.errors import InvalidManifests, ModelctlError
+from controller.manifests.loader import load_folder
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plan = sub.add_parser("plan", help="place manifests on the GPUs (nothing is started)")
+    plan.add_argument("path", type=Path)
+    plan.add_argument(
+        "--inventory", type=Path, help="a saved inventory (modelctl gpus --json) instead of NVML"
+    )
+    plan.add_argument("--model-root", action="append", type=Path, help="where weights are (for sizes)")
+    plan.add_argument("--json", action="store_true")
+    plan.add_argument(
+        "--diff",
+        action="store_true",
+        help="against what the controller runs: exit 0 when nothing would change, 2 when something would",
+    )
+    plan.add_argument(
+        "--controller-url",
+        default=client.default_url(),
+        help=f"with --diff: the controller's API (MODELCTL_CONTROLLER_URL, default {client.DEFAULT_API})",
+    )
+    plan.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    if args.diff:
+        return cmd_plan_diff(args)
+    from controller.gpus.inventory import Inventory
+    from controller.gpus.nvml import read_inventory
+    from controller.placement.place import place, requests_for
+    from controller.placement.report import plan_json, plan_table
+
+    roots = [p.absolute() for p in args.model_root] if args.model_root else None
+    try:
+        models = load_folder(args.path, model_roots=roots)
+        inventory = Inventory.from_json(args.inventory.read_text()) if args.inventory else read_inventory()
+    except InvalidManifests as exc:
+        return report_invalid(exc, args.path)
+    except (OSError, ValueError) as exc:
+        raise ModelctlError(f"cannot read the inventory {args.inventory}: {exc}") from exc
+    requests, pending = requests_for(models)
+    placement = place(requests, inventory)
+    render = plan_json if args.json else plan_table
+    print(render(placement, pending=pending))
+    if not args.json:
+        for model in models:
+            if not model.manifest.num_gpus:
+                count = replica_range(model.manifest)
+                print(
+                    f"{model.name}: {count} replica(s) on the CPU (num_gpus: 0), "
+                    "placed against the host's memory and cores"
+                )
+    return 0
+
+
+class AnyVariable(dict[str, str]):
+    """An environment with every variable set: ``${NAME}``s are the controller's to fill."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> str:
+        return ""
+
+
+def cmd_plan_diff(args: argparse.Namespace) -> int:
+    """Check PATH here (not the weights: those are the controller's to find), then ask the
+    controller what applying it would change. Exit 0: nothing; 2: something; 1: errors."""
+    from controller.manifests.loader import manifest_files
+
+    if args.inventory or args.model_root:
+        raise ModelctlError(
+            "--diff uses the controller's GPUs and model roots: leave out --inventory, --model-root"
+        )
+    try:
+        load_folder(args.path, environ=AnyVariable())
+    except InvalidManifests as exc:
+        return report_invalid(exc, args.path)
+    files = manifest_files(args.path, [])
+    shown = {str(f.relative_to(args.path)) if args.path.is_dir() else f.name: str(f) for f in files}
+    body = {"files": {name: Path(file).read_text(encoding="utf-8") for name, file in shown.items()}}
+    url = args.controller_url.rstrip("/") + "/v1/plan"
+    payload = dict(client.post_json(url, body, timeout=60, accept=(422,)))  # 422: manifest errors
+    errors = [located(error, shown) for error in payload.get("errors", [])]
+    if args.json:
+        print(json.dumps({**payload, "errors": errors}, indent=2))
+    elif errors:
+        print("\n".join(errors), file=sys.stderr)
+        print(f"{len(errors)} error(s) in {args.path}, found by the controller", file=sys.stderr)
+    else:
+        print_plan(payload.get("rows", []))
+    return 1 if errors else 2 if payload.get("changes") else 0
+
+
+def located(error: str, shown: dict[str, str]) -> str:
+    """A controller's error about a posted file, naming the file as the user gave it."""
+    for name, path in shown.items():
+        if error.startswith((f"{name}:", f"{name} ")):
+            return path + error[len(name) :]
+    return error
+
+
+def print_plan(rows: list[dict[str, Any]]) -> None:
+    """Each change's line (kept replicas are only in --json), then terraform's summary line."""
+    from controller.reconcile.preview import summary
+
+    for row in rows:
+        if row["action"] != "keep":
+            print(row["line"])
+    print(summary([r["action"] for r in rows]))
