@@ -18,14 +18,14 @@ from controller.gateway.admission import Admission
 from controller.gateway.auth import KeyCheck, refusal, release
 from controller.gateway.balancer import Balancer
 from controller.gateway.demand import Demand, DemandReporter, DemandSink
+from controller.gateway.forward.proxy import Proxy
+from controller.gateway.forward.upstream import Pool
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.ollama import OllamaRoutes
 from controller.gateway.peers import Peers
-from controller.gateway.proxy import Proxy
 from controller.gateway.routes import Routes
 from controller.gateway.settings import GatewaySettings
 from controller.gateway.table import TableSource
-from controller.gateway.upstream import Pool
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from controller.gateway.admission import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
 from controller.gateway.call import REPLICA_HEADER, Call, error_message
+from controller.gateway.forward.proxy import BodyRefused, Proxy
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.prefix import prefix_key
-from controller.gateway.proxy import BodyRefused, Proxy
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:

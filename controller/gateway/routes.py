@@ -30,14 +30,14 @@ from controller.gateway.auth import KEY_USE
 from controller.gateway.balancer import PREFIX_AFFINITY
 from controller.gateway.call import REPLICA_HEADER, Call
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
+from controller.gateway.forward.proxy import BodyRefused, Proxy
+from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
 from controller.gateway.hashring import hash64
 from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
-from controller.gateway.proxy import BodyRefused, Proxy
 from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.table import TableSource
-from controller.gateway.usage import USAGE_PATHS, ask_for_usage
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

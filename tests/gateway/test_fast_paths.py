@@ -14,9 +14,9 @@ from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway.app import BALANCER
 from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
-from controller.gateway.deadlines import StreamDeadline, Watchdog
-from controller.gateway.headers import request_headers, response_headers
-from controller.gateway.upstream import ReadTimeout
+from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
+from controller.gateway.forward.headers import request_headers, response_headers
+from controller.gateway.forward.upstream import ReadTimeout
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -49,7 +49,7 @@ def test_header_filters_drop_every_spelling_and_keep_order_and_repeats() -> None
 
 
 def test_header_filter_cache_is_bounded() -> None:
-    from controller.gateway import headers
+    from controller.gateway.forward import headers
 
     many = [(f"X-Made-Up-{i}", "v") for i in range(3 * headers._KEEP_CACHE_SIZE)]
 

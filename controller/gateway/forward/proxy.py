@@ -31,11 +31,10 @@ from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.admission import Admission, Rejected, Slot
 from controller.gateway.call import EVENT_STREAM, REPLICA_HEADER, Call, Loading, Translation
-from controller.gateway.deadlines import OpenDeadline, Watchdog
-from controller.gateway.headers import request_headers
-from controller.gateway.metrics import GatewayMetrics
-from controller.gateway.relay import WHOLE_BODY_BYTES, Relay
-from controller.gateway.upstream import (
+from controller.gateway.forward.deadlines import OpenDeadline, Watchdog
+from controller.gateway.forward.headers import request_headers
+from controller.gateway.forward.relay import WHOLE_BODY_BYTES, Relay
+from controller.gateway.forward.upstream import (
     MAX_WHOLE_ANSWER_BYTES,
     Answer,
     BadAnswer,
@@ -43,6 +42,7 @@ from controller.gateway.upstream import (
     ConnectionLost,
     Pool,
 )
+from controller.gateway.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

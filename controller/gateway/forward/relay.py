@@ -19,19 +19,20 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from controller.endpoints.table import Replica
-from controller.gateway import errors, mend
+from controller.gateway import errors
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
-from controller.gateway.deadlines import StreamDeadline, Watchdog
-from controller.gateway.events import EventTooLarge
-from controller.gateway.headers import response_headers
-from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
-from controller.gateway.upstream import (
+from controller.gateway.forward import mend
+from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
+from controller.gateway.forward.events import EventTooLarge
+from controller.gateway.forward.headers import response_headers
+from controller.gateway.forward.upstream import (
     Answer,
     AnswerTooLarge,
     ClientStalled,
     UpstreamError,
 )
-from controller.gateway.usage import UsageStrip
+from controller.gateway.forward.usage import UsageStrip
+from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
