@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from controller.gateway import errors
-from controller.gateway.admission import Admission
+from controller.gateway.admission.balancer import Balancer
+from controller.gateway.admission.demand import Demand, DemandReporter, DemandSink
+from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KeyCheck, refusal, release
-from controller.gateway.balancer import Balancer
-from controller.gateway.demand import Demand, DemandReporter, DemandSink
 from controller.gateway.forward.proxy import Proxy
 from controller.gateway.forward.upstream import Pool
 from controller.gateway.metrics import GatewayMetrics

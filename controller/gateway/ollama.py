@@ -32,13 +32,13 @@ from controller.endpoints.table import ModelEndpoints
 from controller.gateway import errors, outcome
 from controller.gateway import ollama_models as models
 from controller.gateway import ollama_translate as translate
-from controller.gateway.admission import Admission
+from controller.gateway.admission.balancer import PREFIX_AFFINITY
+from controller.gateway.admission.prefix import prefix_key
+from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KEY_USE
-from controller.gateway.balancer import PREFIX_AFFINITY
 from controller.gateway.call import REPLICA_HEADER, Call, error_message
 from controller.gateway.forward.proxy import BodyRefused, Proxy
 from controller.gateway.metrics import GatewayMetrics
-from controller.gateway.prefix import prefix_key
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from controller.errors import CannotListen
 from controller.gateway import errors
+from controller.gateway.admission.demand import ControllerSink, DemandSink
 from controller.gateway.app import create_app
 from controller.gateway.auth import access_line
-from controller.gateway.demand import ControllerSink, DemandSink
 from controller.gateway.dns import DnsTable
 from controller.gateway.httplog import server_logger
 from controller.gateway.process import tune_gc

@@ -12,8 +12,8 @@ from aiohttp import web
 from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 
 from controller.endpoints.table import ModelEndpoints, Replica
+from controller.gateway.admission.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
 from controller.gateway.app import BALANCER
-from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
 from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
 from controller.gateway.forward.headers import request_headers, response_headers
 from controller.gateway.forward.upstream import ReadTimeout

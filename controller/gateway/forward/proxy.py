@@ -29,7 +29,7 @@ from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway import errors
-from controller.gateway.admission import Admission, Rejected, Slot
+from controller.gateway.admission.queues import Admission, Rejected, Slot
 from controller.gateway.call import EVENT_STREAM, REPLICA_HEADER, Call, Loading, Translation
 from controller.gateway.forward.deadlines import OpenDeadline, Watchdog
 from controller.gateway.forward.headers import request_headers

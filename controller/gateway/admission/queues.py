@@ -37,8 +37,8 @@ from aiohttp import web
 
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import errors
-from controller.gateway.balancer import Balancer, Done
-from controller.gateway.demand import Demand
+from controller.gateway.admission.balancer import Balancer, Done
+from controller.gateway.admission.demand import Demand
 from controller.gateway.table import TableSource
 
 if TYPE_CHECKING:
