@@ -19,7 +19,7 @@ stream, each capped) below them.
 from controller.gateway.app import create_app
 from controller.gateway.server import run_gateway
 from controller.gateway.settings import GatewaySettings, SettingsError
-from controller.gateway.table import ControllerTable, StaticTable, TableSource
+from controller.gateway.tables.source import ControllerTable, StaticTable, TableSource
 
 __all__ = [
     "ControllerTable",

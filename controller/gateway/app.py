@@ -25,7 +25,7 @@ from controller.gateway.ollama import OllamaRoutes
 from controller.gateway.peers import Peers
 from controller.gateway.routes import Routes
 from controller.gateway.settings import GatewaySettings
-from controller.gateway.table import TableSource
+from controller.gateway.tables.source import TableSource
 
 log = logging.getLogger(__name__)
 

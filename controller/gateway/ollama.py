@@ -39,7 +39,7 @@ from controller.gateway.auth import KEY_USE
 from controller.gateway.call import REPLICA_HEADER, Call, error_message
 from controller.gateway.forward.proxy import BodyRefused, Proxy
 from controller.gateway.metrics import GatewayMetrics
-from controller.gateway.table import TableSource
+from controller.gateway.tables.source import TableSource
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

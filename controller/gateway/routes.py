@@ -37,7 +37,7 @@ from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
 from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from controller.gateway.peers import Peers
 from controller.gateway.recent import SNAPSHOT_KEY
-from controller.gateway.table import TableSource
+from controller.gateway.tables.source import TableSource
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

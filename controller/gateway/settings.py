@@ -146,7 +146,7 @@ class GatewaySettings:
     workers_dir: Path | None = None
     # Where the endpoint table comes from: "controller" (long-poll the controller's API) or "dns"
     # (resolve each model's service name: a Kubernetes headless Service, a Docker network alias;
-    # controller.gateway.dns). Env MODELCTL_GATEWAY_TABLE.
+    # controller.gateway.tables.dns). Env MODELCTL_GATEWAY_TABLE.
     table: str = "controller"
     # With table "dns": the JSON file naming the models and their services (a ConfigMap on
     # Kubernetes, written by `modelctl render kubernetes`). Env MODELCTL_GATEWAY_MODELS.

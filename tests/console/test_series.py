@@ -18,7 +18,7 @@ from controller.errors import ModelctlError
 from controller.gateway.app import create_app
 from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.settings import GatewaySettings
-from controller.gateway.table import StaticTable
+from controller.gateway.tables.source import StaticTable
 from controller.settings import ControllerSettings
 
 TABLE = EndpointTable(

@@ -67,7 +67,7 @@ async def test_with_the_key_the_gateway_gets_the_table(tmp_path: Path) -> None:
 async def test_without_it_the_controller_answers_nothing_and_the_log_says_what_to_set(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="controller.gateway.table"):
+    with caplog.at_level(logging.WARNING, logger="controller.gateway.tables.source"):
         names, controller = await served_models(None, tmp_path)
     assert names == [] and controller.polls == 0, "the key middleware refused before the handler"
     assert any(

@@ -251,7 +251,7 @@ def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
     from controller.gateway.metrics import _BUCKETS, GatewayMetrics
-    from controller.gateway.table import StaticTable
+    from controller.gateway.tables.source import StaticTable
 
     ours = GatewayMetrics(StaticTable(), lambda _: 0, lambda _: 0)
     registry = CollectorRegistry()

@@ -39,7 +39,7 @@ from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import errors
 from controller.gateway.admission.balancer import Balancer, Done
 from controller.gateway.admission.demand import Demand
-from controller.gateway.table import TableSource
+from controller.gateway.tables.source import TableSource
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
