@@ -17,7 +17,7 @@ stream, each capped) below them.
 """
 
 from controller.gateway.app import create_app
-from controller.gateway.server import run_gateway
+from controller.gateway.serving.server import run_gateway
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.tables.source import ControllerTable, StaticTable, TableSource
 

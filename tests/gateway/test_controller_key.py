@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, table_of
 
 from controller.api import key_middleware
-from controller.gateway.server import serve
+from controller.gateway.serving.server import serve
 from controller.gateway.settings import GatewaySettings
 
 

@@ -29,8 +29,8 @@ from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, StaticTable, create_app
 from controller.gateway.app import ADMISSION, BALANCER
 from controller.gateway.forward.events import MAX_EVENT_BYTES
-from controller.gateway.httplog import SERVER_LOGGER, QuietParseErrors
-from controller.gateway.server import app_runner, listen
+from controller.gateway.serving.httplog import SERVER_LOGGER, QuietParseErrors
+from controller.gateway.serving.server import app_runner, listen
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.gateway.server import table_source
+from controller.gateway.serving.server import table_source
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.tables.dns import DnsTable, load_models
 

@@ -23,12 +23,12 @@ from controller.gateway import errors
 from controller.gateway.admission.demand import ControllerSink, DemandSink
 from controller.gateway.app import create_app
 from controller.gateway.auth import access_line
-from controller.gateway.httplog import server_logger
-from controller.gateway.process import tune_gc
+from controller.gateway.serving.httplog import server_logger
+from controller.gateway.serving.process import tune_gc
+from controller.gateway.serving.workers import run_workers
 from controller.gateway.settings import GatewaySettings, SettingsError
 from controller.gateway.tables.dns import DnsTable
 from controller.gateway.tables.source import ControllerTable
-from controller.gateway.workers import run_workers
 
 # What a connection over ``max_connections`` gets before it is closed (it has sent nothing yet).
 _TOO_MANY_BODY = json.dumps(
