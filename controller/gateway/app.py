@@ -20,12 +20,12 @@ from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KeyCheck, refusal, release
 from controller.gateway.forward.proxy import Proxy
 from controller.gateway.forward.upstream import Pool
-from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.ollama import OllamaRoutes
-from controller.gateway.peers import Peers
 from controller.gateway.routes import Routes
 from controller.gateway.settings import GatewaySettings
 from controller.gateway.tables.source import TableSource
+from controller.gateway.telemetry.metrics import GatewayMetrics
+from controller.gateway.telemetry.peers import Peers
 
 log = logging.getLogger(__name__)
 

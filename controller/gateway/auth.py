@@ -38,8 +38,8 @@ from pathlib import Path
 from aiohttp import web
 
 from controller.gateway import errors
-from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.settings import GatewaySettings, KeySpec, SettingsError, key_name, read_key_specs
+from controller.gateway.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Protocol
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints
-from controller.gateway.metrics import NO_REPLICA, OPENAI, TokenSink
+from controller.gateway.telemetry.metrics import NO_REPLICA, OPENAI, TokenSink
 
 log = logging.getLogger(__name__)
 

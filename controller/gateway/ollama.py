@@ -38,8 +38,8 @@ from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import REPLICA_HEADER, Call, error_message
 from controller.gateway.forward.proxy import BodyRefused, Proxy
-from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.tables.source import TableSource
+from controller.gateway.telemetry.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

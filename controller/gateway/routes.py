@@ -34,10 +34,10 @@ from controller.gateway.call import REPLICA_HEADER, Call
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
 from controller.gateway.forward.proxy import BodyRefused, Proxy
 from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
-from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from controller.gateway.peers import Peers
-from controller.gateway.recent import SNAPSHOT_KEY
 from controller.gateway.tables.source import TableSource
+from controller.gateway.telemetry.metrics import CONTENT_TYPE, GatewayMetrics
+from controller.gateway.telemetry.peers import Peers
+from controller.gateway.telemetry.recent import SNAPSHOT_KEY
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

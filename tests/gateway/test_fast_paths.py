@@ -250,8 +250,8 @@ def test_one_replica_shortcut_matches_the_general_path(balancing: str, key: int 
 def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    from controller.gateway.metrics import _BUCKETS, GatewayMetrics
     from controller.gateway.tables.source import StaticTable
+    from controller.gateway.telemetry.metrics import _BUCKETS, GatewayMetrics
 
     ours = GatewayMetrics(StaticTable(), lambda _: 0, lambda _: 0)
     registry = CollectorRegistry()

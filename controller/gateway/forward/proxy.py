@@ -42,7 +42,7 @@ from controller.gateway.forward.upstream import (
     ConnectionLost,
     Pool,
 )
-from controller.gateway.metrics import GatewayMetrics
+from controller.gateway.telemetry.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

@@ -32,7 +32,7 @@ from controller.gateway.forward.upstream import (
     UpstreamError,
 )
 from controller.gateway.forward.usage import UsageStrip
-from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
+from controller.gateway.telemetry.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
