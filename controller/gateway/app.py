@@ -18,10 +18,10 @@ from controller.gateway.admission.balancer import Balancer
 from controller.gateway.admission.demand import Demand, DemandReporter, DemandSink
 from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KeyCheck, refusal, release
+from controller.gateway.doors.ollama import OllamaRoutes
+from controller.gateway.doors.openai import Routes
 from controller.gateway.forward.proxy import Proxy
 from controller.gateway.forward.upstream import Pool
-from controller.gateway.ollama import OllamaRoutes
-from controller.gateway.routes import Routes
 from controller.gateway.settings import GatewaySettings
 from controller.gateway.tables.source import TableSource
 from controller.gateway.telemetry.metrics import GatewayMetrics

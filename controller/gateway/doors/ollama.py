@@ -29,14 +29,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints
-from controller.gateway import errors, outcome
-from controller.gateway import ollama_models as models
-from controller.gateway import ollama_translate as translate
+from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.prefix import prefix_key
 from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import REPLICA_HEADER, Call, error_message
+from controller.gateway.doors import ollama_models as models
+from controller.gateway.doors import ollama_translate as translate
+from controller.gateway.doors import outcome
 from controller.gateway.forward.proxy import BodyRefused, Proxy
 from controller.gateway.tables.source import TableSource
 from controller.gateway.telemetry.metrics import GatewayMetrics

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.endpoints.table import EndpointTable
-from controller.gateway import errors, outcome
+from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.hashring import hash64
 from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
 from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import REPLICA_HEADER, Call
+from controller.gateway.doors import outcome
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
 from controller.gateway.forward.proxy import BodyRefused, Proxy
 from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
