@@ -20,6 +20,7 @@ from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KeyCheck, refusal, release
 from controller.gateway.doors.ollama import OllamaRoutes
 from controller.gateway.doors.openai import Routes
+from controller.gateway.doors.pipeline import Pipeline
 from controller.gateway.forward.proxy import Proxy
 from controller.gateway.forward.upstream import Pool
 from controller.gateway.settings import GatewaySettings
@@ -96,8 +97,9 @@ def create_app(
     app[BALANCER] = balancer
     app[ADMISSION] = admission
     app[METRICS] = metrics
-    Routes(source, settings, proxy=proxy, admission=admission, metrics=metrics, peers=peers).add_to(app)
-    OllamaRoutes(source, settings, proxy=proxy, admission=admission, metrics=metrics).add_to(app)
+    pipeline = Pipeline(source, settings, proxy=proxy, admission=admission, metrics=metrics)
+    Routes(source, settings, pipeline=pipeline, metrics=metrics, peers=peers).add_to(app)
+    OllamaRoutes(source, settings, pipeline=pipeline, proxy=proxy, admission=admission).add_to(app)
 
     async def upstream_pool(_: web.Application) -> AsyncIterator[None]:
         proxy.pool = Pool(
