@@ -4,12 +4,13 @@ Tools that speak Ollama (Open WebUI, Continue, Home Assistant, the ``ollama`` cl
 gateway as they would at ``ollama serve``. Model lists (``/api/tags``, ``/api/ps``, ``/api/show``,
 ``/api/version``) are answered here from the endpoint table. ``/api/chat``, ``/api/generate``,
 ``/api/embed`` and ``/api/embeddings`` are translated (``ollama_translate``: ``OllamaDoor`` is their
-adapter) and go down the same pipeline (``pipeline.Pipeline``) as any OpenAI request: the same
-admission (queue, 429/503), balancing and prefix affinity, retries before the first byte, cancel on disconnect, and metrics (``api="ollama"``). The
-proxy relays the replica's answer into a ``Translation``: a whole JSON answer (read whole, at most
-``upstream.MAX_WHOLE_ANSWER_BYTES``: 502 past it) is translated here, an event stream line by line
-into NDJSON as it arrives (``NdjsonResponse``; an event over ``ollama_translate.MAX_EVENT_BYTES``
-ends it with an error line). Calls that manage models
+adapter) and go down the same pipeline (``pipeline.Pipeline``) as any OpenAI request: the same admission
+(queue, 429/503), balancing and prefix affinity, retries before the first byte, cancel on disconnect, and
+metrics (``api="ollama"``). The proxy relays the replica's answer into a ``Translation``: a whole JSON
+answer (read whole, at most ``upstream.MAX_WHOLE_ANSWER_BYTES``: 502 past it) is translated here, an
+event stream line by line into NDJSON as it arrives (``NdjsonResponse``; an event over
+``ollama_translate.MAX_EVENT_BYTES`` ends it with an error line).
+Calls that manage models
 (pull, push, create, copy, delete, blobs) are refused: models are declared in the manifests.
 Errors are Ollama's ``{"error": "..."}`` with the status Ollama uses.
 
