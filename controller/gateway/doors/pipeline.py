@@ -20,6 +20,7 @@ A client that leaves is recorded as 499, unless its answer's last event had reac
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -121,10 +122,7 @@ class Pipeline:
     def handler(self, door: Door) -> Handler:
         """The aiohttp handler that takes ``door``'s requests down the pipeline (made once per door)."""
 
-        async def handle(request: web.Request) -> web.StreamResponse:
-            return await self.handle(request, door)
-
-        return handle
+        return functools.partial(self.handle, door=door)  # a coroutine function, one frame less
 
     async def handle(self, request: web.Request, door: Door) -> web.StreamResponse:
         """Answer ``request`` through ``door``: the stages of the module's docstring, in order."""
