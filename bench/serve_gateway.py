@@ -16,7 +16,7 @@ from aiohttp import web
 
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, StaticTable, create_app
-from controller.gateway.process import loop_factory, tune_gc
+from controller.gateway.serving.process import loop_factory, tune_gc
 
 KEY = "bench-key"
 
@@ -41,7 +41,7 @@ async def serve(port: int, json_url: str, sse_url: str) -> None:
     )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
-    tune_gc()  # as controller.gateway.server.serve does once serving
+    tune_gc()  # as controller.gateway.serving.server.serve does once serving
     try:
         await asyncio.Event().wait()
     finally:

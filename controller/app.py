@@ -40,7 +40,7 @@ from controller.errors import (
     RuntimeUnavailable,
 )
 from controller.gateway.app import create_app
-from controller.gateway.server import app_runner, listen
+from controller.gateway.serving.server import app_runner, listen
 from controller.gateway.settings import GatewaySettings
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import load_folder

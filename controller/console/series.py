@@ -2,7 +2,7 @@
 
 The gateway faces clients and holds no socket to the controller's internals, so the controller
 reads it as Prometheus would: every ``step_s`` it GETs the gateway's ``/metrics`` (text exposition)
-and ``/metrics/requests`` (the last requests per model, ``gateway/recent.py``) over the internal
+and ``/metrics/requests`` (the last requests per model, ``gateway/telemetry/recent.py``) over the internal
 network, and keeps per model a ring of ``window_s / step_s`` points (180 by default: 15 minutes).
 The page reads them at ``GET /v1/console/series`` and ``GET /v1/console/requests``; nothing is
 stored anywhere else, so a restarted controller starts its charts empty.

@@ -14,18 +14,20 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from controller.gateway import errors
-from controller.gateway.admission import Admission
+from controller.gateway.admission.balancer import Balancer
+from controller.gateway.admission.demand import Demand, DemandReporter, DemandSink
+from controller.gateway.admission.queues import Admission
 from controller.gateway.auth import KeyCheck, refusal, release
-from controller.gateway.balancer import Balancer
-from controller.gateway.demand import Demand, DemandReporter, DemandSink
-from controller.gateway.metrics import GatewayMetrics
-from controller.gateway.ollama import OllamaRoutes
-from controller.gateway.peers import Peers
-from controller.gateway.proxy import Proxy
-from controller.gateway.routes import Routes
+from controller.gateway.cors import Cors
+from controller.gateway.doors.ollama import OllamaRoutes
+from controller.gateway.doors.openai import Routes
+from controller.gateway.doors.pipeline import Pipeline
+from controller.gateway.forward.proxy import Proxy
+from controller.gateway.forward.upstream import Pool
 from controller.gateway.settings import GatewaySettings
-from controller.gateway.table import TableSource
-from controller.gateway.upstream import Pool
+from controller.gateway.tables.source import TableSource
+from controller.gateway.telemetry.metrics import GatewayMetrics
+from controller.gateway.telemetry.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,10 @@ ADMISSION = web.AppKey("modelctl.admission", Admission)
 REPORTER = web.AppKey("modelctl.demand_reporter", DemandReporter)  # only with a demand sink
 
 
-def gateway_middleware(keys: KeyCheck) -> Middleware:
+def gateway_middleware(keys: KeyCheck, cors: Cors | None = None) -> Middleware:
     """The app's one middleware (one coroutine frame on the request path, not one per concern).
 
+    With allowed CORS origins it answers their preflights (``cors.py``) before anything else.
     With API keys configured it answers 401 to requests outside ``auth.OPEN_PATHS`` without a valid
     key, before any handler (unknown routes included). It turns aiohttp's own errors (unknown route,
     wrong method) and bugs into OpenAI error JSON.
@@ -49,6 +52,10 @@ def gateway_middleware(keys: KeyCheck) -> Middleware:
 
     @web.middleware
     async def gateway(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if cors is not None and request.method == "OPTIONS":
+            preflight = cors.preflight(request)  # before keys: a preflight never carries one
+            if preflight is not None:
+                return preflight
         if check is not None:
             denied = refusal(check, request)
             if denied is not None:
@@ -91,13 +98,17 @@ def create_app(
     # Several worker processes: /metrics answers for all of them (peers.py).
     peers = Peers(settings.workers_dir, metrics.snapshot) if settings.workers_dir else None
     proxy = Proxy(settings, admission, metrics)
-    middlewares = [gateway_middleware(KeyCheck.from_settings(settings, metrics))]
+    cors = Cors(settings.cors_origins) or None
+    middlewares = [gateway_middleware(KeyCheck.from_settings(settings, metrics), cors)]
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    if cors is not None:  # no cost on the request path unless origins are allowed
+        app.on_response_prepare.append(cors.on_prepare)
     app[BALANCER] = balancer
     app[ADMISSION] = admission
     app[METRICS] = metrics
-    Routes(source, settings, proxy=proxy, admission=admission, metrics=metrics, peers=peers).add_to(app)
-    OllamaRoutes(source, settings, proxy=proxy, admission=admission, metrics=metrics).add_to(app)
+    pipeline = Pipeline(source, settings, proxy=proxy, admission=admission, metrics=metrics)
+    Routes(source, settings, pipeline=pipeline, metrics=metrics, peers=peers).add_to(app)
+    OllamaRoutes(source, settings, pipeline=pipeline, proxy=proxy, admission=admission).add_to(app)
 
     async def upstream_pool(_: web.Application) -> AsyncIterator[None]:
         proxy.pool = Pool(

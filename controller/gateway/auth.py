@@ -3,7 +3,7 @@ names, usage and limits.
 
 With no keys configured the gateway is open (``run_gateway`` says so once at start-up). With keys,
 ``Authorization: Bearer <key>`` (OpenAI's clients, Ollama's behind a proxy) or ``x-api-key: <key>``
-(Anthropic's client) must carry one of them, else 401 in the API's own shape (``errors.in_shape``:
+(Anthropic's client) must carry one of them, else 401 in the API's own shape (``errors.Refusal.response``:
 openai and anthropic clients raise AuthenticationError). Every key is compared with
 ``hmac.compare_digest`` and the loop never stops early, so timing tells neither which key matched
 nor how much of a guess was right. Probes (``/healthz``, ``/health``, ``/readyz``) stay open, and so
@@ -38,8 +38,8 @@ from pathlib import Path
 from aiohttp import web
 
 from controller.gateway import errors
-from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.settings import GatewaySettings, KeySpec, SettingsError, key_name, read_key_specs
+from controller.gateway.telemetry.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def refusal(check: KeyCheck, request: web.Request) -> web.StreamResponse | None:
     token = bearer_token(authorization) if authorization is not None else headers.get("x-api-key")
     use = check.match(token)
     if use is None:
-        return errors.in_shape(_unauthorized(authorization, token), errors.api_of(path))
+        return _unauthorized(authorization, token).response(errors.api_of(path))
     if path in METRICS_PATHS:  # a scraper's key: read, not counted against its limits
         return None
     if use.busy():
@@ -286,7 +286,7 @@ def refusal(check: KeyCheck, request: web.Request) -> web.StreamResponse | None:
             code="key_concurrency_limited",
             retry_after=1,
         )
-        return errors.in_shape(busy, errors.api_of(path))
+        return busy.response(errors.api_of(path))
     retry_after = use.admit(now)
     if retry_after is not None:
         use.record(429)
@@ -296,7 +296,7 @@ def refusal(check: KeyCheck, request: web.Request) -> web.StreamResponse | None:
             code="key_rate_limited",
             retry_after=retry_after,
         )
-        return errors.in_shape(limited, errors.api_of(path))
+        return limited.response(errors.api_of(path))
     use.in_flight += 1
     request[KEY_USE] = use
     return None
@@ -337,7 +337,7 @@ def access_line(settings: GatewaySettings) -> str:
     )
 
 
-def _unauthorized(authorization: str | None, token: str | None) -> web.Response:
+def _unauthorized(authorization: str | None, token: str | None) -> errors.Refusal:
     if authorization is None and token is None:
         return errors.unauthorized(
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY' "

@@ -1,7 +1,7 @@
 """One client request on its way through the gateway, and the stream held for a cold model.
 
-``Call`` carries what every step needs to know about a request (its model, prefix key, API, clock,
-the replica that answered and what it delivered); ``Loading`` is the answer started at once for a
+``Call`` carries what every step needs to know about a request (its model, prefix key, API, clock;
+then the replica that answered and what it delivered); ``Loading`` is the answer started at once for a
 streamed request held until its model has a ready replica; ``Translation`` is how a request in
 another API's shape (Ollama's) rides the OpenAI path.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Protocol
+from typing import Final, Protocol
 
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints
-from controller.gateway.metrics import NO_REPLICA, OPENAI, TokenSink
+from controller.gateway.telemetry.metrics import NO_REPLICA, OPENAI, TokenSink
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,20 @@ class Translation(Protocol):
 
 
 class Call:
-    """One client request on its way: the model it resolved to, its prefix key, its clock.
+    """One client request on its way: what it asked for (set once), and what its answer did.
 
-    ``api`` (``metrics.OPENAI``, ``ANTHROPIC``, ``RESPONSES``, ``OLLAMA``) is the API the client
-    speaks, decided once from the path: it labels the metrics and says which event ends a stream.
-    ``delivered`` is the status of an answer whose last event reached the client: a client that
-    hangs up after it (guidellm does, right after ``data: [DONE]``) was served, not a 499.
+    Two sides, each with one owner. The request side is set once, when the pipeline builds the call
+    from what the door made of the request (``Final``: mypy refuses a second write): ``entry`` (the
+    served model), ``key`` (prefix affinity), ``started`` (the clock), ``api`` (the API the client
+    speaks, decided once from the path: it labels the metrics, shapes the errors and says which event
+    ends a stream), ``stream`` and ``stream_usage`` (the stream ends with usage: include_usage, or
+    Messages and Responses), ``hide_usage`` (the gateway asked for that usage, not the client),
+    ``user`` (the API key's use, None when the gateway is open) and ``translation`` (a call made in
+    another API's shape). The answer side is written only by ``forward/`` as the answer goes out:
+    ``replica`` (the proxy, once a replica answered), ``first_byte_s``, ``head``, ``delivered`` and
+    ``tokens`` (the relay). ``delivered`` is the status of an answer whose last event reached the
+    client: a client that hangs up after it (guidellm does, right after ``data: [DONE]``) was served,
+    not a 499.
     """
 
     __slots__ = (
@@ -73,22 +81,26 @@ class Call:
         started: float,
         stream_usage: bool,
         stream: bool = False,
+        hide_usage: bool = False,
         api: str = OPENAI,
         user: TokenSink | None = None,
+        translation: Translation | None = None,
     ) -> None:
-        self.entry = entry
-        self.key = key
-        self.started = started
-        self.stream = stream  # the client asked for an event stream ("stream": true)
-        self.stream_usage = stream_usage  # the stream ends with usage (include_usage; Messages, Responses)
-        self.hide_usage = False  # the gateway asked for that usage, not the client: ``usage.UsageStrip``
-        self.api = api
-        self.user = user  # the named API key it came with (usage, limits); None when the gateway is open
-        self.replica = NO_REPLICA  # the replica that answered, for the request metrics
+        # The request side: set here, once.
+        self.entry: Final = entry
+        self.key: Final = key
+        self.started: Final = started
+        self.stream: Final = stream
+        self.stream_usage: Final = stream_usage
+        self.hide_usage: Final = hide_usage
+        self.api: Final = api
+        self.user: Final = user
+        self.translation: Final = translation
+        # The answer side: written by forward/ (proxy: replica; relay: the rest).
+        self.replica = NO_REPLICA
         self.first_byte_s: float | None = None
-        self.translation: Translation | None = None  # set for a call made in another API's shape
-        self.delivered: int | None = None
         self.head = b""  # the first chunk of a stream (Messages report prompt tokens there)
+        self.delivered: int | None = None
         self.tokens: tuple[int, int] | None = None  # (prompt, completion) from its usage, once counted
 
 

@@ -11,7 +11,7 @@ Statuses used::
                                 is missing or not one of them
     404 invalid_request_error   code "model_not_found": no model by that name or alias; code
                                 "unknown_url": a path that is no API the gateway forwards
-                                (``routes.API_PATHS``: engines' admin endpoints never are)
+                                (``doors.openai.API_PATHS``: engines' admin endpoints never are)
     408 invalid_request_error   code "request_timeout": the body did not arrive within
                                 GatewaySettings.body_timeout_s (the connection is closed)
     413 invalid_request_error   code "request_too_large": body over GatewaySettings.max_body_bytes
@@ -25,10 +25,12 @@ Statuses used::
                                 before the first byte; carries Retry-After
 
 A stream already started (loading comments while held for a cold model) cannot change its status:
-its error is sent as an SSE event carrying the same document (``sse_event_of``), as is a replica's
+its error is sent as an SSE event carrying the same document (``Refusal.sse_event``), as is a replica's
 failure mid-stream (``sse_error_event``).
 
-Other APIs get the same statuses in their own shape (``in_shape``, decided by the request's path,
+Every such answer is raised as one exception, ``Refusal`` (status, message, type, code, Retry-After),
+answered by the pipeline in the shape of the API the client speaks (``Refusal.response(api)``; the API
+is decided by the request's path,
 ``api_of``): Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages*``,
 with Anthropic's type per status (400 invalid_request_error, 401 authentication_error, 403
 permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 503
@@ -64,6 +66,64 @@ def error_body(message: str, *, type_: str, code: str | None = None) -> dict[str
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
+class Refusal(Exception):
+    """The gateway answers a request itself with an error: the one exception of the request path.
+
+    Raised by any stage (the body, the door's parsing, the table, a key's limits, admission, the
+    forwarding) and answered by the pipeline in the shape of the API the client speaks
+    (``response(api)``). It carries what every shape needs: the status, OpenAI's error parts
+    (message, type, code), Retry-After, and whether the connection closes (a 408's body never came).
+    """
+
+    __slots__ = ("close", "code", "message", "retry_after", "status", "type_")
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = INVALID_REQUEST,
+        code: str | None = None,
+        retry_after: int | None = None,
+        close: bool = False,
+    ) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.type_ = type_
+        self.code = code
+        self.retry_after = retry_after
+        self.close = close
+
+    def document(self, api: str = OPENAI) -> dict[str, object]:
+        """The error document in ``api``'s shape (OpenAI's also for Responses)."""
+        if api == ANTHROPIC:
+            return {"type": "error", "error": {"type": anthropic_type(self.status), "message": self.message}}
+        if api == OLLAMA:
+            return {"error": self.message}
+        return error_body(self.message, type_=self.type_, code=self.code)
+
+    def response(self, api: str = OPENAI) -> web.Response:
+        """The answer in ``api``'s shape, with Retry-After (and WWW-Authenticate for a 401)."""
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="modelctl"'
+        response = web.json_response(self.document(api), status=self.status, headers=headers)
+        if self.close:
+            response.force_close()
+        return response
+
+    def sse_event(self, api: str = OPENAI) -> bytes:
+        """The SSE event carrying the document, for a stream that started before the refusal: its
+        status and headers are gone. Anthropic's client reads only an event named ``error``."""
+        if api == ANTHROPIC:
+            return _anthropic_event(self.message, anthropic_type(self.status))
+        # OpenAI's document for every other API: Ollama's NDJSON translation reads it so.
+        return b"data: " + json.dumps(self.document()).encode() + b"\n\n"
+
+
 def error_response(
     status: int,
     message: str,
@@ -72,86 +132,67 @@ def error_response(
     code: str | None = None,
     retry_after: int | None = None,
 ) -> web.Response:
-    """Return a JSON error response; ``retry_after`` (seconds) adds a Retry-After header."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.json_response(error_body(message, type_=type_, code=code), status=status, headers=headers)
+    """Return a JSON error response in OpenAI's shape; ``retry_after`` (seconds) adds Retry-After."""
+    return Refusal(status, message, type_=type_, code=code, retry_after=retry_after).response()
 
 
-def bad_request(message: str, *, code: str | None = None) -> web.Response:
+def bad_request(message: str, *, code: str | None = None) -> Refusal:
     """400 for a request the client must fix."""
-    return error_response(400, message, type_=INVALID_REQUEST, code=code)
+    return Refusal(400, message, code=code)
 
 
-def not_api(method: str, path: str) -> web.Response:
+def not_api(method: str, path: str) -> Refusal:
     """404 for a path that is no API the gateway forwards (OpenAI's words for an unknown URL)."""
     shown = path if len(path) <= 200 else path[:200] + "..."
-    return error_response(404, f"Invalid URL ({method} {shown})", type_=INVALID_REQUEST, code="unknown_url")
+    return Refusal(404, f"Invalid URL ({method} {shown})", code="unknown_url")
 
 
-def too_large(limit: int) -> web.Response:
+def too_large(limit: int) -> Refusal:
     """413 for a body over ``limit`` bytes."""
     message = f"Request body is larger than the gateway's limit of {limit} bytes."
-    return error_response(413, message, type_=INVALID_REQUEST, code="request_too_large")
+    return Refusal(413, message, code="request_too_large")
 
 
-def request_timeout(message: str) -> web.Response:
-    """408 for a body that did not arrive in time."""
-    return error_response(408, message, type_=INVALID_REQUEST, code="request_timeout")
+def request_timeout(message: str) -> Refusal:
+    """408 for a body that did not arrive in time: the connection closes (the rest is not awaited)."""
+    return Refusal(408, message, code="request_timeout", close=True)
 
 
-def model_not_found(model: str, available: Iterable[str]) -> web.Response:
+def model_not_found(model: str, available: Iterable[str]) -> Refusal:
     """404 naming the unknown model and listing (briefly) the names that are served."""
     names = sorted(available)
     listed = ", ".join(names[:_LISTED_NAMES]) or "none"
     if len(names) > _LISTED_NAMES:
         listed += f" and {len(names) - _LISTED_NAMES} more"
     message = f"The model '{model}' does not exist. Available models: {listed}."
-    return error_response(404, message, type_=INVALID_REQUEST, code="model_not_found")
+    return Refusal(404, message, code="model_not_found")
 
 
-def unavailable(message: str, *, retry_after: int) -> web.Response:
+def unavailable(message: str, *, retry_after: int) -> Refusal:
     """503 with Retry-After: the model exists but nothing can serve it right now."""
-    return error_response(503, message, type_=SERVER_ERROR, code="model_unavailable", retry_after=retry_after)
+    return Refusal(503, message, type_=SERVER_ERROR, code="model_unavailable", retry_after=retry_after)
 
 
-def overloaded(message: str, *, code: str, retry_after: int) -> web.Response:
+def overloaded(message: str, *, code: str, retry_after: int) -> Refusal:
     """429 with Retry-After: the model is up but at capacity (openai clients: RateLimitError)."""
-    return error_response(429, message, type_=RATE_LIMIT, code=code, retry_after=retry_after)
+    return Refusal(429, message, type_=RATE_LIMIT, code=code, retry_after=retry_after)
 
 
-def unauthorized(message: str) -> web.Response:
-    """401: no valid API key (openai clients: AuthenticationError)."""
-    response = error_response(401, message, type_=INVALID_REQUEST, code="invalid_api_key")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="modelctl"'
-    return response
+def unauthorized(message: str) -> Refusal:
+    """401: no valid API key (openai clients: AuthenticationError); answered with WWW-Authenticate."""
+    return Refusal(401, message, code="invalid_api_key")
 
 
-def upstream_failed(message: str) -> web.Response:
+def upstream_failed(message: str) -> Refusal:
     """502: the replica was reached but failed to answer properly."""
-    return error_response(502, message, type_=SERVER_ERROR, code="upstream_error")
+    return Refusal(502, message, type_=SERVER_ERROR, code="upstream_error")
 
 
 def sse_error_event(message: str, api: str = OPENAI) -> bytes:
     """Return the SSE event that ends a stream whose upstream failed after the first byte."""
     if api == ANTHROPIC:
         return _anthropic_event(message, "api_error")
-    payload = error_body(message, type_=SERVER_ERROR, code="upstream_error")
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-
-def sse_event_of(response: web.Response, api: str = OPENAI) -> bytes:
-    """Return the SSE event carrying the error document of ``response`` (one of the above).
-
-    For a stream that already started (with loading comments) when the answer turned out to be an
-    error: the status and headers are gone, the document still reaches the client. Anthropic's
-    client reads only an event named ``error`` (and ignores ``data:`` alone): that one it gets.
-    """
-    if api == ANTHROPIC:
-        return _anthropic_event(_message_of(response), anthropic_type(response.status))
-    body = response.body
-    if not isinstance(body, bytes) or b"\n" in body:  # json.dumps writes one line
-        body = json.dumps(error_body(response.reason or "Error", type_=SERVER_ERROR)).encode()
-    return b"data: " + body + b"\n\n"
+    return upstream_failed(message).sse_event(api)
 
 
 def _anthropic_event(message: str, type_: str) -> bytes:
@@ -182,37 +223,3 @@ _ANTHROPIC_TYPES = {
 def anthropic_type(status: int) -> str:
     """Return Anthropic's error type for an HTTP status."""
     return _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if status < 500 else "api_error")
-
-
-def in_shape(response: web.StreamResponse, api: str) -> web.StreamResponse:
-    """Return the gateway's own error ``response`` (OpenAI-shaped) in ``api``'s shape.
-
-    Status and headers (Retry-After, WWW-Authenticate) stay; OpenAI and Responses get it unchanged,
-    as does a response that is not whole (a stream).
-    """
-    if (api != ANTHROPIC and api != OLLAMA) or not isinstance(response, web.Response):
-        return response
-    message = _message_of(response)
-    if api == ANTHROPIC:
-        document: dict[str, object] = {
-            "type": "error",
-            "error": {"type": anthropic_type(response.status), "message": message},
-        }
-    else:
-        document = {"error": message}
-    headers = {k: v for k, v in response.headers.items() if k in ("Retry-After", "WWW-Authenticate")}
-    shaped = web.json_response(document, status=response.status, headers=headers)
-    if response.keep_alive is False:  # a 408's connection is closed, whatever the shape
-        shaped.force_close()
-    return shaped
-
-
-def _message_of(response: web.Response) -> str:
-    body = response.body
-    try:
-        error = json.loads(body)["error"] if isinstance(body, bytes) else None
-    except (ValueError, KeyError, TypeError):
-        error = None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    return response.reason or "Error"

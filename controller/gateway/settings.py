@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from controller.gateway.cors import valid_origin
+
 
 class SettingsError(ValueError):
     """A gateway setting (or the variable it came from) has an invalid value."""
@@ -55,6 +57,11 @@ class GatewaySettings:
     # model names, key names and traffic volumes are then for key holders only. The console's
     # scraper sends MODELCTL_GATEWAY_KEY. Needs keys. Env MODELCTL_GATEWAY_METRICS_REQUIRE_KEY.
     metrics_require_key: bool = False
+    # The web origins whose pages may call the gateway from a browser (CORS, ``cors.py``): each
+    # "scheme://host[:port]", or "*" for any page (said explicitly, never a default). Empty: no CORS
+    # header is sent and no preflight answered; engines' own CORS headers never reach clients either.
+    # Env MODELCTL_GATEWAY_CORS_ORIGINS (comma-separated).
+    cors_origins: tuple[str, ...] = ()
     # The secret that keys the names of keys that came without one (``key_name``: an HMAC, so a
     # name in the metrics cannot be checked against guessed keys offline). Random per gateway,
     # shared by its worker processes (they get these settings); never shown.
@@ -146,7 +153,7 @@ class GatewaySettings:
     workers_dir: Path | None = None
     # Where the endpoint table comes from: "controller" (long-poll the controller's API) or "dns"
     # (resolve each model's service name: a Kubernetes headless Service, a Docker network alias;
-    # controller.gateway.dns). Env MODELCTL_GATEWAY_TABLE.
+    # controller.gateway.tables.dns). Env MODELCTL_GATEWAY_TABLE.
     table: str = "controller"
     # With table "dns": the JSON file naming the models and their services (a ConfigMap on
     # Kubernetes, written by `modelctl render kubernetes`). Env MODELCTL_GATEWAY_MODELS.
@@ -184,6 +191,12 @@ class GatewaySettings:
             raise SettingsError(
                 "gateway setting metrics_require_key needs API keys (a keys file or api_keys)"
             )
+        for origin in self.cors_origins:
+            if not valid_origin(origin):
+                raise SettingsError(
+                    f"gateway setting cors_origins: {origin!r} is not an origin: "
+                    "'scheme://host[:port]' (http or https, no path) or '*'"
+                )
         if self.table not in ("controller", "dns"):
             raise SettingsError(f"gateway setting table must be 'controller' or 'dns', not {self.table!r}")
         if self.table == "dns" and not self.models_file:
@@ -212,6 +225,9 @@ class GatewaySettings:
             )
         if keys:
             values["api_keys"] = tuple(dict.fromkeys(keys))
+        origins = _split_keys(env.get("MODELCTL_GATEWAY_CORS_ORIGINS", ""))
+        if origins:
+            values["cors_origins"] = tuple(dict.fromkeys(origins))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -2,7 +2,7 @@
 ConfigMap that tells its DNS table source which models exist.
 
 There is no controller on a cluster: the gateway finds ready replicas by resolving each model's
-headless Service (``controller.gateway.dns``), so it needs no API token and no Docker socket. What
+headless Service (``controller.gateway.tables.dns``), so it needs no API token and no Docker socket. What
 it cannot learn from DNS (names, aliases, balancing, max_concurrency, load timeout) is in the
 ConfigMap: a JSON document of the models without replicas, plus each model's Service and port.
 """
@@ -24,7 +24,7 @@ GATEWAY_UID = 65534  # as compose runs it: nobody, read-only root, /tmp the one 
 
 
 def models_document(models: list[LoadedModel], options: RenderOptions) -> str:
-    """The JSON the gateway's DNS source reads (``controller.gateway.dns.load_models``)."""
+    """The JSON the gateway's DNS source reads (``controller.gateway.tables.dns.load_models``)."""
     entries = []
     for model in models:
         manifest = model.manifest

@@ -16,9 +16,9 @@ from controller.console.series import GatewayScraper, Scrape, SeriesBook, add_ro
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.errors import ModelctlError
 from controller.gateway.app import create_app
-from controller.gateway.metrics import GatewayMetrics
 from controller.gateway.settings import GatewaySettings
-from controller.gateway.table import StaticTable
+from controller.gateway.tables.source import StaticTable
+from controller.gateway.telemetry.metrics import GatewayMetrics
 from controller.settings import ControllerSettings
 
 TABLE = EndpointTable(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.gateway.admission.prefix import prefix_key
+from controller.gateway.doors.openai import api_prefix_key
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of
-from controller.gateway.prefix import prefix_key
-from controller.gateway.routes import api_prefix_key
 
 
 def key(document: dict[str, Any], api: str) -> int | None:

@@ -125,7 +125,7 @@ async def test_a_worker_that_dies_ends_the_gateway_with_one_clear_error(
 def test_tune_gc_freezes_the_start_up_heap_and_raises_the_young_threshold() -> None:
     import gc
 
-    from controller.gateway.process import GC_GEN0_THRESHOLD, tune_gc
+    from controller.gateway.serving.process import GC_GEN0_THRESHOLD, tune_gc
 
     threshold = gc.get_threshold()
     try:

@@ -10,7 +10,7 @@ from gateway_fakes import StartGateway, StartUpstream, table_of
 
 from controller.gateway import GatewaySettings
 from controller.gateway.auth import KeyCheck
-from controller.gateway.server import access_line
+from controller.gateway.serving.server import access_line
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from controller.endpoints.table import ModelEndpoints, Replica
-from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
-from controller.gateway.hashring import HashRing, hash64
+from controller.gateway.admission.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
+from controller.gateway.admission.hashring import HashRing, hash64
 
 
 def model(*ids: str, cap: int = 16, balancing: str = LEAST_OUTSTANDING, **caps: int) -> ModelEndpoints:

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from gateway_fakes import FakeController, table_of
 
 from controller.api import key_middleware
-from controller.gateway.server import serve
+from controller.gateway.serving.server import serve
 from controller.gateway.settings import GatewaySettings
 
 
@@ -67,7 +67,7 @@ async def test_with_the_key_the_gateway_gets_the_table(tmp_path: Path) -> None:
 async def test_without_it_the_controller_answers_nothing_and_the_log_says_what_to_set(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="controller.gateway.table"):
+    with caplog.at_level(logging.WARNING, logger="controller.gateway.tables.source"):
         names, controller = await served_models(None, tmp_path)
     assert names == [] and controller.polls == 0, "the key middleware refused before the handler"
     assert any(

@@ -21,10 +21,11 @@ from aiohttp.test_utils import TestServer
 from gateway_fakes import eventually, table_of
 
 from controller.endpoints.demand import DemandReport, ModelDemand
-from controller.gateway import GatewaySettings, StaticTable, demand
-from controller.gateway.admission import Admission
-from controller.gateway.balancer import Balancer
-from controller.gateway.demand import ControllerSink, Demand, DemandNotDelivered, DemandReporter
+from controller.gateway import GatewaySettings, StaticTable
+from controller.gateway.admission import demand
+from controller.gateway.admission.balancer import Balancer
+from controller.gateway.admission.demand import ControllerSink, Demand, DemandNotDelivered, DemandReporter
+from controller.gateway.admission.queues import Admission
 
 
 def test_demand_counts_in_flight_and_last_activity_per_model() -> None:
@@ -159,7 +160,7 @@ async def test_a_failing_sink_is_logged_once_per_distinct_error(caplog: pytest.L
     counts.started("m")  # load: a report every interval
     errors = [ConnectionRefusedError("refused")] * 5 + [TimeoutError()] * 3
     sink = Sink(*errors)
-    with caplog.at_level(logging.INFO, logger="controller.gateway.demand"):
+    with caplog.at_level(logging.INFO, logger="controller.gateway.admission.demand"):
         async with reporting(DemandReporter(counts, dict, sink, interval_s=0.01)):
             await eventually(lambda: len(sink.reports) >= 2)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -238,7 +239,7 @@ async def test_an_older_controller_without_the_endpoint_is_said_once_and_rested(
 ) -> None:
     async with demand_api(404) as (api, url), aiohttp.ClientSession() as session:
         sink = ControllerSink(url, session, pause_s=0.2)
-        with caplog.at_level(logging.WARNING, logger="controller.gateway.demand"):
+        with caplog.at_level(logging.WARNING, logger="controller.gateway.admission.demand"):
             await sink(REPORT)
             await sink(REPORT)  # paused: not posted
             assert len(api.posted) == 1

@@ -12,11 +12,11 @@ from aiohttp import web
 from gateway_fakes import StartGateway, StartUpstream, eventually, table_of
 
 from controller.endpoints.table import ModelEndpoints, Replica
+from controller.gateway.admission.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
 from controller.gateway.app import BALANCER
-from controller.gateway.balancer import LEAST_OUTSTANDING, PREFIX_AFFINITY, ROUND_ROBIN, Balancer
-from controller.gateway.deadlines import StreamDeadline, Watchdog
-from controller.gateway.headers import request_headers, response_headers
-from controller.gateway.upstream import ReadTimeout
+from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
+from controller.gateway.forward.headers import request_headers, response_headers
+from controller.gateway.forward.upstream import ReadTimeout
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -49,7 +49,7 @@ def test_header_filters_drop_every_spelling_and_keep_order_and_repeats() -> None
 
 
 def test_header_filter_cache_is_bounded() -> None:
-    from controller.gateway import headers
+    from controller.gateway.forward import headers
 
     many = [(f"X-Made-Up-{i}", "v") for i in range(3 * headers._KEEP_CACHE_SIZE)]
 
@@ -250,8 +250,8 @@ def test_one_replica_shortcut_matches_the_general_path(balancing: str, key: int 
 def test_metrics_expose_what_prometheus_clients_own_instruments_would() -> None:
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    from controller.gateway.metrics import _BUCKETS, GatewayMetrics
-    from controller.gateway.table import StaticTable
+    from controller.gateway.tables.source import StaticTable
+    from controller.gateway.telemetry.metrics import _BUCKETS, GatewayMetrics
 
     ours = GatewayMetrics(StaticTable(), lambda _: 0, lambda _: 0)
     registry = CollectorRegistry()

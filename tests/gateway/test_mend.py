@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES
-from controller.gateway.mend import MessagesStart, ResponsesIndexes, for_stream
+from controller.gateway.forward.mend import MessagesStart, ResponsesIndexes, for_stream
 
 DELTA = b'event: content_block_start\ndata: {"type":"content_block_start","index":0}\n\n'
 

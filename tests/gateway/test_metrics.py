@@ -12,7 +12,7 @@ from gateway_fakes import StartGateway, StartUpstream, eventually, refused_url, 
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.gateway import StaticTable
-from controller.gateway.metrics import GatewayMetrics, usage_tokens
+from controller.gateway.telemetry.metrics import GatewayMetrics, usage_tokens
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

@@ -1,4 +1,4 @@
-"""Ollama's API in OpenAI's terms (controller.gateway.ollama_translate, ollama_models), by tables:
+"""Ollama's API in OpenAI's terms (controller.gateway.doors.ollama_translate, ollama_models), by tables:
 requests mapped, OpenAI answers and event streams turned into Ollama's JSON and NDJSON, errors,
 model lists."""
 
@@ -12,8 +12,8 @@ import pytest
 from gateway_fakes import PIECES, chunk, completion, embeddings, sse, usage_chunk
 
 from controller.endpoints.table import Details, EndpointTable, ModelEndpoints, Replica
-from controller.gateway import ollama_models as lists
-from controller.gateway import ollama_translate as t
+from controller.gateway.doors import ollama_models as lists
+from controller.gateway.doors import ollama_translate as t
 
 USER = [{"role": "user", "content": "Hi"}]
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from gateway_fakes import StartGateway, completion, table_of
 
-from controller.gateway.routes import API_PATHS
+from controller.gateway.doors.openai import API_PATHS
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 

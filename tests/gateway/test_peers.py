@@ -11,8 +11,8 @@ import pytest
 from gateway_fakes import StartUpstream, one_connection, running_workers, until_ready, worker_pid
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.gateway.metrics import Snapshot
-from controller.gateway.peers import Peers
+from controller.gateway.telemetry.metrics import Snapshot
+from controller.gateway.telemetry.peers import Peers
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

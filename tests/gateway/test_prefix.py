@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
+from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 OPENING = {"role": "user", "content": "What is a KV cache?"}

@@ -21,7 +21,7 @@ from gateway_fakes import (
 )
 
 from controller.gateway.app import METRICS
-from controller.gateway.recent import KEPT, Recent
+from controller.gateway.telemetry.recent import KEPT, Recent
 
 CHAT = "/v1/chat/completions"
 SECRET_PROMPT = "the-words-of-the-client-7f3a"

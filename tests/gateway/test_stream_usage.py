@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from gateway_fakes import PIECES, StartGateway, StartUpstream, chunk, sse, table_of, usage_chunk
 
-from controller.gateway.usage import UsageStrip, ask_for_usage
+from controller.gateway.forward.usage import UsageStrip, ask_for_usage
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}

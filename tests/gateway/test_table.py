@@ -21,7 +21,7 @@ from controller.gateway import ControllerTable, StaticTable
 
 V1 = table_of(("m", (), ["http://10.0.0.1:8080"]), version=1)
 V2 = table_of(("m", ("alias",), ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]), version=2)
-TABLE_LOG = "controller.gateway.table"
+TABLE_LOG = "controller.gateway.tables.source"
 
 
 def test_static_table_serves_what_was_set() -> None:

@@ -1,4 +1,4 @@
-"""The gateway's HTTP/1.1 client to replicas (controller/gateway/upstream.py) against raw TCP servers.
+"""The gateway's HTTP/1.1 client to replicas (controller/gateway/forward/upstream.py) against raw TCP servers.
 
 Each server here is an asyncio stream server that answers with the exact bytes a test writes, so the
 framings (length, chunked, end of connection), keep-alive, broken connections and malformed answers
@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from controller.gateway.upstream import (
+from controller.gateway.forward.upstream import (
     HIGH_WATER,
     BadAnswer,
     ConnectFailed,

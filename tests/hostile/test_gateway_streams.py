@@ -28,9 +28,9 @@ from aiohttp import web
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import GatewaySettings, StaticTable, create_app
 from controller.gateway.app import ADMISSION, BALANCER
-from controller.gateway.events import MAX_EVENT_BYTES
-from controller.gateway.httplog import SERVER_LOGGER, QuietParseErrors
-from controller.gateway.server import app_runner, listen
+from controller.gateway.forward.events import MAX_EVENT_BYTES
+from controller.gateway.serving.httplog import SERVER_LOGGER, QuietParseErrors
+from controller.gateway.serving.server import app_runner, listen
 
 CHAT = "/v1/chat/completions"
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -281,7 +281,7 @@ async def test_queued_bytes_are_bounded_with_a_429() -> None:
 
 
 async def test_an_ollama_answer_past_the_cap_is_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("controller.gateway.proxy.MAX_WHOLE_ANSWER_BYTES", 1024 * 1024)
+    monkeypatch.setattr("controller.gateway.forward.proxy.MAX_WHOLE_ANSWER_BYTES", 1024 * 1024)
 
     async def endless_json(body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"x": [')

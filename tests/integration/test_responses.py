@@ -77,7 +77,7 @@ async def test_responses_not_streamed_spread_over_both_replicas(stack: RunningCo
 
 async def test_the_sdks_stream_helper_builds_the_response(stack: RunningController) -> None:
     # responses.stream() indexes its snapshot by output_index and content_index, which llama-server
-    # leaves out: the gateway numbers them (gateway/mend.py).
+    # leaves out: the gateway numbers them (gateway/forward/mend.py).
     ask = [{"type": "message", "role": "user", "content": "Say hello."}]
     async with client(stack) as api:
         for _ in range(3):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.gateway.dns import DnsTable, load_models
-from controller.gateway.server import table_source
+from controller.gateway.serving.server import table_source
 from controller.gateway.settings import GatewaySettings, SettingsError
+from controller.gateway.tables.dns import DnsTable, load_models
 
 MODELS = {
     "models": [

@@ -10,7 +10,7 @@ import pytest
 
 from controller.cli import main
 from controller.engines import build_spec
-from controller.gateway.dns import parse_models
+from controller.gateway.tables.dns import parse_models
 from controller.kubernetes.names import object_name
 
 from .support import GGUF, REPO, by_kind, model_root, objects, render_dir, validate

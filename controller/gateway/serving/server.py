@@ -20,15 +20,15 @@ from aiohttp import web
 
 from controller.errors import CannotListen
 from controller.gateway import errors
+from controller.gateway.admission.demand import ControllerSink, DemandSink
 from controller.gateway.app import create_app
 from controller.gateway.auth import access_line
-from controller.gateway.demand import ControllerSink, DemandSink
-from controller.gateway.dns import DnsTable
-from controller.gateway.httplog import server_logger
-from controller.gateway.process import tune_gc
+from controller.gateway.serving.httplog import server_logger
+from controller.gateway.serving.process import tune_gc
+from controller.gateway.serving.workers import run_workers
 from controller.gateway.settings import GatewaySettings, SettingsError
-from controller.gateway.table import ControllerTable
-from controller.gateway.workers import run_workers
+from controller.gateway.tables.dns import DnsTable
+from controller.gateway.tables.source import ControllerTable
 
 # What a connection over ``max_connections`` gets before it is closed (it has sent nothing yet).
 _TOO_MANY_BODY = json.dumps(

@@ -2,8 +2,9 @@
 
 Requests are routed by the ``model`` field of their JSON body (a name or an alias), which is how every
 OpenAI client addresses a model, and Anthropic's and the Responses API's too. This module validates
-the request and answers what it can answer itself (lists, 400/404/413/503); ``proxy.Proxy`` does the
-forwarding. The body is read and parsed once, then forwarded unchanged.
+the request (``OpenAIDoor``, its adapter to ``pipeline.Pipeline``, which every API's calls share) and
+answers what it can answer itself (lists, probes, metrics). The body is read and parsed once, then
+forwarded unchanged.
 
 The API a request speaks is decided once, from its path (``errors.api_of``): Anthropic Messages
 (``/v1/messages``, ``/v1/messages/count_tokens``) get the gateway's own errors in Anthropic's
@@ -14,43 +15,30 @@ through as the engine gives them (llama-server serves all three).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller.endpoints.table import EndpointTable
-from controller.gateway import errors, outcome
-from controller.gateway.admission import Admission
-from controller.gateway.auth import KEY_USE
-from controller.gateway.balancer import PREFIX_AFFINITY
-from controller.gateway.call import REPLICA_HEADER, Call
-from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, api_of, in_shape
-from controller.gateway.hashring import hash64
-from controller.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from controller.gateway.peers import Peers
-from controller.gateway.prefix import chat_prefix, prefix_key, prompt_prefix
-from controller.gateway.proxy import BodyRefused, Proxy
-from controller.gateway.recent import SNAPSHOT_KEY
-from controller.gateway.table import TableSource
-from controller.gateway.usage import USAGE_PATHS, ask_for_usage
+from controller.endpoints.table import EndpointTable, ModelEndpoints
+from controller.gateway import errors
+from controller.gateway.admission.balancer import PREFIX_AFFINITY
+from controller.gateway.admission.hashring import hash64
+from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
+from controller.gateway.doors.pipeline import Door, Pipeline, Prepared
+from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, Refusal, api_of
+from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
+from controller.gateway.tables.source import TableSource
+from controller.gateway.telemetry.metrics import CONTENT_TYPE, GatewayMetrics
+from controller.gateway.telemetry.peers import Peers
+from controller.gateway.telemetry.recent import SNAPSHOT_KEY
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
-
-
-class BadRequest(Exception):
-    """The request cannot be forwarded; ``response`` says why, in OpenAI's error shape."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
 
 
 # The APIs forwarded to replicas, by the exact path the client sent (``request.raw_path``: no dot
@@ -72,11 +60,6 @@ API_PATHS = frozenset(
 _API_QUERIES = {"/v1/messages": ("beta=true",), "/v1/messages/count_tokens": ("beta=true",)}
 
 
-def asks_no_usage(call: Call, path: str) -> bool:
-    """A stream whose client did not ask for usage, on a path whose engines can send it."""
-    return call.stream and not call.stream_usage and path in USAGE_PATHS
-
-
 def forwarded_as_sent(raw_path: str) -> bool:
     """True if ``raw_path`` (not one of API_PATHS) is an API path with a query it may carry."""
     path, _, query = raw_path.partition("?")
@@ -94,18 +77,18 @@ def model_list(table: EndpointTable) -> dict[str, object]:
 
 
 def requested_model(body: bytes) -> tuple[str, dict[str, Any]]:
-    """Return the body's ``model`` and the parsed body; raise BadRequest unless JSON with a string model."""
+    """Return the body's ``model`` and the parsed body; raise Refusal (400) unless JSON with a model."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are both
-        raise BadRequest(errors.bad_request(f"The request body is not valid JSON: {exc}")) from exc
+        raise errors.bad_request(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
-        raise BadRequest(errors.bad_request("The request body must be a JSON object."))
+        raise errors.bad_request("The request body must be a JSON object.")
     model = document.get("model")
     if model is None:
-        raise BadRequest(errors.bad_request("You must provide a model parameter.", code=None))
+        raise errors.bad_request("You must provide a model parameter.", code=None)
     if not isinstance(model, str) or not model:
-        raise BadRequest(errors.bad_request("The model parameter must be a non-empty string."))
+        raise errors.bad_request("The model parameter must be a non-empty string.")
     return model, document
 
 
@@ -135,26 +118,78 @@ def api_prefix_key(document: dict[str, Any], api: str, *, prefix_chars: int) -> 
     return hash64(f"{system}\x1d{text}".encode("utf-8", "surrogatepass"))
 
 
+class OpenAIDoor(Door):
+    """OpenAI's API, and Anthropic Messages and Responses on it: forwarded as the client sent them.
+
+    The API is decided once per request from its path (``errors.api_of``): it shapes the gateway's
+    own errors (Anthropic's on ``/v1/messages*``) and picks the prefix key. A chat or text stream
+    whose client asked no usage asks for it on the client's behalf (``usage``), hidden from it.
+    """
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._prefix_chars = settings.affinity_prefix_chars
+
+    def api_of(self, request: web.Request) -> str:
+        return api_of(request.path)
+
+    def check(self, request: web.Request) -> None:
+        raw_path = request.raw_path
+        if raw_path not in API_PATHS and not forwarded_as_sent(raw_path):
+            raise errors.not_api(request.method, request.path)
+
+    def parse(self, body: bytes) -> tuple[str, dict[str, Any]]:
+        return requested_model(body)
+
+    def no_table(self, retry_after: int) -> Refusal:
+        return errors.unavailable(
+            "The gateway knows no models yet: the controller has published no endpoint table. Retry later.",
+            retry_after=retry_after,
+        )
+
+    def not_found(self, table: EndpointTable, name: str) -> Refusal:
+        return errors.model_not_found(name, (n for m in table.models for n in m.names))
+
+    def prepare(
+        self,
+        request: web.Request,
+        entry: ModelEndpoints,
+        document: dict[str, Any],
+        body: bytes,
+        api: str,
+        started: float,
+    ) -> Prepared:
+        key = None
+        # A key only matters where there is a choice: not for a model with exactly one replica (a
+        # request that then waits through a scale-up is balanced least-outstanding, once).
+        if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
+            key = api_prefix_key(document, api, prefix_chars=self._prefix_chars)
+        stream = document.get("stream") is True
+        # Messages and Responses streams always end with their usage.
+        stream_usage = wants_stream_usage(document) if api == OPENAI else stream
+        if stream and not stream_usage and request.path in USAGE_PATHS:
+            body = ask_for_usage(body, document)  # counted in tokens, as any answer is
+            return Prepared(body, key, stream, stream_usage=True, hide_usage=True)
+        return Prepared(body, key, stream, stream_usage)
+
+
 class Routes:
-    """Request handlers over one table source, the admission queues, the proxy and the metrics."""
+    """OpenAI's surface: model lists, health probes, metrics, and every API path through the pipeline."""
 
     def __init__(
         self,
         source: TableSource,
         settings: GatewaySettings,
         *,
-        proxy: Proxy,
-        admission: Admission,
+        pipeline: Pipeline,
         metrics: GatewayMetrics,
         peers: Peers | None = None,
     ) -> None:
         self._source = source
         self._settings = settings
-        self._proxy = proxy
-        self._admission = admission
+        self._pipeline = pipeline
+        self._door = OpenAIDoor(settings)
         self._metrics = metrics
         self._peers = peers
-        self._keys = bool(settings.api_keys) or settings.api_keys_file is not None
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
@@ -164,8 +199,9 @@ class Routes:
         app.router.add_get("/metrics/requests", self.recent_requests)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
+        forward = self._pipeline.handler(self._door)
         for path in API_PATHS:
-            app.router.add_post(path, self.forward)
+            app.router.add_post(path, forward)
         app.router.add_post("/v1/{path:.*}", self.not_api)  # never forwarded: 404
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -198,87 +234,17 @@ class Routes:
         table = self._source.current()
         entry = table.lookup(name)
         if entry is None:
-            return self._unknown(table, name)
+            door = self._door
+            refusal = (
+                door.no_table(self._settings.retry_after_s)
+                if table.version == 0 and not table.models
+                else door.not_found(table, name)
+            )
+            return refusal.response()
         return web.json_response(
             {"id": name, "object": "model", "created": entry.created, "owned_by": "modelctl"}
         )
 
     async def not_api(self, request: web.Request) -> web.Response:
         """404 for a path under /v1 that is no API the gateway serves (an engine's admin, a typo)."""
-        return errors.not_api(request.method, request.path)
-
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        """Route a POST by its body's model to a ready replica; see ``Proxy.forward``."""
-        started = time.monotonic()
-        call: Call | None = None
-        api = api_of(request.path)
-        try:
-            if request.raw_path not in API_PATHS and not forwarded_as_sent(request.raw_path):
-                raise BadRequest(errors.not_api(request.method, request.path))
-            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
-            model, document = requested_model(body)
-            table = self._source.current()
-            if table.version == 0 and not table.models:
-                table = await self._admission.wait_for_table()  # just started: the table is on its way
-            resolved = self._resolve(table, model, document, started, api)
-            if isinstance(resolved, Call) and asks_no_usage(resolved, request.path):
-                body = ask_for_usage(body, document)  # counted in tokens, as any answer is
-                resolved.stream_usage = resolved.hide_usage = True
-            del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
-            if isinstance(resolved, Call):
-                call = resolved
-                if self._keys:
-                    call.user = request.get(KEY_USE)
-                resp = await self._proxy.forward(request, call, body)
-            else:
-                resp = resolved
-        except (BadRequest, BodyRefused) as exc:
-            resp = exc.response
-        except asyncio.CancelledError:
-            # nginx's "client closed request", unless the stream's last event had reached it.
-            delivered = call.delivered if call is not None else None
-            self._record(request, call, delivered or 499, started, api)
-            raise
-        # The gateway's own errors in Anthropic's shape; the engine's (with the replica header) pass.
-        if api == ANTHROPIC and resp.status >= 400 and REPLICA_HEADER not in resp.headers:
-            resp = in_shape(resp, api)
-        self._record(request, call, resp.status, started, api)
-        return resp
-
-    def _resolve(
-        self, table: EndpointTable, model: str, document: dict[str, Any], started: float, api: str = OPENAI
-    ) -> Call | web.Response:
-        """Return the call to forward, or the gateway's own answer (404, 503)."""
-        entry = table.lookup(model)
-        if entry is None:
-            return self._unknown(table, model)
-        key = None
-        # A key only matters where there is a choice: not for a model with exactly one replica (a
-        # request that then waits through a scale-up is balanced least-outstanding, once).
-        if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
-            key = api_prefix_key(document, api, prefix_chars=self._settings.affinity_prefix_chars)
-        stream = document.get("stream") is True
-        return Call(
-            entry,
-            key=key,
-            started=started,
-            # Messages and Responses streams always end with their usage.
-            stream_usage=wants_stream_usage(document) if api == OPENAI else stream,
-            stream=stream,
-            api=api,
-        )
-
-    def _unknown(self, table: EndpointTable, model: str) -> web.Response:
-        if table.version == 0 and not table.models:
-            # Version 0 is the empty table a source starts with: nothing known yet, not "no such".
-            return errors.unavailable(
-                "The gateway knows no models yet: the controller has published no endpoint "
-                "table. Retry later.",
-                retry_after=self._settings.retry_after_s,
-            )
-        return errors.model_not_found(model, (n for m in table.models for n in m.names))
-
-    def _record(
-        self, request: web.Request, call: Call | None, status: int, started: float, api: str = OPENAI
-    ) -> None:
-        outcome.record(self._metrics, request, call, status, started, api, keyed=self._keys)
+        return errors.not_api(request.method, request.path).response()

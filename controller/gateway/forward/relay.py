@@ -19,19 +19,20 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from controller.endpoints.table import Replica
-from controller.gateway import errors, mend
+from controller.gateway import errors
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
-from controller.gateway.deadlines import StreamDeadline, Watchdog
-from controller.gateway.events import EventTooLarge
-from controller.gateway.headers import response_headers
-from controller.gateway.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
-from controller.gateway.upstream import (
+from controller.gateway.forward import mend
+from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
+from controller.gateway.forward.events import EventTooLarge
+from controller.gateway.forward.headers import response_headers
+from controller.gateway.forward.upstream import (
     Answer,
     AnswerTooLarge,
     ClientStalled,
     UpstreamError,
 )
-from controller.gateway.usage import UsageStrip
+from controller.gateway.forward.usage import UsageStrip
+from controller.gateway.telemetry.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
@@ -209,8 +210,9 @@ class Relay:
         *,
         limit: int = WHOLE_BODY_BYTES,
     ) -> web.Response:
-        """A body read whole (at most ``limit`` bytes), answered in one write; 502 if it broke or
-        passed ``limit``. Small bodies of known length come here, and those to be translated."""
+        """A body read whole (at most ``limit`` bytes), answered in one write; raises ``Refusal``
+        (502) if it broke or passed ``limit``. Small bodies of known length come here, and those to
+        be translated."""
         try:
             if upstream.complete:  # the whole body came with the headers: nothing to wait for
                 body = await upstream.read(limit)
@@ -219,13 +221,13 @@ class Relay:
                     body = await upstream.read(limit)
         except AnswerTooLarge:
             log.warning("replica %s answered more than %d bytes to be read whole", replica.id, limit)
-            return errors.upstream_failed(
+            raise errors.upstream_failed(
                 f"The model server's answer is larger than the gateway's limit of {limit} bytes."
-            )
+            ) from None
         except (UpstreamError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             log.warning("replica %s failed mid-answer: %s", replica.id, reason)
-            return errors.upstream_failed("The model server failed mid-answer.")
+            raise errors.upstream_failed("The model server failed mid-answer.") from exc
         headers = response_headers(upstream.headers)
         headers.append((REPLICA_HEADER, replica.id))
         call.first_byte_s = time.monotonic() - call.started
@@ -264,6 +266,10 @@ class Relay:
         if call.api == ANTHROPIC and call.stream:  # Messages streams: prompt tokens come first
             head = _usage(call.head)
             usage = (max(usage[0], head[0]) if head else usage[0], usage[1])
+        self.count(call, usage)
+
+    def count(self, call: Call, usage: tuple[int, int]) -> None:
+        """Count ``usage`` (prompt, completion) as ``call``'s tokens: the call, the metrics, its key."""
         call.tokens = usage
         self._metrics.tokens(call.entry.name, call.api, *usage)
         if call.user is not None:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from controller.gateway.metrics import Snapshot
+from controller.gateway.telemetry.metrics import Snapshot
 
 log = logging.getLogger(__name__)
 

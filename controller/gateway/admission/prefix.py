@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.gateway.hashring import hash64
+from controller.gateway.admission.hashring import hash64
 
 # Separators that cannot be confused with ordinary text: unit and record separators.
 _FIELD = "\x1f"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from controller.gateway.upstream import Answer, ClientStalled, ReadTimeout
+from controller.gateway.forward.upstream import Answer, ClientStalled, ReadTimeout
 
 log = logging.getLogger(__name__)
 

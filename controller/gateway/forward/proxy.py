@@ -29,13 +29,13 @@ from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints, Replica
 from controller.gateway import errors
-from controller.gateway.admission import Admission, Rejected, Slot
+from controller.gateway.admission.queues import Admission, Slot
 from controller.gateway.call import EVENT_STREAM, REPLICA_HEADER, Call, Loading, Translation
-from controller.gateway.deadlines import OpenDeadline, Watchdog
-from controller.gateway.headers import request_headers
-from controller.gateway.metrics import GatewayMetrics
-from controller.gateway.relay import WHOLE_BODY_BYTES, Relay
-from controller.gateway.upstream import (
+from controller.gateway.errors import Refusal
+from controller.gateway.forward.deadlines import OpenDeadline, Watchdog
+from controller.gateway.forward.headers import request_headers
+from controller.gateway.forward.relay import WHOLE_BODY_BYTES, Relay
+from controller.gateway.forward.upstream import (
     MAX_WHOLE_ANSWER_BYTES,
     Answer,
     BadAnswer,
@@ -43,6 +43,7 @@ from controller.gateway.upstream import (
     ConnectionLost,
     Pool,
 )
+from controller.gateway.telemetry.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
@@ -55,14 +56,6 @@ _RETRY_STATUSES = frozenset({502, 503})
 
 class RetryableError(Exception):
     """This try failed before anything reached the client; another replica may serve it."""
-
-
-class BodyRefused(Exception):
-    """The request's body did not come (too large: 413; too slow: 408); ``response`` says why."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
 
 
 class Proxy:
@@ -85,16 +78,21 @@ class Proxy:
         self._relay = Relay(settings, metrics, self._watchdog)
 
     async def read_body(self, request: web.Request, limit: int) -> bytes:
-        """Return the request's whole body; raise BodyRefused: 413 past ``limit`` bytes, 408 when it
+        """Return the request's whole body; raise ``Refusal``: 413 past ``limit`` bytes, 408 when it
         does not come within ``body_timeout_s`` (a body trickling in holds a connection and memory).
 
-        A body that came with the request's head (most do) is taken without a deadline.
+        A body that came with the request's head (most do) is taken as it lies in the buffer: no
+        deadline, no coroutine, no copy.
         """
         length = request.content_length
         if length is not None and length > limit:
-            raise BodyRefused(errors.too_large(limit))
-        if request.content.is_eof():
-            return await self._read(request, limit)
+            raise errors.too_large(limit)
+        content = request.content
+        if content.is_eof():  # all of it is here (decoded, if the client compressed it)
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise errors.too_large(limit)
+            return body
         timeout_s = self._settings.body_timeout_s
         task = asyncio.current_task()
         assert task is not None
@@ -106,20 +104,23 @@ class Proxy:
             if not deadline.timed_out():
                 raise  # the client left
             log.info("the body of %s did not come within %gs", request.path, timeout_s)
-            response = errors.request_timeout(
+            # The connection closes: the rest of the body is not worth waiting for.
+            raise errors.request_timeout(
                 f"The request body did not arrive within {timeout_s:g} seconds."
-            )
-            response.force_close()  # the rest of it is not worth waiting for
-            raise BodyRefused(response) from None
+            ) from None
         finally:
             self._watchdog.discard(deadline)
+
+    def count_tokens(self, call: Call, usage: tuple[int, int]) -> None:
+        """Count ``usage`` as ``call``'s tokens (a door's translated stream that the client left)."""
+        self._relay.count(call, usage)
 
     @staticmethod
     async def _read(request: web.Request, limit: int) -> bytes:
         try:
             return await request.read()  # the app's client_max_size is ``limit``: aiohttp enforces it
         except web.HTTPRequestEntityTooLarge as exc:
-            raise BodyRefused(errors.too_large(limit)) from exc
+            raise errors.too_large(limit) from exc
 
     async def forward(
         self,
@@ -129,26 +130,26 @@ class Proxy:
         *,
         slot: Slot | None = None,
         loading: Loading | None = None,
+        model: ModelEndpoints | None = None,
     ) -> web.StreamResponse:
-        """Answer ``request`` from one of ``call.entry``'s replicas; errors come back as responses.
+        """Answer ``request`` from one of ``call.entry``'s replicas; return the relayed response.
 
         Tries up to ``max_tries`` replicas, each at most once, while nothing has been sent to the
-        client; waits (bounded) for a slot when all are busy or none is ready yet. Returns the relayed
-        response; a 429/503 from admission; a 503 (with Retry-After) when every try failed before the
-        first byte; or a 502 when a replica failed in a way a retry would not fix. A model without
-        ready replicas goes through ``_forward_cold``, which passes the slot of its first try and its
-        started loading stream (if any) back in: the common path keeps one coroutine frame.
+        client; waits (bounded) for a slot when all are busy or none is ready yet. Raises
+        ``Refusal``: 429/503 from admission; 503 (with Retry-After) when every try failed before
+        the first byte; 502 when a replica failed in a way a retry would not fix. A model without
+        ready replicas goes through ``_forward_cold``, which passes the slot of its first try, its
+        started loading stream (if any) and the model's entry as it is now back in: the common path
+        keeps one coroutine frame.
         """
-        if slot is None and not call.entry.replicas:
-            return await self._forward_cold(request, call, body)
-        model = call.entry
+        if model is None:
+            model = call.entry
+            if slot is None and not model.replicas:
+                return await self._forward_cold(request, call, body)
         failed: list[str] = []
         for _ in range(self._settings.max_tries):
             if slot is None:
-                try:
-                    slot = await self._admission.acquire(model, exclude=failed, key=call.key, size=len(body))
-                except Rejected as exc:
-                    return exc.response
+                slot = await self._admission.acquire(model, exclude=failed, key=call.key, size=len(body))
                 if slot is None:
                     break
             replica, done = slot
@@ -161,7 +162,7 @@ class Proxy:
                 self._metrics.retry(model.name)
             finally:
                 done()
-        return self._failed(model, len(failed))
+        raise self._failed(model, len(failed))
 
     async def _forward_cold(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
         """``forward`` for a model that had no ready replica: held (counted, timed), then as usual."""
@@ -173,9 +174,9 @@ class Proxy:
             slot = await self._admission.acquire(
                 call.entry, key=call.key, tick=loading.tick if loading is not None else None, size=len(body)
             )
-        except Rejected as exc:
+        except Refusal as exc:
             self._metrics.held(name, time.monotonic() - held_since)
-            return await self._loaded(loading, exc.response)
+            return await self._loaded(loading, exc)
         except ConnectionError:  # a loading comment found the client gone
             log.debug("client left %s while held for model %s", request.path, name)
             if loading is not None and loading.response is not None:
@@ -184,18 +185,19 @@ class Proxy:
         self._metrics.held(name, time.monotonic() - held_since)
         if slot is None:
             return await self._loaded(loading, self._failed(call.entry, 0))
-        call.entry = self._admission.entry(name) or call.entry  # retries go to its replicas now
-        resp = await self.forward(request, call, body, slot=slot, loading=loading)
-        return await self._loaded(loading, resp)
+        model = self._admission.entry(name) or call.entry  # retries go to its replicas now
+        try:
+            return await self.forward(request, call, body, slot=slot, loading=loading, model=model)
+        except Refusal as exc:
+            return await self._loaded(loading, exc)
 
-    async def _loaded(self, loading: Loading | None, resp: web.StreamResponse) -> web.StreamResponse:
-        """Return ``resp``, or end the loading stream already started with it as an error event."""
-        if loading is None or loading.response is None or resp is loading.response:
-            return resp
-        assert isinstance(resp, web.Response), "answers other than the loading stream are whole"
-        return await loading.fail(errors.sse_event_of(resp, loading.api))
+    async def _loaded(self, loading: Loading | None, refusal: Refusal) -> web.StreamResponse:
+        """Raise ``refusal``, or end the loading stream already started with it as an error event."""
+        if loading is None or loading.response is None:
+            raise refusal
+        return await loading.fail(refusal.sse_event(loading.api))
 
-    def _failed(self, model: ModelEndpoints, failed: int) -> web.Response:
+    def _failed(self, model: ModelEndpoints, failed: int) -> Refusal:
         return errors.unavailable(
             f"The model '{model.name}' is temporarily unavailable: {failed} of its replicas "
             "failed to answer. Retry later.",
@@ -245,13 +247,15 @@ class Proxy:
             if not deadline.timed_out():
                 raise  # the client left (or the server stops): not a timeout
             log.warning("replica %s sent no answer within %gs", replica.id, timeout_s)
-            return errors.upstream_failed(f"The model server sent no answer within {timeout_s:g} seconds.")
+            raise errors.upstream_failed(
+                f"The model server sent no answer within {timeout_s:g} seconds."
+            ) from None
         except (ConnectFailed, ConnectionLost) as exc:
             # Refused, reset, dropped before the status line, connect timeout: nothing was sent.
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
         except BadAnswer as exc:
             log.warning("replica %s answered badly: %s", replica.id, exc)
-            return errors.upstream_failed("The model server sent an invalid answer.")
+            raise errors.upstream_failed("The model server sent an invalid answer.") from exc
         finally:
             watchdog.discard(deadline)
         try:

@@ -44,8 +44,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES
-from controller.gateway.recent import SNAPSHOT_KEY, Recent
-from controller.gateway.table import TableSource
+from controller.gateway.tables.source import TableSource
+from controller.gateway.telemetry.recent import SNAPSHOT_KEY, Recent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_REPLICA = "none"

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.gateway.events import Events
+from controller.gateway.forward.events import Events
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import uuid
 from typing import Any, Protocol
 
 from controller.gateway.errors import ANTHROPIC, RESPONSES
-from controller.gateway.events import Events
+from controller.gateway.forward.events import Events
 
 
 class Mend(Protocol):

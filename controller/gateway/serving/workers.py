@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import GatewayWorkersFailed
-from controller.gateway.process import loop_factory
+from controller.gateway.serving.process import loop_factory
 from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)

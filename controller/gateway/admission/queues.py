@@ -33,13 +33,12 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.gateway import errors
-from controller.gateway.balancer import Balancer, Done
-from controller.gateway.demand import Demand
-from controller.gateway.table import TableSource
+from controller.gateway.admission.balancer import Balancer, Done
+from controller.gateway.admission.demand import Demand
+from controller.gateway.errors import Refusal
+from controller.gateway.tables.source import TableSource
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
@@ -47,14 +46,6 @@ if TYPE_CHECKING:
 Slot = tuple[Replica, Done]
 # Called while a request is held for a model with no ready replica (at once, then every interval).
 Tick = Callable[[], Awaitable[None]]
-
-
-class Rejected(Exception):
-    """The request will not get a replica; ``response`` (429 or 503, OpenAI-shaped) says why."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
 
 
 @dataclass(slots=True, eq=False)
@@ -118,8 +109,8 @@ class Admission:
         """Return a slot (replica, done) for a request to ``entry``; call ``done`` when it ends.
 
         Returns None when every replica is in ``exclude`` (they failed this request: the caller
-        answers 503). Waits, bounded, while all are busy or none is ready; raises Rejected (429 or
-        503) when a bound is hit. A non-empty ``exclude`` marks a retry. While held because ``entry``
+        answers 503). Waits, bounded, while all are busy or none is ready; raises ``errors.Refusal`` (429
+        or 503) when a bound is hit. A non-empty ``exclude`` marks a retry. While held because ``entry``
         has no ready replica, ``tick`` is awaited at once and then every
         ``loading_comment_interval_s``; what it raises ends the wait (the request leaves the queue).
         ``size``: the bytes the request holds while it waits (its body), for ``max_queued_bytes``.
@@ -211,7 +202,7 @@ class Admission:
                 return await self._hold(waiter.future, tick)
         except TimeoutError:
             self._abandon(entry.name, waiter)
-            raise Rejected(self._timed_out(entry.name, timeout_s)) from None
+            raise self._timed_out(entry.name, timeout_s) from None
         except BaseException:
             self._abandon(entry.name, waiter)
             raise
@@ -219,7 +210,7 @@ class Admission:
             self._queued_bytes -= size
 
     def _check_room(self, entry: ModelEndpoints, waiting: int, size: int) -> None:
-        """Raise Rejected if ``entry``'s queue is full, or the gateway's queues hold too many bytes."""
+        """Raise a Refusal if ``entry``'s queue is full, or the gateway's queues hold too many bytes."""
         if waiting >= self.queue_limit(entry):
             why = f"{waiting} requests are already waiting"
         elif self._queued_bytes + size > self._settings.max_queued_bytes:
@@ -229,8 +220,8 @@ class Admission:
         if not self._queues[entry.name]:
             del self._queues[entry.name]
         if not entry.replicas:  # not at capacity: there is no replica to be at capacity
-            raise Rejected(self._gone(entry.name, f"it has no ready replica and {why}"))
-        raise Rejected(self._busy(entry.name, why))
+            raise self._gone(entry.name, f"it has no ready replica and {why}")
+        raise self._busy(entry.name, why)
 
     async def _hold(self, future: asyncio.Future[Slot | None], tick: Tick) -> Slot | None:
         """Wait for ``future``, awaiting ``tick`` at once and then every comment interval."""
@@ -268,7 +259,7 @@ class Admission:
             if waiter.future.done():
                 continue
             if entry is None:
-                waiter.future.set_exception(Rejected(self._gone(model)))
+                waiter.future.set_exception(self._gone(model))
                 continue
             slot, left = self._try(entry, waiter.exclude, waiter.key)
             if slot is not None or not left:
@@ -282,14 +273,14 @@ class Admission:
         if not queue:
             del self._queues[model]
 
-    def _busy(self, model: str, why: str) -> web.Response:
+    def _busy(self, model: str, why: str) -> Refusal:
         return errors.overloaded(
             f"The model '{model}' is at capacity and {why}. Retry later.",
             code="queue_full",
             retry_after=self._settings.busy_retry_after_s,
         )
 
-    def _timed_out(self, model: str, waited_s: float) -> web.Response:
+    def _timed_out(self, model: str, waited_s: float) -> Refusal:
         entry = self._source.current().lookup(model)
         if entry is None:
             return self._gone(model, "it is no longer served")
@@ -305,7 +296,7 @@ class Admission:
             retry_after=self._settings.busy_retry_after_s,
         )
 
-    def _gone(self, model: str, why: str = "it has no ready replica") -> web.Response:
+    def _gone(self, model: str, why: str = "it has no ready replica") -> Refusal:
         return errors.unavailable(
             f"The model '{model}' is not available: {why}. Retry later.",
             retry_after=self._settings.retry_after_s,

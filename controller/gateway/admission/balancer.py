@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Collection
 
 from controller.endpoints.table import ModelEndpoints, Replica
-from controller.gateway.hashring import HashRing
+from controller.gateway.admission.hashring import HashRing
 
 Done = Callable[[], None]
 

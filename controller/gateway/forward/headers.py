@@ -2,7 +2,8 @@
 
 Hop-by-hop headers (RFC 9110 section 7.6.1) never do; a replica never sees the client's
 credentials (Authorization, x-api-key, cookies), and the client never sees the replica's framing
-(aiohttp frames the body and writes its own Date and Server). Filtering is on the hot path, so
+(aiohttp frames the body and writes its own Date and Server) nor its CORS headers (``Access-Control-*``:
+the gateway owns CORS, ``cors.py``). Filtering is on the hot path, so
 whether a header name passes is remembered per spelling: one dict lookup per header.
 """
 
@@ -37,8 +38,13 @@ _KEEP_IN_RESPONSE: dict[str, bool] = {}
 _KEEP_CACHE_SIZE = 512
 
 
+# A replica's CORS headers (llama-server: an empty Access-Control-Allow-Origin) are not the gateway's.
+_CORS_PREFIX = "access-control-"
+
+
 def _keeps(cache: dict[str, bool], drop: frozenset[str], name: str) -> bool:
-    keep = name.lower() not in drop
+    lower = name.lower()
+    keep = lower not in drop and not (drop is _DROP_FROM_RESPONSE and lower.startswith(_CORS_PREFIX))
     if len(cache) < _KEEP_CACHE_SIZE:
         cache[name] = keep
     return keep

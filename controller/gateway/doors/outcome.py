@@ -11,7 +11,7 @@ from aiohttp import web
 
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import Call
-from controller.gateway.metrics import NO_REPLICA, UNROUTED, GatewayMetrics
+from controller.gateway.telemetry.metrics import NO_REPLICA, UNROUTED, GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,184 @@
+"""The one path every API call takes through the gateway; a front door adapts it to its API.
+
+Each stage is written once here, in order, for every door (OpenAI's, with Anthropic Messages and
+Responses on it; Ollama's)::
+
+    the body      read whole under its deadlines (413 past max_body_bytes, 408 past body_timeout_s)
+    the request   the door parses it in its API's terms and names the model (its refusals: 400)
+    the model     looked up in the endpoint table (just started: waits for the first table; 404, 503)
+    the call      the door prepares it: the replica's body and path, prefix key, stream flags; the
+                  API key's use (checked and counted in flight by the app's middleware, ``auth``)
+    forwarding    admission (a slot, a bounded wait: 429, 503), the replica, retries before the first
+                  byte, the relay of the answer (``forward.proxy``)
+    the answer    the door translates it out (Ollama's shape; others pass as the engine gives them)
+    the outcome   metrics, the key's usage, the recent-requests ring (``outcome.record``)
+
+A stage that refuses raises ``errors.Refusal``; the pipeline answers it in the door's API's shape.
+A client that leaves is recorded as 499, unless its answer's last event had reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiohttp import web
+
+from controller.endpoints.table import EndpointTable, ModelEndpoints
+from controller.gateway.auth import KEY_USE
+from controller.gateway.call import Call, Translation
+from controller.gateway.doors import outcome
+from controller.gateway.errors import OPENAI, Refusal
+from controller.gateway.tables.source import TableSource
+
+if TYPE_CHECKING:
+    from controller.gateway.admission.queues import Admission
+    from controller.gateway.forward.proxy import Proxy
+    from controller.gateway.settings import GatewaySettings
+    from controller.gateway.telemetry.metrics import GatewayMetrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Prepared(NamedTuple):
+    """What a door makes of a request for a served model: what goes to the replica, and how."""
+
+    body: bytes  # the replica's request body
+    key: int | None  # the prefix key (prefix affinity), None without one
+    stream: bool  # the client asked for a stream
+    stream_usage: bool  # the stream ends with usage
+    hide_usage: bool = False  # the gateway asked for that usage: the client does not see it
+    translation: Translation | None = None  # a call made in another API's shape
+
+
+class Door:
+    """A front door's adapter: what differs between APIs. The defaults are OpenAI's pass-through."""
+
+    def api_of(self, request: web.Request) -> str:
+        """The API ``request`` speaks (labels, error shapes, stream ends)."""
+        return OPENAI
+
+    def check(self, request: web.Request) -> None:
+        """Raise ``Refusal`` for a request this door does not take (before its body is read)."""
+
+    def parse(self, body: bytes) -> tuple[str, dict[str, Any]]:
+        """(the model named, the parsed request); raise ``Refusal`` (400) otherwise."""
+        raise NotImplementedError
+
+    def lookup(self, table: EndpointTable, name: str) -> ModelEndpoints | None:
+        return table.lookup(name)
+
+    def no_table(self, retry_after: int) -> Refusal:
+        """The refusal while the gateway knows no table yet (503)."""
+        raise NotImplementedError
+
+    def not_found(self, table: EndpointTable, name: str) -> Refusal:
+        """The refusal for a model the table does not serve (404)."""
+        raise NotImplementedError
+
+    def prepare(
+        self,
+        request: web.Request,
+        entry: ModelEndpoints,
+        document: dict[str, Any],
+        body: bytes,
+        api: str,
+        started: float,
+    ) -> Prepared | web.StreamResponse:
+        """The call's parts for the replica, or the door's own answer (nothing to forward)."""
+        raise NotImplementedError
+
+    def answer(self, call: Call, resp: web.StreamResponse) -> web.StreamResponse:
+        """The replica's answer (relayed, or read whole) as the client gets it."""
+        return resp
+
+    def left(self, call: Call) -> int | None:
+        """The status of an answer the client had whole when it left, else None (499)."""
+        return call.delivered
+
+
+class Pipeline:
+    """The stages every door shares, over one table source, admission, proxy and metrics."""
+
+    def __init__(
+        self,
+        source: TableSource,
+        settings: GatewaySettings,
+        *,
+        proxy: Proxy,
+        admission: Admission,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._proxy = proxy
+        self._admission = admission
+        self._metrics = metrics
+        self._keyed = bool(settings.api_keys) or settings.api_keys_file is not None
+
+    def handler(self, door: Door) -> Handler:
+        """The aiohttp handler that takes ``door``'s requests down the pipeline (made once per door)."""
+
+        return functools.partial(self.handle, door=door)  # a coroutine function, one frame less
+
+    async def handle(self, request: web.Request, door: Door) -> web.StreamResponse:
+        """Answer ``request`` through ``door``: the stages of the module's docstring, in order."""
+        started = time.monotonic()
+        api = door.api_of(request)
+        call: Call | None = None
+        try:
+            door.check(request)
+            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
+            name, document = door.parse(body)
+            entry = await self._entry(door, name)
+            prepared = door.prepare(request, entry, document, body, api, started)
+            del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
+            if isinstance(prepared, web.StreamResponse):
+                resp = prepared  # the door's own answer: nothing to forward
+            else:
+                call = self._call(request, entry, prepared, started, api)
+                resp = door.answer(call, await self._proxy.forward(request, call, prepared.body))
+        except Refusal as refusal:
+            resp = refusal.response(api)
+        except asyncio.CancelledError:
+            # nginx's "client closed request", unless the answer's last event had reached it.
+            delivered = door.left(call) if call is not None else None
+            outcome.record(self._metrics, request, call, delivered or 499, started, api, keyed=self._keyed)
+            raise
+        outcome.record(self._metrics, request, call, resp.status, started, api, keyed=self._keyed)
+        return resp
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The request's body under the pipeline's bounds (for a door's own calls); raises Refusal."""
+        return await self._proxy.read_body(request, self._settings.max_body_bytes)
+
+    async def _entry(self, door: Door, name: str) -> ModelEndpoints:
+        """The served model ``name`` names in the current table; raises the door's 404 or 503."""
+        table = self._source.current()
+        if table.version == 0 and not table.models:
+            table = await self._admission.wait_for_table()  # just started: the table is on its way
+        entry = door.lookup(table, name)
+        if entry is not None:
+            return entry
+        if table.version == 0 and not table.models:
+            # Version 0 is the empty table a source starts with: nothing known yet, not "no such".
+            raise door.no_table(self._settings.retry_after_s)
+        raise door.not_found(table, name)
+
+    def _call(
+        self, request: web.Request, entry: ModelEndpoints, prepared: Prepared, started: float, api: str
+    ) -> Call:
+        return Call(
+            entry,
+            key=prepared.key,
+            started=started,
+            stream=prepared.stream,
+            stream_usage=prepared.stream_usage,
+            hide_usage=prepared.hide_usage,
+            api=api,
+            user=request.get(KEY_USE) if self._keyed else None,
+            translation=prepared.translation,
+        )
