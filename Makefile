@@ -24,8 +24,8 @@ test: docker images model venv     ## the whole suite, Docker-backed and end-to-
 	$(VENV)/bin/python -m pytest -v -ra
 
 check: venv                        ## lint, format and type checks
-	$(VENV)/bin/ruff check controller tests
-	$(VENV)/bin/ruff format --check controller tests
+	$(VENV)/bin/ruff check controller tests bench scripts
+	$(VENV)/bin/ruff format --check controller tests bench scripts
 	$(VENV)/bin/mypy
 
 docker:                            ## install and start a Docker engine if there is none

@@ -15,7 +15,8 @@ from typing import Final, Protocol
 from aiohttp import web
 
 from controller.endpoints.table import ModelEndpoints
-from controller.gateway.telemetry.metrics import NO_REPLICA, OPENAI, TokenSink
+from controller.gateway.errors import OPENAI
+from controller.gateway.telemetry.metrics import NO_REPLICA, TokenSink
 
 log = logging.getLogger(__name__)
 

@@ -214,9 +214,11 @@ def child_node(node: yaml.Node, part: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == part:
-                return key if isinstance(value, yaml.ScalarNode) and value.value == "" else value
+                found: yaml.Node = key if isinstance(value, yaml.ScalarNode) and value.value == "" else value
+                return found
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        item: yaml.Node = node.value[part]
+        return item
     return None
 
 

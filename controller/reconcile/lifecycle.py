@@ -127,7 +127,9 @@ class Lifecycle:
             record.retry_at = now
             return 0.0
         record.failures += 1
-        delay = min(self.settings.backoff_initial_s * 2 ** (record.failures - 1), self.settings.backoff_max_s)
+        delay = float(
+            min(self.settings.backoff_initial_s * 2 ** (record.failures - 1), self.settings.backoff_max_s)
+        )
         record.retry_at = now + delay
         return delay
 

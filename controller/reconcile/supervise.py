@@ -80,7 +80,7 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next try, one failure further into the streak."""
-        delay = min(self.first_s * 2 ** min(self.streak, 32), self.max_s)
+        delay = float(min(self.first_s * 2 ** min(self.streak, 32), self.max_s))
         self.streak += 1
         return delay
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from controller.endpoints.table import Replica
 from controller.gateway import errors
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
+from controller.gateway.errors import ANTHROPIC, OPENAI
 from controller.gateway.forward import mend
 from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
 from controller.gateway.forward.events import EventTooLarge
@@ -32,7 +33,7 @@ from controller.gateway.forward.upstream import (
     UpstreamError,
 )
 from controller.gateway.forward.usage import UsageStrip
-from controller.gateway.telemetry.metrics import ANTHROPIC, OPENAI, STREAM_ENDS, GatewayMetrics, usage_tokens
+from controller.gateway.telemetry.metrics import STREAM_ENDS, GatewayMetrics, usage_tokens
 
 if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings

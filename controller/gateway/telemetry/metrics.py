@@ -41,7 +41,7 @@ import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _untyped_go_float
 
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES
 from controller.gateway.tables.source import TableSource
@@ -77,6 +77,9 @@ STREAM_ENDS = {
 # created] for counters, [labels, counts per bucket + sum, created] for histograms, [labels, value]
 # for gauges. Same code on both ends, so the shapes agree.
 Snapshot = dict[str, list[list[Any]]]
+
+# Prometheus' own rendering of a bucket bound ("0.5", "1.0", "+Inf"); the library leaves it unannotated.
+go_float: Callable[[float], str] = _untyped_go_float
 
 
 class TokenSink(Protocol):
@@ -191,7 +194,7 @@ class _Histogram:
 
     def family(self, with_created: bool) -> Metric:
         family = Metric(self.name, self.documentation, "histogram")
-        les = [*(floatToGoString(b) for b in self.bounds), "+Inf"]
+        les = [*(go_float(b) for b in self.bounds), "+Inf"]
         for labels, counts in self.series.items():
             named = dict(zip(self.labelnames, labels, strict=True))
             total = 0.0
