@@ -14,9 +14,7 @@ up: docker stack-images example-model  ## bring the stack up with the example mo
 	@echo "next: ./modelctl status, ./modelctl logs smollm2 (the CLI from the stack's image; README: Command line)"
 
 down:                              ## stop the stack; remove every backend container and network modelctl started
-	$(COMPOSE) stop controller         # first, or it would start the replicas again
-	docker run --rm -v /var/run/docker.sock:/var/run/docker.sock modelctl/modelctl:local down
-	$(COMPOSE) down --remove-orphans   # last: the network is free once the replicas are gone
+	$(COMPOSE) down --remove-orphans   # the `replicas` provider removes them once the controller is gone
 
 test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
 	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)

@@ -40,6 +40,7 @@ class Stack(NamedTuple):
     url: str  # the gateway's base URL
     project: str  # the compose project
     env: dict[str, str]  # what compose ran with (ports, instance, manifests folder)
+    compose: tuple[str, ...]  # `docker compose -f compose.yaml -p PROJECT`
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     started = time.monotonic()
     subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, check=True)
     try:
-        yield Stack(f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}", env)
+        yield Stack(f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}", env, tuple(compose))
     finally:
         subprocess.run([*compose, "logs", "--no-color", "--tail", "40"], cwd=REPO, env=env, check=False)
         subprocess.run(
@@ -153,16 +154,19 @@ def test_the_host_wrapper_shows_status_and_every_replicas_logs(stack: Stack) -> 
         return [line for line in out.splitlines() if line.startswith("smollm2 ") and " Ready " in line]
 
     deadline = time.monotonic() + 120
-    while len(ready_rows((status := wrapper(stack, "status")).stdout)) < 2 and time.monotonic() < deadline:
+    while len(ready_rows((status := wrapper(stack, "status")).stdout)) < 1 and time.monotonic() < deadline:
         time.sleep(1)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert status.stdout.startswith("MODEL") and len(ready_rows(status.stdout)) == 2
+    # The example runs one replica on a CPU host (every core, 8 slots: models/smollm2.yaml).
+    assert status.stdout.startswith("MODEL") and len(ready_rows(status.stdout)) == 1
 
     logs = wrapper(stack, "logs", "smollm2", "--tail", "5")
     assert logs.returncode == 0, logs.stderr
-    assert "==> smollm2 replica 0: " in logs.stdout and "==> smollm2 replica 1: " in logs.stdout
-    one = wrapper(stack, "logs", "smollm2", "--replica", "1", "--tail", "5")
-    assert "replica 1" in one.stdout and "replica 0" not in one.stdout
+    assert "==> smollm2 replica 0: " in logs.stdout and "==> smollm2 replica 1: " not in logs.stdout
+    one = wrapper(stack, "logs", "smollm2", "--replica", "0", "--tail", "5")
+    assert one.returncode == 0 and "replica 0" in one.stdout
+    missing = wrapper(stack, "logs", "smollm2", "--replica", "1")
+    assert missing.returncode == 1 and "no replica 1 of smollm2" in missing.stderr
 
     unknown = wrapper(stack, "logs", "nosuch")
     assert unknown.returncode == 1
@@ -259,3 +263,57 @@ def test_replicas_cannot_reach_the_controller_api_while_the_stack_can(stack: Sta
         time.sleep(1)
         controller.reload()
     assert state == "healthy"
+
+
+def replica_ids(stack: Stack) -> set[str]:
+    """Every container (running or not) the stack's controller started."""
+    client = docker.from_env()
+    found = client.containers.list(
+        all=True, filters={"label": f"io.modelctl.instance={stack.env['MODELCTL_INSTANCE']}"}
+    )
+    client.close()
+    return {str(c.id) for c in found}
+
+
+def compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*stack.compose, *args], cwd=REPO, env=stack.env, capture_output=True, text=True, timeout=180
+    )
+
+
+# Last in this module on purpose: it takes the stack down (the fixture's teardown then finds
+# nothing left to remove).
+def test_a_controller_restart_adopts_the_replicas_and_plain_down_removes_them(stack: Stack) -> None:
+    """`docker compose restart controller` keeps the very replica containers (the restarted
+    controller adopts them); plain `docker compose down` (no --remove-orphans, no make) leaves no
+    container and no network of the stack behind: the `replicas` provider service removes them."""
+    running_replica(stack)
+    before = replica_ids(stack)
+    assert before
+
+    restarted = compose(stack, "restart", "controller")
+    assert restarted.returncode == 0, restarted.stderr
+    deadline = time.monotonic() + 120
+    while " Ready " not in (status := wrapper(stack, "status")).stdout and time.monotonic() < deadline:
+        time.sleep(1)
+    assert " Ready " in status.stdout, status.stdout + status.stderr
+    assert replica_ids(stack) == before  # adopted, not replaced
+
+    down = compose(stack, "down")
+    print(down.stderr)
+    assert down.returncode == 0, down.stderr
+    assert "Resource is still in use" not in down.stderr
+    assert f"{len(before)} container(s) removed" in down.stderr  # the provider's, through compose
+    assert replica_ids(stack) == set()
+    client = docker.from_env()
+    networks = [
+        n.name
+        for n in client.networks.list()
+        if n.name
+        in {stack.env[k] for k in ("MODELCTL_NETWORK", "MODELCTL_CONTROL_NETWORK", "MODELCTL_EGRESS_NETWORK")}
+    ]
+    leftovers = client.containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={stack.project}"}
+    )
+    client.close()
+    assert networks == [] and leftovers == []

@@ -76,3 +76,38 @@ def test_replicas_network_is_internal_and_the_api_listens_on_the_control_network
     assert "controller-api:8081/healthz" in " ".join(controller["healthcheck"]["test"])
     state = {m["target"]: m for m in controller["volumes"]}["/var/lib/modelctl"]
     assert state["type"] == "volume" and env["MODELCTL_STATE_DIR"] == "/var/lib/modelctl"
+
+
+def test_down_reaches_the_replicas_provider_after_the_controller() -> None:
+    """`docker compose down` runs scripts/compose-provider for the `replicas` provider service, for
+    this controller instance, and only once the controller (which depends on it) is gone."""
+    env = plain_shell_env()
+    config = compose_config(env)
+    replicas = config["services"]["replicas"]
+    assert replicas["provider"]["type"] == "./scripts/compose-provider"
+    assert replicas["provider"]["options"] == {"instance": ["default"], "image": ["modelctl/modelctl:local"]}
+    assert (REPO / "scripts" / "compose-provider").stat().st_mode & 0o111
+    assert "replicas" in config["services"]["controller"]["depends_on"]
+    custom = compose_config({**env, "MODELCTL_INSTANCE": "blue"})["services"]["replicas"]
+    assert custom["provider"]["options"]["instance"] == ["blue"]
+
+
+def test_the_provider_speaks_composes_protocol() -> None:
+    """Every line the script prints is a JSON message compose accepts; `metadata` describes it."""
+    script = str(REPO / "scripts" / "compose-provider")
+    metadata = subprocess.run([script, "compose", "metadata"], capture_output=True, text=True, check=True)
+    described = json.loads(metadata.stdout)
+    assert [p["name"] for p in described["down"]["parameters"]] == ["instance", "image"]
+    up = subprocess.run(
+        [script, "compose", "--project-name=p", "up", "--instance=blue", "--image=x", "replicas"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (line,) = up.stdout.splitlines()
+    assert json.loads(line) == {
+        "type": "info",
+        "message": "replicas of controller instance 'blue' are removed by docker compose down",
+    }
+    unknown = subprocess.run([script, "compose", "frobnicate", "replicas"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["type"] == "error"

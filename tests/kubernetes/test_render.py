@@ -73,7 +73,7 @@ def test_the_container_is_the_engine_modules_own() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == spec.health_path == "/health"
     mount = container["volumeMounts"][0]
     assert mount == {"name": "weights", "mountPath": spec.mounts[0].target, "readOnly": True, "subPath": GGUF}
-    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["replicas"] == 1  # models/smollm2.yaml: one CPU replica
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     context = container["securityContext"]
     assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
