@@ -20,6 +20,10 @@ def named_paths(text: str) -> set[str]:
     return {match.rstrip("/") for match in PATH.findall(text)}
 
 
+def exists(path: str) -> bool:
+    return (REPO / path).exists()
+
+
 def test_every_controller_path_a_text_names_exists() -> None:
     missing = {
         str(source.relative_to(REPO)): sorted(
