@@ -38,6 +38,7 @@ from controller.gateway import GatewaySettings, SettingsError, run_gateway
 from controller.kubernetes import command as render_kubernetes
 from controller.manifests.document import ModelManifest
 from controller.manifests.loader import load_folder
+from controller.reconcile.states import ReplicaState
 from controller.reconcile.status import render_table
 from controller.settings import ControllerSettings
 
@@ -51,7 +52,7 @@ DESCRIPTION = (
 )
 DEFAULT_API = "http://127.0.0.1:8081"
 # Replica states that make `modelctl status` exit 1: cannot be placed, or crashed and restarting.
-FAILING_STATES = ("Pending", "BackingOff")
+FAILING_STATES = (ReplicaState.PENDING, ReplicaState.BACKING_OFF)
 
 
 class LogSource(Protocol):
