@@ -322,7 +322,7 @@ async def wait_zero(rc: RunningController, client: docker.DockerClient, model: s
         if entry is not None and not entry.replicas and gone:
             return now() - started
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"{model} did not scale to zero within {timeout}s: {rc.reconciler.replicas}")
+    raise RuntimeError(f"{model} did not scale to zero within {timeout}s: {rc.reports.current().replicas}")
 
 
 async def cold_starts(

@@ -203,7 +203,7 @@ async def wait_for_table(rc: RunningController, strategy: str, replicas: int, ti
         if entry and entry.balancing == strategy and len(entry.replicas) == replicas:
             return
         await asyncio.sleep(0.2)
-    raise SystemExit(f"smollm2 not ready with {strategy} within {timeout}s: {rc.reconciler.replicas}")
+    raise SystemExit(f"smollm2 not ready with {strategy} within {timeout}s: {rc.reports.current().replicas}")
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:

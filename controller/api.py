@@ -5,7 +5,9 @@ the gateway reads the endpoint table here and reports its demand (``POST /v1/dem
 ``controller.endpoints.demand``), which is how a request for a scaled-to-zero model starts it.
 ``GET /v1/endpoints?epoch=E&after=N&wait=S`` long-polls: it answers when the table is not version N of
 epoch E (another epoch: at once, the controller restarted), or after S seconds with the unchanged
-table. ``GET /v1/status`` is what ``modelctl status`` shows;
+table. ``GET /v1/status`` is what ``modelctl status`` shows; every route reads the control loop's
+published report (``reconcile.report``), and gives it commands only through
+``reconcile.controls.Controls`` (a demand report, a replica's log, the manifests to preview);
 ``GET /metrics`` the control plane's Prometheus metrics (``reconcile.metrics``). ``GET /v1/events``
 (``reconcile.events``) and ``GET /v1/replicas/{container}/logs`` serve the console (docs/console.md).
 
@@ -41,8 +43,8 @@ import asyncio
 import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -61,10 +63,10 @@ from controller.endpoints.refusal import refusal, short
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError, ModelctlError
 from controller.gateway.auth import KeyCheck, bearer_token
-from controller.manifests.model import LoadedModel
 from controller.reconcile import metrics
+from controller.reconcile.controls import Controls
 from controller.reconcile.demand import TooManyReporters
-from controller.reconcile.loop import Reconciler
+from controller.reconcile.report import ReportStore
 from controller.runtime.observed import ObservedContainer
 
 MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
@@ -80,7 +82,8 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 def create_api(
     store: EndpointStore,
-    reconciler: Reconciler,
+    reports: ReportStore | None = None,
+    controls: Controls | None = None,
     *,
     keys_file: Path | None = None,
     series: console_series.GatewayScraper | None = None,
@@ -89,7 +92,9 @@ def create_api(
     hosts: Iterable[str] = (),
     metrics_require_key: bool = False,
 ) -> web.Application:
-    """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz; with
+    """The aiohttp application serving /v1/endpoints, /v1/status, /v1/demand and /healthz from
+    ``store`` (the endpoint table), ``reports`` (the loop's report) and ``controls`` (None: no loop
+    behind it, ``Controls.idle``); with
     ``keys_file``, /v1/* wants one of its keys (``key_middleware``), and /metrics too with
     ``metrics_require_key``. ``hosts``: names it answers to besides loopback, addresses and
     ``controller`` (``MODELCTL_API_HOST``, ``MODELCTL_API_ALLOWED_HOSTS``)."""
@@ -97,6 +102,8 @@ def create_api(
         raise ModelctlError(f"MODELCTL_CONTROLLER_KEYS_FILE={keys_file}: no such file")
     if metrics_require_key and keys_file is None:
         raise ModelctlError("MODELCTL_METRICS_REQUIRE_KEY=true needs MODELCTL_CONTROLLER_KEYS_FILE")
+    reports = reports or ReportStore()
+    controls = controls or Controls.idle()
     counters = ApiCounters()
     guard = guard_middleware(HostCheck(hosts), counters)
     keys = [key_middleware(keys_file, open_metrics=not metrics_require_key)] if keys_file is not None else []
@@ -125,10 +132,7 @@ def create_api(
     async def status(request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "replicas": [asdict(r) for r in reconciler.replicas],
-                "models": [asdict(m) for m in reconciler.on_demand.scaling.values()],
-                "manifest_errors": reconciler.manifest_errors,
-                "notes": reconciler.notes,
+                **reports.current().status_json(),
                 "energy": meter.status(),
                 "endpoints_version": store.current().version,
             }
@@ -139,7 +143,7 @@ def create_api(
             after = int(request.query.get("after", "0"))
         except ValueError:
             return web.json_response({"error": "after must be a whole number (an event's seq)"}, status=400)
-        return web.json_response(reconciler.events.to_json(after))
+        return web.json_response(reports.current().events_json(after))
 
     async def replica_logs(request: web.Request) -> web.Response:
         """A replica's engine log tail, for this controller's containers only (by name or ID)."""
@@ -148,31 +152,30 @@ def create_api(
         if not (tail.isascii() and tail.isdigit() and len(tail) <= 9) or int(tail) < 1:
             return web.json_response({"error": "tail must be a whole number of lines, 1 or more"}, status=400)
         try:
-            found = replica_named(await asyncio.to_thread(reconciler.runtime.list), key)
+            found = replica_named(await asyncio.to_thread(controls.replicas.list), key)
             if found is None:
                 return web.json_response({"error": f"{key!r}: not a replica of this controller"}, status=404)
             lines = min(int(tail), MAX_LOG_TAIL)
-            text = await asyncio.to_thread(reconciler.runtime.logs, found.id, lines)
+            text = await asyncio.to_thread(controls.replicas.logs, found.id, lines)
         except BackendRuntimeError as exc:
             return web.json_response({"error": f"reading the logs of {key}: {exc}"}, status=503)
         return web.Response(text=text, content_type="text/plain")
 
     async def demand(request: web.Request) -> web.Response:
-        board = reconciler.on_demand.demand
         try:
-            report = DemandReport.parse(await request.read(), now=board.clock())
+            report = DemandReport.parse(await request.read(), now=controls.demand_clock())
         except ValidationError as exc:
             return invalid("bad demand report", exc)
-        report, unknown = report.known(model_names(reconciler.models))
+        report, unknown = report.known(reports.current().model_names())
         counters.unknown_models += len(unknown)
         try:
-            reconciler.report_demand(report)
+            controls.report_demand(report)
         except TooManyReporters as exc:
-            retry = f"{board.stale_after_s:.0f}"
+            retry = f"{controls.demand_stale_after_s:.0f}"
             return web.json_response({"error": str(exc)}, status=429, headers={"Retry-After": retry})
         return web.Response(status=204)
 
-    metrics_registry = metrics.registry(reconciler)
+    metrics_registry = metrics.registry(reports)
     metrics_registry.register(console_energy.EnergyCollector(meter))
     metrics_registry.register(ApiCollector(counters))
 
@@ -183,7 +186,7 @@ def create_api(
 
     async def healthz(request: web.Request) -> web.Response:
         """200 while reconcile passes complete; 503 saying since when when they stopped."""
-        live = reconciler.liveness()
+        live = reports.liveness()
         return web.json_response(live.to_json(), status=200 if live.ok else 503)
 
     app.router.add_get("/v1/endpoints", endpoints)
@@ -196,13 +199,8 @@ def create_api(
     console_page.add_routes(app)  # /, /console/{file}: the console's page
     console_series.add_routes(app, series or console_series.GatewayScraper(None))  # /v1/console/*
     console_energy.add_routes(app, meter)  # /v1/gpus
-    plan_preview.add_routes(app, reconciler, model_roots=model_roots)  # /v1/plan
+    plan_preview.add_routes(app, reports, controls, model_roots=model_roots)  # /v1/plan
     return app
-
-
-def model_names(models: Sequence[LoadedModel]) -> dict[str, str]:
-    """Each name and alias of ``models`` -> the model's name."""
-    return {name: model.name for model in models for name in model.manifest.names}
 
 
 def invalid(what: str, exc: ValidationError) -> web.Response:

@@ -50,6 +50,7 @@ from controller.reconcile.drain import Drainer
 from controller.reconcile.health import HttpProber
 from controller.reconcile.loop import Reconciler
 from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.report import ReportStore
 from controller.reconcile.scaling import Scaler
 from controller.reconcile.supervise import Failures, Liveness, supervised
 from controller.reconcile.watch import watch_docker_events, watch_manifests
@@ -72,6 +73,7 @@ class RunningController:
 
     reconciler: Reconciler
     store: EndpointStore
+    reports: ReportStore  # what the loop publishes after each pass (status, scaling, events)
     runtime: DockerRuntime
     api_url: str
     gateway_url: str | None
@@ -130,7 +132,8 @@ async def running_controller(
         try:
             api = create_api(
                 store,
-                reconciler,
+                reconciler.reports,
+                reconciler.controls(),
                 keys_file=settings.api_keys_file,
                 model_roots=settings.model_roots,
                 energy=meter,
@@ -150,7 +153,7 @@ async def running_controller(
                     scraper.url = gateway_url
                     scraper.key = scraper.key or next(iter(gateway.api_keys), None)
             log.info("controller API on %s; manifests from %s", api_url, settings.manifests)
-            yield RunningController(reconciler, store, runtime, api_url, gateway_url)
+            yield RunningController(reconciler, store, reconciler.reports, runtime, api_url, gateway_url)
         finally:
             for task in tasks:
                 task.cancel()
@@ -175,7 +178,7 @@ def background(
     def start(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         return asyncio.create_task(supervised(name, run, failures=reconciler.failures), name=name)
 
-    owners = partial(pass_owners, reconciler)  # the GPUs' replicas, as the last pass saw them
+    owners = partial(pass_owners, reconciler.reports)  # the GPUs' replicas, as the last pass saw them
 
     return [
         start("reconciler", reconciler.run),
@@ -186,10 +189,10 @@ def background(
     ]
 
 
-async def watchdog(reconciler: Reconciler, *, poll_s: float = 1.0) -> Liveness:
+async def watchdog(reports: ReportStore, *, poll_s: float = 1.0) -> Liveness:
     """Wait until the reconciler's passes stop completing within its liveness bound; returns what
     ``/healthz`` then answers (503)."""
-    while (live := reconciler.liveness()).ok:
+    while (live := reports.liveness()).ok:
         await asyncio.sleep(poll_s)
     return live
 
@@ -313,7 +316,7 @@ async def run_controller(settings: ControllerSettings, *, gateway: GatewaySettin
         print(f"modelctl controller: API {running.api_url}, manifests {settings.manifests}", flush=True)
         if running.gateway_url:
             print(f"modelctl gateway: OpenAI endpoint {running.gateway_url}/v1", flush=True)
-        stalled = await watchdog(running.reconciler)
+        stalled = await watchdog(running.reports)
         log.critical("exiting, for a fresh controller to start: %s", stalled.describe())
         exit_anyway_after(EXIT_GRACE_S)
         raise ControllerStalled(stalled.describe())

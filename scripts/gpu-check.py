@@ -335,7 +335,7 @@ def eviction_part(inventory: Inventory, *, live: bool) -> Result:
     if not inventory.gpus:
         return skipped(f"no GPU ({inventory.reason or 'none found'})")
     try:
-        from controller.reconcile.desired import desired_state
+        from controller.reconcile.decide import Snapshot, decide
         from controller.reconcile.ondemand import OnDemand
         from controller.reconcile.scaling import Scaler
         from controller.runtime.observed import ObservedContainer
@@ -358,8 +358,18 @@ def eviction_part(inventory: Inventory, *, live: bool) -> Result:
     )  # fmt: skip
 
     def reconcile_pass(machine: Inventory, observed: list[Any]) -> dict[str, Any]:
-        counts = on_demand.counts(models, observed)
-        desired = on_demand.fit(partial(desired_state, models, machine, observed), counts, models, observed)
+        """One pass's decision (``reconcile.decide``, as the controller makes it), then applied."""
+        demand = board.current()
+        snapshot = Snapshot(
+            models=tuple(models),
+            observed=tuple(observed),
+            inventory=machine,
+            demand=demand,
+            loads=on_demand.loads(models, demand),
+        )
+        decision = decide(snapshot)
+        on_demand.applied(decision)
+        desired = decision.desired
         return {
             "specs": {s.model: list(s.gpus.device_ids if s.gpus else ()) for s in desired.specs},
             "pending": [f"{r.model}-{r.replica}: {r.reason}" for r in desired.pending],

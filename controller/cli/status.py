@@ -12,9 +12,10 @@ from typing import Any
 
 from controller.cli import client
 from controller.cli.render import render_table
+from controller.reconcile.states import ReplicaState
 
 # Replica states that make `modelctl status` exit 1: cannot be placed, or crashed and restarting.
-FAILING_STATES = ("Pending", "BackingOff")
+FAILING_STATES = (ReplicaState.PENDING, ReplicaState.BACKING_OFF)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -40,7 +40,7 @@ from controller.gpus.inventory import Gpu, Inventory, Usage
 from controller.runtime.observed import ObservedContainer
 
 if TYPE_CHECKING:
-    from controller.reconcile.loop import Reconciler
+    from controller.reconcile.report import ReportStore
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,10 @@ def owners_seen(observed: Iterable[ObservedContainer], pids: Mapping[Slot, froze
     return owners_of(listed, lambda cid: tuple(sorted(pids.get(slot_of[cid], ()))))
 
 
-def pass_owners(reconciler: Reconciler) -> Owners:
-    """The owners as the reconciler's last pass saw them; none before its first pass."""
-    seen = reconciler.seen
+def pass_owners(reports: ReportStore) -> Owners:
+    """The owners as the reconciler's last pass saw them (its published report); none before its
+    first pass."""
+    seen = reports.current().snapshot
     return owners_seen(seen.observed, seen.pids) if seen is not None else {}
 
 

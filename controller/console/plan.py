@@ -4,8 +4,9 @@ The controller answers it because only it knows what runs, its GPUs and host, it
 the manifests it runs now. ``GET`` previews the folder it watches; ``POST`` the files in the body
 (``{"files": {"relative/path.yaml": "text"}}``), loaded as the controller loads its own folder
 (same model roots, same environment for ``${NAME}`` references) from a temporary folder whose name
-never shows: errors name the body's paths. The preview itself is pure (``reconcile.preview``);
-this module reads its inputs the way a reconcile pass does, each blocking read in a thread.
+never shows: errors name the body's paths. It decides nothing of its own: the last pass's snapshot
+(``report.Report.snapshot``) with these manifests swapped in goes through the pass's own
+``decide.decide``, read back as rows (``reconcile.preview.rows``).
 
 A broken watched folder is not an error of the preview: the controller keeps running the last
 good set, so nothing would change (200, ``changes: false``, the errors listed). Broken files in a
@@ -27,7 +28,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from functools import partial
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -39,8 +40,10 @@ from controller.errors import InvalidManifests, ManifestError, ModelctlError
 from controller.manifests.envrefs import references
 from controller.manifests.loader import MANIFEST_SUFFIXES, load_folder
 from controller.manifests.model import LoadedModel
-from controller.reconcile.loop import Reconciler
-from controller.reconcile.preview import Preview, counts_now, preview
+from controller.reconcile.controls import Controls
+from controller.reconcile.decide import Snapshot, decide
+from controller.reconcile.preview import Preview, rows
+from controller.reconcile.report import ReportStore
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +54,25 @@ HINT = 'send {"files": {"relative/path.yaml": "text of the file", ...}}'
 NEVER_SHARED = "MODELCTL_"  # the controller's own settings (keys files...): never a manifest's
 
 
-def add_routes(app: web.Application, reconciler: Reconciler, *, model_roots: Sequence[Path]) -> None:
+def add_routes(
+    app: web.Application, reports: ReportStore, controls: Controls, *, model_roots: Sequence[Path]
+) -> None:
     """``GET /v1/plan`` and ``POST /v1/plan`` (docs/console.md); ``model_roots``: where the
     controller allows weights from, to load posted manifests as its own."""
 
     async def watched(request: web.Request) -> web.Response:
         try:
-            models = await asyncio.to_thread(reconciler.load_models)
+            models = await asyncio.to_thread(controls.load_models)
         except InvalidManifests as exc:
             return web.json_response(Preview(errors=tuple(str(e) for e in exc.errors)).to_json())
-        return await answer(reconciler, models)
+        return await answer(reports, controls, models)
 
     async def posted(request: web.Request) -> web.Response:
         try:
             files = posted_files(await request.read())
         except ValidationError as exc:
             return web.json_response(refusal("bad plan request", exc, hint=HINT), status=400)
-        shared = shared_environ(reconciler.models)
+        shared = shared_environ(reports.current().models)
         try:
             models = await asyncio.to_thread(load_posted, files, model_roots, shared)
         except InvalidManifests as exc:
@@ -76,49 +81,34 @@ def add_routes(app: web.Application, reconciler: Reconciler, *, model_roots: Seq
             log.exception("loading posted manifests failed")
             problem = f"the posted files could not be loaded ({type(exc).__name__})"
             return web.json_response(Preview(errors=(problem,)).to_json(), status=422)
-        return await answer(reconciler, models)
+        return await answer(reports, controls, models)
 
     app.router.add_get("/v1/plan", watched)
     app.router.add_post("/v1/plan", posted)
 
 
-async def answer(reconciler: Reconciler, models: list[LoadedModel]) -> web.Response:
+async def answer(reports: ReportStore, controls: Controls, models: list[LoadedModel]) -> web.Response:
     try:
-        result = await preview_now(reconciler, models)
+        result = await preview_now(reports, controls, models)
     except ModelctlError as exc:  # Docker unreachable, mostly
         return web.json_response({"error": f"cannot preview the plan now: {exc}"}, status=503)
     return web.json_response(result.to_json())
 
 
-async def preview_now(reconciler: Reconciler, models: list[LoadedModel]) -> Preview:
-    """The preview of ``models`` against what runs now: the containers, GPUs and processes the
-    reconciler's last pass read (read here only before its first pass; a page polling the plan
-    costs no Docker or NVML calls), the scaler's counts without recording a sample."""
-    seen = reconciler.seen
-    if seen is None:  # before the first pass
-        seen = await asyncio.to_thread(reconciler.read_seen)
-    observed, inventory, pids = seen.observed, seen.inventory, seen.pids
-    current = list(reconciler.models)
-    host = await asyncio.to_thread(reconciler.on_demand.host, current, observed)
-    scaled = {name: s.desired for name, s in reconciler.on_demand.scaling.items()}
-    counts = counts_now(models, scaled, observed)
-    demand = reconciler.on_demand.demand.current()
-    waiting = {(r.model, r.replica): r.reason for r in reconciler.replicas if r.state == "BackingOff"}
-    return await asyncio.to_thread(
-        partial(
-            preview,
-            managed_pids=pids,
-            counts=counts,
-            host=host,
-            demand=demand,
-            backing_off=waiting,
-            hash_key=reconciler.runtime.hash_key,
-        ),
-        models,
-        current,
-        observed,
-        inventory,
-    )
+async def preview_now(reports: ReportStore, controls: Controls, models: list[LoadedModel]) -> Preview:
+    """The preview of ``models`` against what runs now: the snapshot the last pass decided from
+    (read here only before the first pass; a page polling the plan costs no Docker or NVML calls),
+    with ``models`` in place of the manifests it runs, decided as a pass decides."""
+    snapshot = reports.current().snapshot
+    if snapshot is None:  # before the first pass
+        snapshot = await controls.read_snapshot()
+    asked = swapped(snapshot, models)
+    return await asyncio.to_thread(lambda: rows(asked, decide(asked)))
+
+
+def swapped(snapshot: Snapshot, models: Sequence[LoadedModel]) -> Snapshot:
+    """``snapshot`` with ``models`` to decide for, the manifests it ran as the current ones."""
+    return replace(snapshot, models=tuple(models), current=snapshot.running_models)
 
 
 def posted_path(name: str) -> str:

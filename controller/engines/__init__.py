@@ -9,21 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from controller.engines import llamacpp, vllm
+from controller.manifests.engines import LLAMACPP, VLLM, EngineName
 from controller.manifests.model import LoadedModel
 from controller.runtime.spec import ContainerSpec
 
 SpecBuilder = Callable[..., ContainerSpec]  # (model, replica, gpus, gpu_share, *, cpus)
 
-BUILDERS: dict[str, SpecBuilder] = {
-    "llamacpp": llamacpp.container_spec,
-    "vllm": vllm.container_spec,
+BUILDERS: dict[EngineName, SpecBuilder] = {
+    LLAMACPP: llamacpp.container_spec,
+    VLLM: vllm.container_spec,
 }
 
 
 # How to tell that a replica finished its in-flight requests: (path, predicate over the body).
-IDLE_CHECKS: dict[str, tuple[str, Callable[[str], bool]]] = {
-    "llamacpp": (llamacpp.IDLE_PATH, llamacpp.is_idle),
-    "vllm": (vllm.IDLE_PATH, vllm.is_idle),
+IDLE_CHECKS: dict[str, tuple[str, Callable[[str], bool]]] = {  # by the containers' engine label
+    LLAMACPP: (llamacpp.IDLE_PATH, llamacpp.is_idle),
+    VLLM: (vllm.IDLE_PATH, vllm.is_idle),
 }
 
 
@@ -44,6 +45,6 @@ def build_spec(
 def sets_own_threads(model: LoadedModel) -> bool:
     """True when the manifest chooses the engine's CPU threads itself: then modelctl pins nothing."""
     engine = model.manifest.resolved_engine
-    if engine == "llamacpp":
+    if engine == LLAMACPP:
         return any(a in ("-t", "--threads") or a.startswith("--threads=") for a in model.manifest.args)
     return "VLLM_CPU_OMP_THREADS_BIND" in model.manifest.env

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from controller.engines.common import HUB_CACHE_DIR, Weights, engine_spec, weights_source
+from controller.manifests.engines import LLAMACPP
 from controller.manifests.model import LoadedModel
 from controller.runtime.spec import ContainerSpec
 
@@ -41,7 +42,7 @@ def container_spec(
     return engine_spec(
         model,
         replica,
-        engine="llamacpp",
+        engine=LLAMACPP,
         default_image=DEFAULT_IMAGE,
         command=command(model, weights, gpus, cpus),
         port=PORT,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from controller.manifests import engines
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # (pattern, phrase): the phrase may use the pattern's named groups ({pct}). Checked in order for
@@ -64,7 +66,7 @@ VLLM = _markers(
     (r"Initializing a V1 LLM engine|non-default args:|Resolved architecture", "starting the engine"),
 )
 
-MARKERS: dict[str, Markers] = {"llamacpp": LLAMACPP, "vllm": VLLM}
+MARKERS: dict[str, Markers] = {engines.LLAMACPP: LLAMACPP, engines.VLLM: VLLM}
 
 
 def progress(engine: str, log_tail: str) -> str:

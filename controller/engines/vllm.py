@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
+from controller.manifests.engines import VLLM
 from controller.manifests.model import LoadedModel
 from controller.placement.memory import GiB
 from controller.runtime.spec import ContainerSpec
@@ -61,7 +62,7 @@ def container_spec(
     return engine_spec(
         model,
         replica,
-        engine="vllm",
+        engine=VLLM,
         default_image=DEFAULT_IMAGE,
         command=command(model, str(weights.hub or weights.path), gpus, gpu_share),
         port=PORT,

@@ -27,12 +27,12 @@ from pydantic import (
     field_validator,
 )
 
+from controller.manifests.engines import EngineName
 from controller.manifests.envrefs import NEVER_PREFIX, references
 from controller.manifests.flags import reserved_flag
 from controller.manifests.quoting import shown
 from controller.manifests.sizes import parse_duration, parse_size
 
-Engine = Literal["llamacpp", "vllm"]
 Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -150,7 +150,7 @@ EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(
 Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_check_no_nul)]
 
 # Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
-ENGINE_BY_SUFFIX: dict[str, Engine] = {".gguf": "llamacpp", ".safetensors": "vllm"}
+ENGINE_BY_SUFFIX: dict[str, EngineName] = {".gguf": "llamacpp", ".safetensors": "vllm"}
 
 
 class ModelManifest(BaseModel):
@@ -170,7 +170,7 @@ class ModelManifest(BaseModel):
         validate_default=True,
         description="Name clients put in `model`; defaults to the weights' file name, lower-cased.",
     )
-    engine: Engine | None = Field(
+    engine: EngineName | None = Field(
         default=None,
         validate_default=True,
         description="llamacpp or vllm; defaults from the weights (GGUF -> llamacpp).",
@@ -317,7 +317,7 @@ class ModelManifest(BaseModel):
 
     @field_validator("engine", mode="after")
     @classmethod
-    def _engine_fits_weights(cls, value: Engine | None, info: ValidationInfo) -> Engine | None:
+    def _engine_fits_weights(cls, value: EngineName | None, info: ValidationInfo) -> EngineName | None:
         if "model" not in info.data:
             return value
         engine = value or infer_engine(info.data["model"])
@@ -346,7 +346,7 @@ class ModelManifest(BaseModel):
         return self.name
 
     @property
-    def resolved_engine(self) -> Engine:
+    def resolved_engine(self) -> EngineName:
         assert self.engine is not None  # set by the validator
         return self.engine
 
@@ -405,7 +405,7 @@ def closest_field(name: str) -> str | None:
 
 
 # A cold llama.cpp replica answers in seconds; vLLM imports, loads and warms up for minutes.
-DEFAULT_LOAD_TIMEOUT_S: dict[Engine, float] = {"llamacpp": 120.0, "vllm": 900.0}
+DEFAULT_LOAD_TIMEOUT_S: dict[EngineName, float] = {"llamacpp": 120.0, "vllm": 900.0}
 
 
 def default_name(weights: str) -> str:
@@ -427,7 +427,7 @@ def hub_reference(weights: str) -> str | None:
     return weights.removeprefix(HUB_PREFIX) if weights.startswith(HUB_PREFIX) else None
 
 
-def infer_engine(weights: str) -> Engine:
+def infer_engine(weights: str) -> EngineName:
     """Pick the engine from the weights' format: GGUF is llama.cpp's (a hub repo with 'GGUF' in its
     name or a ':QUANT' tag too); anything else (a safetensors file, or a folder in Hugging Face
     layout such as 'Qwen2.5-0.5B') is vLLM's."""
@@ -437,7 +437,7 @@ def infer_engine(weights: str) -> Engine:
     return "llamacpp" if PurePosixPath(weights).suffix.lower() == ".gguf" else "vllm"
 
 
-def check_engine_serves(engine: Engine, weights: str) -> None:
+def check_engine_serves(engine: EngineName, weights: str) -> None:
     """Refuse weights the engine cannot load (llama.cpp only reads GGUF; vLLM here no GGUF)."""
     if weights.startswith(HUB_PREFIX):
         if not HUB_PATTERN.match(weights):
@@ -456,7 +456,7 @@ def check_engine_serves(engine: Engine, weights: str) -> None:
         raise ValueError(f"engine vllm is not set up for GGUF weights ('{weights}'); use llamacpp")
 
 
-def check_args(engine: Engine, args: list[str]) -> None:
+def check_args(engine: EngineName, args: list[str]) -> None:
     """Refuse extra args that would set a flag modelctl owns, in any spelling ``engine`` accepts
     (``controller.manifests.flags``); the error names the entry and the flag."""
     for index, arg in enumerate(args):

@@ -21,9 +21,7 @@ at start anyway, and refusing it here needs no list of every flag the engine has
 
 from __future__ import annotations
 
-from typing import Literal
-
-Engine = Literal["llamacpp", "vllm"]
+from controller.manifests.engines import EngineName
 
 # Each option modelctl owns, as the engine spells it (every alias of one option on one line).
 LLAMACPP_RESERVED: tuple[tuple[str, ...], ...] = (
@@ -70,7 +68,7 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
 )
 
 
-def reserved_flag(engine: Engine, arg: str) -> str | None:
+def reserved_flag(engine: EngineName, arg: str) -> str | None:
     """The reserved flag (its longest spelling) that ``arg`` would set in ``engine``, or None."""
     table = LLAMACPP_RESERVED if engine == "llamacpp" else VLLM_RESERVED
     match = _llamacpp_sets if engine == "llamacpp" else _vllm_sets

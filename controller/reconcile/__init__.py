@@ -1,9 +1,7 @@
 """The reconciler: makes the running containers match the manifests, level-based.
 
-``desired`` turns manifests and placement into the specs wanted; ``plan`` compares them with
-what runs (pure: create / delete / keep, one roll at a time); ``loop`` executes passes and
-publishes ready replicas to the endpoint store; ``lifecycle`` (backoff, health timing),
-``failures`` (one-line reasons from engine logs), ``health`` (readiness probes), ``drain``
-(in-flight work before a stop), ``watch`` (what wakes a pass) and ``status`` (rows for
-``modelctl status``) are its parts.
+A pass reads (manifests, containers, GPUs, health, demand), decides in one pure function over
+that snapshot (``decide``), executes the decision (``loop``), and publishes one immutable report
+for every reader (``report``); the other modules are the parts those steps are made of, each
+saying in its docstring what it is for.
 """

@@ -23,6 +23,7 @@ from controller.manifests.model import LoadedModel
 from controller.placement.host import CpuRequest, Host, place_cpu
 from controller.placement.memory import cpu_need
 from controller.placement.place import Current, place, requests_for
+from controller.reconcile.states import ReplicaState
 from controller.reconcile.status import ReplicaStatus
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
@@ -76,7 +77,7 @@ def desired_state(
     for a in placement.assignments:
         add_spec(by_name[a.model], a.replica, a.devices, a.gpu_memory_utilization, specs, pending)
     for p in (*unknown, *placement.pending):
-        pending.append(ReplicaStatus(p.model, p.replica, "Pending", reason=p.reason))
+        pending.append(ReplicaStatus(p.model, p.replica, ReplicaState.PENDING, reason=p.reason))
     short.update(p.slot for p in placement.pending)
     keyed = [replace(spec, hash_key=hash_key) for spec in specs]
     return Desired(keyed, pending, frozenset(short), notes)
@@ -101,7 +102,8 @@ def cpu_replicas(
             needs[model.name] = cpu_need(model)
         except (ModelctlError, ValueError) as exc:
             pending.extend(
-                ReplicaStatus(model.name, i, "Pending", reason=str(exc)) for i in range(wanted[model.name])
+                ReplicaStatus(model.name, i, ReplicaState.PENDING, reason=str(exc))
+                for i in range(wanted[model.name])
             )
             continue
         pin = not sets_own_threads(model)
@@ -114,7 +116,7 @@ def cpu_replicas(
     for a in placed.assignments:
         add_spec(by_name[a.model], a.replica, (), None, specs, pending, cpus=a.cpus)
     for p in placed.pending:
-        pending.append(ReplicaStatus(p.model, p.replica, "Pending", reason=p.reason))
+        pending.append(ReplicaStatus(p.model, p.replica, ReplicaState.PENDING, reason=p.reason))
         short.add((p.model, p.replica))
     return placed.notes
 
@@ -132,4 +134,4 @@ def add_spec(
     try:
         specs.append(build_spec(model, index, gpus, share, cpus=cpus))
     except ModelctlError as exc:
-        pending.append(ReplicaStatus(model.name, index, "Pending", reason=str(exc)))
+        pending.append(ReplicaStatus(model.name, index, ReplicaState.PENDING, reason=str(exc)))

@@ -55,6 +55,10 @@ class Drainer:
     def draining(self, container_id: str) -> bool:
         return container_id in self.tasks
 
+    def draining_ids(self) -> frozenset[str]:
+        """The IDs of the containers being drained now."""
+        return frozenset(self.tasks)
+
     def start(self, container: ObservedContainer, *, wake: Callable[[], None]) -> None:
         """Begin draining ``container`` unless it already is; ``wake`` is called when it is gone."""
         if container.id not in self.tasks:

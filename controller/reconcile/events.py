@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.reconcile.lifecycle import Slot
+from controller.reconcile.states import ReplicaState
 from controller.reconcile.status import ReplicaStatus
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
@@ -130,7 +131,7 @@ class EventLog:
         """Slots that became Pending, or whose Pending reason changed shape."""
         now: dict[Slot, str] = {}
         for row in rows:
-            if row.state != "Pending":
+            if row.state != ReplicaState.PENDING:
                 continue
             slot, shape = (row.model, row.replica), reason_shape(row.reason)
             now[slot] = shape

@@ -48,6 +48,16 @@ class SlotRecord:
     restarts: int = 0  # total, for status; never reset
 
 
+@dataclass(frozen=True, slots=True)
+class SlotFacts:
+    """A slot's restart backoff as a decision sees it (a copy: the record goes on changing)."""
+
+    failures: int = 0
+    retry_at: float = 0.0
+    reason: str = ""
+    restarts: int = 0
+
+
 @dataclass(slots=True)
 class ContainerRecord:
     first_seen: float
@@ -106,6 +116,12 @@ class Lifecycle:
 
     def slot(self, slot: Slot) -> SlotRecord:
         return self.slots.setdefault(slot, SlotRecord())
+
+    def facts(self) -> dict[Slot, SlotFacts]:
+        """Every slot's backoff now, as immutable facts for a ``decide.Snapshot``."""
+        return {
+            slot: SlotFacts(r.failures, r.retry_at, r.reason, r.restarts) for slot, r in self.slots.items()
+        }
 
     def container_failed(
         self, container_id: str, slot: Slot, reason: str, now: float, *, crash: bool = True

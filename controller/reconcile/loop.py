@@ -1,13 +1,16 @@
 """The reconciler: a level-based loop that makes Docker match the manifests, and publishes which
 replicas are ready.
 
-Each pass reads the manifests (keeping the last good set if they became invalid), lists the managed
-containers by label, replaces crashed or stuck ones (with backoff, the reason read from their logs;
-each failed container counted once, however many passes its removal takes), probes health,
-computes a plan (``controller.reconcile.plan``), publishes the ready replicas to the endpoint
-store, then drains and removes what goes and creates what is missing. It trusts what Docker reports
-over its memory, so a restarted controller adopts what is running. Docker events and manifest edits
-only make the next pass come sooner (``wake``).
+Each pass reads, decides, executes, and publishes. It reads the manifests (keeping the last good
+set if they became invalid), lists the managed containers by label, probes health, and replaces
+crashed or stuck containers (with backoff, the reason read from their logs; each failed container
+counted once, however many passes its removal takes). Then it decides, in one pure function over a
+snapshot of all that (``decide.decide``: scaling, placement with room made by eviction, the plan),
+and executes the decision: drains and removes what goes, tells the scaler what it applied,
+publishes the ready replicas to the endpoint store, creates what is missing. Last it publishes its
+``report.Report`` (status rows, scaling, events, what it read), which is all the API, console and
+metrics read of it. It trusts what Docker reports over its memory, so a restarted controller adopts
+what is running. Docker events and manifest edits only make the next pass come sooner (``wake``).
 
 Replicas the Docker engine stopped while it shut down are not crashes: the loop notes when the
 engine went away (a pass or a removal found it unreachable) and came back (a whole pass worked),
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from functools import partial
+from types import MappingProxyType
 
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
@@ -47,15 +50,18 @@ from controller.gpus.inventory import Inventory
 from controller.gpus.nvml import read_inventory
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
-from controller.reconcile.desired import Desired, Slot, desired_state
+from controller.reconcile.controls import Controls
+from controller.reconcile.decide import Snapshot, decide
+from controller.reconcile.desired import Slot
 from controller.reconcile.drain import Drainer
 from controller.reconcile.events import EventLog
 from controller.reconcile.failures import explain, known_failure, stopped_by_engine
 from controller.reconcile.health import Prober
 from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
 from controller.reconcile.ondemand import OnDemand
-from controller.reconcile.plan import Plan, calculate_plan
 from controller.reconcile.readiness import ReadinessWatch
+from controller.reconcile.report import ReportStore
+from controller.reconcile.states import ReplicaState, unexpected
 from controller.reconcile.status import ReplicaStatus, statuses
 from controller.reconcile.supervise import Backoff, Failures, Heartbeat, Liveness, default_liveness_s
 from controller.runtime.docker import DockerRuntime
@@ -75,10 +81,10 @@ class Stage(StrEnum):
     MANIFESTS = "manifests"
     CONTAINERS = "containers"  # listing them (and their GPU processes)
     INVENTORY = "inventory"  # NVML
-    DESIRE = "desire"  # scaling and placement
+    DESIRE = "desire"  # the snapshot and the decision: scaling, placement, plan
     PROBE = "probe"
     REPLACE = "replace"  # crashed and stuck replicas
-    PLAN = "plan"
+    PLAN = "plan"  # acting on the decision: drains, the scaler told
     PUBLISH = "publish"
     CREATE = "create"
     REMOVE = "remove"
@@ -128,19 +134,37 @@ class Reconciler:
         self.read_inventory = read_inventory  # NVML, or a fixed inventory in tests
         self.models: list[LoadedModel] = []  # the last valid manifests
         self.manifest_errors: list[str] = []
-        self.replicas: list[ReplicaStatus] = []
-        self.notes: list[str] = []  # about the whole host (oversubscribed cores), for status
         self.on_demand = on_demand or OnDemand()  # counts from the gateway's demand; eviction
         self.wake = asyncio.Event()
         self.failures = failures or Failures()  # unexpected errors, the loop's and its tasks'
         self.readiness = ReadinessWatch(prober, self.wake.set, failures=self.failures)  # starting ones
         self.events = EventLog(clock=wall_clock)  # what happened to which replica, for /v1/events
         self.pass_logs: dict[str, str] = {}  # container ID -> its log tail, read once per pass
-        self.seen: Seen | None = None  # what the last pass read (the console reuses it: no more I/O)
-        self.stage = Stage.IDLE  # where the pass in progress is
         self.backoff = Backoff(busy_interval_s)  # while passes keep failing unexpectedly
         self.heartbeat = Heartbeat(liveness_s or default_liveness_s(interval_s), clock)
+        self.reports = ReportStore(self.heartbeat)  # what readers read: published, never exposed
         self.last_error = ""  # the last ModelctlError a pass ended in, logged once
+
+    @property
+    def stage(self) -> str:
+        """Where the pass in progress is (``Stage``); the heartbeat holds it for ``/healthz``."""
+        return self.heartbeat.stage
+
+    @stage.setter
+    def stage(self, stage: Stage) -> None:
+        self.heartbeat.stage = stage
+
+    def controls(self) -> Controls:
+        """The commands the API and console may give the loop (``controls.Controls``)."""
+        board = self.on_demand.demand
+        return Controls(
+            report_demand=lambda report: self.report_demand(report),
+            demand_clock=board.clock,
+            demand_stale_after_s=board.stale_after_s,
+            load_models=self.load_models,
+            read_snapshot=self.read_snapshot,
+            replicas=self.runtime,
+        )
 
     async def run(self) -> None:
         """Reconcile until cancelled; no exception ends it (the module's docstring says how each
@@ -164,9 +188,12 @@ class Reconciler:
             self.pass_failed(exc, repeated=str(exc) == self.last_error)
             self.last_error = str(exc)
             self.heartbeat.completed()
+            self.publish()
             return self.busy_interval_s, True
         except Exception as exc:  # CancelledError is not one: cancelling still stops the loop
-            return self.pass_broke(exc), False
+            delay = self.pass_broke(exc)
+            self.publish()
+            return delay, False
         finally:
             self.stage = Stage.IDLE
         self.last_error = ""
@@ -194,8 +221,8 @@ class Reconciler:
             log.warning("reconcile pass failed, retrying: %s", exc)
 
     def liveness(self) -> Liveness:
-        """Whether passes complete (``/healthz``; the watchdog exits the process when not)."""
-        return self.heartbeat.status(self.stage)
+        """Whether passes complete (what ``reports.liveness`` answers)."""
+        return self.reports.liveness()
 
     async def sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -205,75 +232,144 @@ class Reconciler:
     async def reconcile_once(self) -> bool:
         """One pass. Returns True when every desired replica is ready and nothing is changing."""
         self.stage = Stage.MANIFESTS
-        await asyncio.to_thread(self.refresh_models)
+        self.apply_models(await asyncio.to_thread(self.read_models))
         started = self.wall_clock()
         self.pass_logs = {}
-        self.seen = seen = await asyncio.to_thread(self.read_seen)
-        observed, inventory, pids = seen.observed, seen.inventory, seen.pids
-        listed = {c.id for c in observed}  # those whose removal fails stay remembered
+        seen = await asyncio.to_thread(self.read_seen)
+        listed = {c.id for c in seen.observed}  # those whose removal fails stay remembered
         self.events.forget(listed)  # drained ones that are gone say so
-        self.stage = Stage.DESIRE
-        desired = await self.desire(observed, inventory, pids)
         self.stage = Stage.PROBE
-        ready = await self.probe(observed)
-        self.events.ready(observed, ready)
-        self.readiness.watch(c for c in observed if c.running and c.id not in ready)
+        ready = await self.probe(seen.observed)
+        self.events.ready(seen.observed, ready)
+        self.readiness.watch(c for c in seen.observed if c.running and c.id not in ready)
         self.stage = Stage.REPLACE
-        observed = await self.replace_failed(observed, ready)
+        kept = await self.replace_failed(seen.observed, ready)
+        self.stage = Stage.DESIRE
+        snapshot = await self.snapshot(seen, frozenset(ready), gone=frozenset(listed - {c.id for c in kept}))
+        decision = await asyncio.to_thread(decide, snapshot)
         self.stage = Stage.PLAN
-        plan = calculate_plan(desired.specs, observed, frozenset(ready))
+        plan, desired = decision.plan, decision.desired
         self.events.deleting(
             plan.delete,
             kept=plan.remain,
             specs=desired.specs,
             ready=ready,
             models={m.name for m in self.models},
-            scaling={name: m.reason for name, m in self.on_demand.scaling.items()},
+            scaling={name: m.reason for name, m in decision.scaling.items()},
         )
         for container in plan.delete:
             self.drainer.start(container, wake=self.wake.set)
-        serving = [c for c in plan.remain if c.id in ready and not self.drainer.draining(c.id)]
+        self.on_demand.applied(decision)
         self.stage = Stage.PUBLISH
-        await self.store.publish(endpoint_table(self.models, serving))
+        await self.store.publish(endpoint_table(self.models, list(decision.serving)))
         self.stage = Stage.CREATE
-        created = await self.create(plan)
+        created = await self.create(decision.starts)
         self.stage = Stage.STATUS
         self.lifecycle.forget(listed)
         self.lifecycle.engine.answered(started)
-        rows = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, self.drainer)
-        self.replicas = await self.with_progress(rows, plan.remain)
-        self.events.pending(self.replicas)
-        self.notes = list(desired.notes)
-        return not (plan.changes or created or plan.waiting) and len(serving) == len(desired.specs)
+        draining = self.drainer.draining_ids()
+        rows = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, draining)
+        rows = await self.with_progress(rows, plan.remain)
+        self.events.pending(rows)
+        for problem in unexpected(self.reports.current().replicas, rows):
+            log.warning("%s", problem)
+        self.publish(replicas=tuple(rows), notes=decision.notes, snapshot=snapshot, completed=True)
+        changing = plan.changes or created or plan.waiting
+        return not changing and len(decision.serving) == len(desired.specs)
+
+    async def snapshot(self, seen: Seen, ready: frozenset[str], *, gone: frozenset[str]) -> Snapshot:
+        """What this pass decides from: what it read, the demand sampled into the scaler (the
+        scaler records this pass's load here), the host, each slot's backoff, the clock."""
+        demand = self.on_demand.demand.current()
+        host = await asyncio.to_thread(self.on_demand.host, self.models, seen.observed)
+        return Snapshot(
+            models=tuple(self.models),
+            observed=tuple(seen.observed),
+            inventory=seen.inventory,
+            pids=seen.pids,
+            host=host,
+            demand=demand,
+            loads=self.on_demand.loads(self.models, demand),
+            ready=ready,
+            draining=self.drainer.draining_ids(),
+            gone=gone,
+            slots=self.lifecycle.facts(),
+            now=self.clock(),
+            hash_key=self.runtime.hash_key,
+        )
+
+    async def read_snapshot(self) -> Snapshot:
+        """A snapshot read now, recording nothing (no load sample, no stage): what ``/v1/plan``
+        previews against before the first pass has published one."""
+        observed = await asyncio.to_thread(self.runtime.list)
+        inventory = await asyncio.to_thread(self.read_inventory)
+        pids = await asyncio.to_thread(self.gpu_pids, observed) if inventory.gpus else {}
+        host = await asyncio.to_thread(self.on_demand.host, self.models, observed)
+        demand = self.on_demand.demand.current()
+        return Snapshot(
+            models=tuple(self.models),
+            observed=tuple(observed),
+            inventory=inventory,
+            pids=pids,
+            host=host,
+            demand=demand,
+            loads=self.on_demand.views(self.models, demand),
+            draining=self.drainer.draining_ids(),
+            slots=self.lifecycle.facts(),
+            now=self.clock(),
+            hash_key=self.runtime.hash_key,
+        )
+
+    def publish(self, *, completed: bool = False, **pass_facts: object) -> None:
+        """Publish a new Report: what the loop knows now (models, errors, scaling, counters,
+        events), with ``pass_facts`` (rows, notes, snapshot) of a pass that ran to its end."""
+        current = self.reports.current()
+        on_demand = self.on_demand
+        report = replace(
+            current,
+            passes=current.passes + 1 if completed else current.passes,
+            models=tuple(self.models),
+            manifest_errors=tuple(self.manifest_errors),
+            scaling=tuple(on_demand.scaling.values()),
+            evictions=on_demand.evictions,
+            from_zero=MappingProxyType(dict(on_demand.from_zero)),
+            failures=MappingProxyType(dict(self.failures.counts)),
+            events=tuple(self.events.events),
+            events_last=self.events.last,
+            **pass_facts,  # type: ignore[arg-type]
+        )
+        self.reports.publish(report)
 
     def report_demand(self, report: DemandReport) -> None:
         """Take a gateway's demand report; a request waiting for a model starts a pass now."""
         if self.on_demand.demand.record(report):
             self.wake.set()
 
-    async def desire(
-        self, observed: list[ObservedContainer], inventory: Inventory, pids: Mapping[Slot, frozenset[int]]
-    ) -> Desired:
-        """The desired state: each model's count now (``on_demand``), placed, with room made."""
-        counts = self.on_demand.counts(self.models, observed)
-        host = await asyncio.to_thread(self.on_demand.host, self.models, observed)
-        place = partial(
-            desired_state, self.models, inventory, observed, pids, host=host, hash_key=self.runtime.hash_key
-        )
-        return await asyncio.to_thread(self.on_demand.fit, place, counts, self.models, observed)
-
     def refresh_models(self) -> None:
-        """Load the manifests; on errors keep serving the last good set and report them once."""
+        """Load the manifests and publish them (blocking: reads files)."""
+        self.apply_models(self.read_models())
+
+    def read_models(self) -> list[LoadedModel] | InvalidManifests:
+        """The manifests, or why they are invalid (blocking: reads files; run it in a thread)."""
         try:
-            self.models = self.load_models()
-            if self.manifest_errors:
-                log.info("manifests valid again")
-            self.manifest_errors = []
+            return self.load_models()
         except InvalidManifests as exc:
-            errors = [str(e) for e in exc.errors]
+            return exc
+
+    def apply_models(self, loaded: list[LoadedModel] | InvalidManifests) -> None:
+        """Take loaded manifests; on errors keep serving the last good set and report them once.
+        Publishes, so that readers know the models and the errors at once."""
+        if isinstance(loaded, InvalidManifests):
+            errors = [str(e) for e in loaded.errors]
             if errors != self.manifest_errors:
                 log.error("manifests invalid, still serving the last good set:\n%s", "\n".join(errors))
             self.manifest_errors = errors
+        else:
+            self.models = loaded
+            if self.manifest_errors:
+                log.info("manifests valid again")
+            self.manifest_errors = []
+        self.publish()
 
     def read_seen(self) -> Seen:
         """Read what a pass starts from (blocking: Docker and NVML calls; run it in a thread)."""
@@ -402,19 +498,20 @@ class Reconciler:
         """``rows``, Starting ones with what their engine's log says it is doing."""
         running = {c.name: c for c in kept if c.running}
         starting = [
-            (r, running[r.container]) for r in rows if r.state == "Starting" and r.container in running
+            (r, running[r.container])
+            for r in rows
+            if r.state == ReplicaState.STARTING and r.container in running
         ]
         tails = await asyncio.gather(*(self.last_logs(c) for _, c in starting))
         phases = {r.container: progress(c.engine, tail) for (r, c), tail in zip(starting, tails, strict=True)}
         return [replace(r, progress=phases[r.container]) if r.container in phases else r for r in rows]
 
-    async def create(self, plan: Plan) -> int:
-        """Start the planned containers whose backoff has passed; one failing does not stop others."""
+    async def create(self, starts: tuple[ContainerSpec, ...]) -> int:
+        """Start the decided containers (their backoff has passed); one failing does not stop others."""
         started = 0
-        for spec in plan.create:
-            if self.lifecycle.may_start((spec.model, spec.replica), self.clock()):
-                started += await self.start(spec)
-                self.heartbeat.progressed()
+        for spec in starts:
+            started += await self.start(spec)
+            self.heartbeat.progressed()
         return started
 
     async def start(self, spec: ContainerSpec) -> bool:

@@ -1,12 +1,17 @@
-"""Models on demand, as the reconciler runs them: counts from demand, and room made by eviction.
+"""Models on demand, as the reconciler runs them: the demand and the scaler's memory, and room made
+by eviction.
 
-Each pass the loop asks ``OnDemand`` three things: how many replicas each model should have now
-(``counts``: the scaler's rule over the gateway's demand reports), what the host offers CPU
-replicas (``host``: memory budget and cores), and the desired state that fits (``fit``): when a
-wanted model is short of memory (GPU or host), idle on-demand replicas of other models are stopped
-for it, lowest priority first, then least recently used (``scaling.pick_victim``), and the desired
-state is computed again. Nothing is evicted while an earlier eviction is still leaving (its memory
-is not free yet), so one swap evicts one model, not every idle one.
+``OnDemand`` is the stateful side, in three steps of a pass: while the pass reads, ``loads`` samples
+the gateway's demand into the scaler and ``host`` reads what the host offers CPU replicas (memory
+budget and cores); ``decide`` (pure) then runs the rule and ``make_room``; once the pass acts on
+the decision, ``applied`` records it: each model's count held by the scaler, the evictions and
+scale-ups from zero counted, the status rows of scaling kept for the report.
+
+``make_room`` is the pure part: when a wanted model is short of memory (GPU or host), idle
+on-demand replicas of other models are stopped for it, lowest priority first, then least recently
+used (``scaling.pick_victim``), and the desired state is computed again. Nothing is evicted while
+an earlier eviction is still leaving (its memory is not free yet), so one swap evicts one model,
+not every idle one.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from controller.endpoints.demand import ModelDemand
 from controller.errors import ModelctlError
@@ -22,9 +28,12 @@ from controller.placement.host import Host
 from controller.placement.memory import cpu_need
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.desired import Desired
-from controller.reconcile.scaling import Bounds, Candidate, Scaler, pick_victim
-from controller.reconcile.status import ModelScaling, ReplicaStatus
+from controller.reconcile.scaling import Candidate, Load, Scaler, pick_victim
+from controller.reconcile.status import ModelScaling
 from controller.runtime.observed import ObservedContainer
+
+if TYPE_CHECKING:
+    from controller.reconcile.decide import Decision
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,7 @@ NO_VICTIM = "no idle on-demand model to stop for it"
 
 
 class OnDemand:
-    """The demand the gateway reports, the scaler, the host reader, and what eviction did."""
+    """The demand the gateway reports, the scaler, the host reader, and what the passes applied."""
 
     def __init__(
         self,
@@ -48,35 +57,17 @@ class OnDemand:
         self.demand = demand or DemandBoard()  # POST /v1/demand records here
         self.scaler = scaler or Scaler()
         self.read_host = read_host  # (bytes our CPU replicas hold) -> Host; None: CPU unbounded
-        self.scaling: dict[str, ModelScaling] = {}  # each model's count now and why, for status
+        self.scaling: dict[str, ModelScaling] = {}  # each model's count now and why, as applied
         self.evictions = 0  # models stopped to make room, since start (a metric)
         self.from_zero: dict[str, int] = {}  # scale-ups from zero per model, since start (a metric)
 
-    def counts(self, models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> dict[str, int]:
-        """How many replicas each model should have now (fixed ones: always their count)."""
-        demand = self.demand.current()
-        counts: dict[str, int] = {}
-        for model in models:
-            running = len({c.replica for c in observed if c.model == model.name and c.alive})
-            wanted = demand.get(model.name, ModelDemand())
-            decision = self.scaler.decide(model.name, Bounds.of(model.manifest), wanted, running)
-            previous = self.scaling.get(model.name)
-            if previous is not None and previous.desired == 0 and decision.count > 0:
-                self.from_zero[model.name] = self.from_zero.get(model.name, 0) + 1
-            if previous is not None and previous.desired != decision.count:
-                log.info(
-                    "model %s: %d -> %d replicas (%s)",
-                    model.name,
-                    previous.desired,
-                    decision.count,
-                    decision.reason,
-                )
-            self.scaling[model.name] = ModelScaling.of(model, decision, wanted)
-            counts[model.name] = decision.count
-        self.scaler.forget(set(counts))
-        for gone in self.scaling.keys() - counts.keys():  # a model that left the manifests
-            del self.scaling[gone]
-        return counts
+    def loads(self, models: Sequence[LoadedModel], demand: Mapping[str, ModelDemand]) -> dict[str, Load]:
+        """Record this pass's load of every model; returns what the scaler knows of each."""
+        return {m.name: self.scaler.sample(m.name, demand.get(m.name, ModelDemand())) for m in models}
+
+    def views(self, models: Sequence[LoadedModel], demand: Mapping[str, ModelDemand]) -> dict[str, Load]:
+        """What ``loads`` would return now, recording nothing."""
+        return {m.name: self.scaler.view(m.name, demand.get(m.name, ModelDemand())) for m in models}
 
     def host(self, models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> Host | None:
         """What CPU replicas may use now; our running CPU replicas' memory counts as theirs."""
@@ -84,32 +75,26 @@ class OnDemand:
             return None
         return self.read_host(held_by_ours(models, observed))
 
-    def fit(
-        self,
-        place: Place,
-        counts: dict[str, int],
-        models: Sequence[LoadedModel],
-        observed: Sequence[ObservedContainer],
-    ) -> Desired:
-        """The desired state for ``counts``, after evicting idle models for wanted ones that do
-        not fit (``make_room``; the scaler keeps each victim down); Pending rows of those still
-        short say why nothing could be evicted."""
-        room = make_room(place, counts, models, observed, self.demand.current())
-        for victim, needy in room.evicted:
-            self.evict(victim, needy, counts)
-        return room.desired
-
-    def evict(self, victim: Candidate, needy: str, counts: dict[str, int]) -> None:
-        """Stop ``victim``'s idle replicas (down to its min_count) to make room for ``needy``."""
-        reason = f"evicted for {needy}"
-        counts[victim.name] = victim.low
-        self.scaler.force(victim.name, victim.low, reason)
-        if victim.name in self.scaling:
-            self.scaling[victim.name] = replace(self.scaling[victim.name], desired=victim.low, reason=reason)
-        self.evictions += 1
-        log.info(
-            "evicting model %s (idle, priority %d) to make room for %s", victim.name, victim.priority, needy
-        )
+    def applied(self, decision: Decision) -> None:
+        """The pass acts on ``decision``: the scaler holds each model's count (an evicted one its
+        min_count), evictions and scale-ups from zero are counted, models gone are forgotten."""
+        for name, now in decision.scaling.items():
+            previous = self.scaling.get(name)
+            if previous is not None and previous.desired == 0 and now.desired > 0:
+                self.from_zero[name] = self.from_zero.get(name, 0) + 1
+            if previous is not None and previous.desired != now.desired:
+                log.info("model %s: %d -> %d replicas (%s)", name, previous.desired, now.desired, now.reason)
+            self.scaler.settle(name, now.desired)
+        for eviction in decision.evictions:
+            self.evictions += 1
+            log.info(
+                "evicting model %s (idle, priority %d) to make room for %s",
+                eviction.model,
+                eviction.priority,
+                eviction.for_model,
+            )
+        self.scaling = dict(decision.scaling)
+        self.scaler.forget(set(decision.scaling))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +113,8 @@ def make_room(
     demand: Mapping[str, ModelDemand],
 ) -> Room:
     """Place ``counts``; while a wanted model is short of memory, stop the idle on-demand model
-    ``pick_victim`` names for it (down to its min_count) and place again. Pure: the reconciler's
-    ``OnDemand.fit`` applies the evictions to the scaler, the plan preview only shows them. Nothing
+    ``pick_victim`` names for it (down to its min_count) and place again. Pure: ``decide`` returns
+    the evictions, and the pass that acts on them tells the scaler (``OnDemand.applied``). Nothing
     is evicted while an earlier eviction is still leaving, and a wanted model waits for its
     victims to leave: their memory counts as taken until they are gone (GPU: ``desired_state``
     counts a leaving replica's processes as foreign; CPU: ``place_cpu(leaving=)``)."""
@@ -195,10 +180,7 @@ def leaving(observed: Sequence[ObservedContainer], desired: Desired) -> bool:
 
 def with_reason(desired: Desired, model: str, why: str) -> Desired:
     """``desired`` with ``why`` added to the reason of ``model``'s Pending rows."""
-    pending = [
-        ReplicaStatus(r.model, r.replica, r.state, reason=f"{r.reason}; {why}") if r.model == model else r
-        for r in desired.pending
-    ]
+    pending = [replace(r, reason=f"{r.reason}; {why}") if r.model == model else r for r in desired.pending]
     return Desired(desired.specs, pending, desired.short, desired.notes)
 
 

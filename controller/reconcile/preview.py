@@ -1,23 +1,21 @@
 """The plan preview: what would start, stop, roll, move or stay Pending if a set of manifests were
 applied now, against what the controller runs (``modelctl plan PATH --diff``, ``/v1/plan``).
 
-It computes nothing of its own: the new manifests go through ``desired.desired_state`` and
-``plan.calculate_plan`` with the inputs the reconciler's pass uses (the containers it lists, the
-inventory, our GPU processes, the host's cores and memory, each model's replica count), and the
-result is read back per replica slot as terraform-style rows. Pure: the caller reads Docker, NVML
-and the host, so every case is a row in a table test, and a preview never changes the scaler.
+It decides nothing of its own: ``rows`` reads a ``decide.Decision`` back per replica slot as
+terraform-style rows, the decision made by the very ``decide`` the reconcile pass runs, on the last
+pass's snapshot with the new manifests swapped in (``console.plan``). So every case is a row in a
+table test, and a preview never changes the scaler.
 
-With the gateway's ``demand``, room is made as a pass makes it (``ondemand.make_room``, pure: the
-scaler is not told): an idle on-demand model stopped for a wanted one is a delete row saying for
-whom, and the wanted model's replica a create once its victims have left. A crashed replica waiting out
-its restart backoff (``backing_off``) is a create that says so, with its last failure.
+With the gateway's demand, room is made as a pass makes it: an idle on-demand model stopped for a
+wanted one is a delete row saying for whom, and the wanted model's replica a create once its victims
+have left. A crashed replica waiting out its restart backoff is a create that says so, with its
+last failure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 from controller.endpoints.demand import ModelDemand
@@ -25,9 +23,10 @@ from controller.gpus.inventory import Inventory
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
-from controller.reconcile.desired import desired_state
-from controller.reconcile.ondemand import WAITING_FOR_LEAVERS, make_room
-from controller.reconcile.plan import calculate_plan
+from controller.reconcile.decide import Decision, Snapshot, decide
+from controller.reconcile.lifecycle import SlotFacts
+from controller.reconcile.ondemand import WAITING_FOR_LEAVERS
+from controller.reconcile.scaling import Load
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
 
@@ -96,38 +95,42 @@ def preview(
     backing_off: Mapping[Slot, str] | None = None,
     hash_key: bytes = b"",
 ) -> Preview:
-    """What applying ``new_models`` would do to ``observed`` (the containers the reconciler
-    lists). ``current_models`` are the manifests the controller runs now (for what changed in a
-    roll); ``counts``: each model's replica count (``counts_now``); ``managed_pids`` and ``host``
-    as the reconciler passes them to ``desired_state``. Raises nothing for a replica that cannot be
-    placed: that is a pending row with the placement's reason. ``demand``: the gateway's, per
-    model, to make room by eviction as a pass would (None: no eviction). ``backing_off``: the
-    slots whose replica crashed and waits out its backoff, with the failure's reason. ``hash_key``:
-    the controller's (its specs hash as the running containers' labels do)."""
-    place = partial(
-        desired_state, new_models, inventory, observed, managed_pids, host=host, hash_key=hash_key
+    """What applying ``new_models`` would do to ``observed``, from loose inputs (tests, scripts):
+    ``counts`` each model's count as the scaler holds it (absent: it starts from what runs);
+    ``demand`` the gateway's (None: no eviction); ``backing_off`` crashed slots with their last
+    failure. The controller itself previews a ``Snapshot`` (``rows(snapshot, decide(snapshot))``)."""
+    snapshot = Snapshot(
+        models=tuple(new_models),
+        current=tuple(current_models),
+        observed=tuple(observed),
+        inventory=inventory,
+        pids=managed_pids or {},
+        host=host,
+        demand=demand,
+        loads={name: Load(count=count) for name, count in (counts or {}).items()},
+        slots={slot: SlotFacts(failures=1, reason=why) for slot, why in (backing_off or {}).items()},
+        hash_key=hash_key,
     )
-    evicted: dict[str, str] = {}
-    if demand is None:
-        desired = place(counts=counts)
-    else:
-        wanted = {m.name: m.manifest.min_count for m in new_models} | dict(counts or {})
-        room = make_room(place, wanted, new_models, observed, demand)
-        desired, evicted = room.desired, {victim.name: needy for victim, needy in room.evicted}
-    plan = calculate_plan(desired.specs, list(observed))
+    return rows(snapshot, decide(snapshot))
+
+
+def rows(snapshot: Snapshot, decision: Decision) -> Preview:
+    """``decision`` (made from ``snapshot``) read back per slot: one row per desired, pending or
+    leaving replica, against the manifests that run now (``snapshot.running_models``)."""
+    desired, plan = decision.desired, decision.plan
     alive: dict[Slot, list[ObservedContainer]] = {}
-    for container in observed:
+    for container in snapshot.kept:
         if container.alive:
             alive.setdefault(container.slot, []).append(container)
     context = Context(
-        new={m.name: m.manifest for m in new_models},
-        current={m.name: m.manifest for m in current_models},
-        counts=counts or {},
+        new={m.name: m.manifest for m in snapshot.models},
+        current={m.name: m.manifest for m in snapshot.running_models},
+        counts=decision.counts,
         specs={(s.model, s.replica): s for s in desired.specs},
         pending={(p.model, p.replica): p.reason for p in desired.pending},
         starts=frozenset((s.model, s.replica) for s in (*plan.create, *plan.waiting)),
-        evicted=evicted,
-        backing_off=backing_off or {},
+        evicted={e.model: e.for_model for e in decision.evictions},
+        backing_off=decision.backing_off(snapshot.slots),
     )
     slots = {*context.specs, *context.pending, *(c.slot for c in plan.delete if c.alive)}
     return Preview(tuple(slot_row(slot, alive.get(slot, []), context) for slot in sorted(slots)))
@@ -245,25 +248,6 @@ def devices(ids: Sequence[str]) -> str:
 
 def cores(ids: Sequence[int]) -> str:
     return f"cores {','.join(str(i) for i in ids)}" if ids else "any core"
-
-
-def counts_now(
-    models: Sequence[LoadedModel], scaled: Mapping[str, int], observed: Sequence[ObservedContainer]
-) -> dict[str, int]:
-    """Each model's replica count as the reconciler's scaler would have it now, without asking it
-    (that records a sample): fixed counts as written; an on-demand model its current count
-    (``scaled``: the scaler's last decision per model) within the new bounds, or, when the scaler
-    has not seen it, what it would start from: its running replicas within the bounds."""
-    counts = {}
-    for model in models:
-        manifest = model.manifest
-        if not manifest.on_demand:
-            counts[model.name] = manifest.min_count
-            continue
-        running = len({c.replica for c in observed if c.model == model.name and c.alive})
-        current = scaled.get(model.name, running)
-        counts[model.name] = min(max(current, manifest.min_count), manifest.max_count)
-    return counts
 
 
 def summary(actions: Sequence[str]) -> str:

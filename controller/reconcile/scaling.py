@@ -13,10 +13,13 @@ count per model between the manifest's ``min_count`` and ``max_count``. The rule
 - down to ``min_count`` (0 = scaled to zero) once nothing was in flight or waiting for
   ``idle_timeout``.
 
-``desired_count`` is the pure rule, tested by tables; ``Scaler`` keeps the load samples and each
-model's current count between passes; ``pick_victim`` chooses which idle model to stop when a wanted
-one does not fit (``ondemand`` runs it). A restarted controller starts from what runs (clamped to the
-bounds), so it neither duplicates nor drops replicas it adopts.
+``desired_count`` is the pure rule, tested by tables, and ``scale`` applies it to what the scaler
+knows of a model (its ``Load``); ``Scaler`` keeps the load samples and each model's current count
+between passes: a pass ``sample``s the demand while it reads, ``decide`` (``reconcile.decide``)
+runs ``scale`` without changing anything, and the count the pass applied is ``settle``d after.
+``pick_victim`` chooses which idle model to stop when a wanted one does not fit
+(``ondemand.make_room``). A restarted controller starts from what runs (clamped to the bounds), so
+it neither duplicates nor drops replicas it adopts.
 """
 
 from __future__ import annotations
@@ -96,12 +99,34 @@ def kept_alive(bounds: Bounds, keep_alive_s: float | None) -> Bounds:
     return replace(bounds, idle_timeout_s=max(keep_alive_s, 1e-9))
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What the scaler knows of one model when a pass decides: plain data for ``scale``."""
+
+    count: int | None = None  # the count it holds now; None: not seen yet (it starts from what runs)
+    average: float = 0.0  # load (in flight + waiting) averaged over the up window
+    peak: float = 0.0  # the highest load over the down window
+    full_window: bool = False  # a whole down window was seen (else the past load is unknown)
+    idle_s: float = 0.0  # since nothing was in flight or waiting
+
+
+def scale(bounds: Bounds, load: Load, demand: ModelDemand, *, running: int) -> Decision:
+    """The replica count for a model from what the scaler knows (``load``), its demand now and the
+    replicas that exist (``running``: where an unseen model starts from). Pure."""
+    bounds = kept_alive(bounds, demand.keep_alive_s)
+    held = running if load.count is None else load.count
+    current = min(max(held, bounds.low), bounds.high)
+    peak = load.peak if load.full_window else max(load.peak, current * bounds.target)
+    return desired_count(
+        bounds, current, average=load.average, peak=peak, waiting=demand.waiting, idle_s=load.idle_s
+    )
+
+
 @dataclass(slots=True)
 class _Record:
-    count: int
     since: float  # first seen: until a whole down window has passed, the past load is unknown
+    count: int | None = None  # the count the last pass applied
     samples: deque[tuple[float, int]] = field(default_factory=deque)  # (time, load)
-    decision: Decision = Decision(0, "")
 
 
 class Scaler:
@@ -116,42 +141,53 @@ class Scaler:
         self._records: dict[str, _Record] = {}
 
     def decide(self, name: str, bounds: Bounds, demand: ModelDemand, running: int) -> Decision:
-        """Record this pass's load for ``name`` and return how many replicas it should have.
+        """Record this pass's load for ``name`` and return how many replicas it should have (and
+        hold that count): ``sample``, ``scale`` and ``settle`` in one.
 
         ``running`` (replicas that exist now) seeds the count the first time a model is seen, so a
         restarted controller continues from what it adopts."""
+        decision = scale(bounds, self.sample(name, demand), demand, running=running)
+        self.settle(name, decision.count)
+        return decision
+
+    def sample(self, name: str, demand: ModelDemand) -> Load:
+        """Record this pass's load for ``name``; returns what the scaler knows of it now."""
         now = self.clock()
-        bounds = kept_alive(bounds, demand.keep_alive_s)
         record = self._records.get(name)
         if record is None:
-            record = self._records[name] = _Record(min(max(running, bounds.low), bounds.high), now)
+            record = self._records[name] = _Record(now)
         samples = record.samples
         samples.append((now, demand.load))
         while samples and samples[0][0] < now - self.settings.down_window_s:
             samples.popleft()
+        return self._load(record, demand, now)
+
+    def view(self, name: str, demand: ModelDemand) -> Load:
+        """What ``sample`` would return now, recording nothing (a preview asks this)."""
+        now = self.clock()
+        record = self._records.get(name) or _Record(now)
+        kept = [(t, load) for t, load in record.samples if t >= now - self.settings.down_window_s]
+        samples = deque([*kept, (now, demand.load)])
+        return self._load(_Record(record.since, record.count, samples), demand, now)
+
+    def _load(self, record: _Record, demand: ModelDemand, now: float) -> Load:
+        samples = record.samples
         recent = [load for t, load in samples if t >= now - self.settings.up_window_s]
         last = max(demand.last_active, self.started)
-        idle_s = 0.0 if demand.load else now - last
-        current = min(record.count, bounds.high)
-        peak = max(load for _, load in samples)
-        if now - record.since < self.settings.down_window_s:
-            peak = max(peak, current * bounds.target)  # no full window seen yet: assume it was busy
-        decision = desired_count(
-            bounds,
-            current,
+        return Load(
+            count=record.count,
             average=sum(recent) / len(recent),
-            peak=peak,
-            waiting=demand.waiting,
-            idle_s=idle_s,
+            peak=max(load for _, load in samples),
+            full_window=now - record.since >= self.settings.down_window_s,
+            idle_s=0.0 if demand.load else now - last,
         )
-        record.count, record.decision = decision.count, decision
-        return decision
 
-    def force(self, name: str, count: int, reason: str) -> None:
-        """Set ``name``'s count from outside the rule (an eviction); the rule goes on from there."""
+    def settle(self, name: str, count: int) -> None:
+        """Hold ``count`` for ``name``: what the pass applied (the rule's, or an eviction's). The
+        rule goes on from there."""
         record = self._records.get(name)
         if record is not None:
-            record.count, record.decision = count, Decision(count, reason)
+            record.count = count
 
     def forget(self, names: set[str]) -> None:
         """Drop models that left the manifests."""

@@ -162,6 +162,7 @@ class Heartbeat:
         self.completed_at = clock()  # the start counts: the first pass gets the whole bound
         self.progressed_at = self.completed_at
         self.error = ""
+        self.stage = ""  # what the pass in progress is doing ("" between passes)
 
     def completed(self) -> None:
         self.completed_at = self.progressed_at = self.clock()
@@ -174,8 +175,10 @@ class Heartbeat:
         if not self.error:
             self.progressed_at = self.clock()
 
-    def status(self, stage: str = "") -> Liveness:
+    def status(self, stage: str | None = None) -> Liveness:
+        """The liveness now; ``stage`` None: the one the loop last set."""
         since = self.clock() - max(self.completed_at, self.progressed_at)
+        stage = self.stage if stage is None else stage
         return Liveness(since <= self.bound_s, since, self.bound_s, stage, self.error)
 
 

@@ -91,7 +91,7 @@ async def test_healthz_answers_503_saying_since_when_once_passes_stop_completing
     now = [1000.0]
     holder = loop(clock=lambda: now[0], liveness_s=30.0)
     r = holder.reconciler
-    async with TestClient(TestServer(create_api(holder.reconciler.store, r))) as client:
+    async with TestClient(TestServer(create_api(r.store, r.reports, r.controls()))) as client:
         answer = await client.get("/healthz")
         assert answer.status == 200 and (await answer.json())["status"] == "ok"
         now[0] += 31.0
@@ -116,7 +116,7 @@ async def test_the_watchdog_fires_when_passes_stop_completing(caplog: pytest.Log
     holder.breaks.always["load"] = RecursionError("maximum recursion depth exceeded")
     task = asyncio.create_task(holder.reconciler.run())
     try:
-        live = await asyncio.wait_for(watchdog(holder.reconciler, poll_s=0.01), 10)
+        live = await asyncio.wait_for(watchdog(holder.reconciler.reports, poll_s=0.01), 10)
         assert not task.done()  # the loop itself lives on: only the process is given up
     finally:
         task.cancel()
@@ -129,7 +129,7 @@ async def test_the_watchdog_waits_while_passes_complete() -> None:
     task = asyncio.create_task(holder.reconciler.run())
     try:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(watchdog(holder.reconciler, poll_s=0.01), 1.0)
+            await asyncio.wait_for(watchdog(holder.reconciler.reports, poll_s=0.01), 1.0)
     finally:
         task.cancel()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -387,15 +386,10 @@ async def test_the_controller_api_serves_energy_gpus_and_metrics(aiohttp_client:
     """What create_api serves from the meter: /v1/status's energy, /v1/gpus, /metrics."""
     from controller.api import create_api
     from controller.endpoints.store import EndpointStore
-    from controller.reconcile.ondemand import OnDemand
-    from controller.reconcile.supervise import Failures
 
     meter = EnergyMeter()
     sampled(meter, h200_with_counter(), {"0": [SMOL]}, [0.0, 5.0])
-    reconciler = SimpleNamespace(
-        replicas=[], manifest_errors=[], notes=[], on_demand=OnDemand(), models=[], failures=Failures()
-    )
-    client = await aiohttp_client(create_api(EndpointStore(), reconciler, energy=meter))  # type: ignore[arg-type]
+    client = await aiohttp_client(create_api(EndpointStore(), energy=meter))
     status = await (await client.get("/v1/status")).json()
     assert status["energy"]["models"][0]["joules"] == pytest.approx(PER_STEP_J)
     gpus = await (await client.get("/v1/gpus")).json()
@@ -409,13 +403,8 @@ async def test_the_controller_api_serves_energy_gpus_and_metrics(aiohttp_client:
 async def test_an_api_without_a_meter_says_there_is_no_reading(aiohttp_client: Any) -> None:
     from controller.api import create_api
     from controller.endpoints.store import EndpointStore
-    from controller.reconcile.ondemand import OnDemand
-    from controller.reconcile.supervise import Failures
 
-    reconciler = SimpleNamespace(
-        replicas=[], manifest_errors=[], notes=[], on_demand=OnDemand(), models=[], failures=Failures()
-    )
-    client = await aiohttp_client(create_api(EndpointStore(), reconciler))  # type: ignore[arg-type]
+    client = await aiohttp_client(create_api(EndpointStore()))
     energy = (await (await client.get("/v1/status")).json())["energy"]
     assert energy["available"] is False and energy["reason"].startswith("no GPU reading yet")
 

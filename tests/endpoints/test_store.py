@@ -61,13 +61,10 @@ async def test_a_client_of_another_epoch_gets_the_table_at_once_at_an_equal_vers
 
 
 async def test_api_answers_503_until_the_first_pass_then_long_polls(aiohttp_client) -> None:  # type: ignore[no-untyped-def]
-    from types import SimpleNamespace
-
     from controller.api import create_api
 
     store = EndpointStore()
-    reconciler = SimpleNamespace(replicas=[], manifest_errors=[])
-    client = await aiohttp_client(create_api(store, reconciler))  # type: ignore[arg-type]
+    client = await aiohttp_client(create_api(store))
     assert (await client.get("/v1/endpoints")).status == 503
     await store.publish(SMOL)
     first = await (await client.get("/v1/endpoints?after=-1&wait=5")).json()

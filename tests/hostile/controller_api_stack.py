@@ -107,5 +107,7 @@ def controller_api(tmp: Path, manifests: str = MODELS, **options: Any) -> Contro
     )
     reconciler.refresh_models()
     assert not reconciler.manifest_errors, reconciler.manifest_errors
-    app = create_api(reconciler.store, reconciler, model_roots=(root,), **options)
+    app = create_api(
+        reconciler.store, reconciler.reports, reconciler.controls(), model_roots=(root,), **options
+    )
     return ControllerApi(app, reconciler, reconciler.store, root, clock)

@@ -67,7 +67,10 @@ async def wait_ready(rc: RunningController, model: str, replicas: int, timeout: 
         return entry is not None and len(entry.replicas) == replicas
 
     return await wait_for(
-        f"{model} with {replicas} ready replicas", check, timeout, detail=lambda: str(rc.reconciler.replicas)
+        f"{model} with {replicas} ready replicas",
+        check,
+        timeout,
+        detail=lambda: str(rc.reports.current().replicas),
     )
 
 

@@ -120,8 +120,10 @@ async def test_engine_restart_counts_once_says_so_and_serves_again(
         await wait_ready(rc, "smollm2", 1, timeout=90)
         recovered = time.monotonic() - back
         assert await chat(str(rc.gateway_url)) == 200
-        await wait_for("the status row", lambda: any(r.state == "Ready" for r in rc.reconciler.replicas))
-        (row,) = rc.reconciler.replicas
+        await wait_for(
+            "the status row", lambda: any(r.state == "Ready" for r in rc.reports.current().replicas)
+        )
+        (row,) = rc.reports.current().replicas
         record = rc.reconciler.lifecycle.slot(("smollm2", 0))
     print(
         f"\nengine restart: dockerd stopped in {took:.1f}s, serving {recovered:.1f}s after it was back; {row}"

@@ -54,7 +54,7 @@ async def events(rc: RunningController, after: int = 0) -> dict[str, Any]:
 
 
 def serving_container(rc: RunningController) -> str:
-    (row,) = [r for r in rc.reconciler.replicas if r.state == "Ready"]
+    (row,) = [r for r in rc.reports.current().replicas if r.state == "Ready"]
     assert row.container is not None
     return row.container
 

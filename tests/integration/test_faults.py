@@ -61,8 +61,8 @@ async def test_killed_replica_comes_back_and_no_request_fails(
         print(f"\nkill: {load.sent} requests, {len(load.failed)} failed, recovered in {took:.1f}s")
         assert load.failed == []
         assert recovery > 0
-        rows = {(r.replica, r.state): r for r in rc.reconciler.replicas}
-        restarted = [r for r in rc.reconciler.replicas if r.restarts == 1]
+        rows = {(r.replica, r.state): r for r in rc.reports.current().replicas}
+        restarted = [r for r in rc.reports.current().replicas if r.restarts == 1]
         assert len(restarted) == 1 and "killed (exit code 137" in restarted[0].reason, rows
 
 
@@ -81,7 +81,7 @@ async def test_manifest_change_rolls_one_replica_at_a_time_without_failed_reques
             def rolled() -> bool:
                 entry = rc.store.current().lookup("smollm2")
                 serving.append(len(entry.replicas) if entry else 0)
-                starting = [r for r in rc.reconciler.replicas if r.state == "Starting"]
+                starting = [r for r in rc.reports.current().replicas if r.state == "Starting"]
                 assert len(starting) <= 1, f"more than one replica rolling at once: {starting}"
                 return not (ids(docker_client, instance) & before) and serving[-1] == 2
 
@@ -126,12 +126,12 @@ async def test_broken_weights_back_off_with_the_reason_and_others_keep_serving(
         await wait_ready(rc, "smollm2", 2)
 
         def backing_off() -> bool:
-            return any(r.model == "broken" and r.restarts >= 2 for r in rc.reconciler.replicas)
+            return any(r.model == "broken" and r.restarts >= 2 for r in rc.reports.current().replicas)
 
         await wait_for("broken to fail twice", backing_off, timeout=60)
         async with Load(str(rc.gateway_url)) as load:
             await wait_for("traffic", lambda: load.sent > 10)
-        (row,) = [r for r in rc.reconciler.replicas if r.model == "broken"]
+        (row,) = [r for r in rc.reports.current().replicas if r.model == "broken"]
         print(f"\nbroken weights: {row}")
         assert row.reason == "weights are not a GGUF file (bad magic)"
         assert row.state in ("BackingOff", "Starting")

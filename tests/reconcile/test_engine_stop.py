@@ -75,6 +75,9 @@ class NoDrains:
     def draining(self, container_id: str) -> bool:
         return False
 
+    def draining_ids(self) -> frozenset[str]:
+        return frozenset()
+
     def start(self, container: ObservedContainer, **_: object) -> None:
         raise AssertionError("nothing is desired, so nothing should drain")
 

@@ -149,7 +149,7 @@ async def test_created_then_ready_once_and_a_starting_replica_says_what_it_does(
     s = stack([model()])
     await s.passes(3)
     (container,) = s.runtime.containers
-    (row,) = s.reconciler.replicas
+    (row,) = s.reconciler.reports.current().replicas
     assert (row.state, row.progress) == ("Starting", "loading weights")
     assert "Starting (loading weights)" in render_table({"replicas": [asdict(row)]})
     s.prober.mark(container)
@@ -158,7 +158,7 @@ async def test_created_then_ready_once_and_a_starting_replica_says_what_it_does(
     created, ready = s.reconciler.events.events
     assert created.container == ready.container == container.name
     assert (created.seq, ready.seq, ready.time) == (1, 2, "2026-12-02T00:06:41.500+00:00")
-    (row,) = s.reconciler.replicas
+    (row,) = s.reconciler.reports.current().replicas
     assert (row.state, row.progress) == ("Ready", "")
 
 
@@ -284,7 +284,9 @@ async def test_the_api_serves_events_and_only_its_own_containers_logs() -> None:
     s = stack([model()])
     await s.passes(1)
     (container,) = s.runtime.containers
-    client = TestClient(TestServer(create_api(s.reconciler.store, s.reconciler)))
+    client = TestClient(
+        TestServer(create_api(s.reconciler.store, s.reconciler.reports, s.reconciler.controls()))
+    )
     await client.start_server()
     try:
         body = await (await client.get("/v1/events?after=0")).json()

@@ -32,6 +32,7 @@ from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.loop import Reconciler, Stage
 from controller.reconcile.ondemand import OnDemand
 from controller.reconcile.readiness import ReadinessWatch
+from controller.reconcile.scaling import Load
 from controller.reconcile.supervise import Failures
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
@@ -106,9 +107,9 @@ class BreakingOnDemand(OnDemand):
         super().__init__()
         self.breaks = breaks
 
-    def counts(self, models: Any, observed: Any) -> dict[str, int]:
-        self.breaks.check("counts")
-        return super().counts(models, observed)
+    def loads(self, models: Any, demand: Any) -> dict[str, Load]:
+        self.breaks.check("loads")
+        return super().loads(models, demand)
 
 
 class BreakingEvents(EventLog):
@@ -203,7 +204,7 @@ async def running() -> Any:
 def mark_ready(holder: Loop) -> Callable[[], bool]:
     (container,) = holder.runtime.containers
     holder.prober.mark(container)
-    return lambda: any(r.state == "Ready" for r in holder.reconciler.replicas)
+    return lambda: any(r.state == "Ready" for r in holder.reconciler.reports.current().replicas)
 
 
 def crash(holder: Loop) -> None:
@@ -216,7 +217,7 @@ STAGES: list[tuple[Stage, str, Callable[[Loop], object] | None]] = [
     (Stage.MANIFESTS, "load", None),  # e.g. RecursionError from a deeply nested YAML
     (Stage.CONTAINERS, "list", None),
     (Stage.INVENTORY, "inventory", None),
-    (Stage.DESIRE, "counts", None),  # scaling: the 1e300 timestamp below fails here
+    (Stage.DESIRE, "loads", None),  # scaling: the 1e300 timestamp below fails here
     (Stage.PROBE, "ready", mark_ready),  # a ready replica: only the pass probes it
     (Stage.REPLACE, "logs", None),  # a Starting replica's log is read for a fatal error
     (Stage.PLAN, "deleting", None),

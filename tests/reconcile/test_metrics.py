@@ -3,33 +3,37 @@ unexpected errors by task and stage."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.reconcile import metrics
-from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.report import Report, ReportStore
+from controller.reconcile.states import ReplicaState
 from controller.reconcile.status import ModelScaling, ReplicaStatus
 from controller.reconcile.supervise import Failures
 
 
 def test_metrics_show_desired_and_ready_replicas_evictions_and_cold_starts() -> None:
-    on_demand = OnDemand()
-    on_demand.scaling = {
-        "chat": ModelScaling("chat", 2, 2, 2, "fixed"),
-        "coder": ModelScaling("coder", 0, 2, 1, "1 request(s) waiting: starting"),
-    }
-    on_demand.evictions, on_demand.from_zero = 3, {"coder": 4}
     failures = Failures()
     for task, stage in (("reconciler", "desire"), ("reconciler", "desire"), ("docker-events", "")):
         failures.record(task, OverflowError("timestamp out of range"), stage=stage, then="again")
-    reconciler = SimpleNamespace(
-        failures=failures,
-        on_demand=on_demand,
-        manifest_errors=["models/a.yaml:1 ..."],
-        replicas=[ReplicaStatus("chat", 0, "Ready"), ReplicaStatus("chat", 1, "Starting")],
+    reports = ReportStore()
+    reports.publish(
+        Report(
+            scaling=(
+                ModelScaling("chat", 2, 2, 2, "fixed"),
+                ModelScaling("coder", 0, 2, 1, "1 request(s) waiting: starting"),
+            ),
+            evictions=3,
+            from_zero={"coder": 4},
+            failures=dict(failures.counts),
+            manifest_errors=("models/a.yaml:1 ...",),
+            replicas=(
+                ReplicaStatus("chat", 0, ReplicaState.READY),
+                ReplicaStatus("chat", 1, ReplicaState.STARTING),
+            ),
+        )
     )
-    text = metrics.render(metrics.registry(reconciler)).decode()  # type: ignore[arg-type]
+    text = metrics.render(metrics.registry(reports)).decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -1,9 +1,10 @@
 """Eviction when memory is short: idle on-demand models make room for wanted ones, never busy or
-always-on ones; lowest priority first, then least recently used."""
+always-on ones; lowest priority first, then least recently used. Each pass here is what the
+reconciler's is: ``decide`` over a snapshot, then ``OnDemand.applied`` (the scaler told)."""
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
 from controller.endpoints.demand import DemandReport, ModelDemand
@@ -12,6 +13,7 @@ from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
 from controller.placement.memory import GiB
+from controller.reconcile.decide import Decision, Snapshot, decide
 from controller.reconcile.demand import DemandBoard
 from controller.reconcile.desired import desired_state
 from controller.reconcile.ondemand import OnDemand
@@ -33,13 +35,36 @@ def running(name: str, replica: int = 0) -> ObservedContainer:
     )  # fmt: skip
 
 
+def decided(
+    on_demand: OnDemand,
+    models: list[LoadedModel],
+    observed: list[ObservedContainer],
+    *,
+    inventory: Inventory | None = None,
+    pids: Mapping[tuple[str, int], frozenset[int]] | None = None,
+    host: Host | None = HOST,
+) -> Decision:
+    """One reconcile pass's decision, applied to ``on_demand`` as the pass applies it."""
+    demand = on_demand.demand.current()
+    snapshot = Snapshot(
+        tuple(models),
+        observed=tuple(observed),
+        inventory=inventory or Inventory(gpus=()),
+        pids=pids or {},
+        host=host,
+        demand=demand,
+        loads=on_demand.loads(models, demand),
+    )
+    decision = decide(snapshot)
+    on_demand.applied(decision)
+    return decision
+
+
 def pass_once(
     on_demand: OnDemand, models: list[LoadedModel], observed: list[ObservedContainer]
 ) -> tuple[set[str], list[str]]:
     """One reconcile pass's desired state: the models with a spec, and the Pending reasons."""
-    counts = on_demand.counts(models, observed)
-    place = partial(desired_state, models, Inventory(gpus=()), observed, host=HOST)
-    desired = on_demand.fit(place, counts, models, observed)
+    desired = decided(on_demand, models, observed).desired
     return {s.model for s in desired.specs}, [f"{r.model}: {r.reason}" for r in desired.pending]
 
 
@@ -87,9 +112,7 @@ def test_lowest_priority_goes_first_then_the_least_recently_used() -> None:
         )
         on_demand = OnDemand(demand=board, scaler=Scaler())
         models = [model(n, priority=-1 if n == "low" else 0) for n in [*runs, "want"]]
-        observed = [running(n) for n in runs]
-        place = partial(desired_state, models, Inventory(gpus=()), observed, host=big)
-        on_demand.fit(place, on_demand.counts(models, observed), models, observed)
+        decided(on_demand, models, [running(n) for n in runs], host=big)
         assert on_demand.scaling[victim].reason == "evicted for want"
         assert on_demand.evictions == 1
 
@@ -119,14 +142,13 @@ def test_on_a_gpu_the_wanted_model_waits_until_the_evicted_one_has_left() -> Non
     models = [model(n, num_gpus=1, gpu_memory=0.6, model=f"hf://org/{n}") for n in ("a", "b")]
     on_demand = wanting(DemandBoard(), a=ModelDemand(last_active=1.0), b=ModelDemand(waiting=1))
     victim = dataclasses.replace(running("a"), engine="vllm", gpus=("0",), cpus=())
-    place = partial(desired_state, models, inventory, [victim], {("a", 0): frozenset({4242})})
-    desired = on_demand.fit(place, on_demand.counts(models, [victim]), models, [victim])
+    pids = {("a", 0): frozenset({4242})}
+    desired = decided(on_demand, models, [victim], inventory=inventory, pids=pids, host=None).desired
     assert desired.specs == [] and on_demand.scaling["a"].reason == "evicted for b"
     assert any(
         r.model == "b" and "waiting for stopped replicas to leave" in r.reason for r in desired.pending
     )
-    gone = partial(desired_state, models, base, [], frozenset())
-    desired = on_demand.fit(gone, on_demand.counts(models, []), models, [])
+    desired = decided(on_demand, models, [], inventory=base, host=None).desired
     assert [(s.model, s.gpus.device_ids if s.gpus else None) for s in desired.specs] == [("b", ("0",))]
 
 
@@ -156,7 +178,7 @@ def test_a_leaving_gpu_replicas_memory_is_taken_until_it_is_gone_a_staying_ones_
 
 def test_a_model_that_left_the_manifests_leaves_the_scaling_rows() -> None:
     on_demand = wanting(DemandBoard(), a=ModelDemand(), b=ModelDemand())
-    on_demand.counts([model("a"), model("b")], [])
+    decided(on_demand, [model("a"), model("b")], [])
     assert set(on_demand.scaling) == {"a", "b"}
-    on_demand.counts([model("a")], [])
+    decided(on_demand, [model("a")], [])
     assert set(on_demand.scaling) == {"a"}, "status would list b's on-demand row after its manifest went"

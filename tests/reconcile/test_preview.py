@@ -16,8 +16,10 @@ from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
 from controller.placement.memory import GiB
+from controller.reconcile.decide import Snapshot, decide
 from controller.reconcile.desired import desired_state
-from controller.reconcile.preview import Preview, counts_now, preview, summary
+from controller.reconcile.preview import Preview, preview, summary
+from controller.reconcile.scaling import Load
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
 
@@ -210,14 +212,22 @@ def test_json_shape_matches_the_console_contract() -> None:
 
 
 def test_counts_follow_the_scaler_without_asking_it() -> None:
+    """The preview's counts are ``decide``'s scaling over what the scaler holds (``counts``)."""
     fixed = model("f", replicas=3)
     lazy = model("d", min_replicas=0, max_replicas=4)
     observed = running(model("d", replicas=2))
-    assert counts_now([fixed, lazy], {}, observed) == {"f": 3, "d": 2}  # unseen: what runs
-    assert counts_now([fixed, lazy], {"d": 0}, observed) == {"f": 3, "d": 0}  # its decision
+
+    def counts(
+        models: list[LoadedModel], held: dict[str, int], seen: list[ObservedContainer]
+    ) -> dict[str, int]:
+        loads = {name: Load(count=count) for name, count in held.items()}
+        return decide(Snapshot(tuple(models), observed=tuple(seen), loads=loads)).counts
+
+    assert counts([fixed, lazy], {}, observed) == {"f": 3, "d": 2}  # unseen: what runs
+    assert counts([fixed, lazy], {"d": 0}, observed) == {"f": 3, "d": 0}  # its decision
     narrower = model("d", min_replicas=1, max_replicas=1)
-    assert counts_now([narrower], {"d": 3}, observed) == {"d": 1}  # within the new bounds
-    scaled_to_zero = preview([lazy], [lazy], [], NO_GPUS, counts=counts_now([lazy], {"d": 0}, []))
+    assert counts([narrower], {"d": 3}, observed) == {"d": 1}  # within the new bounds
+    scaled_to_zero = preview([lazy], [lazy], [], NO_GPUS, counts={"d": 0})
     assert scaled_to_zero.rows == () and not scaled_to_zero.changes
 
 

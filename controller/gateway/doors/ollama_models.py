@@ -1,7 +1,7 @@
 """Ollama's model lists from the endpoint table: ``/api/tags``, ``/api/ps``, ``/api/show``.
 
 Pure functions over the table, whose details (format, family, size, quantisation, header keys,
-chat template) the controller read from the weights' headers (``placement.describe``); the
+chat template) the controller read from the weights' headers (``weights.describe``); the
 gateway never sees weights. Tested by tables in tests/gateway/test_ollama.py.
 """
 
