@@ -528,7 +528,7 @@ def busy_load(seconds: float) -> int:
 
 
 def energy_meter() -> tuple[Any, str]:
-    """The console's EnergyMeter and Owner, or None and why (its module needs aiohttp)."""
+    """The console's EnergyMeter and Owner, or None and why (its module needs prometheus_client)."""
     try:
         from controller.console.energy import EnergyMeter, Owner
     except ImportError as exc:

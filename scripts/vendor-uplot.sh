@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Vendor uPlot (the console's one JavaScript library, for its charts) from the npm registry into
-# controller/console/static/vendor/uplot/: the page works offline and nothing is fetched from a CDN.
+# controller/api/static/vendor/uplot/: the page works offline and nothing is fetched from a CDN.
 #
 #   scripts/vendor-uplot.sh            the version pinned below
 #   scripts/vendor-uplot.sh 1.6.33     another one (then commit the files and this script's pin)
@@ -11,7 +11,7 @@ set -euo pipefail
 
 VERSION=${1:-1.6.32}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DEST=$ROOT/controller/console/static/vendor/uplot
+DEST=$ROOT/controller/api/static/vendor/uplot
 
 say() { echo "vendor-uplot: $*"; }
 die() { echo "vendor-uplot: ERROR: $*" >&2; exit 1; }

@@ -30,7 +30,7 @@ What it accepts, whoever asks (``guard_middleware``, then each route's typed bod
   console's page): a cross-site browser request gets 403.
 - request bodies of ``application/json`` only (415; the cross-site ``text/plain`` a page may send
   without asking is refused), at most ``MAX_BODY`` bytes (413).
-- bodies parsed into typed models with bounds (``DemandReport.parse``, ``console.plan``): a bad one
+- bodies parsed into typed models with bounds (``DemandReport.parse``, ``api.plan``): a bad one
   gets 400 and a JSON error naming the field. Demand for names that are no model (or alias) the
   controller knows now is ignored and counted (``modelctl_demand_unknown_models_total``).
 

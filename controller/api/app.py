@@ -9,12 +9,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.api import control
+from controller.api import control, gpus, page, plan
+from controller.api import series as series_routes
 from controller.api.guard import MAX_BODY, ApiCounters, HostCheck, guard_middleware, key_middleware
 from controller.console import energy as console_energy
-from controller.console import page as console_page
-from controller.console import plan as plan_preview
-from controller.console import series as console_series
+from controller.console.series import GatewayScraper
 from controller.endpoints.store import EndpointStore
 from controller.errors import ModelctlError
 from controller.reconcile.controls import Controls
@@ -27,7 +26,7 @@ def create_api(
     controls: Controls | None = None,
     *,
     keys_file: Path | None = None,
-    series: console_series.GatewayScraper | None = None,
+    series: GatewayScraper | None = None,
     model_roots: tuple[Path, ...] = (),
     energy: console_energy.EnergyMeter | None = None,
     hosts: Iterable[str] = (),
@@ -52,8 +51,8 @@ def create_api(
     meter = energy or console_energy.EnergyMeter()  # never sampled: says so
 
     control.add_routes(app, store, reports, controls, meter=meter, counters=counters)
-    console_page.add_routes(app)  # /, /console/{file}: the console's page
-    console_series.add_routes(app, series or console_series.GatewayScraper(None))  # /v1/console/*
-    console_energy.add_routes(app, meter)  # /v1/gpus
-    plan_preview.add_routes(app, reports, controls, model_roots=model_roots)  # /v1/plan
+    page.add_routes(app)  # /, /console/{file}: the console's page
+    series_routes.add_routes(app, series or GatewayScraper(None))  # /v1/console/*
+    gpus.add_routes(app, meter)  # /v1/gpus
+    plan.add_routes(app, reports, controls, model_roots=model_roots)  # /v1/plan
     return app

@@ -1,4 +1,4 @@
-"""The console: what people look at (the web page at the API's root) and what it is built from.
+"""What the console shows, built beside the planes (the API serves it: ``controller.api``).
 
 Gateway metrics scraped over the internal network into 15-minute series, the last requests per
 model, energy per GPU attributed to replicas, all read by the page through the controller's API.

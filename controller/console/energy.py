@@ -15,7 +15,8 @@ output tokens the gateway counted in the same window (``modelctl_gateway_tokens_
 No tokens in the window: None, never a division by zero or a guess. No GPU: no figures at all,
 ``available`` false and NVML's reason.
 
-``run_energy`` samples every few seconds beside the reconciler; ``add_routes`` serves ``/v1/gpus``;
+``run_energy`` samples every few seconds beside the reconciler; ``controller.api.gpus`` serves
+``/v1/gpus``;
 ``EnergyCollector`` adds ``modelctl_energy_joules_total{model,replica,gpu}`` and
 ``modelctl_energy_joules_per_token{model}`` to the controller's /metrics. Times are the caller's
 clock (unix seconds by default); the meter only subtracts them.
@@ -31,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -364,15 +364,6 @@ async def run_energy(
                 last_error = str(exc)
         meter.sample(clock(), inventory, found)
         await asyncio.sleep(interval_s)
-
-
-def add_routes(app: web.Application, meter: EnergyMeter) -> None:
-    """GET /v1/gpus."""
-
-    async def gpus(request: web.Request) -> web.Response:
-        return web.json_response(meter.gpus())
-
-    app.router.add_get("/v1/gpus", gpus)
 
 
 class EnergyCollector(Collector):

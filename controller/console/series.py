@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
@@ -387,16 +386,3 @@ class GatewayScraper:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.debug("scraping %s%s failed: %s", self.url, path, reason)
         return f"scraping {self.url}{path} failed: {reason}"
-
-
-def add_routes(app: web.Application, scraper: GatewayScraper) -> None:
-    """Serve ``/v1/console/series`` and ``/v1/console/requests`` from ``scraper`` on ``app``."""
-
-    async def series(request: web.Request) -> web.Response:
-        return web.json_response(scraper.series())
-
-    async def requests(request: web.Request) -> web.Response:
-        return web.json_response(scraper.requests())
-
-    app.router.add_get("/v1/console/series", series)
-    app.router.add_get("/v1/console/requests", requests)

@@ -2,7 +2,7 @@
 
 ``{"error": "<what>: <field>: <why>", "field": "<field>", "errors": [{"field": ..., "message": ...}]}``,
 the fields as pydantic locates them (``models.smollm2.last_active``). Plain data, so the API and the
-routes mounted on it (``console.plan``) answer alike; the HTTP status is theirs (400).
+routes mounted on it (``api.plan``) answer alike; the HTTP status is theirs (400).
 """
 
 from __future__ import annotations

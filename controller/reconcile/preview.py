@@ -3,7 +3,7 @@ applied now, against what the controller runs (``modelctl plan PATH --diff``, ``
 
 It decides nothing of its own: ``rows`` reads a ``decide.Decision`` back per replica slot as
 terraform-style rows, the decision made by the very ``decide`` the reconcile pass runs, on the last
-pass's snapshot with the new manifests swapped in (``console.plan``). So every case is a row in a
+pass's snapshot with the new manifests swapped in (``api.plan``). So every case is a row in a
 table test, and a preview never changes the scaler.
 
 With the gateway's demand, room is made as a pass makes it: an idle on-demand model stopped for a

@@ -26,13 +26,13 @@ from gpus.nvml_replay import (
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.api.gpus import add_routes
 from controller.cli.render import render_table
 from controller.console.energy import (
     EnergyCollector,
     EnergyMeter,
     Owner,
     Owners,
-    add_routes,
     owners_of,
     owners_seen,
     run_energy,

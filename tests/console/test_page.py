@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from controller.console import page
+from controller.api import page
 
 STATIC = page.STATIC
 OURS = ("index.html", "app.js", "app.css")

@@ -20,9 +20,9 @@ from gpus.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapsh
 from playwright.async_api import Browser
 
 from console.chromium import launched
-from controller.api import key_middleware
-from controller.console import page
-from controller.console.energy import EnergyMeter, Owner, add_routes
+from controller.api import key_middleware, page
+from controller.api.gpus import add_routes
+from controller.console.energy import EnergyMeter, Owner
 from controller.gpus.nvml import read_inventory
 
 WATTS = 129.254  # the recorded H200's power reading

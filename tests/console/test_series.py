@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.console.series import GatewayScraper, Scrape, SeriesBook, add_routes, quantile
+from controller.api.series import add_routes
+from controller.console.series import GatewayScraper, Scrape, SeriesBook, quantile
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.errors import ModelctlError
 from controller.gateway.app import create_app

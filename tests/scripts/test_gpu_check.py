@@ -259,8 +259,9 @@ def test_energy_without_the_meters_dependencies_still_reads_the_counter(
     inventory = loaded_h200(monkeypatch, script)
     monkeypatch.setattr(script, "cuda_torch", lambda: None)
     monkeypatch.delitem(sys.modules, "controller.console.energy", raising=False)
-    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as on the GPU machine without it
+    for name in ("prometheus_client", "prometheus_client.core", "prometheus_client.registry"):
+        monkeypatch.setitem(sys.modules, name, None)  # as on a GPU machine without it
     result = measure(script, inventory, intervals=2)
     assert result["status"] == "ok", result
-    assert result["meter"] == "aiohttp is not installed: the console's meter not checked"
+    assert result["meter"] == "prometheus_client.core is not installed: the console's meter not checked"
     assert result["counter_j"] == pytest.approx(10.0)
