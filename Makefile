@@ -18,7 +18,7 @@ down:                              ## stop the stack; remove every backend conta
 
 test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
 	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)
-	scripts/ensure-chromium.sh         # Debian's chromium for the console's browser tests (tests/console)
+	scripts/ensure-chromium.sh         # Debian's chromium for the console's browser tests (tests/api)
 	$(VENV)/bin/python -m pytest -v -ra
 
 check: venv                        ## lint, format and type checks

@@ -28,8 +28,6 @@ from aiohttp import web
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from controller.api import create_api
-from controller.console.energy import EnergyMeter, pass_owners, run_energy
-from controller.console.series import GatewayScraper
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
 from controller.errors import (
@@ -57,6 +55,8 @@ from controller.reconcile.watch import watch_docker_events, watch_manifests
 from controller.runtime.docker import DockerRuntime, connect
 from controller.runtime.speckey import spec_key
 from controller.settings import ControllerSettings
+from controller.telemetry.energy import EnergyMeter, pass_owners, run_energy
+from controller.telemetry.series import GatewayScraper
 
 log = logging.getLogger(__name__)
 

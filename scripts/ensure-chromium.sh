@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure Debian's chromium is there for the console's browser tests (tests/console/
+# Make sure Debian's chromium is there for the console's browser tests (tests/api/
 # test_page_browser.py drive it with Playwright from PyPI, which cannot download its own browsers
 # here, so it is pointed at /usr/bin/chromium). Idempotent: a rerun with chromium in place only
 # says which one it found.

@@ -530,7 +530,7 @@ def busy_load(seconds: float) -> int:
 def energy_meter() -> tuple[Any, str]:
     """The console's EnergyMeter and Owner, or None and why (its module needs prometheus_client)."""
     try:
-        from controller.console.energy import EnergyMeter, Owner
+        from controller.telemetry.energy import EnergyMeter, Owner
     except ImportError as exc:
         return None, f"{exc.name or exc} is not installed: the console's meter not checked"
     return (EnergyMeter(), Owner), ""

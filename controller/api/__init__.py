@@ -8,7 +8,7 @@ epoch E (another epoch: at once, the controller restarted), or after S seconds w
 table. ``GET /v1/status`` is what ``modelctl status`` shows; every route reads the control loop's
 published report (``reconcile.report``), and gives it commands only through
 ``reconcile.controls.Controls`` (a demand report, a replica's log, the manifests to preview);
-``GET /metrics`` the control plane's Prometheus metrics (``reconcile.metrics``). ``GET /v1/events``
+``GET /metrics`` the control plane's Prometheus metrics (``telemetry.metrics``). ``GET /v1/events``
 (``reconcile.events``) and ``GET /v1/replicas/{container}/logs`` serve the console (docs/console.md).
 
 Keys, for when someone publishes the API beyond the host's loopback: by default it answers anyone

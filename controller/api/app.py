@@ -12,12 +12,12 @@ from aiohttp import web
 from controller.api import control, gpus, page, plan
 from controller.api import series as series_routes
 from controller.api.guard import MAX_BODY, ApiCounters, HostCheck, guard_middleware, key_middleware
-from controller.console import energy as console_energy
-from controller.console.series import GatewayScraper
 from controller.endpoints.store import EndpointStore
 from controller.errors import ModelctlError
 from controller.reconcile.controls import Controls
 from controller.reconcile.report import ReportStore
+from controller.telemetry.energy import EnergyMeter
+from controller.telemetry.series import GatewayScraper
 
 
 def create_api(
@@ -28,7 +28,7 @@ def create_api(
     keys_file: Path | None = None,
     series: GatewayScraper | None = None,
     model_roots: tuple[Path, ...] = (),
-    energy: console_energy.EnergyMeter | None = None,
+    energy: EnergyMeter | None = None,
     hosts: Iterable[str] = (),
     metrics_require_key: bool = False,
 ) -> web.Application:
@@ -48,7 +48,7 @@ def create_api(
     guard = guard_middleware(HostCheck(hosts), counters)
     keys = [key_middleware(keys_file, open_metrics=not metrics_require_key)] if keys_file is not None else []
     app = web.Application(middlewares=[guard, *keys], client_max_size=MAX_BODY)
-    meter = energy or console_energy.EnergyMeter()  # never sampled: says so
+    meter = energy or EnergyMeter()  # never sampled: says so
 
     control.add_routes(app, store, reports, controls, meter=meter, counters=counters)
     page.add_routes(app)  # /, /console/{file}: the console's page

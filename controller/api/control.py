@@ -14,16 +14,16 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from controller.api.guard import ApiCollector, ApiCounters
-from controller.console import energy as console_energy
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.refusal import refusal
 from controller.endpoints.store import EndpointStore
 from controller.errors import BackendRuntimeError
-from controller.reconcile import metrics
 from controller.reconcile.controls import Controls
 from controller.reconcile.demand import TooManyReporters
 from controller.reconcile.report import ReportStore
 from controller.runtime.observed import ObservedContainer
+from controller.telemetry import metrics
+from controller.telemetry.energy import EnergyCollector, EnergyMeter
 
 MAX_WAIT_S = 60.0  # a long poll never holds a connection longer than this
 LOG_TAIL, MAX_LOG_TAIL = 200, 2000  # lines of /v1/replicas/{container}/logs: default, most
@@ -36,7 +36,7 @@ def add_routes(
     reports: ReportStore,
     controls: Controls,
     *,
-    meter: console_energy.EnergyMeter,
+    meter: EnergyMeter,
     counters: ApiCounters,
 ) -> None:
     """/v1/endpoints, /v1/status, /v1/demand, /v1/events, /v1/replicas/{container}/logs, /healthz
@@ -108,7 +108,7 @@ def add_routes(
         return web.Response(status=204)
 
     metrics_registry = metrics.registry(reports)
-    metrics_registry.register(console_energy.EnergyCollector(meter))
+    metrics_registry.register(EnergyCollector(meter))
     metrics_registry.register(ApiCollector(counters))
 
     async def prometheus(request: web.Request) -> web.Response:

@@ -1,11 +1,11 @@
 """``GET /v1/gpus``: each GPU's memory, utilisation, power and energy as the energy meter
-(``controller.console.energy``) last sampled them (docs/console.md)."""
+(``controller.telemetry.energy``) last sampled them (docs/console.md)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from controller.console.energy import EnergyMeter
+from controller.telemetry.energy import EnergyMeter
 
 
 def add_routes(app: web.Application, meter: EnergyMeter) -> None:

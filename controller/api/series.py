@@ -1,11 +1,11 @@
 """``GET /v1/console/series`` and ``GET /v1/console/requests``: the console's charts and last
-requests, as the gateway scraper (``controller.console.series``) keeps them (docs/console.md)."""
+requests, as the gateway scraper (``controller.telemetry.series``) keeps them (docs/console.md)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from controller.console.series import GatewayScraper
+from controller.telemetry.series import GatewayScraper
 
 
 def add_routes(app: web.Application, scraper: GatewayScraper) -> None:

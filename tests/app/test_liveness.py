@@ -21,12 +21,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from controller.api import create_api
 from controller.app import background, exit_anyway_after, watchdog
-from controller.console.energy import EnergyMeter
-from controller.console.series import GatewayScraper
 from controller.errors import ModelctlError
 from controller.gpus.inventory import Inventory
 from controller.reconcile.loop import Reconciler
 from controller.settings import ControllerSettings
+from controller.telemetry.energy import EnergyMeter
+from controller.telemetry.series import GatewayScraper
 from tests.reconcile.test_loop_survives import Breaks, loop, until
 
 TASKS = ("reconciler", "manifests", "docker-events", "energy", "console-series")

@@ -258,7 +258,7 @@ def test_energy_without_the_meters_dependencies_still_reads_the_counter(
 ) -> None:
     inventory = loaded_h200(monkeypatch, script)
     monkeypatch.setattr(script, "cuda_torch", lambda: None)
-    monkeypatch.delitem(sys.modules, "controller.console.energy", raising=False)
+    monkeypatch.delitem(sys.modules, "controller.telemetry.energy", raising=False)
     for name in ("prometheus_client", "prometheus_client.core", "prometheus_client.registry"):
         monkeypatch.setitem(sys.modules, name, None)  # as on a GPU machine without it
     result = measure(script, inventory, intervals=2)

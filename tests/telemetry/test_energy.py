@@ -28,7 +28,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.gpus import add_routes
 from controller.cli.render import render_table
-from controller.console.energy import (
+from controller.errors import RuntimeUnavailable
+from controller.gpus.inventory import Inventory
+from controller.gpus.nvml import read_inventory
+from controller.runtime.observed import ObservedContainer
+from controller.telemetry.energy import (
     EnergyCollector,
     EnergyMeter,
     Owner,
@@ -37,10 +41,6 @@ from controller.console.energy import (
     owners_seen,
     run_energy,
 )
-from controller.errors import RuntimeUnavailable
-from controller.gpus.inventory import Inventory
-from controller.gpus.nvml import read_inventory
-from controller.runtime.observed import ObservedContainer
 
 WATTS = 129.254  # the recorded H200's nvmlDeviceGetPowerUsage, 129254 mW
 STEP_S = 5.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.reconcile import metrics
 from controller.reconcile.report import Report, ReportStore
 from controller.reconcile.states import ReplicaState
 from controller.reconcile.status import ModelScaling, ReplicaStatus
 from controller.reconcile.supervise import Failures
+from controller.telemetry import metrics
 
 
 def test_metrics_show_desired_and_ready_replicas_evictions_and_cold_starts() -> None:

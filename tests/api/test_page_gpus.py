@@ -19,11 +19,11 @@ from aiohttp import web
 from gpus.nvml_replay import EnergyCounter, GiB, NvmlReplay, device, load_snapshot, machine, proc
 from playwright.async_api import Browser
 
-from console.chromium import launched
+from api.chromium import launched
 from controller.api import key_middleware, page
 from controller.api.gpus import add_routes
-from controller.console.energy import EnergyMeter, Owner
 from controller.gpus.nvml import read_inventory
+from controller.telemetry.energy import EnergyMeter, Owner
 
 WATTS = 129.254  # the recorded H200's power reading
 SMOL = Owner("c-smollm2-0", "smollm2", 0, (4242,))

@@ -33,7 +33,7 @@ from integration.support import GGUF, manifest, serving, settings
 from playwright.async_api import Browser, Page
 from playwright.async_api import Error as PlaywrightError
 
-from console.chromium import launched
+from api.chromium import launched
 from controller.app import RunningController
 from controller.gateway.settings import GatewaySettings
 

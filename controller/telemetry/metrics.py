@@ -1,12 +1,12 @@
 """Prometheus metrics of the control plane, on the controller's internal API (``GET /metrics``).
 
-Rendered at scrape time from the report the loop last published (``report.Report``), so a pass
+Rendered at scrape time from the report the loop last published (``reconcile.report.Report``), so a pass
 costs nothing extra: ``modelctl_controller_replicas{model,kind}`` (kind "desired": the count scaling
 chose, "ready": serving now), ``modelctl_controller_evictions_total`` (idle models stopped to make
 room for others), ``modelctl_controller_scale_from_zero_total{model}`` (a request started a
 scaled-to-zero model), ``modelctl_controller_manifest_errors`` and
 ``modelctl_reconcile_errors_total{task,stage}`` (unexpected errors the loop and its background
-tasks met and lived through, ``supervise.Failures``, as of the last pass; ``stage`` is where in a
+tasks met and lived through, ``reconcile.supervise.Failures``, as of the last pass; ``stage`` is where in a
 pass, empty for other tasks). The data plane's figures (cold starts seen by clients, time held,
 requests, tokens) are the gateway's own ``/metrics``.
 """

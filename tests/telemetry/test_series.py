@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 
 from controller.api.series import add_routes
-from controller.console.series import GatewayScraper, Scrape, SeriesBook, quantile
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
 from controller.errors import ModelctlError
 from controller.gateway.app import create_app
@@ -21,6 +20,7 @@ from controller.gateway.settings import GatewaySettings
 from controller.gateway.tables.source import StaticTable
 from controller.gateway.telemetry.metrics import GatewayMetrics
 from controller.settings import ControllerSettings
+from controller.telemetry.series import GatewayScraper, Scrape, SeriesBook, quantile
 
 TABLE = EndpointTable(
     version=1,
