@@ -16,7 +16,7 @@ up: docker stack-images example-model  ## bring the stack up with the example mo
 down:                              ## stop the stack; remove every backend container and network modelctl started
 	$(COMPOSE) down --remove-orphans   # the `replicas` provider removes them once the controller is gone
 
-test: docker images model venv     ## the whole suite, Docker-backed and end-to-end tests included
+test: docker images shapes venv    ## the whole suite, Docker-backed and end-to-end tests included
 	scripts/ensure-podman.sh           # podman kube play of the rendered Kubernetes YAML (tests/kubernetes)
 	scripts/ensure-chromium.sh         # Debian's chromium for the console's browser tests (tests/api)
 	$(VENV)/bin/python -m pytest -v -ra

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from controller.errors import EngineError, ModelctlError
 from controller.manifests.model import LoadedModel
+from controller.manifests.shards import shard_paths
 from controller.placement.memory import MiB, cpu_need, estimate
 from controller.runtime.spec import ContainerSpec, GpuRequest, Mount
 
@@ -35,6 +36,7 @@ class Weights:
     mount: Mount
     path: str | None = None  # set for host weights
     hub: str | None = None  # 'org/repo[:quant]' for hub references
+    shards: tuple[Mount, ...] = ()  # shards 2..N of a split GGUF, beside the first
 
 
 def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights:
@@ -53,8 +55,28 @@ def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights
     host = Path(model.weights)
     if whole_folder and host.is_file():
         host = host.parent
-    target = f"{MODELS_DIR}/{model.name}/{host.name}"
-    return Weights(mount=Mount(source=str(host), target=target, read_only=True), path=target)
+    folder = f"{MODELS_DIR}/{model.name}"
+    target = f"{folder}/{host.name}"
+    return Weights(
+        mount=Mount(source=str(host), target=target, read_only=True),
+        path=target,
+        shards=split_mounts(host, folder) if not whole_folder else (),
+    )
+
+
+def split_mounts(first: Path, folder: str) -> tuple[Mount, ...]:
+    """Shards 2..N of a split GGUF whose shard 1 is ``first``, each its own read-only bind mount
+    in ``folder`` beside shard 1, under its own name (llama-server opens the siblings by name from
+    shard 1's folder). One mount per shard rather than the host folder: the container sees the
+    shards and nothing else that folder holds. The loader checked each against the model roots."""
+    try:
+        shards = shard_paths(first)[1:]
+    except ValueError:  # not shard 1: the loader refused it
+        return ()
+    return tuple(
+        Mount(source=str(shard.resolve()), target=f"{folder}/{shard.name}", read_only=True)
+        for shard in shards
+    )
 
 
 def gpu_request(gpus: tuple[str, ...]) -> GpuRequest | None:
@@ -125,7 +147,7 @@ def engine_spec(
         health_path=health_path,
         max_concurrency=manifest.max_batch_size,
         env=tuple(sorted((*model.env, *hub_env, *extra_env))),
-        mounts=(weights.mount,),
+        mounts=(weights.mount, *weights.shards),
         gpus=gpu_request(gpus),
         shm_size=shm_size,
         cpuset=cpus,

@@ -39,6 +39,7 @@ from controller.manifests.reading import (
     parse_documents,
     read_text,
 )
+from controller.manifests.shards import SHARD_NAME, shard_names, shard_paths
 
 __all__ = ["MANIFEST_SUFFIXES", "load_folder", "manifest_files"]
 
@@ -231,7 +232,9 @@ def resolve_or_report(
     errors: list[ManifestError],
 ) -> Path | None:
     try:
-        return resolve_weights(model.model, roots)
+        weights = resolve_weights(model.model, roots)
+        check_shards(model.model, weights, roots)
+        return weights
     except ValueError as exc:
         errors.append(
             ManifestError(
@@ -265,6 +268,25 @@ def resolve_weights(weights: str, roots: Sequence[Path]) -> Path:
     if any(real.is_relative_to(root.resolve()) for root in roots):
         return real
     raise ValueError(f"'{shown(weights)}' resolves to {shown(str(real))}, outside the model roots")
+
+
+def check_shards(weights: str, real: Path, roots: Sequence[Path]) -> None:
+    """A split GGUF (``weights`` names shard 1, ``...-00001-of-0000N.gguf``): every sibling shard
+    must exist beside the first, under the model roots (llama.cpp loads them from shard 1's folder
+    and fails on a missing one). Raises ValueError naming another shard than the first, a missing
+    shard, or one outside the roots."""
+    shard_names(Path(weights).name)  # names another shard: say to name shard 1
+    if SHARD_NAME.match(Path(weights).name) and not SHARD_NAME.match(real.name):
+        raise ValueError(
+            f"'{shown(weights)}' resolves to {shown(str(real))}, not a shard's name: llama.cpp finds "
+            "the other shards by shard 1's name; link the folder, not each shard"
+        )
+    for shard in shard_paths(real)[1:]:
+        if not shard.exists():
+            raise ValueError(
+                f"split GGUF: shard '{shown(shard.name)}' is missing beside '{shown(real.name)}'"
+            )
+        resolve_weights(str(shard), roots)
 
 
 def first_existing(weights: str, roots: Sequence[Path]) -> Path | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from controller.endpoints.table import Details
 from controller.weights.config import read_json
-from controller.weights.gguf import read_gguf_header
+from controller.weights.gguf import read_gguf_shards
 from controller.weights.info import BAD_HEADER, EstimateError
 from controller.weights.read import by_version, on_disk
 from controller.weights.safetensors import safetensors_files, safetensors_header
@@ -57,10 +57,11 @@ def describe(model: LoadedModel) -> Details:
 
 
 def describe_gguf(path: Path) -> Details:
-    header = read_gguf_header(path)
-    meta = header.metadata
+    """A GGUF's details; of a split one, the metadata of shard 1 and the size and parameters of all."""
+    headers = read_gguf_shards(path)
+    meta = headers[0].metadata
     arch = str(meta.get("general.architecture", ""))
-    params = sum(math.prod(t.dims) for t in header.tensors)
+    params = sum(math.prod(t.dims) for header in headers for t in header.tensors)
     size_label = meta.get("general.size_label") or parameter_label(params)
     keys = (
         "context_length",
@@ -76,7 +77,7 @@ def describe_gguf(path: Path) -> Details:
         family=arch,
         parameter_size=str(size_label),
         quantization=GGUF_FILE_TYPES.get(meta.get("general.file_type", -1), ""),
-        size=path.stat().st_size,
+        size=on_disk(path),
         info=tuple((k, v) for k, v in info if isinstance(v, str | int | float)),
         template=str(meta.get("tokenizer.chat_template", "")),
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from controller.manifests.shards import shard_paths
 from controller.weights.info import (
     BAD_HEADER,
     MAX_DIMS,
@@ -116,8 +117,28 @@ class GgufHeader:
 
 
 def read_gguf(path: Path) -> WeightsInfo:
-    header = read_gguf_header(path)
-    return WeightsInfo(header.weight_bytes(), len(header.tensors), gguf_architecture(header.metadata))
+    """Weight bytes of every shard (a split GGUF's tensors are spread over its shards), the
+    architecture from the first (shard 1 holds the model's metadata)."""
+    headers = read_gguf_shards(path)
+    return WeightsInfo(
+        sum(h.weight_bytes() for h in headers),
+        sum(len(h.tensors) for h in headers),
+        gguf_architecture(headers[0].metadata),
+    )
+
+
+def read_gguf_shards(path: Path) -> list[GgufHeader]:
+    """The header of ``path`` and, when it is shard 1 of a split GGUF, of each sibling shard, whose
+    number must agree with the first shard's ``split.count``. Raises EstimateError."""
+    try:
+        shards = shard_paths(path)
+    except ValueError as exc:
+        raise EstimateError(str(exc)) from exc
+    first = read_gguf_header(path)
+    count = first.metadata.get("split.count", 1)
+    if count != len(shards):
+        raise EstimateError(f"{path}: split.count is {str(count)[:20]}, the file name says {len(shards)}")
+    return [first, *(read_gguf_header(p) for p in shards[1:])]
 
 
 def read_gguf_header(path: Path) -> GgufHeader:

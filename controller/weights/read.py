@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from controller.manifests.shards import shard_paths
 from controller.weights.gguf import read_gguf
 from controller.weights.info import BAD_HEADER, EstimateError, WeightsInfo
 from controller.weights.safetensors import read_safetensors
@@ -56,10 +57,13 @@ def by_version(
 def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     """(name, size, mtime_ns) of every file the sizes are read from: changes when their content does.
 
-    A folder: every file in it. A .safetensors file: it and the config.json beside it.
+    A folder: every file in it. A .safetensors file: it and the config.json beside it. Shard 1 of a
+    split GGUF: every shard (ValueError for another shard).
     """
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
+    elif path.suffix.lower() == ".gguf":
+        files = [p for p in gguf_files(path) if p.exists()]  # a missing shard: read_gguf says it
     else:
         config = path.parent / "config.json"
         files = [path, config] if path.suffix.lower() != ".gguf" and config.is_file() else [path]
@@ -72,8 +76,19 @@ def on_disk(weights: Path | None) -> int:
     try:
         if weights is None or not weights.exists():
             return 0
+        if weights.is_file() and weights.suffix.lower() == ".gguf":
+            return sum(p.stat().st_size for p in gguf_files(weights) if p.exists())
         if weights.is_file():
             return weights.stat().st_size
         return sum(f.stat().st_size for f in weights.rglob("*") if f.is_file())
     except OSError:  # unreadable: the engine says what is wrong when it starts
         return 0
+
+
+def gguf_files(path: Path) -> tuple[Path, ...]:
+    """Every shard when ``path`` is shard 1 of a split GGUF, else ``path`` alone (also for a name
+    the estimate refuses, which says why)."""
+    try:
+        return shard_paths(path)
+    except ValueError:
+        return (path,)
