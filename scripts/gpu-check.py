@@ -368,7 +368,7 @@ def eviction_part(inventory: Inventory, *, live: bool) -> Result:
             loads=on_demand.loads(models, demand),
         )
         decision = decide(snapshot)
-        on_demand.applied(decision)
+        on_demand.applied(decision.scaling, decision.evictions)
         desired = decision.desired
         return {
             "specs": {s.model: list(s.gpus.device_ids if s.gpus else ()) for s in desired.specs},

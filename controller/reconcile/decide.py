@@ -27,7 +27,7 @@ from controller.manifests.model import LoadedModel
 from controller.placement.host import Host
 from controller.reconcile.desired import Desired, Slot, desired_state
 from controller.reconcile.lifecycle import SlotFacts
-from controller.reconcile.ondemand import Room, make_room
+from controller.reconcile.ondemand import Eviction, Room, make_room
 from controller.reconcile.plan import Plan, calculate_plan
 from controller.reconcile.scaling import Bounds, Load, scale
 from controller.reconcile.status import ModelScaling
@@ -65,20 +65,6 @@ class Snapshot:
     def kept(self) -> list[ObservedContainer]:
         """The containers still there when the decision is made (``gone`` ones removed)."""
         return [c for c in self.observed if c.id not in self.gone]
-
-
-@dataclass(frozen=True, slots=True)
-class Eviction:
-    """An idle on-demand model stopped (down to its min_count) to make room for another."""
-
-    model: str
-    down_to: int
-    priority: int
-    for_model: str
-
-    @property
-    def reason(self) -> str:
-        return f"evicted for {self.for_model}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,7 +259,7 @@ class Reconciler:
         )
         for container in plan.delete:
             self.drainer.start(container, wake=self.wake.set)
-        self.on_demand.applied(decision)
+        self.on_demand.applied(decision.scaling, decision.evictions)
         self.stage = Stage.PUBLISH
         await self.store.publish(endpoint_table(self.models, list(decision.serving)))
         self.stage = Stage.CREATE

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from controller.endpoints.demand import ModelDemand
 from controller.errors import ModelctlError
@@ -31,9 +30,6 @@ from controller.reconcile.desired import Desired
 from controller.reconcile.scaling import Candidate, Load, Scaler, pick_victim
 from controller.reconcile.status import ModelScaling
 from controller.runtime.observed import ObservedContainer
-
-if TYPE_CHECKING:
-    from controller.reconcile.decide import Decision
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +71,18 @@ class OnDemand:
             return None
         return self.read_host(held_by_ours(models, observed))
 
-    def applied(self, decision: Decision) -> None:
-        """The pass acts on ``decision``: the scaler holds each model's count (an evicted one its
-        min_count), evictions and scale-ups from zero are counted, models gone are forgotten."""
-        for name, now in decision.scaling.items():
+    def applied(self, scaling: Mapping[str, ModelScaling], evictions: Sequence[Eviction]) -> None:
+        """The pass acted on a decision's ``scaling`` and ``evictions``: the scaler holds each model's
+        count (an evicted one its min_count), evictions and scale-ups from zero are counted, models
+        gone are forgotten."""
+        for name, now in scaling.items():
             previous = self.scaling.get(name)
             if previous is not None and previous.desired == 0 and now.desired > 0:
                 self.from_zero[name] = self.from_zero.get(name, 0) + 1
             if previous is not None and previous.desired != now.desired:
                 log.info("model %s: %d -> %d replicas (%s)", name, previous.desired, now.desired, now.reason)
             self.scaler.settle(name, now.desired)
-        for eviction in decision.evictions:
+        for eviction in evictions:
             self.evictions += 1
             log.info(
                 "evicting model %s (idle, priority %d) to make room for %s",
@@ -93,8 +90,22 @@ class OnDemand:
                 eviction.priority,
                 eviction.for_model,
             )
-        self.scaling = dict(decision.scaling)
-        self.scaler.forget(set(decision.scaling))
+        self.scaling = dict(scaling)
+        self.scaler.forget(set(scaling))
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """An idle on-demand model stopped (down to its min_count) to make room for another."""
+
+    model: str
+    down_to: int
+    priority: int
+    for_model: str
+
+    @property
+    def reason(self) -> str:
+        return f"evicted for {self.for_model}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,7 +96,7 @@ def test_deciding_changes_nothing_and_applying_tells_the_scaler() -> None:
     assert decide(snapshot) == decision and snapshot == before  # pure: again the same, input intact
     assert on_demand.evictions == 0 and on_demand.scaling == {}
     assert on_demand.views([a], demand)["a"].count is None  # the scaler holds nothing yet
-    on_demand.applied(decision)
+    on_demand.applied(decision.scaling, decision.evictions)
     assert on_demand.evictions == 1 and on_demand.scaling["a"].reason == "evicted for b"
     assert on_demand.views([a], demand)["a"].count == 0
 

@@ -56,7 +56,7 @@ def decided(
         loads=on_demand.loads(models, demand),
     )
     decision = decide(snapshot)
-    on_demand.applied(decision)
+    on_demand.applied(decision.scaling, decision.evictions)
     return decision
 
 
