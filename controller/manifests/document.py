@@ -99,6 +99,7 @@ MAX_ENV_NAME_CHARS = 256
 MAX_ENV_VALUE_CHARS = 32768
 MAX_IMAGE_CHARS = 512
 MAX_CONTEXT_LENGTH = 1 << 24  # 16M tokens, beyond any model's trained context
+MAX_ADAPTERS = 64  # LoRA adapters on one base: KubeAI and vLLM setups serve a handful to dozens
 
 
 def _check_env_name(value: str) -> str:
@@ -148,6 +149,20 @@ EnvName = Annotated[
 ]
 EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_check_env_value)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_check_no_nul)]
+
+FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_plain)]
+
+
+class Adapter(BaseModel):
+    """A LoRA adapter of the base model, served under its own name: a GGUF adapter file for
+    llama.cpp (``convert_lora_to_gguf.py``), a PEFT folder (adapter_config.json +
+    adapter_model.safetensors) for vLLM."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    name: ModelName = Field(description="Name clients put in `model` to get this adapter.")
+    path: FilePath = Field(description="The adapter, relative to a model root or absolute under one.")
+
 
 # Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
 ENGINE_BY_SUFFIX: dict[str, EngineName] = {".gguf": "llamacpp", ".safetensors": "vllm"}
@@ -250,6 +265,22 @@ class ModelManifest(BaseModel):
         default=None,
         description="How long the gateway holds a request while the model has no ready replica (a "
         "cold start, a swap): seconds or '90s', '10m'. Default: 2m for llamacpp, 15m for vllm.",
+    )
+    mmproj: FilePath | None = Field(
+        default=None,
+        description="llama.cpp: the vision (or audio) projector GGUF that goes with the weights "
+        "(--mmproj), relative to a model root or absolute under one.",
+    )
+    draft: FilePath | None = Field(
+        default=None,
+        description="A smaller model of the same vocabulary that drafts tokens for speculative "
+        "decoding (llama.cpp --model-draft: a GGUF file; vLLM: a model folder).",
+    )
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=MAX_ADAPTERS,
+        description="LoRA adapters of this model, each served under its own name (and as "
+        "'<name>:<adapter>').",
     )
     image: (
         Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(_check_plain)] | None

@@ -12,6 +12,24 @@ from controller.manifests.document import ModelManifest, hub_reference
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterFile:
+    """A LoRA adapter's name and its resolved host path (a GGUF file, or a PEFT folder)."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraFiles:
+    """The files a replica loads beside its weights, resolved under the model roots like them
+    (shards of a split GGUF are found from the weights' own name: ``shards``)."""
+
+    mmproj: Path | None = None  # llama.cpp's vision/audio projector
+    draft: Path | None = None  # the draft model of speculative decoding
+    adapters: tuple[AdapterFile, ...] = ()  # LoRA adapters, in the manifest's order
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedModel:
     """A valid manifest, where it came from, and the host path of its weights (if checked)."""
 
@@ -24,6 +42,7 @@ class LoadedModel:
     # ``env`` with its ${NAME} references filled in (envrefs.py); None: not filled (the manifest's
     # values as written). Secrets may be in it: kept out of repr.
     filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+    files: ExtraFiles = ExtraFiles()  # resolved mmproj, draft and adapters (empty when not checked)
 
     @property
     def env(self) -> tuple[tuple[str, str], ...]:
