@@ -44,6 +44,7 @@ from controller.reconcile.controls import Controls
 from controller.reconcile.decide import Snapshot, decide
 from controller.reconcile.preview import Preview, rows
 from controller.reconcile.report import ReportStore
+from controller.weights.compat import check_files
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def load_privately(folder: Path, model_roots: Sequence[Path], shared: Mapping[st
     if refused:
         raise InvalidManifests(refused)
     try:
-        return load_folder(folder, model_roots=model_roots, environ=shared)
+        return load_folder(folder, model_roots=model_roots, environ=shared, check_files=check_files)
     except InvalidManifests as exc:
         raise InvalidManifests([hide_outside(e, model_roots) for e in exc.errors]) from exc
 
