@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.manifests.model import AdapterFile, ExtraFiles
 from controller.manifests.sizes import parse_size
 from controller.weights.info import Architecture, EstimateError
 from controller.weights.lora import adapter_rank, max_lora_rank, max_loras
 from controller.weights.read import by_version, on_disk, read_weights
 
-if TYPE_CHECKING:
-    from controller.manifests.model import LoadedModel
+if TYPE_CHECKING:  # not at run time: the GPU script places models without pydantic (manifests')
+    from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 
 GiB = 1024**3
 MiB = 1024**2
@@ -102,11 +101,12 @@ def estimate_files(
         raise EstimateError(f"{weights}: no architecture found (config.json?); cannot size the KV cache")
     tokens = kv_tokens(info.architecture, engine, context_length, max_batch_size)
     kv = tokens * info.architecture.kv_bytes_per_token()
-    files = files or ExtraFiles()
-    projector = read_weights(files.mmproj).weight_bytes if files.mmproj is not None else 0
-    draft = draft_bytes(files.draft, tokens) if files.draft is not None else 0
-    slots = len(files.adapters) if lora_slots is None else lora_slots
-    adapters = adapter_bytes(engine, files.adapters, slots)
+    mmproj, draft_file = (files.mmproj, files.draft) if files else (None, None)
+    adapter_files = files.adapters if files else ()
+    projector = read_weights(mmproj).weight_bytes if mmproj is not None else 0
+    draft = draft_bytes(draft_file, tokens) if draft_file is not None else 0
+    slots = len(adapter_files) if lora_slots is None else lora_slots
+    adapters = adapter_bytes(engine, adapter_files, slots)
     overhead = OVERHEAD_BYTES[engine]
     total = info.weight_bytes + kv + projector + draft + adapters + overhead
     return MemoryEstimate(info.weight_bytes, kv, overhead, total, projector, draft, adapters)
