@@ -271,18 +271,21 @@ class ModelManifest(BaseModel):
     mmproj: FilePath | None = Field(
         default=None,
         description="llama.cpp: the vision (or audio) projector GGUF that goes with the weights "
-        "(--mmproj), relative to a model root or absolute under one.",
+        "(--mmproj), relative to a model root or absolute under one. Not for vllm, which reads a "
+        "vision model's projector from its folder.",
     )
     draft: FilePath | None = Field(
         default=None,
         description="A smaller model of the same vocabulary that drafts tokens for speculative "
-        "decoding (llama.cpp --model-draft: a GGUF file; vLLM: a model folder).",
+        "decoding (llama.cpp --model-draft: a GGUF file, shard 1 of a split one; vLLM: a model "
+        "folder), relative to a model root or absolute under one.",
     )
     adapters: list[Adapter] = Field(
         default_factory=list,
         max_length=MAX_ADAPTERS,
         description="LoRA adapters of this model, each served under its own name (and as "
-        "'<name>:<adapter>').",
+        "'<name>:<adapter>'): GGUF adapter files for llamacpp, PEFT folders for vllm, each checked "
+        "against the weights (architecture, shapes, rank) before anything starts.",
     )
     image: (
         Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(_check_plain)] | None
