@@ -167,3 +167,11 @@ def test_a_flag_set_from_a_file_field_names_that_field(engine: str, arg: str, fi
 def test_flags_modelctl_does_not_own_pass(engine: str, arg: str) -> None:
     assert reserved_flag(engine, arg) is None  # type: ignore[arg-type]
     ModelManifest.model_validate({"model": WEIGHTS[engine], "engine": engine, "args": [arg]})
+
+
+def test_every_field_named_for_a_flag_is_for_a_flag_the_check_reports() -> None:
+    from controller.manifests.flags import FIELD_OF_FLAG, LLAMACPP_RESERVED, VLLM_RESERVED
+
+    reported = {max(spellings, key=len) for spellings in (*LLAMACPP_RESERVED, *VLLM_RESERVED)}
+    assert set(FIELD_OF_FLAG) <= reported
+    assert set(FIELD_OF_FLAG.values()) == {"mmproj", "draft", "adapters"}
