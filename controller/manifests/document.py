@@ -426,6 +426,15 @@ class ModelManifest(BaseModel):
         return (self.resolved_name, *self.aliases)
 
     @property
+    def local_paths(self) -> tuple[tuple[str, str], ...]:
+        """Every host path this manifest names, with its field ('adapters.1.path'): the weights
+        (unless a hub reference) and the files beside them. Each must resolve under a model root."""
+        paths = [] if hub_reference(self.model) is not None else [("model", self.model)]
+        paths += [(name, path) for name, path in (("mmproj", self.mmproj), ("draft", self.draft)) if path]
+        paths += [(f"adapters.{index}.path", adapter.path) for index, adapter in enumerate(self.adapters)]
+        return tuple(paths)
+
+    @property
     def min_count(self) -> int:
         """Fewest replicas: ``replicas`` when fixed, else ``min_replicas`` (1 if only max is set)."""
         if self.min_replicas is not None:
