@@ -154,8 +154,8 @@ def load_documents(
             extra = resolve_files_or_report(model, where, files.roots)
         filled = fill_env_or_report(model, file, index, node, env, errors)
         found = LoadedModel(model, str(file), index, weights, modified_at(file), filled, extra)
-        if files.check is not None and weights is not None and complete(model, extra):
-            report_problems(files.check(found), where)
+        if files.check is not None and weights is not None and all_found(model, extra):
+            report_problems(files.check, found, where)
         loaded.append((found, node))
     return loaded
 
@@ -326,20 +326,23 @@ def resolve_beside(loc: tuple[str | int, ...], path: str, engine: str, roots: Se
     return real
 
 
-def complete(model: ModelManifest, files: ExtraFiles) -> bool:
-    """Every file the manifest names beside the weights was found (the others were reported)."""
+def all_found(model: ModelManifest, files: ExtraFiles) -> bool:
+    """The manifest names files beside the weights, and every one was found (the others were
+    reported): only then is there something to check against the weights."""
+    named = model.mmproj is not None or model.draft is not None or bool(model.adapters)
     return (
-        (model.mmproj is None) == (files.mmproj is None)
+        named
+        and (model.mmproj is None) == (files.mmproj is None)
         and (model.draft is None) == (files.draft is None)
         and len(model.adapters) == len(files.adapters)
     )
 
 
-def report_problems(problems: Iterable[FileProblem], where: Where) -> None:
-    """Located errors for what ``check_files`` found; a bug of the check is one error, not the end
-    of the load (its traceback logged)."""
+def report_problems(check: FilesCheck, model: LoadedModel, where: Where) -> None:
+    """Located errors for what ``check`` finds in ``model``'s files; a bug of the check is one
+    error, not the end of the load (its traceback logged)."""
     try:
-        for loc, message in problems:
+        for loc, message in check(model):
             where.report(loc, message)
     except Exception as exc:
         log.exception("unexpected error checking the files of %s", where.file)

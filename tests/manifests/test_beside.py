@@ -238,3 +238,18 @@ def test_adapter_names_are_unique_across_models_without_roots_too(tmp_path: Path
         load_folder(tmp_path)
     (error,) = caught.value.errors
     assert (error.field, error.line, Path(error.file).name) == ("adapters.0.name", 2, "m.yaml")
+
+
+def test_a_check_that_fails_is_one_error_and_the_other_models_load(root: Path, tmp_path: Path) -> None:
+    def broken(model: object) -> list[tuple[tuple[str | int, ...], str]]:
+        raise RuntimeError("a bug")
+
+    folder = write(tmp_path / "m", f"model: {GGUF}\ndraft: {GGUF}\n")
+    (folder / "b.yaml").write_text(f"name: plain\nmodel: {GGUF}\n")
+    with pytest.raises(InvalidManifests) as caught:
+        load_folder(folder, model_roots=[root], check_files=broken)
+    (error,) = caught.value.errors
+    assert Path(error.file).name == "m.yaml"
+    assert error.message == "cannot check the files beside the weights: RuntimeError: a bug"
+    (plain,) = load_folder(folder / "b.yaml", model_roots=[root], check_files=broken)  # no files: no check
+    assert plain.name == "plain"
