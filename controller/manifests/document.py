@@ -29,7 +29,13 @@ from pydantic import (
 
 from controller.manifests.engines import EngineName
 from controller.manifests.envrefs import NEVER_PREFIX, references
-from controller.manifests.flags import reserved_flag
+from controller.manifests.flags import FIELD_FOR_FLAG, reserved_flag
+from controller.manifests.parsernames import (
+    MAX_PARSER_CHARS,
+    VLLM_REASONING_PARSERS,
+    VLLM_TOOL_PARSERS,
+    check_parser,
+)
 from controller.manifests.quoting import shown
 from controller.manifests.sizes import parse_duration, parse_size
 
@@ -150,6 +156,7 @@ EnvName = Annotated[
 EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_check_env_value)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_check_no_nul)]
 
+ParserName = Annotated[str, Field(min_length=1, max_length=MAX_PARSER_CHARS)]
 FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_plain)]
 
 
@@ -302,6 +309,23 @@ class ModelManifest(BaseModel):
         "HUGGING_FACE_HUB_TOKEN and what MODELCTL_MANIFEST_ENV_ALLOW names, never MODELCTL_*; "
         "$$ is a literal $. Not NVIDIA_*, CUDA_VISIBLE_DEVICES, LD_PRELOAD (placement owns the GPUs).",
     )
+    tools: bool = Field(
+        default=True,
+        description="Serve requests that carry `tools`: vLLM gets --enable-auto-tool-choice and the "
+        "tool-call parser of the weights' family (docs/tools.md), llama.cpp --jinja. false: no tool flags.",
+    )
+    tool_parser: ParserName | None = Field(
+        default=None,
+        validate_default=True,
+        description="vLLM only: the --tool-call-parser to use instead of the one chosen from the "
+        "weights' config.json (hub weights get one only from here); a name vLLM registers.",
+    )
+    reasoning_parser: ParserName | None = Field(
+        default=None,
+        validate_default=True,
+        description="vLLM only: the --reasoning-parser to use instead of the one chosen from the "
+        "weights' config.json; a name vLLM registers.",
+    )
 
     @field_validator("name", mode="after")
     @classmethod
@@ -369,6 +393,24 @@ class ModelManifest(BaseModel):
     def _args_not_reserved(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if info.data.get("engine"):
             check_args(info.data["engine"], value)
+        return value
+
+    @field_validator("tool_parser", mode="after")
+    @classmethod
+    def _tool_parser_known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_vllm_only("tool_parser", info.data.get("engine"))
+            check_parser(value, VLLM_TOOL_PARSERS, "tool-call")
+            if info.data.get("tools") is False:
+                raise ValueError("tools: false serves no tool calls; leave tool_parser out")
+        return value
+
+    @field_validator("reasoning_parser", mode="after")
+    @classmethod
+    def _reasoning_parser_known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_vllm_only("reasoning_parser", info.data.get("engine"))
+            check_parser(value, VLLM_REASONING_PARSERS, "reasoning")
         return value
 
     @property
@@ -487,13 +529,25 @@ def check_engine_serves(engine: EngineName, weights: str) -> None:
         raise ValueError(f"engine vllm is not set up for GGUF weights ('{weights}'); use llamacpp")
 
 
+def check_vllm_only(field: str, engine: EngineName | None) -> None:
+    """Refuse a vLLM parser setting for llama.cpp, which parses tool calls and reasoning from the
+    model's own chat template (--jinja) and has no parser to choose."""
+    if engine == "llamacpp":
+        raise ValueError(
+            f"{field} is a vLLM setting; llama.cpp uses the model's chat template (--jinja) for tool "
+            "calls and reasoning instead: leave it out (tools: false turns tool calls off)"
+        )
+
+
 def check_args(engine: EngineName, args: list[str]) -> None:
     """Refuse extra args that would set a flag modelctl owns, in any spelling ``engine`` accepts
     (``controller.manifests.flags``); the error names the entry and the flag."""
     for index, arg in enumerate(args):
         flag = reserved_flag(engine, arg)
         if flag is not None:
+            field = FIELD_FOR_FLAG.get(flag)
+            use = f"; set the manifest's `{field}` field instead" if field else ""
             raise ValueError(
                 f"args[{index}] '{shown(arg)}' may not set {flag}: modelctl sets it from the manifest"
-                f" ({engine} reads '{shown(arg, 40)}' as {flag})"
+                f" ({engine} reads '{shown(arg, 40)}' as {flag}){use}"
             )

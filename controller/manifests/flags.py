@@ -65,7 +65,19 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--gpu-memory-utilization",),
     ("--config",),  # reads any of the above from a YAML file, out of this check's sight
     ("--headless",),  # no API server at all
+    # Tool calls and reasoning: the manifest's tools / tool_parser / reasoning_parser fields.
+    ("--enable-auto-tool-choice",),
+    ("--tool-call-parser",),
+    ("--reasoning-parser",),
 )
+
+
+# Reserved flags a manifest field sets: the error for such an args entry names the field.
+FIELD_FOR_FLAG = {
+    "--enable-auto-tool-choice": "tools",
+    "--tool-call-parser": "tool_parser",
+    "--reasoning-parser": "reasoning_parser",
+}
 
 
 def reserved_flag(engine: EngineName, arg: str) -> str | None:
