@@ -9,6 +9,11 @@ format the model was trained to emit, which its family decides: ``config.json``'
 decides, because the template is what tells the model how to call a tool.
 
 ``FAMILIES`` is that table, one row per family with a line of why; the first row that fits wins.
+A wrong parser is worse than none: vLLM 0.32 checks a parser's special tokens against the tokenizer
+at start and refuses to start without them (``--tool-call-parser llama3_json cannot be used with the
+tokenizer``: SmolLM2, a Llama, has no ``<|python_tag|>``). So a row whose parser needs tokens that
+not every member of the family has requires the template to show them (``template_has``); where
+no row fits, vLLM gets no parser and answers 400 to ``tools``, as before.
 A manifest overrides it (``tool_parser``, ``reasoning_parser``, ``tools: false``); hub weights are
 not here to read, so they get parsers only when the manifest names them. Every name is one vLLM
 0.32 registers (``controller.manifests.parsernames``; a test checks the table against the image).
@@ -148,10 +153,10 @@ FAMILIES: tuple[Family, ...] = (
         "llama3",
         "llama3_json",
         None,
-        "Llama 3.1/3.2/3.3 templates (<|start_header_id|>) ask for a bare JSON object "
-        '{"name", "parameters"} as the whole answer',
+        "Llama 3.1/3.2/3.3 templates (<|start_header_id|>, 'Environment: ipython' with tools) ask "
+        'for a bare JSON object {"name", "parameters"}; the parser needs 3.1\'s <|python_tag|> token',
         model_types=("llama",),
-        template_has=("<|start_header_id|>",),
+        template_has=("<|start_header_id|>", "Environment: ipython"),
     ),
     Family(
         "llama-chatml",
@@ -164,18 +169,11 @@ FAMILIES: tuple[Family, ...] = (
         template_has=("<|im_start|>",),
     ),
     Family(
-        "llama",
-        "llama3_json",
-        None,
-        "other Llama-architecture chat models: Meta's own JSON tool format is the likeliest",
-        model_types=("llama",),
-    ),
-    Family(
         "llama4",
-        "llama4_json",
+        "llama4_pythonic",
         None,
-        "Llama 4's own template asks for JSON calls; llama4_pythonic needs vLLM's pythonic template, "
-        "which modelctl does not pass (choose it with tool_parser and a --chat-template in args)",
+        "Llama 4 calls tools as a Python list [f(x=1)], between <|python_start|> tokens when it "
+        "adds them; unlike llama4_json (Llama 3's parser) it needs no <|python_tag|> token",
         model_types=("llama4",),
     ),
     Family(
@@ -184,15 +182,17 @@ FAMILIES: tuple[Family, ...] = (
         "mistral",
         "Magistral is a Mistral that thinks between [THINK] and [/THINK]",
         model_types=("mistral", "mistral3"),
-        template_has=("[THINK]",),
+        template_has=("[TOOL_CALLS]", "[THINK]"),
     ),
     Family(
         "mistral",
         "mistral",
         None,
-        "Mistral templates list tools in [AVAILABLE_TOOLS] and the model answers [TOOL_CALLS] [json...]",
+        "Mistral templates (v0.3 on) list tools in [AVAILABLE_TOOLS] and the model answers "
+        "[TOOL_CALLS] [json...]; v0.1/v0.2 have no such token, and their template no tools",
         model_types=("mistral", "mistral3", "mixtral", "ministral"),
         architectures=("MistralForCausalLM", "MixtralForCausalLM", "Mistral3ForConditionalGeneration"),
+        template_has=("[TOOL_CALLS]",),
     ),
     Family(
         "gpt-oss",
@@ -215,6 +215,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "Granite 4 (hybrid Mamba) templates ask for <tool_call> JSON, parsed by its own parser",
         model_types=("granitemoehybrid",),
+        template_has=("<tool_call>",),
     ),
     Family(
         "granite",
@@ -223,6 +224,7 @@ FAMILIES: tuple[Family, ...] = (
         "Granite 3.x answers <|tool_call|>[json...] and, when asked to think, writes 'Here is my "
         "thought process:' before 'Here is my response:'",
         model_types=("granite", "granitemoe"),
+        template_has=("<|tool_call|>",),
     ),
     Family(
         "internlm",

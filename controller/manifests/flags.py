@@ -66,7 +66,7 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--config",),  # reads any of the above from a YAML file, out of this check's sight
     ("--headless",),  # no API server at all
     # Tool calls and reasoning: the manifest's tools / tool_parser / reasoning_parser fields.
-    ("--enable-auto-tool-choice",),
+    ("--enable-auto-tool-choice", "--no-enable-auto-tool-choice"),
     ("--tool-call-parser",),
     ("--reasoning-parser",),
 )
@@ -74,7 +74,7 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
 
 # Reserved flags a manifest field sets: the error for such an args entry names the field.
 FIELD_FOR_FLAG = {
-    "--enable-auto-tool-choice": "tools",
+    "--no-enable-auto-tool-choice": "tools",  # the longest spelling names the option
     "--tool-call-parser": "tool_parser",
     "--reasoning-parser": "reasoning_parser",
 }
