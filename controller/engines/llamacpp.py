@@ -5,6 +5,9 @@ Flags as ``llama-server --help`` documents them (llama.cpp as shipped in llama-c
 over the ``--parallel`` slots (with an explicit slot count the KV cache is not unified); ``-ngl``
 layers offloaded to the GPU; ``--host``/``--port``; ``--no-webui`` (an API server needs no web UI).
 Readiness: ``GET /health`` answers 200 once the model is loaded (503 while loading).
+Tool calls and reasoning come from the model's chat template: ``--jinja`` (on by default in b11434,
+passed explicitly) and ``--reasoning-format deepseek`` (thinking in ``reasoning_content``; b11434's
+default is ``auto``).
 """
 
 from __future__ import annotations
@@ -72,7 +75,25 @@ def command(
     args += ["-ngl", ALL_LAYERS if gpus else "0"]
     if cpus:
         args += ["--threads", str(len(cpus))]
-    return args + list(manifest.args)
+    return args + template_flags(manifest.tools, manifest.args) + list(manifest.args)
+
+
+def template_flags(tools: bool, args: list[str]) -> list[str]:
+    """Tool calls and reasoning from the model's own chat template: ``--jinja`` (b11434's default,
+    set explicitly so an image whose default differs still serves ``tools``) unless the manifest
+    says ``tools: false`` or its args choose; ``--reasoning-format deepseek`` (thinking in
+    ``reasoning_content``, never inside the answer) unless its args choose another format."""
+    flags = ["--jinja"] if tools and not _sets_any(args, JINJA_FLAGS) else []
+    return flags + ([] if _sets_any(args, REASONING_FORMAT_FLAGS) else ["--reasoning-format", "deepseek"])
+
+
+# llama-server reads '--' names with '_' as '-' and knows no prefixes (controller/manifests/flags.py).
+JINJA_FLAGS = ("--jinja", "--no-jinja")
+REASONING_FORMAT_FLAGS = ("--reasoning-format",)
+
+
+def _sets_any(args: list[str], flags: tuple[str, ...]) -> bool:
+    return any(arg.replace("_", "-") in flags for arg in args if arg.startswith("--"))
 
 
 # Draining: GET /slots lists the server's slots with `is_processing` (enabled by default).

@@ -9,12 +9,16 @@ A replica without GPUs gets ``--enforce-eager`` unless its args choose compilati
 default torch.compile needs a C++ compiler on CPU (the engine fails, then hangs, without one) and
 costs minutes at every start there for no faster decoding. GPU replicas keep vLLM's default.
 vLLM's workers talk through shared memory, so the container gets a larger /dev/shm (not ipc=host).
+Tool calls and reasoning: ``--enable-auto-tool-choice --tool-call-parser X --reasoning-parser Y``
+from the weights' family (``controller.engines.parsers``) or the manifest; without them vLLM
+answers 400 to any request with ``tools``.
 """
 
 from __future__ import annotations
 
 import re
 
+from controller.engines import parsers
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
 from controller.manifests.engines import VLLM
 from controller.manifests.model import LoadedModel
@@ -102,7 +106,13 @@ def command(
         args += ["--gpu-memory-utilization", f"{gpu_share:g}"]
     if not gpus and not chooses_compilation(manifest.args):
         args.append("--enforce-eager")
-    return args + list(manifest.args)
+    return args + parser_flags(parsers.for_model(model)) + list(manifest.args)
+
+
+def parser_flags(chosen: parsers.Parsers) -> list[str]:
+    """Tool calls (``--enable-auto-tool-choice`` needs a ``--tool-call-parser``) and reasoning."""
+    flags = ["--enable-auto-tool-choice", "--tool-call-parser", chosen.tool] if chosen.tool else []
+    return flags + (["--reasoning-parser", chosen.reasoning] if chosen.reasoning else [])
 
 
 def chooses_compilation(args: list[str]) -> bool:

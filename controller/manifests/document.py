@@ -32,6 +32,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from controller.manifests.engines import EngineName
 from controller.manifests.envrefs import NEVER_PREFIX, references
 from controller.manifests.flags import FIELD_OF_FLAG, reserved_flag
+from controller.manifests.parsernames import (
+    MAX_PARSER_CHARS,
+    VLLM_REASONING_PARSERS,
+    VLLM_TOOL_PARSERS,
+    check_parser,
+)
 from controller.manifests.quoting import shown
 from controller.manifests.sizes import parse_duration, parse_size
 
@@ -152,6 +158,7 @@ EnvName = Annotated[
 EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_check_env_value)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_check_no_nul)]
 
+ParserName = Annotated[str, Field(min_length=1, max_length=MAX_PARSER_CHARS)]
 FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_plain)]
 
 
@@ -307,6 +314,23 @@ class ModelManifest(BaseModel):
         "HUGGING_FACE_HUB_TOKEN and what MODELCTL_MANIFEST_ENV_ALLOW names, never MODELCTL_*; "
         "$$ is a literal $. Not NVIDIA_*, CUDA_VISIBLE_DEVICES, LD_PRELOAD (placement owns the GPUs).",
     )
+    tools: bool = Field(
+        default=True,
+        description="Serve requests that carry `tools`: vLLM gets --enable-auto-tool-choice and the "
+        "tool-call parser of the weights' family (docs/tools.md), llama.cpp --jinja. false: no tool flags.",
+    )
+    tool_parser: ParserName | None = Field(
+        default=None,
+        validate_default=True,
+        description="vLLM only: the --tool-call-parser to use instead of the one chosen from the "
+        "weights' config.json (hub weights get one only from here); a name vLLM registers.",
+    )
+    reasoning_parser: ParserName | None = Field(
+        default=None,
+        validate_default=True,
+        description="vLLM only: the --reasoning-parser to use instead of the one chosen from the "
+        "weights' config.json; a name vLLM registers.",
+    )
 
     @field_validator("name", mode="after")
     @classmethod
@@ -409,6 +433,24 @@ class ModelManifest(BaseModel):
                 check_beside_file("adapters", adapter.path, info.data.get("engine"))
             except ValueError as exc:
                 raise error_at((index, "path"), str(exc), adapter.path) from exc
+        return value
+
+    @field_validator("tool_parser", mode="after")
+    @classmethod
+    def _tool_parser_known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_vllm_only("tool_parser", info.data.get("engine"))
+            check_parser(value, VLLM_TOOL_PARSERS, "tool-call")
+            if info.data.get("tools") is False:
+                raise ValueError("tools: false serves no tool calls; leave tool_parser out")
+        return value
+
+    @field_validator("reasoning_parser", mode="after")
+    @classmethod
+    def _reasoning_parser_known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_vllm_only("reasoning_parser", info.data.get("engine"))
+            check_parser(value, VLLM_REASONING_PARSERS, "reasoning")
         return value
 
     @property
@@ -578,6 +620,16 @@ def error_at(loc: tuple[int | str, ...], message: str, value: object) -> Validat
     return ValidationError.from_exception_data(
         "ModelManifest", [InitErrorDetails(type=error, loc=loc, input=value)]
     )
+
+
+def check_vllm_only(field: str, engine: EngineName | None) -> None:
+    """Refuse a vLLM parser setting for llama.cpp, which parses tool calls and reasoning from the
+    model's own chat template (--jinja) and has no parser to choose."""
+    if engine == "llamacpp":
+        raise ValueError(
+            f"{field} is a vLLM setting; llama.cpp uses the model's chat template (--jinja) for tool "
+            "calls and reasoning instead: leave it out (tools: false turns tool calls off)"
+        )
 
 
 def check_args(engine: EngineName, args: list[str]) -> None:

@@ -80,6 +80,10 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--max-lora-rank",),
     ("--max-loras",),
     ("--speculative-config",),  # from ``draft``
+    # Tool calls and reasoning: the manifest's tools / tool_parser / reasoning_parser fields.
+    ("--enable-auto-tool-choice", "--no-enable-auto-tool-choice"),
+    ("--tool-call-parser",),
+    ("--reasoning-parser",),
 )
 
 # The manifest field a reserved flag comes from, where it is not modelctl's own business (ports,
@@ -96,6 +100,9 @@ FIELD_OF_FLAG = {
         ("--lora", "--lora-scaled", "--enable-lora", "--lora-modules", "--max-lora-rank", "--max-loras"),
         "adapters",
     ),
+    "--no-enable-auto-tool-choice": "tools",  # the longest spelling names the option
+    "--tool-call-parser": "tool_parser",
+    "--reasoning-parser": "reasoning_parser",
 }
 
 

@@ -48,6 +48,9 @@ def test_llamacpp_spec_serves_the_gguf_read_only() -> None:
         "3072",
         "-ngl",
         "0",
+        "--jinja",
+        "--reasoning-format",
+        "deepseek",
         "--threads",
         "2",
     )
@@ -220,7 +223,7 @@ def test_a_pinned_cpu_replica_gets_its_cores_and_one_thread_each() -> None:
     """llama-server would start a thread per host core; pinned to two, it runs two."""
     gguf = loaded(Path("/srv/models/smol.gguf"), model="smol.gguf")
     spec = build_spec(gguf, 0, cpus=(2, 3))
-    assert spec.cpuset == (2, 3) and spec.command[-2:] == ("--threads", "2")
+    assert spec.cpuset == (2, 3) and spec.command[-5:-3] == ("--threads", "2")
     assert create_kwargs(spec, "default", "net")["cpuset_cpus"] == "2,3"
     assert "cpuset_cpus" not in create_kwargs(build_spec(gguf, 0), "default", "net")
     vllm = loaded(Path("/srv/models/smol"), model="smol")

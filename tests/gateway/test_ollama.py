@@ -234,10 +234,24 @@ def test_streamed_tool_call_deltas_are_joined() -> None:
     assert last["done_reason"] == "tool_calls"
 
 
-def test_reasoning_is_ollamas_thinking() -> None:
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])  # llama-server's, vLLM 0.32's
+def test_reasoning_is_ollamas_thinking(field: str) -> None:
     stream = t.NdjsonStream("chat", "m", time.monotonic())
-    event = sse({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}, "finish_reason": None}]})
+    event = sse({"choices": [{"index": 0, "delta": {field: "hmm"}, "finish_reason": None}]})
     assert lines(stream.feed(event))[0]["message"] == {"role": "assistant", "content": "", "thinking": "hmm"}
+    generate = t.NdjsonStream("generate", "m", time.monotonic())
+    assert lines(generate.feed(event))[0]["thinking"] == "hmm"
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_whole_answers_carry_the_thinking(field: str) -> None:
+    message = {"role": "assistant", "content": "4", field: "2 and 2"}
+    document = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    chat = t.answer("chat", "m", document, time.monotonic())
+    assert chat["message"] == {"role": "assistant", "content": "4", "thinking": "2 and 2"}
+    assert t.answer("generate", "m", document, time.monotonic())["thinking"] == "2 and 2"
+    odd = {"choices": [{"message": {"reasoning": 3}}]}  # not text: left out
+    assert "thinking" not in t.answer("chat", "m", odd, 0.0)["message"]
 
 
 @pytest.mark.parametrize(

@@ -174,4 +174,11 @@ def test_every_field_named_for_a_flag_is_for_a_flag_the_check_reports() -> None:
 
     reported = {max(spellings, key=len) for spellings in (*LLAMACPP_RESERVED, *VLLM_RESERVED)}
     assert set(FIELD_OF_FLAG) <= reported
-    assert set(FIELD_OF_FLAG.values()) == {"mmproj", "draft", "adapters"}
+    assert set(FIELD_OF_FLAG.values()) == {
+        "mmproj",
+        "draft",
+        "adapters",
+        "tools",
+        "tool_parser",
+        "reasoning_parser",
+    }

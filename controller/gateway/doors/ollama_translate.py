@@ -253,6 +253,13 @@ def ollama_tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def reasoning(message: dict[str, Any]) -> str | None:
+    """The thinking in an OpenAI message or delta: llama-server's ``reasoning_content``, vLLM's
+    ``reasoning`` (vLLM 0.32 dropped ``reasoning_content``)."""
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return value if isinstance(value, str) else None
+
+
 def _message(
     content: str, thinking: str | None = None, tool_calls: list[Any] | None = None
 ) -> dict[str, Any]:
@@ -273,11 +280,11 @@ def answer(kind: str, model: str, document: Any, started: float) -> dict[str, An
     out: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
     if kind == "chat":
         calls = ollama_tool_calls(message.get("tool_calls") or [])
-        out["message"] = _message(text or "", message.get("reasoning_content"), calls)
+        out["message"] = _message(text or "", reasoning(message), calls)
     else:
         out["response"] = text or ""
-        if message.get("reasoning_content"):
-            out["thinking"] = message["reasoning_content"]
+        if reasoning(message):
+            out["thinking"] = reasoning(message)
     out |= {"done": True, "done_reason": choice.get("finish_reason") or "stop"}
     return out | durations(started, None, document.get("timings")) | counts(document.get("usage"))
 
@@ -399,7 +406,7 @@ class NdjsonStream:
         for call in delta.get("tool_calls") or ():
             self._join_call(call)
         text = delta.get("content") if "delta" in choice else choice.get("text")
-        thinking = delta.get("reasoning_content")
+        thinking = reasoning(delta)
         if not text and not thinking:
             return b""
         if self._first is None:
