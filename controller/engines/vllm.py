@@ -9,17 +9,28 @@ A replica without GPUs gets ``--enforce-eager`` unless its args choose compilati
 default torch.compile needs a C++ compiler on CPU (the engine fails, then hangs, without one) and
 costs minutes at every start there for no faster decoding. GPU replicas keep vLLM's default.
 vLLM's workers talk through shared memory, so the container gets a larger /dev/shm (not ipc=host).
+
+LoRA adapters (PEFT folders): ``--enable-lora --max-lora-rank R --max-loras N --lora-modules
+name=path ...``; each adapter is then a model of its own in /v1/models (``parent``: the base) and a
+request selects it by ``"model": name``. R is the largest adapter rank rounded up to the values vLLM
+accepts (it refuses any other at start, and an adapter above R once loaded). A draft model goes in
+``--speculative-config`` (JSON). vLLM takes no projector file: the manifest refuses ``mmproj`` for it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
+from controller.engines.files import NO_FILES, Placed, place_files
+from controller.errors import EngineError, ModelctlError
 from controller.manifests.engines import VLLM
 from controller.manifests.model import LoadedModel
 from controller.placement.memory import GiB
 from controller.runtime.spec import ContainerSpec
+from controller.weights.lora import adapter_rank
 
 # The thin layer in images/vllm over the official image (adds a health check and labels).
 DEFAULT_IMAGE = "modelctl/vllm:openai"
@@ -45,6 +56,10 @@ COMPILATION_FLAGS = (
     "--optimization-level",
     "-O",
 )
+# --max-lora-rank's choices in vLLM 0.32 (any other value: `invalid choice`, the server exits).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Tokens the draft model proposes per step (--speculative-config num_speculative_tokens).
+SPECULATIVE_TOKENS = 5
 
 
 def container_spec(
@@ -58,13 +73,14 @@ def container_spec(
     """The spec of replica ``replica`` of a safetensors model served by vLLM; ``gpu_share`` is its
     share of each GPU's memory when placement shares GPUs (--gpu-memory-utilization)."""
     weights = weights_source(model, whole_folder=True)
+    files = place_files(model, folders=True, mmproj=False)
     hub_env = (("HF_HOME", f"{HUB_CACHE_DIR}/huggingface"),) if weights.hub else ()
     return engine_spec(
         model,
         replica,
         engine=VLLM,
         default_image=DEFAULT_IMAGE,
-        command=command(model, str(weights.hub or weights.path), gpus, gpu_share),
+        command=command(model, str(weights.hub or weights.path), gpus, gpu_share, files),
         port=PORT,
         health_path=HEALTH_PATH,
         weights=weights,
@@ -76,6 +92,7 @@ def container_spec(
         extra_env=(("VLLM_CPU_OMP_THREADS_BIND", cpu_list(cpus)),) if cpus else (),
         pids_limit=PIDS_LIMIT,
         memory_reserve=0 if gpus else cpu_kv_cache(model),
+        extra_mounts=files.mounts,
     )
 
 
@@ -88,9 +105,15 @@ def cpu_kv_cache(model: LoadedModel) -> int:
 
 
 def command(
-    model: LoadedModel, model_path: str, gpus: tuple[str, ...], gpu_share: float | None = None
+    model: LoadedModel,
+    model_path: str,
+    gpus: tuple[str, ...],
+    gpu_share: float | None = None,
+    files: Placed = NO_FILES,
 ) -> list[str]:
-    """`vllm serve` arguments; ``model_path`` is the folder inside the container or 'org/repo'."""
+    """`vllm serve` arguments; ``model_path`` is the folder inside the container or 'org/repo';
+    ``files`` where the draft and adapters appear in it. The manifest's own args come last. Raises
+    EngineError when an adapter's rank cannot be read."""
     manifest = model.manifest
     args = [model_path, "--served-model-name", *manifest.names, "--host", "0.0.0.0"]
     args += ["--port", str(PORT), "--max-num-seqs", str(manifest.max_batch_size)]
@@ -102,7 +125,47 @@ def command(
         args += ["--gpu-memory-utilization", f"{gpu_share:g}"]
     if not gpus and not chooses_compilation(manifest.args):
         args.append("--enforce-eager")
-    return args + list(manifest.args)
+    return args + file_flags(model, files) + list(manifest.args)
+
+
+def file_flags(model: LoadedModel, files: Placed) -> list[str]:
+    """The draft's speculative config and the adapters' LoRA flags. Raises EngineError."""
+    args: list[str] = []
+    if files.draft:
+        config = {"model": files.draft, "num_speculative_tokens": SPECULATIVE_TOKENS}
+        args += ["--speculative-config", json.dumps(config, separators=(",", ":"))]
+    if files.adapters:
+        rank = _lora_rank_flag(lora_ranks(model))
+        args += ["--enable-lora", "--max-lora-rank", str(rank), "--max-loras", str(len(files.adapters))]
+        args += ["--lora-modules", *(f"{name}={path}" for name, path in files.adapters)]
+    return args
+
+
+def lora_ranks(model: LoadedModel) -> list[int]:
+    """Each adapter's rank, read from its folder. Raises EngineError naming the adapter."""
+    ranks = []
+    for adapter in model.files.adapters:
+        try:
+            rank = adapter_rank(_adapter_folder(adapter.path))
+            _lora_rank_flag([rank])
+        except (ModelctlError, OSError, ValueError) as exc:
+            raise EngineError(f"model {model.name}: adapter {adapter.name}: {exc}") from exc
+        ranks.append(rank)
+    return ranks
+
+
+def _adapter_folder(path: Path) -> Path:
+    return path.parent if path.is_file() else path
+
+
+def _lora_rank_flag(ranks: list[int]) -> int:
+    """--max-lora-rank for adapters of ``ranks``: the largest, rounded up to a value vLLM accepts
+    (same rule as weights.lora.max_lora_rank). Raises EngineError past vLLM's largest."""
+    largest = max(ranks, default=1)
+    for allowed in LORA_RANKS:
+        if allowed >= largest:
+            return allowed
+    raise EngineError(f"LoRA rank {largest} is above vLLM's largest --max-lora-rank ({LORA_RANKS[-1]})")
 
 
 def chooses_compilation(args: list[str]) -> bool:
