@@ -57,6 +57,7 @@ from controller.runtime.speckey import spec_key
 from controller.settings import ControllerSettings
 from controller.telemetry.energy import EnergyMeter, pass_owners, run_energy
 from controller.telemetry.series import GatewayScraper
+from controller.weights.compat import check_files
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,13 @@ def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedMod
     """The reconciler's manifest load: the folder in ``settings``, its errors located as the user
     knows the folder (``settings.manifests_shown_as``), not as the controller's container sees it."""
     allow = EnvAllow.of(settings.manifest_env_allow)
-    load = partial(load_folder, settings.manifests, model_roots=settings.model_roots, env_allow=allow)
+    load = partial(
+        load_folder,
+        settings.manifests,
+        model_roots=settings.model_roots,
+        env_allow=allow,
+        check_files=check_files,
+    )
     shown_as = settings.manifests_shown_as
     if shown_as is None:
         return load

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -44,6 +45,7 @@ from controller.reconcile.controls import Controls
 from controller.reconcile.decide import Snapshot, decide
 from controller.reconcile.preview import Preview, rows
 from controller.reconcile.report import ReportStore
+from controller.weights.compat import check_files
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,7 @@ def load_privately(folder: Path, model_roots: Sequence[Path], shared: Mapping[st
     if refused:
         raise InvalidManifests(refused)
     try:
-        return load_folder(folder, model_roots=model_roots, environ=shared)
+        return load_folder(folder, model_roots=model_roots, environ=shared, check_files=check_files)
     except InvalidManifests as exc:
         raise InvalidManifests([hide_outside(e, model_roots) for e in exc.errors]) from exc
 
@@ -216,8 +218,9 @@ def private_refusals(
     ``shared``: the same words whatever exists on the host."""
     for model in models:
         file, document = model.file, model.document
-        if model_roots and model.hub is None and not lexically_under(model.manifest.model, model_roots):
-            yield ManifestError(outside(model_roots), file=file, document=document, field="model")
+        for field, path in model.manifest.local_paths if model_roots else ():
+            if not lexically_under(path, model_roots):
+                yield ManifestError(outside(model_roots, field), file=file, document=document, field=field)
         for key, value in model.manifest.env.items():
             try:
                 names = references(value)
@@ -248,20 +251,27 @@ def lexically_under(weights: str, roots: Sequence[Path]) -> bool:
     return all(under(root / path) for root in roots)
 
 
-def outside(roots: Sequence[Path]) -> str:
+def outside(roots: Sequence[Path], field: str = "model") -> str:
     shown = ", ".join(str(r) for r in roots)
-    return (
-        f"weights must be a file or folder under the model roots ({shown}); nothing outside them is looked at"
-    )
+    what = "weights" if field == "model" else field
+    return f"{what} must be a file or folder under the model roots ({shown}); nothing outside is looked at"
 
 
 def hide_outside(error: ManifestError, roots: Sequence[Path]) -> ManifestError:
     """``error`` in ``private_refusals``' words when it says where a link under a root points."""
-    if error.field != "model" or "outside the model roots" not in error.message:
+    path_field = error.field in ("model", "mmproj", "draft") or PATH_FIELD.fullmatch(error.field or "")
+    if not path_field or "outside the model roots" not in error.message:
         return error
     return ManifestError(
-        outside(roots), file=error.file, document=error.document, field=error.field, line=error.line
+        outside(roots, error.field or "model"),
+        file=error.file,
+        document=error.document,
+        field=error.field,
+        line=error.line,
     )
+
+
+PATH_FIELD = re.compile(r"adapters\.\d+\.path")
 
 
 def posted_error(error: ManifestError, tmp: str) -> ManifestError:

@@ -10,12 +10,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.cli import client
 from controller.cli.render import replica_range, report_invalid
 from controller.errors import InvalidManifests, ModelctlError
 from controller.manifests.loader import load_folder
+from controller.manifests.model import LoadedModel
+from controller.weights.compat import check_files
+
+if TYPE_CHECKING:
+    from controller.placement.memory import MemoryEstimate
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,11 +50,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from controller.gpus.inventory import Inventory
     from controller.gpus.nvml import read_inventory
     from controller.placement.place import place, requests_for
-    from controller.placement.report import plan_json, plan_table
+    from controller.placement.report import estimates_table, plan_json, plan_table
 
     roots = [p.absolute() for p in args.model_root] if args.model_root else None
     try:
-        models = load_folder(args.path, model_roots=roots)
+        models = load_folder(args.path, model_roots=roots, check_files=check_files)
         inventory = Inventory.from_json(args.inventory.read_text()) if args.inventory else read_inventory()
     except InvalidManifests as exc:
         return report_invalid(exc, args.path)
@@ -57,17 +62,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ModelctlError(f"cannot read the inventory {args.inventory}: {exc}") from exc
     requests, pending = requests_for(models)
     placement = place(requests, inventory)
-    render = plan_json if args.json else plan_table
-    print(render(placement, pending=pending))
-    if not args.json:
-        for model in models:
-            if not model.manifest.num_gpus:
-                count = replica_range(model.manifest)
-                print(
-                    f"{model.name}: {count} replica(s) on the CPU (num_gpus: 0), "
-                    "placed against the host's memory and cores"
-                )
+    estimates = estimates_of(models)
+    if args.json:
+        print(plan_json(placement, pending=pending, estimates=estimates))
+        return 0
+    print(plan_table(placement, pending=pending))
+    if estimates:
+        print("\nMemory of one replica, estimated from its files:\n" + estimates_table(estimates))
+    for model in models:
+        if not model.manifest.num_gpus:
+            count = replica_range(model.manifest)
+            print(
+                f"{model.name}: {count} replica(s) on the CPU (num_gpus: 0), "
+                "placed against the host's memory and cores"
+            )
     return 0
+
+
+def estimates_of(models: list[LoadedModel]) -> dict[str, MemoryEstimate]:
+    """Each model's memory by part, as placement counts it (a GPU replica's, or a CPU replica's
+    in host memory), for the models placed from their files: not those whose manifest sets
+    ``gpu_memory``, nor those that cannot be sized (their Pending reason says why)."""
+    from controller.placement.memory import estimate, host_estimate
+    from controller.weights.info import EstimateError
+
+    found = {}
+    for model in models:
+        if model.manifest.gpu_memory is not None or model.weights is None:
+            continue
+        try:
+            found[model.name] = estimate(model) if model.manifest.num_gpus else host_estimate(model)
+        except EstimateError:
+            continue
+    return found
 
 
 class AnyVariable(dict[str, str]):

@@ -42,14 +42,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from enum import StrEnum
 
 from aiohttp import web
 
-# The APIs clients speak (the metrics' ``api`` label), decided once per request from its path.
-OPENAI = "openai"
-ANTHROPIC = "anthropic"
-RESPONSES = "responses"
-OLLAMA = "ollama"
+
+class Api(StrEnum):
+    """The APIs clients speak (the metrics' ``api`` label), decided once per request from its path.
+    A StrEnum: its members are the label strings, so they compare and log as the plain names."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    RESPONSES = "responses"
+    OLLAMA = "ollama"
+
+
+OPENAI, ANTHROPIC, RESPONSES, OLLAMA = Api.OPENAI, Api.ANTHROPIC, Api.RESPONSES, Api.OLLAMA
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 _APIS = {"/v1/responses": RESPONSES, **dict.fromkeys(ANTHROPIC_PATHS, ANTHROPIC)}
 

@@ -29,6 +29,7 @@ from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import ANY_NAME
 from controller.manifests.loader import load_folder
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
+from controller.weights.compat import check_files
 
 HEADER = "# Rendered by `modelctl render kubernetes`"
 KUSTOMIZATION = "kustomization.yaml"
@@ -81,7 +82,10 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
     weights' root. Raises InvalidManifests (every problem, located) or ModelctlError."""
     roots = [model_root.absolute()] if model_root else None
     loaded: list[tuple[LoadedModel, PurePosixPath | None]] = []
-    for model in load_folder(path, model_roots=roots, environ=_AnyVariable(), env_allow=ANY_NAME):
+    found = load_folder(
+        path, model_roots=roots, environ=_AnyVariable(), env_allow=ANY_NAME, check_files=check_files
+    )
+    for model in found:
         model = dataclasses.replace(model, filled_env=None)
         local = not model.hub or beside_weights(model)  # files that lie under the model root
         if not local:

@@ -22,14 +22,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from controller.manifests.engines import EngineName
 from controller.manifests.envrefs import NEVER_PREFIX, references
-from controller.manifests.flags import reserved_flag
+from controller.manifests.flags import FIELD_OF_FLAG, reserved_flag
 from controller.manifests.quoting import shown
 from controller.manifests.sizes import parse_duration, parse_size
 
@@ -269,18 +271,21 @@ class ModelManifest(BaseModel):
     mmproj: FilePath | None = Field(
         default=None,
         description="llama.cpp: the vision (or audio) projector GGUF that goes with the weights "
-        "(--mmproj), relative to a model root or absolute under one.",
+        "(--mmproj), relative to a model root or absolute under one. Not for vllm, which reads a "
+        "vision model's projector from its folder.",
     )
     draft: FilePath | None = Field(
         default=None,
         description="A smaller model of the same vocabulary that drafts tokens for speculative "
-        "decoding (llama.cpp --model-draft: a GGUF file; vLLM: a model folder).",
+        "decoding (llama.cpp --model-draft: a GGUF file, shard 1 of a split one; vLLM: a model "
+        "folder), relative to a model root or absolute under one.",
     )
     adapters: list[Adapter] = Field(
         default_factory=list,
         max_length=MAX_ADAPTERS,
         description="LoRA adapters of this model, each served under its own name (and as "
-        "'<name>:<adapter>').",
+        "'<name>:<adapter>'): GGUF adapter files for llamacpp, PEFT folders for vllm, each checked "
+        "against the weights (architecture, shapes, rank) before anything starts.",
     )
     image: (
         Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(_check_plain)] | None
@@ -371,6 +376,41 @@ class ModelManifest(BaseModel):
             check_args(info.data["engine"], value)
         return value
 
+    @field_validator("mmproj", mode="after")
+    @classmethod
+    def _mmproj_for_llamacpp(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_beside_file("mmproj", value, info.data.get("engine"))
+        return value
+
+    @field_validator("draft", mode="after")
+    @classmethod
+    def _draft_fits_engine(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_beside_file("draft", value, info.data.get("engine"))
+        return value
+
+    @field_validator("adapters", mode="after")
+    @classmethod
+    def _adapters_fit(cls, value: list[Adapter], info: ValidationInfo) -> list[Adapter]:
+        """Each adapter's name is one of its own (a request names it to reach it); each path is a
+        file the engine loads as an adapter. Errors are located at ``adapters.N.name`` / ``.path``."""
+        taken = {alias: "an alias of this model" for alias in info.data.get("aliases", [])}
+        if info.data.get("name"):
+            taken[info.data["name"]] = "this model's name"
+        for index, adapter in enumerate(value):
+            if adapter.name in taken:
+                message = (
+                    f"'{adapter.name}' is already {taken[adapter.name]}; an adapter needs a name of its own"
+                )
+                raise error_at((index, "name"), message, adapter.name)
+            taken[adapter.name] = f"the name of adapters.{index}"
+            try:
+                check_beside_file("adapters", adapter.path, info.data.get("engine"))
+            except ValueError as exc:
+                raise error_at((index, "path"), str(exc), adapter.path) from exc
+        return value
+
     @property
     def resolved_name(self) -> str:
         assert self.name is not None  # set by the validator
@@ -384,6 +424,15 @@ class ModelManifest(BaseModel):
     @property
     def names(self) -> tuple[str, ...]:
         return (self.resolved_name, *self.aliases)
+
+    @property
+    def local_paths(self) -> tuple[tuple[str, str], ...]:
+        """Every host path this manifest names, with its field ('adapters.1.path'): the weights
+        (unless a hub reference) and the files beside them. Each must resolve under a model root."""
+        paths = [] if hub_reference(self.model) is not None else [("model", self.model)]
+        paths += [(name, path) for name, path in (("mmproj", self.mmproj), ("draft", self.draft)) if path]
+        paths += [(f"adapters.{index}.path", adapter.path) for index, adapter in enumerate(self.adapters)]
+        return tuple(paths)
 
     @property
     def min_count(self) -> int:
@@ -487,13 +536,59 @@ def check_engine_serves(engine: EngineName, weights: str) -> None:
         raise ValueError(f"engine vllm is not set up for GGUF weights ('{weights}'); use llamacpp")
 
 
+# What each engine loads from the files beside the weights: llama.cpp GGUF files throughout; vLLM a
+# model folder as the draft and PEFT folders as adapters, and no projector (a vision model's folder
+# holds its vision tower).
+BESIDE_WHAT = {"mmproj": "projector", "draft": "draft", "adapters": "adapter"}
+VLLM_FOLDERS = {
+    "draft": "a model folder (config.json and safetensors)",
+    "adapters": "a PEFT folder (adapter_config.json and adapter_model.safetensors)",
+}
+
+
+def check_beside_file(field: str, path: str, engine: EngineName | None) -> None:
+    """Refuse a file beside the weights (``mmproj``, ``draft``, an adapter's path) that ``engine``
+    cannot load from there (``engine`` None: it was invalid, already reported). Raises ValueError."""
+    if path.startswith(HUB_PREFIX):
+        raise ValueError(
+            f"hub references are not supported for {field} yet ('{shown(path)}'): download the "
+            "file and give its path under a model root"
+        )
+    suffix = PurePosixPath(path).suffix.lower()
+    if engine == "llamacpp":
+        if suffix != ".gguf":
+            raise ValueError(f"llama.cpp loads a GGUF {BESIDE_WHAT[field]} file, not '{shown(path)}'")
+        if field == "adapters" and ("," in path or ":" in path):  # --lora-scaled FILE:SCALE,...
+            raise ValueError(f"'{shown(path)}': llama.cpp cannot take an adapter path with ',' or ':'")
+    elif engine == "vllm":
+        if field == "mmproj":
+            raise ValueError(
+                "mmproj is llama.cpp's (--mmproj); vLLM reads a vision model's projector from the "
+                "model folder itself: leave mmproj out"
+            )
+        if suffix in ENGINE_BY_SUFFIX:
+            kind = VLLM_FOLDERS[field]
+            raise ValueError(f"vLLM's {BESIDE_WHAT[field]} is {kind}, not the file '{shown(path)}'")
+
+
+def error_at(loc: tuple[int | str, ...], message: str, value: object) -> ValidationError:
+    """A validation error at ``loc`` inside the field being validated (pydantic prefixes the
+    field's name), so the loader locates it at that item's line: ``adapters.1.name``."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(
+        "ModelManifest", [InitErrorDetails(type=error, loc=loc, input=value)]
+    )
+
+
 def check_args(engine: EngineName, args: list[str]) -> None:
     """Refuse extra args that would set a flag modelctl owns, in any spelling ``engine`` accepts
     (``controller.manifests.flags``); the error names the entry and the flag."""
     for index, arg in enumerate(args):
         flag = reserved_flag(engine, arg)
         if flag is not None:
+            field = FIELD_OF_FLAG.get(flag)
+            source = f"the manifest field `{field}`; set that instead" if field else "the manifest"
             raise ValueError(
-                f"args[{index}] '{shown(arg)}' may not set {flag}: modelctl sets it from the manifest"
-                f" ({engine} reads '{shown(arg, 40)}' as {flag})"
+                f"args[{index}] '{shown(arg)}' may not set {flag} ({engine} reads '{shown(arg, 40)}'"
+                f" as {flag}): modelctl sets it from {source}"
             )

@@ -46,6 +46,16 @@ LLAMACPP_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--threads-http",),
     ("--no-webui", "--webui", "--no-ui", "--ui"),
     ("--no-slots", "--slots"),  # draining reads GET /slots
+    # From the files beside the weights (``mmproj``, ``draft``, ``adapters``): each is resolved
+    # under the model roots, mounted and counted in the estimate only when the manifest names it.
+    ("-mm", "--mmproj"),
+    ("-mmu", "--mmproj-url"),  # another projector, downloaded past the model roots
+    ("--spec-draft-model", "-md", "--model-draft"),
+    ("--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft"),
+    ("--spec-draft-ngl", "-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft"),  # placement's
+    ("--spec-type",),
+    ("--lora",),
+    ("--lora-scaled",),  # modelctl starts every adapter at scale 0; a request selects its own
 )
 
 VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
@@ -65,7 +75,28 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--gpu-memory-utilization",),
     ("--config",),  # reads any of the above from a YAML file, out of this check's sight
     ("--headless",),  # no API server at all
+    ("--enable-lora",),  # from ``adapters``: the slots, ranks and names follow from the files
+    ("--lora-modules",),
+    ("--max-lora-rank",),
+    ("--max-loras",),
+    ("--speculative-config",),  # from ``draft``
 )
+
+# The manifest field a reserved flag comes from, where it is not modelctl's own business (ports,
+# placement) but the user's choice written another way: the error says which field to use.
+FIELD_OF_FLAG = {
+    "--mmproj": "mmproj",
+    "--mmproj-url": "mmproj",
+    "--spec-draft-model": "draft",
+    "--spec-draft-hf": "draft",
+    "--n-gpu-layers-draft": "draft",
+    "--spec-type": "draft",
+    "--speculative-config": "draft",
+    **dict.fromkeys(
+        ("--lora", "--lora-scaled", "--enable-lora", "--lora-modules", "--max-lora-rank", "--max-loras"),
+        "adapters",
+    ),
+}
 
 
 def reserved_flag(engine: EngineName, arg: str) -> str | None:

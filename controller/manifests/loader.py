@@ -5,8 +5,11 @@ A folder holds *.yaml / *.yml / *.json files; a file holds one or more documents
 model (see ``controller.manifests.document``). Loading is all-or-nothing: the caller gets every model, or an
 ``InvalidManifests`` listing every problem, so a bad edit never half-applies.
 
-Weights paths are checked against the configured model roots here (symlinks resolved), because a
-manifest must never be able to bind-mount an arbitrary host path into a container.
+Weights paths, and the files beside them (``mmproj``, ``draft``, ``adapters``), are checked against
+the configured model roots here (symlinks resolved), because a manifest must never be able to
+bind-mount an arbitrary host path into a container. Whether those files fit the weights (an adapter
+for another base, a projector of another width) is read from their headers by the weights package,
+a layer above this one: its check is handed in (``check_files``) and its problems located here.
 
 The folder is hostile input (``controller.manifests.reading`` bounds every step): whatever it
 holds, ``load_folder`` returns models or raises ``InvalidManifests``, so the reconciler keeps
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from pydantic import ValidationError
 from controller.errors import InvalidManifests, ManifestError
 from controller.manifests.document import ModelManifest, closest_field, hub_reference
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
-from controller.manifests.model import LoadedModel
+from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 from controller.manifests.quoting import shown
 from controller.manifests.reading import (
     MANIFEST_SUFFIXES,
@@ -45,6 +48,12 @@ __all__ = ["MANIFEST_SUFFIXES", "load_folder", "manifest_files"]
 
 log = logging.getLogger(__name__)
 
+# A problem with the files beside the weights: the manifest field it is about (("adapters", 1,
+# "path")) and what is wrong, naming the file.
+FileProblem = tuple[tuple[str | int, ...], str]
+# Whether a model's resolved files fit its weights (``controller.weights.compat.check_files``).
+FilesCheck = Callable[[LoadedModel], Iterable[FileProblem]]
+
 
 def load_folder(
     path: Path,
@@ -52,18 +61,20 @@ def load_folder(
     model_roots: Sequence[Path] | None = None,
     environ: Mapping[str, str] | None = None,
     env_allow: EnvAllow | None = None,
+    check_files: FilesCheck | None = None,
 ) -> list[LoadedModel]:
     """Load every manifest under ``path`` (a folder or one file).
 
     Returns the models sorted by name. Raises InvalidManifests with every problem found, and
     nothing else whatever the folder holds.
-    ``model_roots`` given: weights must exist under one of them (else an error names the field).
+    ``model_roots`` given: weights, and the files beside them, must exist under one of them (else
+    an error names the field); ``check_files`` then says whether those files fit the weights.
     ``${NAME}`` references in ``env`` are filled from ``environ`` (default: this process's), and
     may name only what ``env_allow`` allows (default: from this process's
     MODELCTL_MANIFEST_ENV_ALLOW, as ``ControllerSettings`` reads it).
     """
     errors: list[ManifestError] = []
-    models: list[LoadedModel] = []
+    located: list[Located] = []
     environ = os.environ if environ is None else environ
     if env_allow is None:
         try:
@@ -71,12 +82,13 @@ def load_folder(
         except ValueError as exc:
             raise InvalidManifests([ManifestError(str(exc), file=str(path))]) from exc
     budget = Budget()
+    files = Files(model_roots, check_files)
     for file in manifest_files(path, errors):
-        models.extend(load_file(file, errors, model_roots, Env(environ, env_allow), budget))
-    check_unique_names(models, errors)
+        located.extend(load_file(file, errors, files, Env(environ, env_allow), budget))
+    check_unique_names(located, errors)
     if errors:
         raise InvalidManifests(errors)
-    return sorted(models, key=lambda m: m.name)
+    return sorted((model for model, _ in located), key=lambda m: m.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +99,30 @@ class Env:
     allow: EnvAllow
 
 
+@dataclass(frozen=True, slots=True)
+class Files:
+    """Where weights and the files beside them must be (None: not looked up), and the check of
+    whether those files fit the weights (None: not checked)."""
+
+    roots: Sequence[Path] | None
+    check: FilesCheck | None = None
+
+
+# A loaded model and its document's YAML node, for errors found after loading (names in use twice).
+Located = tuple[LoadedModel, yaml.Node]
+
+
 def load_file(
     file: Path,
     errors: list[ManifestError],
-    model_roots: Sequence[Path] | None,
+    files: Files,
     env: Env,
     budget: Budget,
-) -> list[LoadedModel]:
+) -> list[Located]:
     """Validate each document of one file; append problems to ``errors``. ``budget``: what this
     load may still read."""
     try:
-        return load_documents(file, errors, model_roots, env, budget)
+        return load_documents(file, errors, files, env, budget)
     except Unreadable as exc:
         errors.append(ManifestError(exc.message, file=str(file), line=exc.line))
     except Exception as exc:  # a bug of ours met by hostile input: located, logged, never the loop's end
@@ -109,11 +134,11 @@ def load_file(
 def load_documents(
     file: Path,
     errors: list[ManifestError],
-    model_roots: Sequence[Path] | None,
+    files: Files,
     env: Env,
     budget: Budget,
-) -> list[LoadedModel]:
-    loaded: list[LoadedModel] = []
+) -> list[Located]:
+    loaded: list[Located] = []
     documents = list(parse_documents(read_text(file, budget), budget.documents))
     budget.documents -= len(documents)
     for position, (node, data) in enumerate(documents, start=1):
@@ -121,12 +146,39 @@ def load_documents(
         model = validate_document(file, index, node, data, errors)
         if model is None:
             continue
-        weights = None
-        if model_roots is not None and hub_reference(model.model) is None:
-            weights = resolve_or_report(model, file, index, node, model_roots, errors)
+        where = Where(file, index, node, errors)
+        weights, extra = None, ExtraFiles()
+        if files.roots is not None:
+            if hub_reference(model.model) is None:
+                weights = resolve_or_report(model, where, files.roots)
+            extra = resolve_files_or_report(model, where, files.roots)
         filled = fill_env_or_report(model, file, index, node, env, errors)
-        loaded.append(LoadedModel(model, str(file), index, weights, modified_at(file), filled))
+        found = LoadedModel(model, str(file), index, weights, modified_at(file), filled, extra)
+        if files.check is not None and weights is not None and all_found(model, extra):
+            report_problems(files.check, found, where)
+        loaded.append((found, node))
     return loaded
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """A document being loaded, and where its errors go: enough to locate an error at a field."""
+
+    file: Path
+    index: int | None
+    node: yaml.Node
+    errors: list[ManifestError]
+
+    def report(self, loc: tuple[str | int, ...], message: str) -> None:
+        self.errors.append(
+            ManifestError(
+                message,
+                file=str(self.file),
+                document=self.index,
+                field=".".join(str(p) for p in loc),
+                line=line_of(self.node, loc),
+            )
+        )
 
 
 def fill_env_or_report(
@@ -223,33 +275,83 @@ def child_node(node: yaml.Node, part: Any) -> yaml.Node | None:
     return None
 
 
-def resolve_or_report(
-    model: ModelManifest,
-    file: Path,
-    index: int | None,
-    node: yaml.Node,
-    roots: Sequence[Path],
-    errors: list[ManifestError],
-) -> Path | None:
+def resolve_or_report(model: ModelManifest, where: Where, roots: Sequence[Path]) -> Path | None:
     try:
         weights = resolve_weights(model.model, roots)
         check_shards(model.model, weights, roots)
         return weights
     except ValueError as exc:
-        errors.append(
-            ManifestError(
-                str(exc),
-                file=str(file),
-                document=index,
-                field="model",
-                line=line_of(node, ("model",)),
-            )
-        )
+        where.report(("model",), str(exc))
         return None
 
 
-def resolve_weights(weights: str, roots: Sequence[Path]) -> Path:
-    """The real host path of ``weights``, which must exist under one of ``roots``.
+def resolve_files_or_report(model: ModelManifest, where: Where, roots: Sequence[Path]) -> ExtraFiles:
+    """The files beside the weights, each resolved as the weights are (``resolve_beside``); one
+    located error per file that is not there, and that file left out."""
+
+    def resolve(loc: tuple[str | int, ...], path: str) -> Path | None:
+        try:
+            return resolve_beside(loc, path, model.resolved_engine, roots)
+        except ValueError as exc:
+            where.report(loc, str(exc))
+            return None
+
+    mmproj = resolve(("mmproj",), model.mmproj) if model.mmproj is not None else None
+    draft = resolve(("draft",), model.draft) if model.draft is not None else None
+    adapters = []
+    for index, adapter in enumerate(model.adapters):
+        path = resolve(("adapters", index, "path"), adapter.path)
+        if path is not None:
+            adapters.append(AdapterFile(adapter.name, path))
+    return ExtraFiles(mmproj=mmproj, draft=draft, adapters=tuple(adapters))
+
+
+# What each file beside the weights is called in errors, by its field.
+BESIDE_NAMES = {"mmproj": "projector", "draft": "draft", "adapters": "adapter"}
+
+
+def resolve_beside(loc: tuple[str | int, ...], path: str, engine: str, roots: Sequence[Path]) -> Path:
+    """The real host path of a file beside the weights (``loc``: its field), under one of
+    ``roots`` like the weights: a GGUF file for llama.cpp (a split draft's every shard too), a
+    folder for vLLM (a model folder as draft, PEFT folders as adapters). Raises ValueError."""
+    what = BESIDE_NAMES[str(loc[0])]
+    real = resolve_weights(path, roots, what=what)
+    if engine == "llamacpp":
+        if not real.is_file():
+            raise ValueError(f"{what} '{shown(path)}' is not a file; llama.cpp loads a GGUF file")
+        if loc == ("draft",):
+            check_shards(path, real, roots)
+    elif not real.is_dir():
+        raise ValueError(f"{what} '{shown(path)}' is not a folder; vLLM loads a folder as {what}")
+    return real
+
+
+def all_found(model: ModelManifest, files: ExtraFiles) -> bool:
+    """The manifest names files beside the weights, and every one was found (the others were
+    reported): only then is there something to check against the weights."""
+    named = model.mmproj is not None or model.draft is not None or bool(model.adapters)
+    return (
+        named
+        and (model.mmproj is None) == (files.mmproj is None)
+        and (model.draft is None) == (files.draft is None)
+        and len(model.adapters) == len(files.adapters)
+    )
+
+
+def report_problems(check: FilesCheck, model: LoadedModel, where: Where) -> None:
+    """Located errors for what ``check`` finds in ``model``'s files; a bug of the check is one
+    error, not the end of the load (its traceback logged)."""
+    try:
+        for loc, message in check(model):
+            where.report(loc, message)
+    except Exception as exc:
+        log.exception("unexpected error checking the files of %s", where.file)
+        where.report((), f"cannot check the files beside the weights: {type(exc).__name__}: {exc}"[:300])
+
+
+def resolve_weights(weights: str, roots: Sequence[Path], *, what: str = "weights") -> Path:
+    """The real host path of ``weights`` (or another file: ``what`` names it in errors), which must
+    exist under one of ``roots``.
 
     Relative paths are tried against each root in order. Symlinks are resolved before the check, so
     a link inside a root cannot point outside it (nor can '..'). Raises ValueError saying why not,
@@ -261,10 +363,10 @@ def resolve_weights(weights: str, roots: Sequence[Path]) -> Path:
         real = first_existing(weights, roots)
     except (OSError, RuntimeError) as exc:  # RuntimeError: pathlib's "Symlink loop from ..."
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"cannot look up weights '{shown(weights)}': {reason}") from exc
+        raise ValueError(f"cannot look up {what} '{shown(weights)}': {reason}") from exc
     if real is None:
         where = ", ".join(str(r) for r in roots)
-        raise ValueError(f"weights '{shown(weights)}' not found under the model roots ({where})")
+        raise ValueError(f"{what} '{shown(weights)}' not found under the model roots ({where})")
     if any(real.is_relative_to(root.resolve()) for root in roots):
         return real
     raise ValueError(f"'{shown(weights)}' resolves to {shown(str(real))}, outside the model roots")
@@ -299,11 +401,12 @@ def first_existing(weights: str, roots: Sequence[Path]) -> Path | None:
     return None
 
 
-def check_unique_names(models: list[LoadedModel], errors: list[ManifestError]) -> None:
-    """Names and aliases must be unique across all models: a request must route to one model."""
+def check_unique_names(models: Sequence[Located], errors: list[ManifestError]) -> None:
+    """Names, aliases and adapter names must be unique across all models: a request must route to
+    one model (or adapter). ``base:adapter`` needs no check of its own: ':' is in no name."""
     seen: dict[str, LoadedModel] = {}
-    for model in models:
-        for name in model.manifest.names:
+    for model, node in models:
+        for name, loc in names_of(model.manifest):
             other = seen.setdefault(name, model)
             if other is not model:
                 errors.append(
@@ -311,9 +414,18 @@ def check_unique_names(models: list[LoadedModel], errors: list[ManifestError]) -
                         f"name '{name}' is already used by {other.file}{document_of(other)}",
                         file=model.file,
                         document=model.document,
-                        field="name",
+                        field=".".join(map(str, loc)),
+                        line=line_of(node, loc),
                     )
                 )
+
+
+def names_of(manifest: ModelManifest) -> list[tuple[str, tuple[str | int, ...]]]:
+    """Every name a request may give to reach ``manifest``'s model, with the field it is set in."""
+    names: list[tuple[str, tuple[str | int, ...]]] = [(manifest.resolved_name, ("name",))]
+    names += [(alias, ("aliases", i)) for i, alias in enumerate(manifest.aliases)]
+    names += [(a.name, ("adapters", i, "name")) for i, a in enumerate(manifest.adapters)]
+    return names
 
 
 def document_of(model: LoadedModel) -> str:

@@ -7,13 +7,15 @@ is shown as "-", never filled in.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from controller.gpus.inventory import Gpu, Inventory, MigDevice, Usage
+from controller.placement.memory import MemoryEstimate
 from controller.placement.place import Assignment, Pending, Placement, UnitState
 
 GiB = 1024**3
+MiB = 1024**2
 MISSING = "-"
 
 
@@ -119,9 +121,51 @@ def device_row(unit: UnitState) -> list[str]:
     return [unit.label, unit.device, gib(unit.total), gib(unit.available), gib(unit.claimed), gib(left)]
 
 
-def plan_json(placement: Placement, *, pending: Sequence[Pending] = ()) -> str:
+def plan_json(
+    placement: Placement,
+    *,
+    pending: Sequence[Pending] = (),
+    estimates: Mapping[str, MemoryEstimate] | None = None,
+) -> str:
+    """The placement as JSON; ``estimates``: each model's memory by part, in bytes (``estimates``)."""
     data = asdict(placement)
     data["pending"] = sorted(
         [*data["pending"], *(asdict(p) for p in pending)], key=lambda p: (p["model"], p["replica"])
     )
+    if estimates is not None:
+        data["estimates"] = {name: asdict(found) for name, found in sorted(estimates.items())}
     return json.dumps(data, indent=2)
+
+
+# The parts of a replica's memory, in the order a reader adds them up; the files beside the weights
+# get a column only when some model has them.
+ESTIMATE_PARTS = (
+    ("WEIGHTS", "weights"),
+    ("KV CACHE", "kv_cache"),
+    ("PROJECTOR", "projector"),
+    ("DRAFT", "draft"),
+    ("ADAPTERS", "adapters"),
+    ("OVERHEAD", "overhead"),
+    ("TOTAL", "total"),
+)
+OPTIONAL_PARTS = ("projector", "draft", "adapters")
+
+
+def estimates_table(estimates: Mapping[str, MemoryEstimate]) -> str:
+    """One row per model: the memory one replica needs, by part (``memory.MemoryEstimate``:
+    overhead is per GPU, or the process's for a CPU replica; total counts it once)."""
+    found = sorted(estimates.items())
+    parts = [
+        (header, attr)
+        for header, attr in ESTIMATE_PARTS
+        if attr not in OPTIONAL_PARTS or any(getattr(e, attr) for _, e in found)
+    ]
+    rows = [[name, *(size(getattr(e, attr)) for _, attr in parts)] for name, e in found]
+    return table(("MODEL", *(header for header, _ in parts)), rows)
+
+
+def size(value: int) -> str:
+    """Bytes as people read them: '1.5 GiB', '92.1 MiB', '0 B'."""
+    if value >= GiB:
+        return f"{value / GiB:.1f} GiB"
+    return f"{value / MiB:.1f} MiB" if value else "0 B"

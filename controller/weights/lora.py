@@ -6,15 +6,23 @@ every adapter before it starts the base model.
 - A GGUF adapter (llama.cpp, ``convert_lora_to_gguf.py``): the file has no rank key; the rank is the
   second dimension of any ``*.lora_a`` tensor (gguf shapes ``[input width, rank]``,
   docs/model-shapes.md).
+
+``max_lora_rank`` and ``max_loras`` are the two numbers vLLM's flags and the memory estimate both
+take from the adapters, defined once here so that they agree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.weights.config import read_json
 from controller.weights.gguf import read_gguf_header
 from controller.weights.info import MAX_ARCH, EstimateError, count_of
+
+if TYPE_CHECKING:
+    from controller.manifests.model import LoadedModel
 
 PEFT_CONFIG = "adapter_config.json"
 
@@ -50,3 +58,27 @@ def gguf_rank(path: Path) -> int:
         if tensor.name.endswith(".lora_a") and len(tensor.dims) == 2:
             return count_of(tensor.dims[1], "lora_a rank", MAX_ARCH)
     raise EstimateError(f"{path}: no lora_a tensor to read the rank from")
+
+
+# The only values vLLM's --max-lora-rank takes (its argparse choices; `--max-lora-rank 4` exits with
+# "invalid choice: 4 (choose from 1, 8, 16, 32, 64, 128, 256, 320, 512)", docs/model-shapes.md).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def max_lora_rank(ranks: Iterable[int]) -> int:
+    """vLLM's ``--max-lora-rank`` for adapters of ``ranks``: the largest, rounded up to a value
+    vLLM takes (it refuses an adapter whose rank exceeds it). Raises ValueError for no ranks or a
+    rank above 512, which vLLM cannot serve."""
+    largest = max(ranks, default=0)
+    if largest < 1:
+        raise ValueError("no adapter rank to size --max-lora-rank from")
+    for allowed in VLLM_LORA_RANKS:
+        if largest <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {largest} is above 512, the most vLLM's --max-lora-rank allows")
+
+
+def max_loras(model: LoadedModel) -> int:
+    """vLLM's ``--max-loras`` (adapters one batch may use at once): every adapter of ``model``, so
+    that requests for different adapters never wait for a slot."""
+    return len(model.manifest.adapters)

@@ -4,6 +4,7 @@ manifest errors named as the user knows the folder."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -129,3 +130,18 @@ async def test_a_console_task_that_breaks_is_logged_and_started_again(
     assert runs == [0, 1]
     (record,) = [r for r in caplog.records if "console-series failed" in r.getMessage()]
     assert record.exc_info is not None and "starting it again" in record.getMessage()
+
+
+def test_the_controllers_load_checks_the_files_beside_the_weights(tmp_path: Path) -> None:
+    """The reconciler's load reads the projector's header before any replica starts (`make shapes`)."""
+    root = Path(os.environ.get("MODELCTL_MODEL_ROOT", Path(__file__).parents[2] / "models-data")).absolute()
+    if not (root / "tiny-vlm" / "mmproj-tiny-vlm.gguf").is_file():
+        pytest.fail(f"{root} lacks tiny-vlm; run `make shapes`")
+    (tmp_path / "a.yaml").write_text(
+        "model: SmolLM2-135M-Instruct.Q4_1.gguf\nmmproj: tiny-vlm/mmproj-tiny-vlm.gguf\n"
+    )
+    settings = ControllerSettings(manifests=tmp_path, model_roots=(root,))
+    with pytest.raises(InvalidManifests) as info:
+        manifest_loader(settings)()
+    (error,) = info.value.errors
+    assert (error.field, error.line) == ("mmproj", 2) and "mismatch between text model" in error.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -227,3 +228,93 @@ def test_help_speaks_to_users_and_names_every_command(capsys: pytest.CaptureFixt
     assert description.startswith("Run LLM inference servers") and "composition root" not in out
     for command in ("serve", "controller", "gateway", "validate", "gpus", "plan", "status", "logs", "down"):
         assert command in out
+
+
+MODEL_ROOT = Path(os.environ.get("MODELCTL_MODEL_ROOT", REPO / "models-data")).absolute()
+
+
+def test_plan_shows_the_memory_of_each_replica_by_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SmolLM2 drafting for itself on a GPU, and with two GGUF adapters on the CPU (`make shapes`)."""
+    if not (MODEL_ROOT / "smollm2-lora-b.gguf").is_file():
+        pytest.fail(f"{MODEL_ROOT} lacks the LoRA adapters; run `make shapes`")
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (tmp_path / "m.yaml").write_text(
+        f"name: drafted\nmodel: {gguf}\ndraft: {gguf}\nnum_gpus: 1\nmax_batch_size: 2\ncontext_length: 2048\n"
+        f"---\nname: tuned\nmodel: {gguf}\nmax_batch_size: 2\ncontext_length: 2048\nadapters:\n"
+        "  - {name: tuned-a, path: smollm2-lora-a.gguf}\n  - {name: tuned-b, path: smollm2-lora-b.gguf}\n"
+    )
+    plan = [
+        "plan",
+        str(tmp_path),
+        "--inventory",
+        str(INVENTORIES / "h200.json"),
+        "--model-root",
+        str(MODEL_ROOT),
+    ]
+    assert main(plan) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("Memory of one replica, estimated from its files:")
+    rows = [line.split() for line in lines[start + 1 : start + 4]]
+    assert rows[0] == [
+        "MODEL",
+        "WEIGHTS",
+        "KV",
+        "CACHE",
+        "DRAFT",
+        "ADAPTERS",
+        "OVERHEAD",
+        "TOTAL",
+    ]  # no projector
+    # drafted: weights + KV + draft (its weights and KV) + the GPU overhead; tuned: on the CPU
+    assert rows[1] == [
+        "drafted",
+        "92.1",
+        "MiB",
+        "90.0",
+        "MiB",
+        "182.1",
+        "MiB",
+        "0",
+        "B",
+        "512.0",
+        "MiB",
+        "876.2",
+        "MiB",
+    ]
+    assert rows[2] == [
+        "tuned",
+        "92.1",
+        "MiB",
+        "90.0",
+        "MiB",
+        "0",
+        "B",
+        "9.3",
+        "MiB",
+        "256.0",
+        "MiB",
+        "447.4",
+        "MiB",
+    ]
+    assert main([*plan, "--json"]) == 0
+    estimates = json.loads(capsys.readouterr().out)["estimates"]
+    drafted, tuned = estimates["drafted"], estimates["tuned"]
+    assert (
+        drafted["total"]
+        == 918_768_128
+        == sum(drafted[k] for k in ("weights", "kv_cache", "draft", "overhead"))
+    )
+    assert tuned["adapters"] == 2 * 4_884_480 and tuned["projector"] == tuned["draft"] == 0
+
+
+def test_validate_with_roots_refuses_an_adapter_for_another_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "model: tiny-vlm/tiny-vlm.gguf\nadapters: [{name: a, path: smollm2-lora-a.gguf}]\n"
+    )
+    assert main(["validate", str(tmp_path), "--model-root", str(MODEL_ROOT)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'm.yaml'}:2 field 'adapters.0.path': " in err and "maybe wrong base model?" in err

@@ -251,6 +251,44 @@ async def test_plan_does_not_tell_whether_a_host_path_exists(api: tuple[Controll
     assert "/etc/passwd" not in json.dumps(body)
 
 
+@pytest.mark.parametrize(
+    ("engine", "field"),
+    [("llamacpp", "mmproj"), ("llamacpp", "draft"), ("llamacpp", "adapters"), ("vllm", "adapters")],
+)
+async def test_plan_does_not_tell_whether_a_file_beside_the_weights_exists(
+    api: tuple[ControllerApi, Any], engine: str, field: str
+) -> None:
+    """The files beside the weights are host paths too: the same answer whether they exist or not,
+    and a link under a root pointing out is not followed in the answer."""
+    stack, client = api
+    (stack.root / "inside.gguf").write_bytes(b"not really")
+    (stack.root / "inside").mkdir(exist_ok=True)
+    suffix = ".gguf" if engine == "llamacpp" else ""
+    out = stack.root.parent / f"outside{suffix}"  # beside the model root, not under it
+    if suffix:
+        out.write_bytes(b"GGUF")
+    else:
+        out.mkdir(exist_ok=True)
+
+    def posted(path: str) -> dict[str, Any]:
+        value = f"[{{name: probe-a, path: '{path}'}}]" if field == "adapters" else f"'{path}'"
+        text = f"name: probe\nmodel: inside{suffix}\nengine: {engine}\ngpu_memory: 1GiB\n{field}: {value}\n"
+        return {"files": {"probe.yaml": text}}
+
+    for existing, missing in (
+        (str(out), f"{out}-not-here{suffix}"),
+        (f"../{out.name}", f"../no-such{suffix}"),
+    ):
+        there, absent = await plan(client, posted(existing)), await plan(client, posted(missing))
+        assert there == absent, (there, absent)
+        assert there[0] == 422 and "under the model roots" in there[1]["errors"][0]
+    link = stack.root / f"link{suffix}"
+    link.symlink_to(out)
+    status, body = await plan(client, posted(link.name))
+    assert status == 422 and "under the model roots" in body["errors"][0], body
+    assert str(out) not in json.dumps(body)
+
+
 async def test_plan_does_not_tell_whether_a_variable_is_set(api: tuple[ControllerApi, Any]) -> None:
     _, client = api
     hub = "hf://org/probe:Q4"

@@ -139,9 +139,9 @@ def test_the_document_is_named_only_in_a_file_of_several(tmp_path: Path) -> None
     shown = sorted(str(e).removeprefix(f"{tmp_path}/") for e in info.value.errors)
     assert shown == [
         "three.yaml:2 field 'max_batchsize': unknown field; did you mean 'max_batch_size'?",
-        "two.yaml (document 2) field 'name': name 'chat' is already used by "
-        f"{tmp_path}/one.yaml",  # its only document: no number
         "two.yaml:2 (document 1) field 'repicas': unknown field; did you mean 'replicas'?",
+        "two.yaml:5 (document 2) field 'name': name 'chat' is already used by "
+        f"{tmp_path}/one.yaml",  # its only document: no number
     ]
 
 

@@ -45,6 +45,19 @@ REFUSED = [
     ("vllm", "--config=/models/x.yaml", "--config"),
     ("vllm", "--headless", "--headless"),
     ("vllm", "--ssl-keyfile=k", "--ssl-keyfile"),
+    # vLLM, from the files beside the weights (draft, adapters)
+    ("vllm", "--enable-lora", "--enable-lora"),
+    ("vllm", "--enable_lora", "--enable-lora"),
+    ("vllm", "--lora-modules", "--lora-modules"),
+    ("vllm", "--lora_modules=a=/x", "--lora-modules"),
+    ("vllm", "--lora-mod", "--lora-modules"),
+    ("vllm", "--max-lora-rank=64", "--max-lora-rank"),
+    ("vllm", "--max_lora_rank", "--max-lora-rank"),
+    ("vllm", "--max-loras=4", "--max-loras"),
+    ("vllm", "--max_loras", "--max-loras"),
+    ("vllm", "--speculative-config", "--speculative-config"),
+    ("vllm", "--speculative_config={}", "--speculative-config"),
+    ("vllm", "--speculative", "--speculative-config"),
     # llama.cpp: exact names, '_' -> '-' in '--' arguments, short forms exact; '=' refused too
     ("llamacpp", "-m", "--model"),
     ("llamacpp", "--model", "--model"),
@@ -71,6 +84,24 @@ REFUSED = [
     ("llamacpp", "--no-slots", "--no-slots"),
     ("llamacpp", "--api-prefix", "--api-prefix"),
     ("llamacpp", "--models-dir", "--models-dir"),
+    # llama.cpp, from the files beside the weights (mmproj, draft, adapters)
+    ("llamacpp", "-mm", "--mmproj"),
+    ("llamacpp", "--mmproj", "--mmproj"),
+    ("llamacpp", "-mmu", "--mmproj-url"),
+    ("llamacpp", "--mmproj_url", "--mmproj-url"),
+    ("llamacpp", "-md", "--spec-draft-model"),
+    ("llamacpp", "--model-draft", "--spec-draft-model"),
+    ("llamacpp", "--model_draft", "--spec-draft-model"),
+    ("llamacpp", "--spec-draft-model", "--spec-draft-model"),
+    ("llamacpp", "-hfd", "--spec-draft-hf"),
+    ("llamacpp", "--hf-repo-draft", "--spec-draft-hf"),
+    ("llamacpp", "-ngld", "--n-gpu-layers-draft"),
+    ("llamacpp", "--gpu-layers-draft", "--n-gpu-layers-draft"),
+    ("llamacpp", "--spec-type", "--spec-type"),
+    ("llamacpp", "--spec_type", "--spec-type"),
+    ("llamacpp", "--lora", "--lora"),
+    ("llamacpp", "--lora-scaled", "--lora-scaled"),
+    ("llamacpp", "--lora_scaled", "--lora-scaled"),
 ]
 
 ALLOWED = [
@@ -89,7 +120,11 @@ ALLOWED = [
     ("llamacpp", "--jinja"),
     ("llamacpp", "--ctx-size-draft"),
     ("llamacpp", "-cd"),
-    ("llamacpp", "-mm"),
+    ("llamacpp", "--mmproj-offload"),  # where the projector runs, not which one
+    ("llamacpp", "--lora-init-without-apply"),
+    ("llamacpp", "--spec-draft-n-max"),  # how many tokens to draft, not which draft
+    ("vllm", "--lora-dtype=bfloat16"),  # longer than no reserved flag's prefix: its own option
+    ("vllm", "--max-cpu-loras"),
     ("llamacpp", "--po"),  # llama.cpp has no prefixes (it would refuse to start, not mis-set a flag)
     ("llamacpp", "-"),
 ]
@@ -108,7 +143,35 @@ def test_a_reserved_flag_in_any_spelling_is_refused_naming_flag_and_field(
     assert f"args[2] '{arg}' may not set {flag}" in error["msg"]
 
 
+@pytest.mark.parametrize(
+    ("engine", "arg", "field"),
+    [
+        ("llamacpp", "-mm", "mmproj"),
+        ("llamacpp", "--model-draft", "draft"),
+        ("llamacpp", "--spec-type", "draft"),
+        ("llamacpp", "-ngld", "draft"),
+        ("llamacpp", "--lora", "adapters"),
+        ("vllm", "--speculative-config", "draft"),
+        ("vllm", "--lora-modules", "adapters"),
+        ("vllm", "--max-loras", "adapters"),
+    ],
+)
+def test_a_flag_set_from_a_file_field_names_that_field(engine: str, arg: str, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ModelManifest.model_validate({"model": WEIGHTS[engine], "engine": engine, "args": [arg]})
+    (error,) = caught.value.errors()
+    assert f"modelctl sets it from the manifest field `{field}`; set that instead" in error["msg"]
+
+
 @pytest.mark.parametrize(("engine", "arg"), ALLOWED)
 def test_flags_modelctl_does_not_own_pass(engine: str, arg: str) -> None:
     assert reserved_flag(engine, arg) is None  # type: ignore[arg-type]
     ModelManifest.model_validate({"model": WEIGHTS[engine], "engine": engine, "args": [arg]})
+
+
+def test_every_field_named_for_a_flag_is_for_a_flag_the_check_reports() -> None:
+    from controller.manifests.flags import FIELD_OF_FLAG, LLAMACPP_RESERVED, VLLM_RESERVED
+
+    reported = {max(spellings, key=len) for spellings in (*LLAMACPP_RESERVED, *VLLM_RESERVED)}
+    assert set(FIELD_OF_FLAG) <= reported
+    assert set(FIELD_OF_FLAG.values()) == {"mmproj", "draft", "adapters"}

@@ -67,7 +67,7 @@ _STATUS = {code: str(code) for code in range(100, 600)}
 
 # The event that ends each API's streams (the APIs: ``errors.api_of``): a client that hangs up once
 # it has that event was served (``relay.Relay._settle_left``).
-STREAM_ENDS = {
+STREAM_ENDS: dict[str, bytes] = {
     OPENAI: b"data: [DONE]",
     ANTHROPIC: b"event: message_stop",
     RESPONSES: b"event: response.completed",
