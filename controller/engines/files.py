@@ -2,7 +2,7 @@
 mounted read-only at fixed places inside the container, so that each engine's flags can name them:
 
     /models/<model>/mmproj/<file name>          llama.cpp's projector (--mmproj)
-    /models/<model>/draft/<file or folder name>  the draft model (shards of a split GGUF beside it)
+    /models/<model>/draft/<file or folder name>  the draft (a GGUF and its shards; a vLLM folder)
     /models/<model>/adapters/<adapter>.gguf      a llama.cpp adapter (--lora-scaled)
     /models/<model>/adapters/<adapter>           a vLLM PEFT folder (--lora-modules)
 
@@ -42,9 +42,10 @@ NO_FILES = Placed()
 
 def place_files(model: LoadedModel, *, folders: bool, mmproj: bool = True) -> Placed:
     """Mounts and in-container paths of ``model``'s projector (when the engine takes one:
-    ``mmproj``), draft and adapters. ``folders``: the engine loads a draft or an adapter as a model
-    folder (vLLM), so a file given for one is mounted with the folder it sits in. Raises EngineError
-    when a file is named but was not checked against the model roots (``check_files``)."""
+    ``mmproj``), draft and adapters. ``folders``: the engine loads a draft or an adapter as a folder
+    (vLLM: a model folder, a PEFT folder; the manifest refuses files there), mounted whole; else they
+    are GGUF files (a split draft's shards mounted beside it). Raises EngineError when a file is
+    named but was not checked against the model roots (``check_files``)."""
     check_files(model, mmproj=mmproj)
     files = model.files
     base = f"{MODELS_DIR}/{model.name}"
@@ -53,15 +54,13 @@ def place_files(model: LoadedModel, *, folders: bool, mmproj: bool = True) -> Pl
     if mmproj and files.mmproj is not None:
         placed_mmproj = _bind(files.mmproj, f"{base}/{MMPROJ_DIR}/{files.mmproj.name}", mounts)
     if files.draft is not None:
-        draft = files.draft.parent if folders and files.draft.is_file() else files.draft
-        placed_draft = _bind(draft, f"{base}/{DRAFT_DIR}/{draft.name}", mounts)
+        placed_draft = _bind(files.draft, f"{base}/{DRAFT_DIR}/{files.draft.name}", mounts)
         if not folders:
-            mounts += split_mounts(draft, f"{base}/{DRAFT_DIR}")
+            mounts += split_mounts(files.draft, f"{base}/{DRAFT_DIR}")
     adapters = []
     for adapter in files.adapters:
-        path = adapter.path.parent if folders and adapter.path.is_file() else adapter.path
         target = f"{base}/{ADAPTERS_DIR}/{adapter.name}" + ("" if folders else ".gguf")
-        adapters.append((adapter.name, _bind(path, target, mounts)))
+        adapters.append((adapter.name, _bind(adapter.path, target, mounts)))
     return Placed(tuple(mounts), placed_mmproj, placed_draft, tuple(adapters))
 
 

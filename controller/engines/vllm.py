@@ -13,15 +13,15 @@ vLLM's workers talk through shared memory, so the container gets a larger /dev/s
 LoRA adapters (PEFT folders): ``--enable-lora --max-lora-rank R --max-loras N --lora-modules
 name=path ...``; each adapter is then a model of its own in /v1/models (``parent``: the base) and a
 request selects it by ``"model": name``. R is the largest adapter rank rounded up to the values vLLM
-accepts (it refuses any other at start, and an adapter above R once loaded). A draft model goes in
-``--speculative-config`` (JSON). vLLM takes no projector file: the manifest refuses ``mmproj`` for it.
+accepts (it refuses any other at start, and an adapter above R once loaded); N every adapter. A
+draft model goes in ``--speculative-config`` (JSON). vLLM takes no projector file: the manifest
+refuses ``mmproj`` for it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
 from controller.engines.files import NO_FILES, Placed, place_files
@@ -30,7 +30,7 @@ from controller.manifests.engines import VLLM
 from controller.manifests.model import LoadedModel
 from controller.placement.memory import GiB
 from controller.runtime.spec import ContainerSpec
-from controller.weights.lora import adapter_rank
+from controller.weights.lora import adapter_rank, max_lora_rank, max_loras
 
 # The thin layer in images/vllm over the official image (adds a health check and labels).
 DEFAULT_IMAGE = "modelctl/vllm:openai"
@@ -56,8 +56,8 @@ COMPILATION_FLAGS = (
     "--optimization-level",
     "-O",
 )
-# --max-lora-rank's choices in vLLM 0.32 (any other value: `invalid choice`, the server exits).
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# vLLM's --max-lora-rank when the flag is not given (vLLM 0.32).
+VLLM_DEFAULT_LORA_RANK = 16
 # Tokens the draft model proposes per step (--speculative-config num_speculative_tokens).
 SPECULATIVE_TOKENS = 5
 
@@ -135,37 +135,29 @@ def file_flags(model: LoadedModel, files: Placed) -> list[str]:
         config = {"model": files.draft, "num_speculative_tokens": SPECULATIVE_TOKENS}
         args += ["--speculative-config", json.dumps(config, separators=(",", ":"))]
     if files.adapters:
-        rank = _lora_rank_flag(lora_ranks(model))
-        args += ["--enable-lora", "--max-lora-rank", str(rank), "--max-loras", str(len(files.adapters))]
+        args += ["--enable-lora", *lora_rank_flag(model), "--max-loras", str(max_loras(model))]
         args += ["--lora-modules", *(f"{name}={path}" for name, path in files.adapters)]
     return args
 
 
-def lora_ranks(model: LoadedModel) -> list[int]:
-    """Each adapter's rank, read from its folder. Raises EngineError naming the adapter."""
+def lora_rank_flag(model: LoadedModel) -> list[str]:
+    """``--max-lora-rank R``: the adapters' largest rank rounded up to a value vLLM takes
+    (``weights.lora.max_lora_rank``, as the memory estimate sizes it). Adapters none of which is on
+    this machine (a Kubernetes rendering without --model-root, whose notes say so) leave vLLM's
+    default (VLLM_DEFAULT_LORA_RANK). Raises EngineError naming an adapter whose rank cannot be
+    read or is above vLLM's largest."""
+    adapters = model.files.adapters
+    if not any(adapter.path.exists() for adapter in adapters):
+        return []
     ranks = []
-    for adapter in model.files.adapters:
+    for adapter in adapters:
         try:
-            rank = adapter_rank(_adapter_folder(adapter.path))
-            _lora_rank_flag([rank])
+            rank = adapter_rank(adapter.path)
+            max_lora_rank([rank])
         except (ModelctlError, OSError, ValueError) as exc:
             raise EngineError(f"model {model.name}: adapter {adapter.name}: {exc}") from exc
         ranks.append(rank)
-    return ranks
-
-
-def _adapter_folder(path: Path) -> Path:
-    return path.parent if path.is_file() else path
-
-
-def _lora_rank_flag(ranks: list[int]) -> int:
-    """--max-lora-rank for adapters of ``ranks``: the largest, rounded up to a value vLLM accepts
-    (same rule as weights.lora.max_lora_rank). Raises EngineError past vLLM's largest."""
-    largest = max(ranks, default=1)
-    for allowed in LORA_RANKS:
-        if allowed >= largest:
-            return allowed
-    raise EngineError(f"LoRA rank {largest} is above vLLM's largest --max-lora-rank ({LORA_RANKS[-1]})")
+    return ["--max-lora-rank", str(max_lora_rank(ranks))]
 
 
 def chooses_compilation(args: list[str]) -> bool:

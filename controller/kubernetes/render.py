@@ -105,18 +105,14 @@ def beside_weights(model: LoadedModel) -> bool:
 def cluster_weights(model: LoadedModel) -> LoadedModel:
     """``model`` with its weights (unless from the hub) and the files beside them under
     CLUSTER_ROOT. The engine code mounts a safetensors file's folder for vLLM when the file exists;
-    without the file here, the folder is given directly."""
+    without the file here, the folder is given directly. vLLM adapters' ranks cannot be read here
+    (the notes say what that means)."""
     manifest = model.manifest
     vllm = manifest.resolved_engine == "vllm"
-    if vllm and manifest.adapters:
-        raise ModelctlError(
-            f"{model.file}: model {model.name}: vLLM adapters need --model-root (their rank, for "
-            "--max-lora-rank, is read from each adapter_config.json)"
-        )
     weights = None if model.hub else cluster_path(model, manifest.model, folder=vllm)
     files = ExtraFiles(
         mmproj=cluster_path(model, manifest.mmproj) if manifest.mmproj else None,
-        draft=cluster_path(model, manifest.draft, folder=vllm) if manifest.draft else None,
+        draft=cluster_path(model, manifest.draft) if manifest.draft else None,
         adapters=tuple(AdapterFile(a.name, cluster_path(model, a.path)) for a in manifest.adapters),
     )
     return dataclasses.replace(model, weights=weights, files=files)

@@ -3,18 +3,20 @@ mounted read-only at its fixed place and named by the engine's own flags (docs/m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from controller.engines import build_spec
+from controller.engines.common import check_targets
 from controller.engines.llamacpp import adapter_ids
-from controller.engines.vllm import _lora_rank_flag
 from controller.errors import EngineError
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 from controller.runtime.docker import create_kwargs
+from controller.runtime.spec import Mount
 
 ROOT = Path("/srv/models")
 
@@ -128,16 +130,15 @@ def vllm_model(tmp_path: Path, ranks: tuple[int, ...], *, draft: bool = True) ->
     weights = tmp_path / "smol"
     weights.mkdir()
     adapters = tuple(AdapterFile(f"a{k}", peft(tmp_path / f"lora-{k}", r)) for k, r in enumerate(ranks))
-    drafter = tmp_path / "tiny" / "model.safetensors"
-    drafter.parent.mkdir()
-    drafter.write_bytes(b"")
+    drafter = tmp_path / "tiny"
+    drafter.mkdir()
     return loaded(
         weights,
         ExtraFiles(draft=drafter if draft else None, adapters=adapters),
         model="smol",
         name="smol",
         engine="vllm",
-        draft="tiny/model.safetensors" if draft else None,
+        draft="tiny" if draft else None,
         adapters=[{"name": a.name, "path": a.path.name} for a in adapters],
         args=["--dtype", "bfloat16"],
     )
@@ -168,19 +169,23 @@ def test_vllm_serves_peft_adapters_by_name_and_drafts_with_a_folder(tmp_path: Pa
     ]
 
 
-@pytest.mark.parametrize(
-    ("ranks", "flag"),
-    [([1], 1), ([2], 8), ([8, 8], 8), ([9, 4], 16), ([64], 64), ([300], 320), ([321], 512), ([512], 512)],
-)
-def test_the_lora_rank_flag_rounds_the_largest_rank_up_to_vllm_s_choices(ranks: list[int], flag: int) -> None:
-    assert _lora_rank_flag(ranks) == flag
+def test_the_max_lora_rank_is_the_largest_rounded_up_to_vllm_s_choices(tmp_path: Path) -> None:
+    command = build_spec(vllm_model(tmp_path, (9, 4, 16), draft=False), 0).command
+    assert (after(command, "--max-lora-rank"), after(command, "--max-loras")) == ("16", "3")
 
 
-def test_a_rank_above_vllm_s_largest_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(EngineError, match="above vLLM's largest"):
-        _lora_rank_flag([513])
-    with pytest.raises(EngineError, match=r"model smol: adapter a0: .*LoRA rank 1024 is above"):
-        build_spec(vllm_model(tmp_path, (1024,)), 0)
+def test_a_rank_above_vllm_s_largest_is_refused_naming_the_adapter(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match=r"model smol: adapter a1: .*LoRA rank 1024 is above 512"):
+        build_spec(vllm_model(tmp_path, (8, 1024)), 0)
+
+
+def test_adapters_not_on_this_machine_leave_vllm_s_default_rank(tmp_path: Path) -> None:
+    """A Kubernetes rendering without --model-root: the adapters are paths on the cluster."""
+    model = vllm_model(tmp_path, (8,), draft=False)
+    elsewhere = (AdapterFile("a0", Path("/model-root/lora-0")),)
+    command = build_spec(dataclasses.replace(model, files=ExtraFiles(adapters=elsewhere)), 0).command
+    assert "--max-lora-rank" not in command
+    assert after(command, "--lora-modules") == "a0=/models/smol/adapters/a0"
 
 
 def test_an_adapter_whose_rank_cannot_be_read_is_named(tmp_path: Path) -> None:
@@ -234,13 +239,14 @@ def test_weights_named_like_a_fixed_place_cannot_hide_a_file(tmp_path: Path) -> 
         build_spec(model, 0)
 
 
-def test_two_files_at_one_place_are_refused() -> None:
-    model = loaded(
-        ROOT / "x.gguf",
-        ExtraFiles(adapters=(AdapterFile("sea", ROOT / "a.gguf"), AdapterFile("sea", ROOT / "b.gguf"))),
-        model="x.gguf",
-        name="x",
-        adapters=[{"name": "sea", "path": "a.gguf"}, {"name": "sea", "path": "b.gguf"}],
+def test_two_mounts_at_one_place_are_refused() -> None:
+    """A guard: the manifest already refuses two adapters of one name."""
+    model = loaded(ROOT / "x.gguf", ExtraFiles(), model="x.gguf", name="x")
+    mounts = (
+        Mount("/a.gguf", "/models/x/adapters/sea.gguf"),
+        Mount("/b.gguf", "/models/x/adapters/sea.gguf"),
     )
-    with pytest.raises(EngineError, match=r"would both appear at /models/x/adapters/sea\.gguf"):
-        build_spec(model, 0)
+    with pytest.raises(
+        EngineError, match=r"/b\.gguf and /a\.gguf would both appear at /models/x/adapters/sea\.gguf"
+    ):
+        check_targets(model, mounts)
