@@ -11,10 +11,11 @@ import pytest
 
 from controller.kubernetes.engine import container_spec, model_objects
 from controller.kubernetes.options import RenderOptions
+from controller.kubernetes.render import Rendering
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 
-from .support import GGUF, by_kind, model_root, render_dir, validate
+from .support import GGUF, REPO, by_kind, model_root, render_dir, validate
 
 ADAPTERS = {"lora-a": "smollm2-lora-a.gguf", "lora-b": "smollm2-lora-b.gguf"}
 MANIFEST = {
@@ -99,3 +100,20 @@ def test_without_a_local_model_root_the_files_are_the_manifest_s_paths_on_the_cl
         *((f"/models/smol/adapters/{n}.gguf", f"loras/{p}") for n, p in ADAPTERS.items()),
     ]
     assert "-md" in container["args"] and container["args"].count("--lora-scaled") == 2
+
+
+def test_vllm_adapters_get_their_rank_with_a_model_root_and_vllm_s_default_without(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "m.yaml").write_text((REPO / "examples" / "smollm2-lora-vllm.yaml").read_text())
+
+    def args(rendering: Rendering) -> list[str]:
+        (deployment,) = [d for d in by_kind(rendering, "Deployment") if "smollm2" in d["metadata"]["name"]]
+        return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    without = render_dir(folder)
+    assert "--max-lora-rank" not in args(without) and "--enable-lora" in args(without)
+    assert any("vLLM's default --max-lora-rank (16)" in note for note in without.notes)
+    with_root = render_dir(folder, model_root=model_root())
+    assert args(with_root)[args(with_root).index("--max-lora-rank") + 1] == "8"  # r=8 (make shapes)
+    assert not any("--max-lora-rank" in note for note in with_root.notes)
