@@ -6,7 +6,7 @@ with, plus a margin)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from controller.errors import EngineError, ModelctlError
 from controller.manifests.model import LoadedModel
@@ -133,10 +133,15 @@ def engine_spec(
     extra_env: tuple[tuple[str, str], ...] = (),
     pids_limit: int = PIDS_LIMIT,
     memory_reserve: int = 0,
+    extra_mounts: tuple[Mount, ...] = (),
 ) -> ContainerSpec:
     """The parts of a spec both engines fill alike from the manifest. ``memory_reserve``: what
-    the engine takes beyond the estimate by a setting of its own (``memory_limit``)."""
+    the engine takes beyond the estimate by a setting of its own (``memory_limit``);
+    ``extra_mounts``: the files beside the weights (``engines.files``). Raises EngineError when
+    two mounts would collide (``check_targets``)."""
     manifest = model.manifest
+    mounts = (weights.mount, *weights.shards, *extra_mounts)
+    check_targets(model, mounts)
     return ContainerSpec(
         model=model.name,
         replica=replica,
@@ -147,7 +152,7 @@ def engine_spec(
         health_path=health_path,
         max_concurrency=manifest.max_batch_size,
         env=tuple(sorted((*model.env, *hub_env, *extra_env))),
-        mounts=(weights.mount, *weights.shards),
+        mounts=mounts,
         gpus=gpu_request(gpus),
         shm_size=shm_size,
         cpuset=cpus,
@@ -155,6 +160,27 @@ def engine_spec(
         memory_limit=memory_limit(model, gpus, engine_reserve=memory_reserve),
         env_sources=tuple(sorted(manifest.env.items())),
     )
+
+
+def check_targets(model: LoadedModel, mounts: tuple[Mount, ...]) -> None:
+    """Raise EngineError when two mounts share a target or one lies inside another's (a weights
+    folder named like a fixed place, say 'draft'): Docker would refuse the container, or create the
+    inner mount point inside the outer one's host folder."""
+    sources: dict[str, str] = {}
+    for mount in mounts:
+        if mount.target in sources:
+            raise EngineError(
+                f"model {model.name}: {mount.source} and {sources[mount.target]} would both appear "
+                f"at {mount.target} in the container"
+            )
+        sources[mount.target] = mount.source
+    for target in sources:
+        for outer in PurePosixPath(target).parents:
+            if str(outer) in sources:
+                raise EngineError(
+                    f"model {model.name}: {sources[target]} would appear at {target}, inside "
+                    f"{sources[str(outer)]} (mounted at {outer}); rename one of them"
+                )
 
 
 def cpu_list(cpus: tuple[int, ...]) -> str:

@@ -195,17 +195,23 @@ def kube_value(value: str) -> str:
 def storage(
     spec: ContainerSpec, weights_root: PurePosixPath | None, options: RenderOptions
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Volumes and mounts for the spec's mounts (weights read-only, hub cache read-write) and shm."""
+    """Volumes and mounts for the spec's mounts (weights and the files beside them read-only, hub
+    cache read-write) and shm. The models claim is one volume, each file a subPath of it; with
+    ``host_model_root`` each file is a hostPath volume of its own (weights, weights-1, ...)."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    binds = 0
     for mount in spec.mounts:
         if mount.type == "volume":
             volumes.append({"name": "hub-cache", "persistentVolumeClaim": {"claimName": options.cache_claim}})
             mounts.append({"name": "hub-cache", "mountPath": mount.target})
-        else:
-            volume, volume_mount = weights_volume(mount, weights_root, options)
+            continue
+        name = "weights" if binds == 0 or not options.host_model_root else f"weights-{binds}"
+        volume, volume_mount = weights_volume(mount, weights_root, options, name)
+        if binds == 0 or options.host_model_root:
             volumes.append(volume)
-            mounts.append(volume_mount)
+        mounts.append(volume_mount)
+        binds += 1
     if spec.shm_size:
         volumes.append(
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": quantity(spec.shm_size)}}
@@ -215,21 +221,22 @@ def storage(
 
 
 def weights_volume(
-    mount: Mount, weights_root: PurePosixPath | None, options: RenderOptions
+    mount: Mount, weights_root: PurePosixPath | None, options: RenderOptions, name: str = "weights"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The weights under the model root: a subPath of the models claim, or (opt-in) the same path
-    under ``host_model_root`` on the node. Always read-only."""
+    """A file under the model root (weights, a shard, a projector, a draft, an adapter): a subPath
+    of the models claim, or (opt-in) the same path under ``host_model_root`` on the node, as the
+    volume ``name``. Always read-only."""
     assert weights_root is not None  # host weights always come with their root
     relative = PurePosixPath(mount.source).relative_to(weights_root)
     is_file = relative.suffix.lower() in (".gguf", ".safetensors")
-    volume_mount: dict[str, Any] = {"name": "weights", "mountPath": mount.target, "readOnly": True}
+    volume_mount: dict[str, Any] = {"name": name, "mountPath": mount.target, "readOnly": True}
     if options.host_model_root:
         host = PurePosixPath(options.host_model_root) / relative
         kind = "File" if is_file else "Directory"
-        return {"name": "weights", "hostPath": {"path": str(host), "type": kind}}, volume_mount
+        return {"name": name, "hostPath": {"path": str(host), "type": kind}}, volume_mount
     volume_mount["subPath"] = str(relative)
     claim = {"claimName": options.models_claim, "readOnly": True}
-    return {"name": "weights", "persistentVolumeClaim": claim}, volume_mount
+    return {"name": name, "persistentVolumeClaim": claim}, volume_mount
 
 
 def quantity(docker_size: str) -> str:

@@ -3,6 +3,7 @@ each, printed when rendering (never dropped in silence)."""
 
 from __future__ import annotations
 
+from controller.engines.vllm import VLLM_DEFAULT_LORA_RANK
 from controller.kubernetes.engine import RUNS_AS_NOBODY, container_spec, replica_count
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import references
@@ -25,6 +26,11 @@ def model_notes(model: LoadedModel, options: RenderOptions) -> list[str]:
     if model.hub:
         lines.append(
             f"model {m.model}: the engine downloads it into PVC {options.cache_claim} (ReadWriteMany)"
+        )
+    if m.resolved_engine == "vllm" and m.adapters and not any(a.path.exists() for a in model.files.adapters):
+        lines.append(
+            "adapters: their rank is read with --model-root only; without it vLLM's default "
+            f"--max-lora-rank ({VLLM_DEFAULT_LORA_RANK}) applies, too small for an adapter of a higher rank"
         )
     if not RUNS_AS_NOBODY[m.resolved_engine]:
         lines.append(

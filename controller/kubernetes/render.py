@@ -28,7 +28,7 @@ from controller.kubernetes.notes import model_notes
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import ANY_NAME
 from controller.manifests.loader import load_folder
-from controller.manifests.model import LoadedModel
+from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 from controller.weights.compat import check_files
 
 HEADER = "# Rendered by `modelctl render kubernetes`"
@@ -87,7 +87,8 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
     )
     for model in found:
         model = dataclasses.replace(model, filled_env=None)
-        if model.hub is not None:
+        local = not model.hub or beside_weights(model)  # files that lie under the model root
+        if not local:
             loaded.append((model, None))
         elif model_root is not None:
             loaded.append((model, PurePosixPath(model_root.resolve())))
@@ -96,19 +97,40 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
     return loaded
 
 
+def beside_weights(model: LoadedModel) -> bool:
+    manifest = model.manifest
+    return bool(manifest.mmproj or manifest.draft or manifest.adapters)
+
+
 def cluster_weights(model: LoadedModel) -> LoadedModel:
-    """``model`` with its weights under CLUSTER_ROOT. The engine code mounts a safetensors file's
-    folder for vLLM when the file exists; without the file here, the folder is given directly."""
-    relative = PurePosixPath(model.manifest.model)
+    """``model`` with its weights (unless from the hub) and the files beside them under
+    CLUSTER_ROOT. The engine code mounts a safetensors file's folder for vLLM when the file exists;
+    without the file here, the folder is given directly. vLLM adapters' ranks cannot be read here
+    (the notes say what that means)."""
+    manifest = model.manifest
+    vllm = manifest.resolved_engine == "vllm"
+    weights = None if model.hub else cluster_path(model, manifest.model, folder=vllm)
+    files = ExtraFiles(
+        mmproj=cluster_path(model, manifest.mmproj) if manifest.mmproj else None,
+        draft=cluster_path(model, manifest.draft) if manifest.draft else None,
+        adapters=tuple(AdapterFile(a.name, cluster_path(model, a.path)) for a in manifest.adapters),
+    )
+    return dataclasses.replace(model, weights=weights, files=files)
+
+
+def cluster_path(model: LoadedModel, path: str, *, folder: bool = False) -> Path:
+    """``path`` (relative to the model root) under CLUSTER_ROOT; ``folder``: a .safetensors file
+    stands for its folder (vLLM loads the folder)."""
+    relative = PurePosixPath(path)
     if relative.is_absolute():
         raise ModelctlError(
-            f"{model.file}: model {model.name}: an absolute weights path needs --model-root (the local "
+            f"{model.file}: model {model.name}: an absolute path ({path}) needs --model-root (the local "
             "model root it lies under)"
         )
-    weights = CLUSTER_ROOT / relative
-    if model.manifest.resolved_engine == "vllm" and relative.suffix.lower() == ".safetensors":
-        weights = weights.parent
-    return dataclasses.replace(model, weights=Path(weights))
+    found = CLUSTER_ROOT / relative
+    if folder and relative.suffix.lower() == ".safetensors":
+        found = found.parent
+    return Path(found)
 
 
 def render(path: Path, options: RenderOptions, *, model_root: Path | None = None) -> Rendering:
