@@ -14,7 +14,8 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
                  "engine": "llamacpp", "context_length": 4096, "unload_after_s": 600.0,
                  "details": {"format": "gguf", "family": "llama", "parameter_size": "135M",
                              "quantization": "Q4_1", "size": 98362432, "info": {...},
-                             "template": "..."}}]}
+                             "template": "..."},
+                 "adapters": ["smollm2-sea", "smollm2-poems"], "vision": false}]}
 
 ``version`` grows whenever the table changes, so a client can long-poll with ``?after=<version>``.
 ``epoch`` is drawn at random when the controller starts: versions count from 1 again after a
@@ -26,12 +27,17 @@ A model with no ready replica is still listed (the gateway answers 503, not 404,
 ``engine``, ``context_length``, ``unload_after_s``, ``details`` and a replica's ``gpus`` describe the
 model for APIs that show it (Ollama's /api/tags, /api/ps, /api/show); they are optional, so a table
 from an older controller still parses.
+``adapters`` names the model's LoRA adapters in the order the engine loaded them (llama.cpp's
+adapter ids: the k-th name is id k); each is a model name of its own, and ``<model or alias>:<adapter>``
+names it too (``EndpointTable.resolve``). ``vision``: the model takes images (true: llama.cpp with a
+projector, ``mmproj``; vLLM weights whose config.json has a ``vision_config``), false: it takes none,
+null: unknown (hub weights, an older controller), so the gateway does not check.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +108,25 @@ class ModelEndpoints:
     # min_replicas 0); None: it stays loaded.
     unload_after_s: float | None = None
     details: Details | None = None
+    # The model's LoRA adapters, in the engine's order (llama.cpp: the k-th is adapter id k).
+    adapters: tuple[str, ...] = ()
+    vision: bool | None = None  # takes images; None: unknown (not checked)
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+
+class Target(NamedTuple):
+    """What a request's model name selects: a served model, and one of its adapters (or None)."""
+
+    entry: ModelEndpoints
+    adapter: int | None = None  # index into ``entry.adapters``; None: the model itself
+
+    @property
+    def name(self) -> str:
+        """The canonical name of what was selected: the adapter's, else the model's (never an alias)."""
+        return self.entry.name if self.adapter is None else self.entry.adapters[self.adapter]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,25 @@ class EndpointTable:
                 return entry
         return None
 
+    def resolve(self, name: str) -> Target | None:
+        """Return what ``name`` selects, or None: a model (its name or an alias), an adapter (its
+        name), or ``<model or alias>:<adapter>`` (the model's own adapter only)."""
+        entry = self.lookup(name)
+        if entry is not None:
+            return Target(entry)
+        base, colon, adapter = name.partition(":")
+        for entry in self.models:
+            if colon and base not in entry.names:
+                continue
+            wanted = adapter if colon else name
+            if wanted in entry.adapters:
+                return Target(entry, entry.adapters.index(wanted))
+        return None
+
+    def served_names(self) -> tuple[str, ...]:
+        """Every name a client may use for a model or an adapter (``<model>:<adapter>`` aside)."""
+        return tuple(n for m in self.models for n in (*m.names, *m.adapters))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -146,6 +186,8 @@ class EndpointTable:
                     "context_length": m.context_length,
                     "unload_after_s": m.unload_after_s,
                     "details": m.details.to_json() if m.details is not None else None,
+                    "adapters": list(m.adapters),
+                    "vision": m.vision,
                 }
                 for m in self.models
             ],
@@ -174,6 +216,8 @@ class EndpointTable:
                 context_length=_optional_int(m.get("context_length")),
                 unload_after_s=_optional_float(m.get("unload_after_s")),
                 details=Details.from_json(m["details"]) if m.get("details") else None,
+                adapters=tuple(str(a) for a in m.get("adapters") or ()),
+                vision=_optional_bool(m.get("vision")),
             )
             for m in data["models"]
         )
@@ -186,3 +230,9 @@ def _optional_float(value: Any) -> float | None:
 
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _optional_bool(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"vision must be true, false or null, not {value!r}")

@@ -67,7 +67,7 @@ from controller.reconcile.supervise import Backoff, Failures, Heartbeat, Livenes
 from controller.runtime.docker import DockerRuntime
 from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
-from controller.weights.describe import describe
+from controller.weights.describe import describe, takes_images
 
 log = logging.getLogger(__name__)
 
@@ -567,6 +567,8 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
                 context_length=manifest.context_length,
                 unload_after_s=unload_after_s(manifest),
                 details=describe(model),
+                adapters=tuple(adapter.name for adapter in manifest.adapters),  # the engine's order
+                vision=takes_images(model),
             )
         )
     return tuple(entries)

@@ -39,6 +39,7 @@ _CONFIG_INFO = {
     "vocab_size": "vocab_size",
 }
 _DESCRIBED: dict[tuple[tuple[str, int, int], ...], Details] = {}
+_VISION: dict[tuple[tuple[str, int, int], ...], bool] = {}
 
 
 def describe(model: LoadedModel) -> Details:
@@ -54,6 +55,28 @@ def describe(model: LoadedModel) -> Details:
         return by_version(_DESCRIBED, weights, describe_gguf, describe_safetensors)
     except (EstimateError, OSError, *BAD_HEADER):
         return Details(size=on_disk(weights) if weights.exists() else 0)
+
+
+def takes_images(model: LoadedModel) -> bool | None:
+    """Whether ``model`` takes images (the endpoint table's ``vision``): with a projector (llama.cpp's
+    ``mmproj``), or vLLM weights whose config.json has a ``vision_config``; None when the files
+    cannot tell (hub weights, an unreadable config). Read once per version of the files; never raises."""
+    if model.files.mmproj is not None or model.manifest.mmproj is not None:
+        return True
+    weights = model.weights
+    if weights is None:
+        return None
+    if model.manifest.resolved_engine != "vllm":
+        return False  # llama.cpp takes images through a projector only
+    try:
+        return by_version(_VISION, weights, lambda _: False, _has_vision_config)
+    except (EstimateError, OSError, *BAD_HEADER):
+        return None
+
+
+def _has_vision_config(path: Path) -> bool:
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    return config.is_file() and isinstance(read_json(config).get("vision_config"), dict)
 
 
 def describe_gguf(path: Path) -> Details:

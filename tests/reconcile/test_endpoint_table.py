@@ -69,3 +69,14 @@ def test_unload_after_s_is_set_only_where_the_last_replica_goes(
 ) -> None:
     (entry,) = endpoint_table([model(weights, **fields)], [])
     assert entry.unload_after_s == unload_after_s
+
+
+def test_adapters_in_the_manifests_order_and_vision_from_the_projector(weights: Path) -> None:
+    (weights.parent / "a.gguf").write_bytes(b"a")
+    (weights.parent / "b.gguf").write_bytes(b"b")
+    (weights.parent / "mmproj.gguf").write_bytes(b"p")
+    adapters = [{"name": "m-b", "path": "b.gguf"}, {"name": "m-a", "path": "a.gguf"}]
+    (entry,) = endpoint_table([model(weights, adapters=adapters)], [])
+    assert (entry.adapters, entry.vision) == (("m-b", "m-a"), False)
+    (entry,) = endpoint_table([model(weights, mmproj="mmproj.gguf")], [])
+    assert (entry.adapters, entry.vision) == ((), True)

@@ -11,7 +11,7 @@ import pytest
 
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
-from controller.weights.describe import describe, parameter_label
+from controller.weights.describe import describe, parameter_label, takes_images
 from weights.files import SMOLLM2, write_gguf, write_safetensors
 
 
@@ -74,3 +74,22 @@ def test_unreadable_weights_stay_unknown(tmp_path: Path) -> None:
 )
 def test_parameter_labels(count: int, label: str) -> None:
     assert parameter_label(count) == label
+
+
+def test_takes_images_from_the_projector_or_the_vision_config(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    assert takes_images(loaded("m.gguf", gguf)) is False  # llama.cpp without a projector
+    with_projector = ModelManifest(name="m", model="m.gguf", mmproj="p.gguf")  # type: ignore[arg-type]
+    assert takes_images(LoadedModel(with_projector, "m.yaml", 0, gguf)) is True
+    assert takes_images(loaded("hf://org/repo", None)) is None  # hub weights: unknown
+    folder = tmp_path / "vlm"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    config = {"model_type": "idefics3", "vision_config": {"hidden_size": 32}, "text_config": {}}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert takes_images(loaded("vlm", folder, engine="vllm")) is True
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert takes_images(loaded("vlm", folder, engine="vllm")) is False  # read again: the file changed
+    (folder / "config.json").write_text("{not json")
+    assert takes_images(loaded("vlm", folder, engine="vllm")) is None
