@@ -43,18 +43,19 @@ class Translation(Protocol):
 class Call:
     """One client request on its way: what it asked for (set once), and what its answer did.
 
-    Two sides, each with one owner. The request side is set once, when the pipeline builds the call
-    from what the door made of the request (``Final``: mypy refuses a second write): ``entry`` (the
-    served model), ``key`` (prefix affinity), ``started`` (the clock), ``api`` (the API the client
-    speaks, decided once from the path: it labels the metrics, shapes the errors and says which event
-    ends a stream), ``stream`` and ``stream_usage`` (the stream ends with usage: include_usage, or
-    Messages and Responses), ``hide_usage`` (the gateway asked for that usage, not the client),
-    ``user`` (the API key's use, None when the gateway is open) and ``translation`` (a call made in
-    another API's shape). The answer side is written only by ``forward/`` as the answer goes out:
-    ``replica`` (the proxy, once a replica answered), ``first_byte_s``, ``head``, ``delivered`` and
-    ``tokens`` (the relay). ``delivered`` is the status of an answer whose last event reached the
-    client: a client that hangs up after it (guidellm does, right after ``data: [DONE]``) was served,
-    not a 499.
+    Two sides, each with one owner. The request side is set once, when the pipeline builds the call from
+    what the door made of the request (``Final``: mypy refuses a second write): ``entry`` (the served
+    model, whose replicas take it), ``model`` (the name it is counted under: the adapter's for a request
+    naming one of the model's adapters, else the model's own), ``key`` (prefix affinity), ``started``
+    (the clock), ``api`` (the API the client speaks, decided once from the path: it labels the metrics,
+    shapes the errors and says which event ends a stream), ``stream`` and ``stream_usage`` (the stream
+    ends with usage: include_usage, or Messages and Responses), ``hide_usage`` (the gateway asked for
+    that usage, not the client), ``user`` (the API key's use, None when the gateway is open) and
+    ``translation`` (a call made in another API's shape). The answer side is written only by
+    ``forward/`` as the answer goes out: ``replica`` (the proxy, once a replica answered),
+    ``first_byte_s``, ``head``, ``delivered`` and ``tokens`` (the relay). ``delivered`` is the status of
+    an answer whose last event reached the client: a client that hangs up after it (guidellm does, right
+    after ``data: [DONE]``) was served, not a 499.
     """
 
     __slots__ = (
@@ -65,6 +66,7 @@ class Call:
         "head",
         "hide_usage",
         "key",
+        "model",
         "replica",
         "started",
         "stream",
@@ -86,9 +88,11 @@ class Call:
         api: str = OPENAI,
         user: TokenSink | None = None,
         translation: Translation | None = None,
+        model: str | None = None,
     ) -> None:
         # The request side: set here, once.
         self.entry: Final = entry
+        self.model: Final = model if model is not None else entry.name
         self.key: Final = key
         self.started: Final = started
         self.stream: Final = stream

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from gateway_fakes import PIECES, chunk, completion, embeddings, sse, usage_chunk
 
-from controller.endpoints.table import Details, EndpointTable, ModelEndpoints, Replica
+from controller.endpoints.table import Details, EndpointTable, ModelEndpoints, Replica, Target
 from controller.gateway.doors import ollama_models as lists
 from controller.gateway.doors import ollama_translate as t
 
@@ -328,14 +328,14 @@ def test_ps_lists_what_is_loaded_and_until_when() -> None:
 
 
 def test_show() -> None:
-    shown = lists.show(TABLE.models[0])
+    shown = lists.show(Target(TABLE.models[0]))
     assert shown["details"]["quantization_level"] == "Q4_1"
     assert shown["model_info"] == {"general.architecture": "llama", "llama.context_length": 8192}
     assert shown["template"] == "{{ messages }}" and shown["parameters"] == "num_ctx 4096"
 
 
 def test_lookup_takes_the_latest_tag() -> None:
-    assert lists.lookup(TABLE, "smollm:latest") is TABLE.models[0]
+    assert lists.lookup(TABLE, "smollm:latest") == Target(TABLE.models[0])
     assert lists.lookup(TABLE, "smollm:7b") is None
 
 

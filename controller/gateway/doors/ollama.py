@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints
+from controller.endpoints.table import EndpointTable, Target
 from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.prefix import prefix_key
 from controller.gateway.admission.queues import Admission
 from controller.gateway.call import REPLICA_HEADER, Call, error_message
+from controller.gateway.doors import images, targets
 from controller.gateway.doors import ollama_models as models
 from controller.gateway.doors import ollama_translate as translate
 from controller.gateway.doors.pipeline import Door, Pipeline, Prepared
@@ -148,7 +149,7 @@ class OllamaDoor(Door):
         document = request_document(body)
         return model_of(document), document
 
-    def lookup(self, table: EndpointTable, name: str) -> ModelEndpoints | None:
+    def lookup(self, table: EndpointTable, name: str) -> Target | None:
         return models.lookup(table, name)
 
     def no_table(self, retry_after: int) -> Refusal:
@@ -156,12 +157,12 @@ class OllamaDoor(Door):
         return refusal(503, message, retry_after=retry_after)
 
     def not_found(self, table: EndpointTable, name: str) -> Refusal:
-        return refusal(404, translate.not_found(name, (n for m in table.models for n in m.names)))
+        return refusal(404, translate.not_found(name, table.served_names()))
 
     def prepare(
         self,
         request: web.Request,
-        entry: ModelEndpoints,
+        target: Target,
         document: dict[str, Any],
         body: bytes,
         api: str,
@@ -169,19 +170,22 @@ class OllamaDoor(Door):
     ) -> Prepared | web.StreamResponse:
         """The translated call, or the answer given here (Ollama's "loaded"). Only what the call
         needs outlives this: not the parsed request, nor the translated one (the body goes as bytes)."""
-        kind, name = self.kind, document["model"]
+        kind, name, entry = self.kind, document["model"], target.entry
         if "keep_alive" in document:  # how long the model stays after this request (on demand)
             try:
                 seconds = translate.keep_alive_seconds(document["keep_alive"])
             except translate.Invalid as exc:
                 raise refusal(400, str(exc)) from exc
             self._admission.demand.keep_alive(entry.name, seconds)
-        path, translated = self._request(document, entry)
+        path, translated = self._request(document, target)
         if translated is None:
             return loaded(kind, name)
+        targets.check_api(target, path)
+        images.check(target, translated)
+        translated |= targets.changes(target, translated)  # the adapter's selection
         key = None
         if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
-            key = prefix_key(translated, prefix_chars=self._prefix_chars)
+            key = targets.prefix_key(prefix_key(translated, prefix_chars=self._prefix_chars), target)
         streamed = translated.get("stream") is True
         translation = OllamaTranslation(kind, path, name, started)
         return Prepared(json.dumps(translated).encode(), key, False, streamed, translation=translation)
@@ -205,9 +209,9 @@ class OllamaDoor(Door):
             self._proxy.count_tokens(call, usage)
         return 200
 
-    def _request(self, document: dict[str, Any], entry: ModelEndpoints) -> tuple[str, dict[str, Any] | None]:
+    def _request(self, document: dict[str, Any], target: Target) -> tuple[str, dict[str, Any] | None]:
         """(path, OpenAI body) for the replica; body None: nothing to ask (Ollama's load call)."""
-        kind, served, engine = self.kind, entry.name, entry.engine
+        kind, served, engine = self.kind, target.entry.name, target.entry.engine
         try:
             if kind == "chat":
                 if not document.get("messages"):
@@ -311,10 +315,10 @@ class OllamaRoutes:
         try:
             document = request_document(await self._pipeline.read_body(request))
             key = "model" if document.get("model") else "name"  # "name": older clients
-            entry = self._entry(model_of(document, key=key))
+            target = self._target(model_of(document, key=key))
         except Refusal as exc:
             return exc.response(errors.OLLAMA)
-        return web.json_response(models.show(entry))
+        return web.json_response(models.show(target))
 
     async def manage(self, request: web.Request) -> web.Response:
         path = request.path if not request.path.startswith("/api/blobs/") else "/api/blobs"
@@ -325,12 +329,12 @@ class OllamaRoutes:
             errors.OLLAMA
         )
 
-    def _entry(self, name: str) -> ModelEndpoints:
-        """The served model ``name`` names; raises Refusal: 404, 503 no table."""
+    def _target(self, name: str) -> Target:
+        """The served model (or adapter) ``name`` names; raises Refusal: 404, 503 no table."""
         table = self._source.current()
-        entry = models.lookup(table, name)
-        if entry is not None:
-            return entry
+        target = models.lookup(table, name)
+        if target is not None:
+            return target
         door = OllamaDoor("show", self._settings, self._admission, self._proxy)
         if table.version == 0 and not table.models:
             raise door.no_table(self._settings.retry_after_s)

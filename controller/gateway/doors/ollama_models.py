@@ -2,7 +2,8 @@
 
 Pure functions over the table, whose details (format, family, size, quantisation, header keys,
 chat template) the controller read from the weights' headers (``weights.describe``); the
-gateway never sees weights. Tested by tables in tests/gateway/test_ollama.py.
+gateway never sees weights. A LoRA adapter is listed as a model of its own with its base's details
+(``parent_model``: the base). Tested by tables in tests/gateway/test_ollama.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Target
 
 # The Ollama API version this translation follows (clients gate features on it), not modelctl's.
 API_VERSION = "0.12.0"
@@ -20,23 +21,25 @@ API_VERSION = "0.12.0"
 FOREVER = "9999-12-31T23:59:59Z"
 
 
-def lookup(table: EndpointTable, name: str) -> ModelEndpoints | None:
-    """The model served as ``name``; Ollama clients may add the default tag (``smollm2:latest``)."""
-    entry = table.lookup(name)
-    if entry is None and name.endswith(":latest"):
-        entry = table.lookup(name.removesuffix(":latest"))
-    return entry
+def lookup(table: EndpointTable, name: str) -> Target | None:
+    """The model (or adapter) served as ``name``; Ollama clients may add the default tag
+    (``smollm2:latest``)."""
+    target = table.resolve(name)
+    if target is None and name.endswith(":latest"):
+        target = table.resolve(name.removesuffix(":latest"))
+    return target
 
 
 def rfc3339(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat().replace("+00:00", "Z")
 
 
-def details(entry: ModelEndpoints) -> dict[str, Any]:
+def details(entry: ModelEndpoints, adapter: int | None = None) -> dict[str, Any]:
+    """Ollama's ``details``; of an adapter (``adapter``: its index), its base's, the base as parent."""
     d = entry.details
     family = d.family if d is not None else ""
     return {
-        "parent_model": "",
+        "parent_model": entry.name if adapter is not None else "",
         "format": d.format if d is not None else "",
         "family": family,
         "families": [family] if family else None,
@@ -51,18 +54,26 @@ def digest(entry: ModelEndpoints) -> str:
     return hashlib.sha256(f"{entry.name}\0{entry.created}\0{size}".encode()).hexdigest()
 
 
-def _model(entry: ModelEndpoints, name: str) -> dict[str, Any]:
+def _model(entry: ModelEndpoints, name: str, adapter: int | None = None) -> dict[str, Any]:
     size = entry.details.size if entry.details is not None else 0
-    return {"name": name, "model": name, "size": size, "digest": digest(entry), "details": details(entry)}
+    return {
+        "name": name,
+        "model": name,
+        "size": size,
+        "digest": digest(entry),
+        "details": details(entry, adapter),
+    }
 
 
 def tags(table: EndpointTable) -> dict[str, Any]:
-    """``/api/tags``: every served name and alias, ready or not."""
+    """``/api/tags``: every served name and alias, then every adapter, ready or not."""
+    listed: list[tuple[ModelEndpoints, str, int | None]]
+    listed = [(entry, name, None) for entry in table.models for name in entry.names]
+    listed += [(entry, name, k) for entry in table.models for k, name in enumerate(entry.adapters)]
     return {
         "models": [
-            _model(entry, name) | {"modified_at": rfc3339(entry.created)}
-            for entry in table.models
-            for name in entry.names
+            _model(entry, name, adapter) | {"modified_at": rfc3339(entry.created)}
+            for entry, name, adapter in listed
         ]
     }
 
@@ -93,17 +104,21 @@ def ps(table: EndpointTable, last_active: Mapping[str, float], now: float) -> di
     return {"models": models}
 
 
-def show(entry: ModelEndpoints) -> dict[str, Any]:
-    """``/api/show``: details, a subset of the header's keys, the chat template, parameters."""
+def show(target: Target) -> dict[str, Any]:
+    """``/api/show``: details, a subset of the header's keys, the chat template, parameters (an
+    adapter's: its base's, the base as parent)."""
+    entry = target.entry
     d = entry.details
     parameters = f"num_ctx {entry.context_length}" if entry.context_length else ""
     modelfile = f"# modelctl serves {entry.name} from its manifest ({entry.engine or 'engine unknown'})\n"
+    if target.adapter is not None:
+        modelfile += f"# {target.name}: a LoRA adapter of {entry.name}\n"
     return {
         "modelfile": modelfile,
         "parameters": parameters,
         "template": d.template if d is not None else "",
-        "details": details(entry),
+        "details": details(entry, target.adapter),
         "model_info": dict(d.info) if d is not None else {},
-        "capabilities": ["completion"],
+        "capabilities": ["completion", "vision"] if entry.vision else ["completion"],
         "modified_at": rfc3339(entry.created),
     }

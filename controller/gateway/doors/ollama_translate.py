@@ -12,6 +12,8 @@ clock). Errors are ``{"error": "..."}``. Model lists: ``ollama_models``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -40,8 +42,13 @@ OPTIONS = {
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
 }
-# Image bytes by the start of their base64 text (Ollama sends bare base64, OpenAI wants a data URL).
-_IMAGE_TYPES = {"/9j/": "image/jpeg", "R0lGOD": "image/gif", "UklGR": "image/webp"}
+# Image media types by their first bytes (Ollama sends bare base64, OpenAI wants a data URL).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
 
 
 class Invalid(ValueError):
@@ -109,9 +116,24 @@ def _streaming(document: Mapping[str, Any]) -> dict[str, Any]:
     return {"stream": True, "stream_options": {"include_usage": True}}
 
 
+def media_type(data: str) -> str:
+    """The media type of a bare base64 image, from its first bytes (png, jpeg, gif, webp); raises
+    Invalid for anything else (or for text that is not base64)."""
+    try:
+        head = base64.b64decode(data[:24], validate=True)  # 18 bytes: every signature fits
+    except (binascii.Error, ValueError):
+        raise Invalid("images must be base64 text (Ollama's images: bare base64, no data: prefix)") from None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    raise Invalid("an image is not PNG, JPEG, GIF or WebP (by its first bytes)")
+
+
 def image_url(data: str) -> dict[str, Any]:
-    kind = next((k for start, k in _IMAGE_TYPES.items() if data.startswith(start)), "image/png")
-    url = data if data.startswith("data:") else f"data:{kind};base64,{data}"
+    """An Ollama image (bare base64; a data: URL passes as it is) as an OpenAI ``image_url`` part."""
+    url = data if data.startswith("data:") else f"data:{media_type(data)};base64,{data}"
     return {"type": "image_url", "image_url": {"url": url}}
 
 

@@ -4,7 +4,8 @@ Requests are routed by the ``model`` field of their JSON body (a name or an alia
 OpenAI client addresses a model, and Anthropic's and the Responses API's too. This module validates
 the request (``OpenAIDoor``, its adapter to ``pipeline.Pipeline``, which every API's calls share) and
 answers what it can answer itself (lists, probes, metrics). The body is read and parsed once, then
-forwarded unchanged.
+forwarded unchanged, unless the model has LoRA adapters (``targets``: the adapter's selection) or
+the gateway asks for a stream's usage.
 
 The API a request speaks is decided once, from its path (``errors.api_of``): Anthropic Messages
 (``/v1/messages``, ``/v1/messages/count_tokens``) get the gateway's own errors in Anthropic's
@@ -22,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints
+from controller.endpoints.table import EndpointTable, Target
 from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.hashring import hash64
 from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
+from controller.gateway.doors import images, targets
 from controller.gateway.doors.pipeline import Door, Pipeline, Prepared
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, Refusal, api_of
 from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
@@ -66,13 +68,19 @@ def forwarded_as_sent(raw_path: str) -> bool:
     return query in _API_QUERIES.get(path, ())
 
 
+def model_card(target: Target, name: str) -> dict[str, object]:
+    """OpenAI's entry for ``name``; an adapter's names its base model as ``parent``, as vLLM's does."""
+    card: dict[str, object] = {"id": name, "object": "model", "created": target.entry.created}
+    card["owned_by"] = "modelctl"
+    if target.adapter is not None:
+        card["parent"] = target.entry.name
+    return card
+
+
 def model_list(table: EndpointTable) -> dict[str, object]:
-    """Return OpenAI's model list: one entry per name and per alias."""
-    data = [
-        {"id": name, "object": "model", "created": m.created, "owned_by": "modelctl"}
-        for m in table.models
-        for name in m.names
-    ]
+    """Return OpenAI's model list: one entry per name and per alias, then each adapter of each."""
+    data = [model_card(Target(m), name) for m in table.models for name in m.names]
+    data += [model_card(Target(m, k), name) for m in table.models for k, name in enumerate(m.adapters)]
     return {"object": "list", "data": data}
 
 
@@ -147,22 +155,26 @@ class OpenAIDoor(Door):
         )
 
     def not_found(self, table: EndpointTable, name: str) -> Refusal:
-        return errors.model_not_found(name, (n for m in table.models for n in m.names))
+        return errors.model_not_found(name, table.served_names())
 
     def prepare(
         self,
         request: web.Request,
-        entry: ModelEndpoints,
+        target: Target,
         document: dict[str, Any],
         body: bytes,
         api: str,
         started: float,
     ) -> Prepared:
+        entry = target.entry
+        targets.check_api(target, request.path)
+        images.check(target, document, body)
+        body, document = targets.replica_body(target, document, body)
         key = None
         # A key only matters where there is a choice: not for a model with exactly one replica (a
         # request that then waits through a scale-up is balanced least-outstanding, once).
         if entry.balancing == PREFIX_AFFINITY and len(entry.replicas) != 1:
-            key = api_prefix_key(document, api, prefix_chars=self._prefix_chars)
+            key = targets.prefix_key(api_prefix_key(document, api, prefix_chars=self._prefix_chars), target)
         stream = document.get("stream") is True
         # Messages and Responses streams always end with their usage.
         stream_usage = wants_stream_usage(document) if api == OPENAI else stream
@@ -232,8 +244,8 @@ class Routes:
     async def get_model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
         table = self._source.current()
-        entry = table.lookup(name)
-        if entry is None:
+        target = table.resolve(name)
+        if target is None:
             door = self._door
             refusal = (
                 door.no_table(self._settings.retry_after_s)
@@ -241,9 +253,7 @@ class Routes:
                 else door.not_found(table, name)
             )
             return refusal.response()
-        return web.json_response(
-            {"id": name, "object": "model", "created": entry.created, "owned_by": "modelctl"}
-        )
+        return web.json_response(model_card(target, name))
 
     async def not_api(self, request: web.Request) -> web.Response:
         """404 for a path under /v1 that is no API the gateway serves (an engine's admin, a typo)."""

@@ -30,8 +30,8 @@ def record(
 
     ``keyed``: keys are configured, so the request may carry a ``KeyUse`` to record into."""
     elapsed = time.monotonic() - started
-    # Labels only carry served model names: a client's unknown name would grow the series.
-    model = call.entry.name if call is not None else UNROUTED
+    # Labels only carry served model and adapter names: a client's unknown name would grow the series.
+    model = call.model if call is not None else UNROUTED
     replica = call.replica if call is not None else NO_REPLICA
     metrics.request(model, replica, status, elapsed, api)
     if call is not None and call.first_byte_s is not None:

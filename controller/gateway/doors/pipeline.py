@@ -5,9 +5,11 @@ Responses on it; Ollama's)::
 
     the body      read whole under its deadlines (413 past max_body_bytes, 408 past body_timeout_s)
     the request   the door parses it in its API's terms and names the model (its refusals: 400)
-    the model     looked up in the endpoint table (just started: waits for the first table; 404, 503)
-    the call      the door prepares it: the replica's body and path, prefix key, stream flags; the
-                  API key's use (checked and counted in flight by the app's middleware, ``auth``)
+    the model     resolved in the endpoint table: a model, or one of its adapters (``Target``; just
+                  started: waits for the first table; 404, 503)
+    the call      the door prepares it: the replica's body and path (an adapter's selection,
+                  ``targets``; images checked, ``images``), prefix key, stream flags; the API key's
+                  use (checked and counted in flight by the app's middleware, ``auth``)
     forwarding    admission (a slot, a bounded wait: 429, 503), the replica, retries before the first
                   byte, the relay of the answer (``forward.proxy``)
     the answer    the door translates it out (Ollama's shape; others pass as the engine gives them)
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import web
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints
+from controller.endpoints.table import EndpointTable, Target
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import Call, Translation
 from controller.gateway.doors import outcome
@@ -68,8 +70,9 @@ class Door:
         """(the model named, the parsed request); raise ``Refusal`` (400) otherwise."""
         raise NotImplementedError
 
-    def lookup(self, table: EndpointTable, name: str) -> ModelEndpoints | None:
-        return table.lookup(name)
+    def lookup(self, table: EndpointTable, name: str) -> Target | None:
+        """What ``name`` selects in ``table`` (a model or one of its adapters), or None."""
+        return table.resolve(name)
 
     def no_table(self, retry_after: int) -> Refusal:
         """The refusal while the gateway knows no table yet (503)."""
@@ -82,13 +85,14 @@ class Door:
     def prepare(
         self,
         request: web.Request,
-        entry: ModelEndpoints,
+        target: Target,
         document: dict[str, Any],
         body: bytes,
         api: str,
         started: float,
     ) -> Prepared | web.StreamResponse:
-        """The call's parts for the replica, or the door's own answer (nothing to forward)."""
+        """The call's parts for the replica of ``target.entry``, or the door's own answer (nothing
+        to forward)."""
         raise NotImplementedError
 
     def answer(self, call: Call, resp: web.StreamResponse) -> web.StreamResponse:
@@ -133,13 +137,13 @@ class Pipeline:
             door.check(request)
             body = await self._proxy.read_body(request, self._settings.max_body_bytes)
             name, document = door.parse(body)
-            entry = await self._entry(door, name)
-            prepared = door.prepare(request, entry, document, body, api, started)
+            target = await self._target(door, name)
+            prepared = door.prepare(request, target, document, body, api, started)
             del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
             if isinstance(prepared, web.StreamResponse):
                 resp = prepared  # the door's own answer: nothing to forward
             else:
-                call = self._call(request, entry, prepared, started, api)
+                call = self._call(request, target, prepared, started, api)
                 resp = door.answer(call, await self._proxy.forward(request, call, prepared.body))
         except Refusal as refusal:
             resp = refusal.response(api)
@@ -155,24 +159,26 @@ class Pipeline:
         """The request's body under the pipeline's bounds (for a door's own calls); raises Refusal."""
         return await self._proxy.read_body(request, self._settings.max_body_bytes)
 
-    async def _entry(self, door: Door, name: str) -> ModelEndpoints:
-        """The served model ``name`` names in the current table; raises the door's 404 or 503."""
+    async def _target(self, door: Door, name: str) -> Target:
+        """The served model (or adapter) ``name`` names in the current table; raises the door's 404
+        or 503."""
         table = self._source.current()
         if table.version == 0 and not table.models:
             table = await self._admission.wait_for_table()  # just started: the table is on its way
-        entry = door.lookup(table, name)
-        if entry is not None:
-            return entry
+        target = door.lookup(table, name)
+        if target is not None:
+            return target
         if table.version == 0 and not table.models:
             # Version 0 is the empty table a source starts with: nothing known yet, not "no such".
             raise door.no_table(self._settings.retry_after_s)
         raise door.not_found(table, name)
 
     def _call(
-        self, request: web.Request, entry: ModelEndpoints, prepared: Prepared, started: float, api: str
+        self, request: web.Request, target: Target, prepared: Prepared, started: float, api: str
     ) -> Call:
         return Call(
-            entry,
+            target.entry,
+            model=target.name,
             key=prepared.key,
             started=started,
             stream=prepared.stream,

@@ -159,7 +159,7 @@ class Proxy:
             except RetryableError as exc:
                 log.warning("model %s: replica %s failed: %s", model.name, replica.id, exc)
                 failed.append(replica.id)
-                self._metrics.retry(model.name)
+                self._metrics.retry(call.model)
             finally:
                 done()
         raise self._failed(model, len(failed))
@@ -167,7 +167,7 @@ class Proxy:
     async def _forward_cold(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
         """``forward`` for a model that had no ready replica: held (counted, timed), then as usual."""
         name = call.entry.name
-        self._metrics.cold_start(name)
+        self._metrics.cold_start(call.model)
         loading = Loading(request, name, call.api) if call.stream else None
         held_since = time.monotonic()
         try:
@@ -175,14 +175,14 @@ class Proxy:
                 call.entry, key=call.key, tick=loading.tick if loading is not None else None, size=len(body)
             )
         except Refusal as exc:
-            self._metrics.held(name, time.monotonic() - held_since)
+            self._metrics.held(call.model, time.monotonic() - held_since)
             return await self._loaded(loading, exc)
         except ConnectionError:  # a loading comment found the client gone
             log.debug("client left %s while held for model %s", request.path, name)
             if loading is not None and loading.response is not None:
                 return loading.response
             return web.Response(status=499, reason="Client Closed Request")  # nobody reads it
-        self._metrics.held(name, time.monotonic() - held_since)
+        self._metrics.held(call.model, time.monotonic() - held_since)
         if slot is None:
             return await self._loaded(loading, self._failed(call.entry, 0))
         model = self._admission.entry(name) or call.entry  # retries go to its replicas now

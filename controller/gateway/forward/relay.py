@@ -134,7 +134,7 @@ class Relay:
         ``write_timeout_s``), then the end. A failure ends the response (``_end_broken``)."""
         loop = asyncio.get_running_loop()
         chunk = b""
-        mending = mend.for_stream(call.api, call.entry.name) if is_sse and upstream.status == 200 else None
+        mending = mend.for_stream(call.api, call.model) if is_sse and upstream.status == 200 else None
         if call.hide_usage and is_sse:  # the usage chunk the client did not ask for goes to the tail only
             mending = UsageStrip(tail)
         try:
@@ -272,7 +272,7 @@ class Relay:
     def count(self, call: Call, usage: tuple[int, int]) -> None:
         """Count ``usage`` (prompt, completion) as ``call``'s tokens: the call, the metrics, its key."""
         call.tokens = usage
-        self._metrics.tokens(call.entry.name, call.api, *usage)
+        self._metrics.tokens(call.model, call.api, *usage)
         if call.user is not None:
             call.user.tokens(*usage)
 

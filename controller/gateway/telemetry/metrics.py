@@ -9,7 +9,8 @@ times more per request. In-flight requests, queue depths and ready replicas are 
 balancer, the admission queues and the table at scrape time, which costs the hot path nothing.
 
 Metrics (prefix ``modelctl_gateway_``): ``requests_total{model,replica,status,api}`` (replica "none"
-when the gateway answered itself; model "none" when the request named no served model; ``api`` the
+when the gateway answered itself; model "none" when the request named no served model, and a LoRA
+adapter's own name for a request naming it, however it was named; ``api`` the
 API the client spoke: openai, anthropic, responses, ollama, decided once per request from its path),
 ``request_duration_seconds{model}`` (to the last byte), ``time_to_first_byte_seconds{model}``,
 ``retries_total{model}``, ``tokens_total{model,kind,api}`` (from ``usage``: non-streamed JSON, the
