@@ -67,6 +67,8 @@ def add_routes(
                 **reports.current().status_json(),
                 "energy": meter.status(),
                 "endpoints_version": store.current().version,
+                # The console shows each model's LoRA adapters under it (clients name them as models).
+                "adapters": {m.name: list(m.adapters) for m in store.current().models if m.adapters},
             }
         )
 

@@ -229,13 +229,24 @@
     if (td.textContent !== text) td.textContent = text;
   }
 
+  // A model's LoRA adapters (from the endpoint table) under its name: clients name them as models.
+  let adaptersOf = {};
+
+  function modelCell(td, model) {
+    const adapters = adaptersOf[model] || [];
+    fillIfChanged(td, `${model}|${adapters.join(",")}`, () => [
+      model,
+      adapters.length ? h("div", { class: "muted", "data-role": "adapters" }, `adapters: ${adapters.join(", ")}`) : null,
+    ]);
+  }
+
   function updateReplicaRow(tr, r, now) {
     const c = tr.children;
     tr.dataset.state = r.state;
     tr.dataset.model = r.model;
     tr.dataset.replica = String(r.replica);
     tr.dataset.container = r.container || "";
-    setText(c[0], r.model);
+    modelCell(c[0], r.model);
     setText(c[1], String(r.replica));
     if (c[2].dataset.state !== r.state) {
       c[2].dataset.state = r.state;
@@ -266,6 +277,7 @@
     body.closest("table").classList.remove("stale");
     const replicas = status.data.replicas || [];
     const models = status.data.models || [];
+    adaptersOf = status.data.adapters || {};
     note.textContent = replicas.length || models.length ? "" : "No models: the watched folder holds no manifest.";
     const now = Date.now();
     const existing = new Map([...body.children].map((tr) => [tr.dataset.key, tr]));
