@@ -5,14 +5,18 @@ where each request went, what the lists show and what the metrics count."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from gateway_fakes import eventually
 
+from controller.endpoints.demand import DemandReport, ModelDemand
 from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica, Target
+from controller.gateway import GatewaySettings, StaticTable, create_app
 from controller.gateway.app import ADMISSION, METRICS
 from controller.gateway.doors import targets
 
@@ -314,3 +318,26 @@ async def test_runtime_adapter_endpoints_are_never_reachable(
     assert resp.status == 404
     assert (await client.get(path)).status in (404, 405)
     assert all(not recorder.seen for recorder, _ in replicas)
+
+
+async def test_a_request_for_an_adapter_of_a_cold_model_wakes_the_base(
+    replicas: list[tuple[Recorder, str]], aiohttp_client: Any
+) -> None:
+    reports: list[DemandReport] = []
+
+    async def sink(report: DemandReport) -> None:
+        reports.append(report)
+
+    cold = EndpointTable(1, (ModelEndpoints("smollm2", engine="llamacpp", adapters=ADAPTERS),))
+    source = StaticTable(cold)
+    app = create_app(source, GatewaySettings(table_poll_s=0.01), demand_sink=sink)
+    client = await aiohttp_client(app)
+    request = asyncio.create_task(client.post(CHAT, json={"model": "smollm2:smollm2-b", "messages": SEA}))
+    await eventually(lambda: any(r.models.get("smollm2", ModelDemand()).waiting == 1 for r in reports))
+    assert all(set(r.models) <= {"smollm2"} for r in reports)  # never the adapter's name
+    source.set(table(replicas))  # the base is ready: the held request goes to it, adapter selected
+    assert (await request).status == 200
+    [(_, raw)] = [seen for recorder, _ in replicas for seen in recorder.seen]
+    assert json.loads(raw)["lora"] == lora(1)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cold_starts_total{model="smollm2-b"} 1.0' in metrics
