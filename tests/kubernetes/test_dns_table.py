@@ -116,3 +116,17 @@ def test_the_setting_chooses_the_source(tmp_path: Path) -> None:
         GatewaySettings.from_env({"MODELCTL_GATEWAY_TABLE": "dns"})
     with pytest.raises(SettingsError, match="'controller' or 'dns'"):
         GatewaySettings.from_env({"MODELCTL_GATEWAY_TABLE": "consul"})
+
+
+def test_the_models_file_may_name_engine_adapters_and_vision(tmp_path: Path) -> None:
+    (plain,) = load_models(models_file(tmp_path))
+    assert (plain.endpoints.engine, plain.endpoints.adapters, plain.endpoints.vision) == ("", (), None)
+    extra = {"engine": "llamacpp", "adapters": ["smollm2-a", "smollm2-b"], "vision": False}
+    (model,) = load_models(models_file(tmp_path, {"models": [MODELS["models"][0] | extra]}))
+    assert (model.endpoints.engine, model.endpoints.adapters, model.endpoints.vision) == (
+        "llamacpp",
+        ("smollm2-a", "smollm2-b"),
+        False,
+    )
+    with pytest.raises(ValueError, match="vision"):
+        load_models(models_file(tmp_path, {"models": [MODELS["models"][0] | {"vision": "yes"}]}))

@@ -7,7 +7,11 @@ needs per model (names, aliases, balancing, max_concurrency, load timeout, the s
 port) comes from a JSON file (``modelctl render kubernetes`` puts it in a ConfigMap)::
 
     {"models": [{"name": "smollm2", "aliases": ["smollm2-135m"], "balancing": "least-outstanding",
-                 "load_timeout_s": 120.0, "max_concurrency": 2, "service": "smollm2", "port": 8080}]}
+                 "load_timeout_s": 120.0, "max_concurrency": 2, "service": "smollm2", "port": 8080,
+                 "engine": "llamacpp", "adapters": ["smollm2-sea"], "vision": false}]}
+
+``engine``, ``adapters`` and ``vision`` are optional (as in the endpoint table): without them a model
+has no adapters to route to and its images are not checked for vision.
 
 ``DnsTable`` resolves every model's service every ``interval_s`` with the event loop's getaddrinfo,
 one task per model. A name that does not exist (NXDOMAIN: a headless Service with no ready pod, or
@@ -61,6 +65,9 @@ def parse_models(data: Any) -> tuple[ServiceModel, ...]:
                     aliases=tuple(str(a) for a in m.get("aliases", ())),
                     balancing=str(m.get("balancing", "least-outstanding")),
                     load_timeout_s=None if m.get("load_timeout_s") is None else float(m["load_timeout_s"]),
+                    engine=str(m.get("engine", "")),
+                    adapters=tuple(str(a) for a in m.get("adapters") or ()),
+                    vision=_vision(m.get("vision")),
                 ),
                 service=str(m["service"]),
                 port=int(m["port"]),
@@ -70,6 +77,12 @@ def parse_models(data: Any) -> tuple[ServiceModel, ...]:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelsFileError(f"not a models document ({type(exc).__name__}: {exc})") from exc
+
+
+def _vision(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"vision must be true, false or null, not {value!r}")
 
 
 def load_models(path: Path) -> tuple[ServiceModel, ...]:
