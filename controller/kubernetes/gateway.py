@@ -2,9 +2,10 @@
 ConfigMap that tells its DNS table source which models exist.
 
 There is no controller on a cluster: the gateway finds ready replicas by resolving each model's
-headless Service (``controller.gateway.tables.dns``), so it needs no API token and no Docker socket. What
-it cannot learn from DNS (names, aliases, balancing, max_concurrency, load timeout) is in the
-ConfigMap: a JSON document of the models without replicas, plus each model's Service and port.
+headless Service (``controller.gateway.tables.dns``), so it needs no API token and no Docker socket.
+What it cannot learn from DNS (names, aliases, adapters, vision, balancing, max_concurrency, load
+timeout) is in the ConfigMap: a JSON document of the models without replicas, plus each model's
+Service and port.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from controller.kubernetes import names
 from controller.kubernetes.engine import container_spec, metadata
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.model import LoadedModel
+from controller.weights.describe import takes_images
 
 PORT = 8080
 CONFIG_DIR = "/etc/modelctl/gateway"
@@ -38,6 +40,11 @@ def models_document(models: list[LoadedModel], options: RenderOptions) -> str:
                 "max_concurrency": spec.max_concurrency,
                 "service": names.object_name(model.name),
                 "port": spec.port,
+                # What the gateway routes and checks by (as the endpoint table carries them):
+                # adapters by name in the engine's order, and whether images are taken.
+                "engine": manifest.resolved_engine,
+                "adapters": [adapter.name for adapter in manifest.adapters],
+                "vision": takes_images(model),
             }
         )
     return json.dumps({"models": entries}, indent=2, sort_keys=True) + "\n"

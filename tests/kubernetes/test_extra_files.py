@@ -117,3 +117,16 @@ def test_vllm_adapters_get_their_rank_with_a_model_root_and_vllm_s_default_witho
     with_root = render_dir(folder, model_root=model_root())
     assert args(with_root)[args(with_root).index("--max-lora-rank") + 1] == "8"  # r=8 (make shapes)
     assert not any("--max-lora-rank" in note for note in with_root.notes)
+
+
+def test_the_gateway_s_models_file_names_the_adapters_so_the_dns_table_routes_them() -> None:
+    import json
+
+    from controller.gateway.tables.dns import parse_models
+    from controller.kubernetes.gateway import models_document
+
+    document = json.loads(models_document([smol_with_adapters(model_root())], RenderOptions()))
+    (entry,) = document["models"]
+    assert (entry["engine"], entry["adapters"], entry["vision"]) == ("llamacpp", ["lora-a", "lora-b"], False)
+    (model,) = parse_models(document)
+    assert model.endpoints.adapters == ("lora-a", "lora-b")
