@@ -108,6 +108,12 @@ class Call:
         self.delivered: int | None = None
         self.tokens: tuple[int, int] | None = None  # (prompt, completion) from its usage, once counted
 
+    @property
+    def group(self) -> str | None:
+        """The adapter set the request runs under, for balancing (``admission.balancer``): the
+        adapter's name or the base's, for a model with adapters; None for any other model."""
+        return self.model if self.entry.adapters else None
+
 
 EVENT_STREAM = "text/event-stream"
 _LOADING_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

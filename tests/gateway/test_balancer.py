@@ -214,3 +214,46 @@ def test_adding_a_replica_moves_few_conversations() -> None:
 def test_bad_load_factor_is_rejected() -> None:
     with pytest.raises(ValueError, match="load_factor"):
         Balancer(load_factor=0.9)
+
+
+def test_adapters_settle_one_per_replica_so_each_batches_its_own() -> None:
+    """Two adapters alternating over two replicas of 2 slots: without groups least-outstanding
+    puts both adapters on each replica (llama.cpp then runs them in separate passes)."""
+    balancer = Balancer()
+    m = model("r0", "r1", cap=2)
+    placed: dict[str, list[str]] = {"r0": [], "r1": []}
+    for group in ("sea", "sky", "sky", "sea"):
+        replica = balancer.pick(m, group=group)
+        assert replica is not None
+        balancer.acquire(replica.id, group)
+        placed[replica.id].append(group)
+    assert sorted(placed.values()) == [["sea", "sea"], ["sky", "sky"]]
+
+
+def test_a_group_takes_a_mixing_replica_rather_than_wait() -> None:
+    balancer = Balancer()
+    m = model("r0", "r1", cap=2)
+    balancer.acquire("r0", "sea")
+    balancer.acquire("r1", "sky")
+    balancer.acquire("r1", "sky")  # r1 full
+    replica = balancer.pick(m, group="sky")
+    assert replica is not None and replica.id == "r0"
+
+
+def test_a_group_ends_with_its_last_request() -> None:
+    balancer = Balancer()
+    m = model("r0", "r1", cap=4)
+    done = balancer.acquire("r0", "sea")
+    balancer.acquire("r1", "sky")
+    balancer.acquire("r1", "sky")
+    assert balancer.pick(m, group="sky").id == "r1"  # type: ignore[union-attr]
+    done()
+    done()  # idempotent: counts never go below zero
+    assert balancer.pick(m, group="sky").id == "r0"  # type: ignore[union-attr]  # r0 idle, less loaded
+
+
+def test_without_groups_least_outstanding_is_unchanged() -> None:
+    balancer = Balancer()
+    m = model("r0", "r1", cap=2)
+    balancer.acquire("r0", "sea")
+    assert balancer.pick(m).id == "r1"  # type: ignore[union-attr]

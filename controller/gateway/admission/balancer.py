@@ -19,6 +19,13 @@ replicas with room (in-flight requests below ``Replica.max_concurrency``, the re
   second turn of a conversation left its cache (measured by bench/routing.py). A request without a
   key (embeddings) falls back to least-outstanding.
 
+Adapters: a model served with LoRA adapters runs each request under one adapter set (llama.cpp
+cannot batch sequences of different adapters in one pass, and a slot that changes adapter drops
+its cached prompt). So every request of such a model carries a ``group`` (the adapter it names, or
+the base), and least-outstanding first prefers a replica with room that runs no other group at the
+moment, then the lowest load: two adapters over two replicas settle one per replica, each batching
+its own (bench/lora_by_name.py measures it). Models without adapters have no groups.
+
 The proxy ``acquire``s the picked replica and calls the returned ``done`` when the response has
 ended, however it ended. Not thread-safe by design: one event loop, and nothing here awaits.
 """
@@ -26,6 +33,7 @@ ended, however it ended. Not thread-safe by design: one event loop, and nothing 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Collection
 
 from controller.endpoints.table import ModelEndpoints, Replica
@@ -50,6 +58,7 @@ class Balancer:
         self._in_flight: dict[str, int] = {}
         self._cursor: dict[str, int] = {}
         self._rings: dict[tuple[str, ...], HashRing] = {}
+        self._groups: dict[str, Counter[str]] = {}  # replica id -> in-flight requests per group
 
     def in_flight(self, replica_id: str) -> int:
         """Return how many acquired, not yet done, requests ``replica_id`` has."""
@@ -60,13 +69,18 @@ class Balancer:
         return self._in_flight.get(replica.id, 0) < replica.max_concurrency
 
     def pick(
-        self, model: ModelEndpoints, exclude: Collection[str] = (), key: int | None = None
+        self,
+        model: ModelEndpoints,
+        exclude: Collection[str] = (),
+        key: int | None = None,
+        group: str | None = None,
     ) -> Replica | None:
         """Return the replica of ``model`` that should take the next request, or None.
 
         Replicas in ``exclude`` (ids that already failed this request) and replicas without room are
         skipped; None means none is left. ``key`` is the request's prefix key, used by
-        prefix-affinity only. Picking does not count as a request: call ``acquire`` on the result.
+        prefix-affinity only; ``group`` the adapter (or base) a request of a model with adapters
+        runs under. Picking does not count as a request: call ``acquire`` on the result.
         """
         replicas = model.replicas
         if len(replicas) == 1:  # the common small deployment: no choice to make
@@ -76,10 +90,14 @@ class Balancer:
             if model.balancing != PREFIX_AFFINITY or key is None:
                 self._cursor[model.name] = 1  # where the strategies below leave it
             return only
-        return self.pick_general(model, exclude, key)
+        return self.pick_general(model, exclude, key, group)
 
     def pick_general(
-        self, model: ModelEndpoints, exclude: Collection[str] = (), key: int | None = None
+        self,
+        model: ModelEndpoints,
+        exclude: Collection[str] = (),
+        key: int | None = None,
+        group: str | None = None,
     ) -> Replica | None:
         """``pick`` without the one-replica shortcut: the strategy chooses among replicas with room."""
         candidates = [r for r in model.replicas if r.id not in exclude and self.has_room(r)]
@@ -89,11 +107,14 @@ class Balancer:
             return self._in_turn(model, candidates)
         if model.balancing == PREFIX_AFFINITY and key is not None:
             return self._affine(model, candidates, key)
-        return self._least_loaded(model, candidates)
+        return self._least_loaded(model, candidates, group)
 
-    def acquire(self, replica_id: str) -> Done:
-        """Count one more request on ``replica_id``; return the idempotent ``done`` callback."""
+    def acquire(self, replica_id: str, group: str | None = None) -> Done:
+        """Count one more request on ``replica_id`` (under ``group``, if any); return the idempotent
+        ``done`` callback."""
         self._in_flight[replica_id] = self._in_flight.get(replica_id, 0) + 1
+        if group is not None:
+            self._groups.setdefault(replica_id, Counter())[group] += 1
         released = False
 
         def done() -> None:
@@ -106,17 +127,41 @@ class Balancer:
                 self._in_flight[replica_id] = remaining
             else:
                 self._in_flight.pop(replica_id, None)
+            if group is not None:
+                self._ungroup(replica_id, group)
 
         return done
 
-    def _least_loaded(self, model: ModelEndpoints, candidates: list[Replica]) -> Replica:
-        """Lowest in_flight / max_concurrency; among equals, the first at or after the cursor."""
+    def _ungroup(self, replica_id: str, group: str) -> None:
+        counts = self._groups.get(replica_id)
+        if counts is None:
+            return
+        counts[group] -= 1
+        if counts[group] <= 0:
+            del counts[group]
+        if not counts:
+            del self._groups[replica_id]
+
+    def _mixes(self, replica_id: str, group: str | None) -> bool:
+        """True when ``replica_id`` runs requests of another group than ``group`` right now."""
+        counts = self._groups.get(replica_id)
+        return group is not None and counts is not None and any(g != group for g in counts)
+
+    def _least_loaded(
+        self, model: ModelEndpoints, candidates: list[Replica], group: str | None = None
+    ) -> Replica:
+        """Lowest in_flight / max_concurrency, after a replica that would mix ``group`` with another
+        one; among equals, the first at or after the cursor."""
         size = len(model.replicas)
         start = self._cursor.get(model.name, 0) % size
         index = {r.id: i for i, r in enumerate(model.replicas)}
         replica = min(
             candidates,
-            key=lambda r: (self.in_flight(r.id) / max(r.max_concurrency, 1), (index[r.id] - start) % size),
+            key=lambda r: (
+                self._mixes(r.id, group),
+                self.in_flight(r.id) / max(r.max_concurrency, 1),
+                (index[r.id] - start) % size,
+            ),
         )
         self._cursor[model.name] = index[replica.id] + 1
         return replica

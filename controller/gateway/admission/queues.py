@@ -53,6 +53,7 @@ class _Waiter:
     future: asyncio.Future[Slot | None]
     exclude: Collection[str]
     key: int | None
+    group: str | None = None
 
 
 class Admission:
@@ -105,6 +106,7 @@ class Admission:
         key: int | None = None,
         tick: Tick | None = None,
         size: int = 0,
+        group: str | None = None,
     ) -> Slot | None:
         """Return a slot (replica, done) for a request to ``entry``; call ``done`` when it ends.
 
@@ -114,12 +116,16 @@ class Admission:
         has no ready replica, ``tick`` is awaited at once and then every
         ``loading_comment_interval_s``; what it raises ends the wait (the request leaves the queue).
         ``size``: the bytes the request holds while it waits (its body), for ``max_queued_bytes``.
+        ``group``: the adapter (or base) the request runs under, for a model with adapters
+        (``balancer``).
         """
         if not self._queues.get(entry.name):
-            slot, left = self._try(entry, exclude, key)
+            slot, left = self._try(entry, exclude, key, group)
             if slot is not None or not left:
                 return slot
-        return await self._wait(entry, exclude, key, tick, size)
+        return await self._wait(
+            entry, _Waiter(asyncio.get_running_loop().create_future(), exclude, key, group), tick, size
+        )
 
     async def wait_for_table(self) -> EndpointTable:
         """Return the current table once one has arrived (version > 0), or after cold_start_wait_s."""
@@ -147,18 +153,18 @@ class Admission:
             self._dispatch(name)
 
     def _try(
-        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None
+        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None, group: str | None = None
     ) -> tuple[Slot | None, bool]:
         """Return (a slot if one is free now, whether any replica is left to wait for)."""
-        replica = self._balancer.pick(entry, exclude, key)
+        replica = self._balancer.pick(entry, exclude, key, group)
         if replica is not None:
-            return (replica, self._slot(entry.name, replica)), True
+            return (replica, self._slot(entry.name, replica, group)), True
         if not entry.replicas:
             return None, not exclude  # a cold start is worth waiting for, not a retry
         return None, any(r.id not in exclude for r in entry.replicas)
 
-    def _slot(self, model: str, replica: Replica) -> Done:
-        release = self._balancer.acquire(replica.id)
+    def _slot(self, model: str, replica: Replica, group: str | None = None) -> Done:
+        release = self._balancer.acquire(replica.id, group)
         demand = self.demand
         demand.started(model)
         ended = False
@@ -176,13 +182,12 @@ class Admission:
         return done
 
     async def _wait(
-        self, entry: ModelEndpoints, exclude: Collection[str], key: int | None, tick: Tick | None, size: int
+        self, entry: ModelEndpoints, waiter: _Waiter, tick: Tick | None, size: int
     ) -> Slot | None:
         queue = self._queues.setdefault(entry.name, deque())
-        retry = bool(exclude)
+        retry = bool(waiter.exclude)
         if not retry:
             self._check_room(entry, len(queue), size)
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), exclude, key)
         self._queued_bytes += size
         if retry:
             queue.appendleft(waiter)
@@ -261,7 +266,7 @@ class Admission:
             if entry is None:
                 waiter.future.set_exception(self._gone(model))
                 continue
-            slot, left = self._try(entry, waiter.exclude, waiter.key)
+            slot, left = self._try(entry, waiter.exclude, waiter.key, waiter.group)
             if slot is not None or not left:
                 waiter.future.set_result(slot)
             elif waiter.exclude:

@@ -149,7 +149,9 @@ class Proxy:
         failed: list[str] = []
         for _ in range(self._settings.max_tries):
             if slot is None:
-                slot = await self._admission.acquire(model, exclude=failed, key=call.key, size=len(body))
+                slot = await self._admission.acquire(
+                    model, exclude=failed, key=call.key, size=len(body), group=call.group
+                )
                 if slot is None:
                     break
             replica, done = slot
@@ -172,7 +174,11 @@ class Proxy:
         held_since = time.monotonic()
         try:
             slot = await self._admission.acquire(
-                call.entry, key=call.key, tick=loading.tick if loading is not None else None, size=len(body)
+                call.entry,
+                key=call.key,
+                tick=loading.tick if loading is not None else None,
+                size=len(body),
+                group=call.group,
             )
         except Refusal as exc:
             self._metrics.held(call.model, time.monotonic() - held_since)
