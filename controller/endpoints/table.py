@@ -23,6 +23,7 @@ restart, so a version is only comparable within one epoch. A client long-polls w
 restarted controller may serve a changed set at the version the client already holds). A table
 without ``epoch`` (an older controller) has the epoch "".
 A model with no ready replica is still listed (the gateway answers 503, not 404, for it).
+``loading`` (optional) says what a model without ready replicas waits for: a hub pull's progress.
 ``engine``, ``context_length``, ``unload_after_s``, ``details`` and a replica's ``gpus`` describe the
 model for APIs that show it (Ollama's /api/tags, /api/ps, /api/show); they are optional, so a table
 from an older controller still parses.
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+LOADING_LIMIT = 200  # characters of a model's loading line a table may carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,9 @@ class ModelEndpoints:
     # min_replicas 0); None: it stays loaded.
     unload_after_s: float | None = None
     details: Details | None = None
+    # What a model without ready replicas waits for, in words ("pulling 42% (120.0 of 290.1 MiB)"):
+    # the gateway adds it to the loading comments of held streams. "" when nothing is said.
+    loading: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -146,6 +152,7 @@ class EndpointTable:
                     "context_length": m.context_length,
                     "unload_after_s": m.unload_after_s,
                     "details": m.details.to_json() if m.details is not None else None,
+                    "loading": m.loading,
                 }
                 for m in self.models
             ],
@@ -174,6 +181,7 @@ class EndpointTable:
                 context_length=_optional_int(m.get("context_length")),
                 unload_after_s=_optional_float(m.get("unload_after_s")),
                 details=Details.from_json(m["details"]) if m.get("details") else None,
+                loading=str(m.get("loading", ""))[:LOADING_LIMIT],
             )
             for m in data["models"]
         )

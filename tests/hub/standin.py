@@ -149,7 +149,9 @@ def smollm2_repos(models: Path) -> dict[str, dict[str, HubFile]]:
             "SmolLM2-135M-Instruct.Q4_1.gguf": HubFile.of(gguf),
             "README.md": HubFile.of(readme),
         },
-        "stand-in/SmolLM2-135M-Instruct": {p.name: HubFile.of(p) for p in sorted(folder.iterdir()) if p.is_file()},
+        "stand-in/SmolLM2-135M-Instruct": {
+            p.name: HubFile.of(p) for p in sorted(folder.iterdir()) if p.is_file()
+        },
     }
 
 

@@ -82,10 +82,14 @@ async def test_cut_download_resumes_with_a_range_request(
     assert sha256(cache.root / first.path) == repos[GGUF_REPO][GGUF].sha256  # type: ignore[attr-defined]
 
 
-async def test_too_little_disk_space_refuses_before_downloading(hub: tuple[StandInHub, str], cache: HubCache) -> None:
+async def test_too_little_disk_space_refuses_before_downloading(
+    hub: tuple[StandInHub, str], cache: HubCache
+) -> None:
     standin, url = hub
     puller = Puller(cache, endpoint=url, free_space=lambda _path: 50 << 20)
-    with pytest.raises(HubError, match=r"not enough disk space in the hub cache .*MiB to fetch.* 50\.0 MiB free"):
+    with pytest.raises(
+        HubError, match=r"not enough disk space in the hub cache .*MiB to fetch.* 50\.0 MiB free"
+    ):
         await asyncio.to_thread(puller.pull, hub_model(f"hf://{GGUF_REPO}:Q4_1", "llamacpp"))
     assert standin.downloads == {}
 
@@ -111,7 +115,7 @@ async def test_no_token_in_the_manifest_sends_none(hub: tuple[StandInHub, str], 
 async def test_vllm_gets_configs_tokenizer_and_safetensors_as_a_snapshot_folder(
     hub: tuple[StandInHub, str], cache: HubCache, repos: dict[str, dict[str, HubFile]]
 ) -> None:
-    standin, url = hub
+    _standin, url = hub
     pulled = await asyncio.to_thread(Puller(cache, endpoint=url).pull, hub_model(f"hf://{ST_REPO}", "vllm"))
     folder = cache.root / pulled.path
     assert folder.name == "0123456789abcdef0123456789abcdef01234567"
@@ -119,10 +123,14 @@ async def test_vllm_gets_configs_tokenizer_and_safetensors_as_a_snapshot_folder(
     assert sha256(folder / "model.safetensors") == repos[ST_REPO]["model.safetensors"].sha256
 
 
-async def test_missing_quant_is_one_line_naming_the_files(hub: tuple[StandInHub, str], cache: HubCache) -> None:
+async def test_missing_quant_is_one_line_naming_the_files(
+    hub: tuple[StandInHub, str], cache: HubCache
+) -> None:
     _, url = hub
     with pytest.raises(HubError) as caught:
-        await asyncio.to_thread(Puller(cache, endpoint=url).pull, hub_model(f"hf://{GGUF_REPO}:Q8_0", "llamacpp"))
+        await asyncio.to_thread(
+            Puller(cache, endpoint=url).pull, hub_model(f"hf://{GGUF_REPO}:Q8_0", "llamacpp")
+        )
     assert str(caught.value) == (
         f"hf://{GGUF_REPO}: no file for quant 'Q8_0' (GGUF files in the repo: {GGUF})"
     )
@@ -131,7 +139,9 @@ async def test_missing_quant_is_one_line_naming_the_files(hub: tuple[StandInHub,
 async def test_unknown_repo_is_one_line(hub: tuple[StandInHub, str], cache: HubCache) -> None:
     _, url = hub
     with pytest.raises(HubError, match=r"^hf://stand-in/nothing-GGUF: cannot list the repo: ") as caught:
-        await asyncio.to_thread(Puller(cache, endpoint=url).pull, hub_model("hf://stand-in/nothing-GGUF", "llamacpp"))
+        await asyncio.to_thread(
+            Puller(cache, endpoint=url).pull, hub_model("hf://stand-in/nothing-GGUF", "llamacpp")
+        )
     assert "\n" not in str(caught.value)
 
 

@@ -78,5 +78,5 @@ def test_vllm_takes_configs_tokenizers_and_safetensors_only() -> None:
 
 
 def test_vllm_without_safetensors_is_refused() -> None:
-    with pytest.raises(HubError, match="no .safetensors weights"):
+    with pytest.raises(HubError, match=r"no \.safetensors weights"):
         for_vllm(repo("config.json", "pytorch_model.bin"), "org/repo")
