@@ -3,8 +3,9 @@
 ``Puller.plan`` asks the Hub for the repo's listing with sizes (``/api/models/{repo}/revision/main``
 with blobs), picks what the engine would fetch (``select``) and notes which of those files the cache
 holds already; ``check_room`` refuses a pull whose missing bytes do not fit on the cache's disk;
-``download`` fetches the missing files one by one with ``hf_hub_download`` (which resumes a
-``.incomplete`` blob with a Range request) at the listed commit, then writes the cache's record.
+``download`` fetches the missing files one by one with ``hf_hub_download`` at the listed commit
+(a dropped connection is resumed with a Range request; huggingface_hub 1.x also resumed a partial
+blob left by an earlier call, 2.x starts such a file afresh), then writes the cache's record.
 ``measure`` says how far a pull is by the sizes of the blobs on disk, so progress needs no hook
 into the library.
 
@@ -174,9 +175,9 @@ class Puller:
         return self.cache.hf_dir / f"models--{plan.ref.repo.replace('/', '--')}" / "blobs"
 
     def partial_bytes(self, plan: PullPlan) -> int:
-        """Bytes of the missing files' ``.incomplete`` blobs (what a resumed download keeps)."""
+        """Bytes of the missing files' partial blobs (what a resumed download keeps)."""
         folder = self.blobs(plan)
-        return sum(_size(folder / f"{f.blob}.incomplete") for f in plan.missing if f.blob)
+        return sum(partial(folder, f.blob) for f in plan.missing if f.blob)
 
     def measure(self, plan: PullPlan) -> Progress:
         """How far ``plan``'s download is, from the blobs on disk (complete or partial)."""
@@ -186,7 +187,7 @@ class Puller:
             if (snapshot / f.path).is_file():
                 done += f.size
             elif f.blob:
-                done += min(f.size, max(_size(folder / f.blob), _size(folder / f"{f.blob}.incomplete")))
+                done += min(f.size, max(_size(folder / f.blob), partial(folder, f.blob)))
         return Progress(done, plan.selection.total)
 
 
@@ -207,6 +208,18 @@ def reason(exc: BaseException) -> str:
     """One line for a library error: its first line, its type when it says nothing."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def partial(folder: Path, blob: str) -> int:
+    """Bytes of ``blob``'s download in progress: ``<blob>.incomplete`` (huggingface_hub 1.x, kept
+    and resumed across calls) or ``<blob>.<random>.incomplete`` (2.x, one per download, resumed
+    with a Range request within it when the connection drops)."""
+    try:
+        names = [p for p in folder.iterdir() if p.name.startswith(f"{blob}.")]
+        found = [p for p in names if p.name.endswith(".incomplete")]
+    except OSError:
+        return 0
+    return max((_size(p) for p in found), default=0)
 
 
 def _size(path: Path) -> int:

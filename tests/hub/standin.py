@@ -58,6 +58,7 @@ class StandInHub:
     ranges: list[str] = field(default_factory=list)
     downloads: dict[str, int] = field(default_factory=dict)  # repo path -> GETs
     cut_after: dict[str, int] = field(default_factory=dict)  # repo path -> bytes, once
+    pause_s: float = 0.0  # after each MiB sent: a slow Hub, so that a pull takes a while
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.count])
@@ -135,6 +136,8 @@ class StandInHub:
                     return resp
                 await resp.write(chunk)
                 sent += len(chunk)
+                if self.pause_s:
+                    await asyncio.sleep(self.pause_s)
         await resp.write_eof()
         return resp
 

@@ -48,10 +48,12 @@ async def test_cold_pull_reaches_100_then_cached_needs_no_request(
     hub: tuple[StandInHub, str], cache: HubCache, repos: dict[str, dict[str, HubFile]]
 ) -> None:
     standin, url = hub
+    standin.pause_s = 0.01  # about a second: progress is seen on its way
     puller = Puller(cache, endpoint=url)
     model = hub_model(f"hf://{GGUF_REPO}:q4_1", "llamacpp")  # the tag matched case-insensitively
     seen, pulled = await pull_watched(puller, model)
     assert not isinstance(pulled, HubError), pulled
+    assert any(0 < p.percent < 100 for p in seen), seen
     assert seen[-1].percent == 100 and seen[-1].done == repos[GGUF_REPO][GGUF].size
     assert [p.done for p in seen] == sorted(p.done for p in seen)  # never goes back
     assert standin.downloads == {GGUF: 1}  # the quant's file only, not the README
