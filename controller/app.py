@@ -40,6 +40,8 @@ from controller.errors import (
 from controller.gateway.app import create_app
 from controller.gateway.serving.server import app_runner, listen
 from controller.gateway.settings import GatewaySettings
+from controller.hub.cache import HubCache
+from controller.hub.pull import Puller
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import load_folder
 from controller.manifests.model import LoadedModel
@@ -118,6 +120,7 @@ async def running_controller(
             on_demand=on_demand(settings),
             failures=failures,
             liveness_s=settings.liveness_s,
+            puller=Puller(settings.hub),
         )
         meter = EnergyMeter()  # GPU joules per replica and per output token (console, /metrics)
         # The console's charts: the gateway scraped like Prometheus would (the in-process one below
@@ -221,7 +224,7 @@ def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedMod
     )
     shown_as = settings.manifests_shown_as
     if shown_as is None:
-        return load
+        return with_pulled(load, settings.hub)
 
     def load_shown() -> list[LoadedModel]:
         try:
@@ -230,7 +233,13 @@ def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedMod
             errors = [relocated(e, settings.manifests, shown_as) for e in exc.errors]
             raise InvalidManifests(errors) from exc
 
-    return load_shown
+    return with_pulled(load_shown, settings.hub)
+
+
+def with_pulled(load: Callable[[], list[LoadedModel]], cache: HubCache) -> Callable[[], list[LoadedModel]]:
+    """``load``, its hub models found in the hub cache given their local files (``pulled``): a
+    few stat calls per hub model, no network."""
+    return lambda: cache.resolve(load())
 
 
 def relocated(error: ManifestError, folder: Path, shown_as: str) -> ManifestError:

@@ -6,6 +6,7 @@
     ├── EngineError               an engine cannot serve what the manifest asks for
     ├── BackendRuntimeError       the container runtime (Docker) failed or is unreachable
     │   └── RuntimeUnavailable    the engine did not answer at all (retry later)
+    ├── HubError                  a hub pull cannot be planned or done (no such file, no room, ...)
     ├── CannotListen              a server of ours cannot bind its address
     ├── ControllerStalled         reconcile passes stopped completing: exit, to be started afresh
     └── GatewayWorkersFailed      a gateway worker process died, or workers cannot start
@@ -69,6 +70,10 @@ class InvalidManifests(ModelctlError):
     def __init__(self, errors: list[ManifestError]) -> None:
         self.errors = errors
         super().__init__(f"{len(errors)} manifest error(s):\n" + "\n".join(map(str, errors)))
+
+
+class HubError(ModelctlError):
+    """A pull of hub weights failed or was refused: one line saying why (controller.hub)."""
 
 
 class CannotListen(ModelctlError):

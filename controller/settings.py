@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controller.errors import ModelctlError
+from controller.hub.cache import HubCache, default_root
 from controller.manifests.sizes import parse_size
 from controller.reconcile.lifecycle import LifecycleSettings
 from controller.reconcile.scaling import ScalingSettings
@@ -124,6 +125,13 @@ class ControllerSettings:
     # (``runtime.speckey``; a restarted controller needs it to adopt its replicas). Compose mounts a
     # volume of its own there. MODELCTL_STATE_DIR.
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "modelctl")
+    # The hub cache: hf:// weights are pulled here (huggingface_hub's layout under it) before their
+    # replicas start. Compose mounts the modelctl-hub-cache volume there. MODELCTL_HUB_CACHE.
+    hub_cache: Path = field(default_factory=default_root)
+    # What the engines mount at /cache for it: the Docker volume the controller's hub_cache is
+    # (compose: modelctl-hub-cache), or "" to bind-mount hub_cache itself (a controller run on the
+    # host). MODELCTL_HUB_VOLUME.
+    hub_volume: str = ""
     # Docker engine address; None means DOCKER_HOST or the local socket.
     docker_url: str | None = None
     # Seconds between passes once everything is ready (events and starting replicas come sooner).
@@ -147,6 +155,11 @@ class ControllerSettings:
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     # Restart backoff and health timeouts.
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+
+    @property
+    def hub(self) -> HubCache:
+        """The hub cache as the controller sees it, and what the engines mount for it."""
+        return HubCache(self.hub_cache, self.hub_volume)
 
     def __post_init__(self) -> None:
         if self.liveness_s is not None and not self.interval_s < self.liveness_s < float("inf"):
@@ -182,6 +195,8 @@ class ControllerSettings:
         ):
             if env.get(name):
                 values[key] = _size(name, env[name])
+        if env.get("MODELCTL_HUB_CACHE"):
+            values["hub_cache"] = Path(env["MODELCTL_HUB_CACHE"]).expanduser()
         if env.get("MODELCTL_STATE_DIR"):
             values["state_dir"] = Path(env["MODELCTL_STATE_DIR"])
         if "MODELCTL_EGRESS_NETWORK" in env:
@@ -202,6 +217,7 @@ class ControllerSettings:
             ("manifests_shown_as", "MODELCTL_MANIFESTS_SHOWN_AS", str),
             ("instance", "MODELCTL_INSTANCE", str),
             ("network", "MODELCTL_NETWORK", str),
+            ("hub_volume", "MODELCTL_HUB_VOLUME", str),
             ("api_host", "MODELCTL_API_HOST", str),
             ("api_port", "MODELCTL_API_PORT", int),
             ("docker_url", "DOCKER_HOST", str),

@@ -3,7 +3,7 @@ ModelctlError into one line on stderr (exit 1), never a traceback.
 
 One module per concern adds its subcommands (``add_parser``) and runs them: ``serve`` (the
 long-running processes: controller, gateway, both), ``validate``, ``plan``, ``status``, ``logs``,
-``gpus``, ``down``; ``render`` draws what they print, ``client`` asks the controller's API.
+``gpus``, ``down``, ``pull``; ``render`` draws what they print, ``client`` asks the controller's API.
 `modelctl render kubernetes` is ``controller.kubernetes.command``'s.
 """
 
@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from controller.cli import down, gpus, logs, plan, serve, status, validate
+from controller.cli import down, gpus, logs, plan, pull, serve, status, validate
 from controller.errors import ModelctlError
 from controller.kubernetes import command as render_kubernetes
 
@@ -50,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     gpus.add_parser(sub)
     plan.add_parser(sub)
     status.add_parser(sub)
+    pull.add_parser(sub)
     logs.add_parser(sub)
     down.add_parser(sub)
     render_kubernetes.add_parser(sub)

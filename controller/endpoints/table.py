@@ -24,6 +24,7 @@ restart, so a version is only comparable within one epoch. A client long-polls w
 restarted controller may serve a changed set at the version the client already holds). A table
 without ``epoch`` (an older controller) has the epoch "".
 A model with no ready replica is still listed (the gateway answers 503, not 404, for it).
+``loading`` (optional) says what a model without ready replicas waits for: a hub pull's progress.
 ``engine``, ``context_length``, ``unload_after_s``, ``details`` and a replica's ``gpus`` describe the
 model for APIs that show it (Ollama's /api/tags, /api/ps, /api/show); they are optional, so a table
 from an older controller still parses.
@@ -38,6 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+LOADING_LIMIT = 200  # characters of a model's loading line a table may carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ class ModelEndpoints:
     # The model's LoRA adapters, in the engine's order (llama.cpp: the k-th is adapter id k).
     adapters: tuple[str, ...] = ()
     vision: bool | None = None  # takes images; None: unknown (not checked)
+    # What a model without ready replicas waits for, in words ("pulling 42% (120.0 of 290.1 MiB)"):
+    # the gateway adds it to the loading comments of held streams. "" when nothing is said.
+    loading: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -188,6 +194,7 @@ class EndpointTable:
                     "details": m.details.to_json() if m.details is not None else None,
                     "adapters": list(m.adapters),
                     "vision": m.vision,
+                    "loading": m.loading,
                 }
                 for m in self.models
             ],
@@ -218,6 +225,7 @@ class EndpointTable:
                 details=Details.from_json(m["details"]) if m.get("details") else None,
                 adapters=tuple(str(a) for a in m.get("adapters") or ()),
                 vision=_optional_bool(m.get("vision")),
+                loading=str(m.get("loading", ""))[:LOADING_LIMIT],
             )
             for m in data["models"]
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from controller.errors import EngineError, ModelctlError
-from controller.manifests.model import LoadedModel
+from controller.manifests.model import LoadedModel, PulledFiles
 from controller.manifests.shards import shard_paths
 from controller.placement.memory import MiB, cpu_need, estimate
 from controller.runtime.spec import ContainerSpec, GpuRequest, Mount
@@ -47,6 +47,8 @@ def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights
     Raises EngineError when host weights were not resolved against the model roots: a spec must
     never mount a path that was not checked.
     """
+    if model.hub is not None and model.pulled is not None:
+        return pulled_source(model.pulled)
     if model.hub is not None:
         cache = Mount(source=HUB_CACHE_VOLUME, target=HUB_CACHE_DIR, read_only=False, type="volume")
         return Weights(mount=cache, hub=model.hub)
@@ -62,6 +64,14 @@ def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights
         path=target,
         shards=split_mounts(host, folder) if not whole_folder else (),
     )
+
+
+def pulled_source(pulled: PulledFiles) -> Weights:
+    """Hub weights the controller pulled: the hub cache mounted read-only (the GGUF's shards and
+    the snapshot's files lie beside it there), the path inside it."""
+    kind = "volume" if pulled.volume else "bind"
+    cache = Mount(source=pulled.source, target=HUB_CACHE_DIR, read_only=True, type=kind)
+    return Weights(mount=cache, path=f"{HUB_CACHE_DIR}/{pulled.path}")
 
 
 def split_mounts(first: Path, folder: str) -> tuple[Mount, ...]:

@@ -85,6 +85,8 @@ def command(
     and adapters appear in the container. The manifest's own args come last."""
     manifest = model.manifest
     source = ["-hf", weights.hub] if weights.hub else ["-m", str(weights.path)]
+    if model.pulled is not None and model.pulled.mmproj and model.files.mmproj is None:
+        source += ["--mmproj", f"{HUB_CACHE_DIR}/{model.pulled.mmproj}"]  # what -hf would load
     args = [*source, "--alias", ",".join(manifest.names)]
     args += ["--host", "0.0.0.0", "--port", str(PORT), "--no-webui"]
     args += ["--parallel", str(manifest.max_batch_size)]

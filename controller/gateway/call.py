@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from aiohttp import web
@@ -127,11 +128,14 @@ class Loading:
     the error answer that can no longer be sent.
     """
 
-    __slots__ = ("_comment", "_request", "api", "response")
+    __slots__ = ("_comment", "_request", "_status", "api", "response")
 
-    def __init__(self, request: web.Request, model: str, api: str = OPENAI) -> None:
+    def __init__(
+        self, request: web.Request, model: str, api: str = OPENAI, status: Callable[[], str] | None = None
+    ) -> None:
         self._request = request
-        self._comment = f": loading {model}\n\n".encode()
+        self._comment = f": loading {model}"
+        self._status = status  # what the model waits for now (a hub pull's progress), "" if nothing
         self.api = api  # the error event's shape
         self.response: web.StreamResponse | None = None  # None until the first comment
 
@@ -142,7 +146,8 @@ class Loading:
             resp = web.StreamResponse(status=200, headers=_LOADING_HEADERS)
             await resp.prepare(self._request)
             self.response = resp
-        await resp.write(self._comment)
+        status = " ".join((self._status() if self._status is not None else "").split())  # one line
+        await resp.write(f"{self._comment}{': ' + status if status else ''}\n\n".encode())
 
     async def fail(self, event: bytes) -> web.StreamResponse:
         """End the started response with the SSE error ``event``; return the response."""

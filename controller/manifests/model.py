@@ -30,6 +30,19 @@ class ExtraFiles:
 
 
 @dataclass(frozen=True, slots=True)
+class PulledFiles:
+    """Hub weights the controller pulled into the hub cache (``controller.hub``): where the engine
+    finds them. ``source`` is what the engine mounts at the cache's container path: a Docker
+    volume name (``volume``) or a host folder; ``path`` and ``mmproj`` are relative to it (POSIX):
+    llama.cpp's GGUF (shard 1, the others beside it), or vLLM's snapshot folder."""
+
+    source: str
+    volume: bool
+    path: str
+    mmproj: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedModel:
     """A valid manifest, where it came from, and the host path of its weights (if checked)."""
 
@@ -43,6 +56,7 @@ class LoadedModel:
     # values as written). Secrets may be in it: kept out of repr.
     filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     files: ExtraFiles = ExtraFiles()  # resolved mmproj, draft and adapters (empty when not checked)
+    pulled: PulledFiles | None = None  # hub weights found in the hub cache (None: not pulled yet)
 
     @property
     def env(self) -> tuple[tuple[str, str], ...]:

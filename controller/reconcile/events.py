@@ -1,6 +1,6 @@
 """Recent events of the control plane, for the console and ``GET /v1/events``: what happened to
 which replica, and why (created, ready, crashed + reason, backoff, rolled, drained, deleted,
-evicted, pending).
+evicted, pending, pulling and pulled hub weights).
 
 The reconciler is level-based: every pass sees the same ready container, the same leaving one,
 the same Pending slot again. So an event is recorded once per container and kind (a container ID
@@ -30,7 +30,10 @@ from controller.runtime.spec import ContainerSpec
 log = logging.getLogger(__name__)
 
 CAPACITY = 200  # events kept; older ones fall off
-KINDS = ("created", "ready", "crashed", "rolled", "drained", "deleted", "evicted", "pending", "backoff")
+KINDS = (
+    "created", "ready", "crashed", "rolled", "drained", "deleted", "evicted", "pending", "backoff",
+    "pulling", "pulled",  # hub weights into the cache before a start (reconcile.pulls)
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

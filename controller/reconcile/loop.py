@@ -48,6 +48,7 @@ from controller.engines.progress import progress
 from controller.errors import BackendRuntimeError, InvalidManifests, ModelctlError, RuntimeUnavailable
 from controller.gpus.inventory import Inventory
 from controller.gpus.nvml import read_inventory
+from controller.hub.pull import Puller
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
 from controller.reconcile.controls import Controls
@@ -59,6 +60,7 @@ from controller.reconcile.failures import explain, known_failure, stopped_by_eng
 from controller.reconcile.health import Prober
 from controller.reconcile.lifecycle import Lifecycle, LifecycleSettings
 from controller.reconcile.ondemand import OnDemand
+from controller.reconcile.pulls import Pulls
 from controller.reconcile.readiness import ReadinessWatch
 from controller.reconcile.report import ReportStore
 from controller.reconcile.states import ReplicaState, unexpected
@@ -120,6 +122,7 @@ class Reconciler:
         on_demand: OnDemand | None = None,
         failures: Failures | None = None,
         liveness_s: float | None = None,
+        puller: Puller | None = None,
     ) -> None:
         self.runtime = runtime
         self.load_models = load_models
@@ -144,6 +147,8 @@ class Reconciler:
         self.heartbeat = Heartbeat(liveness_s or default_liveness_s(interval_s), clock)
         self.reports = ReportStore(self.heartbeat)  # what readers read: published, never exposed
         self.last_error = ""  # the last ModelctlError a pass ended in, logged once
+        # Hub weights pulled before their replicas start (None: left to the engines).
+        self.pulls = Pulls(puller, wake=self.wake.set, failures=self.failures, events=self.events)
 
     @property
     def stage(self) -> str:
@@ -261,20 +266,21 @@ class Reconciler:
             self.drainer.start(container, wake=self.wake.set)
         self.on_demand.applied(decision.scaling, decision.evictions)
         self.stage = Stage.PUBLISH
-        await self.store.publish(endpoint_table(self.models, list(decision.serving)))
+        loading = self.pulls.loading(self.models)
+        await self.store.publish(endpoint_table(self.models, list(decision.serving), loading))
         self.stage = Stage.CREATE
-        created = await self.create(decision.starts)
+        created = await self.create(self.pulls.gate(decision.starts, self.models, self.start_failed))
         self.stage = Stage.STATUS
         self.lifecycle.forget(listed)
         self.lifecycle.engine.answered(started)
         draining = self.drainer.draining_ids()
         rows = statuses(desired.pending, desired.specs, plan, ready, self.lifecycle, draining)
-        rows = await self.with_progress(rows, plan.remain)
+        rows = self.pulls.rows(await self.with_progress(rows, plan.remain), self.models)
         self.events.pending(rows)
         for problem in unexpected(self.reports.current().replicas, rows):
             log.warning("%s", problem)
         self.publish(replicas=tuple(rows), notes=decision.notes, snapshot=snapshot, completed=True)
-        changing = plan.changes or created or plan.waiting
+        changing = plan.changes or created or plan.waiting or self.pulls.busy
         return not changing and len(decision.serving) == len(desired.specs)
 
     async def snapshot(self, seen: Seen, ready: frozenset[str], *, gone: frozenset[str]) -> Snapshot:
@@ -545,8 +551,11 @@ class Reconciler:
         return delay
 
 
-def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) -> tuple[ModelEndpoints, ...]:
-    """Every model, with only its ready replicas, in replica order."""
+def endpoint_table(
+    models: list[LoadedModel], serving: list[ObservedContainer], loading: Mapping[str, str] | None = None
+) -> tuple[ModelEndpoints, ...]:
+    """Every model, with only its ready replicas, in replica order; ``loading``: what a model
+    without ready replicas waits for (a hub pull's progress), by name."""
     entries = []
     for model in models:
         replicas = tuple(
@@ -569,6 +578,7 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
                 details=describe(model),
                 adapters=tuple(adapter.name for adapter in manifest.adapters),  # the engine's order
                 vision=takes_images(model),
+                loading=(loading or {}).get(model.name, ""),
             )
         )
     return tuple(entries)

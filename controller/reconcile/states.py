@@ -1,4 +1,4 @@
-"""Replica states as a type: the seven values ``modelctl status``, ``/v1/status`` and the console
+"""Replica states as a type: the eight values ``modelctl status``, ``/v1/status`` and the console
 show, and the moves between them the control loop makes.
 
 A row's state is derived each pass from what Docker and the health checks say (``status.statuses``),
@@ -25,6 +25,7 @@ class ReplicaState(StrEnum):
     PENDING = "Pending"  # cannot be placed or built (the reason says why)
     WAITING = "Waiting"  # rolls after another replica of the same model
     BACKING_OFF = "BackingOff"  # crashed or could not start; waits before the next start
+    PULLING = "Pulling"  # hub weights downloading into the cache; the container starts after
     STARTING = "Starting"  # container up (or about to be created), engine not ready yet
     READY = "Ready"  # answers its health check: in the endpoint table
     OUTDATED = "Outdated"  # an old spec still serving while its replacement starts
@@ -34,15 +35,16 @@ class ReplicaState(StrEnum):
 S = ReplicaState
 
 # From each state, the states the same row may have on the next pass (staying is always allowed).
-# Slot rows (no container: Pending, Waiting, BackingOff, and Starting before its create) move among
+# Slot rows (no container: Pending, Waiting, BackingOff, Pulling, and Starting before its create) move among
 # themselves as placement, rolls and backoff change; a container's row goes Starting -> Ready ->
 # Outdated -> Draining, back to Starting when its engine stops answering, and a Draining container
 # only leaves.
 TRANSITIONS: Mapping[ReplicaState, frozenset[ReplicaState]] = {
-    S.PENDING: frozenset({S.WAITING, S.BACKING_OFF, S.STARTING}),
-    S.WAITING: frozenset({S.PENDING, S.BACKING_OFF, S.STARTING}),
-    S.BACKING_OFF: frozenset({S.PENDING, S.WAITING, S.STARTING}),
-    S.STARTING: frozenset({S.PENDING, S.WAITING, S.BACKING_OFF, S.READY, S.OUTDATED, S.DRAINING}),
+    S.PENDING: frozenset({S.WAITING, S.BACKING_OFF, S.PULLING, S.STARTING}),
+    S.WAITING: frozenset({S.PENDING, S.BACKING_OFF, S.PULLING, S.STARTING}),
+    S.BACKING_OFF: frozenset({S.PENDING, S.WAITING, S.PULLING, S.STARTING}),
+    S.PULLING: frozenset({S.PENDING, S.WAITING, S.BACKING_OFF, S.STARTING}),
+    S.STARTING: frozenset({S.PENDING, S.WAITING, S.BACKING_OFF, S.PULLING, S.READY, S.OUTDATED, S.DRAINING}),
     S.READY: frozenset({S.STARTING, S.OUTDATED, S.DRAINING}),
     S.OUTDATED: frozenset({S.READY, S.STARTING, S.DRAINING}),
     S.DRAINING: frozenset(),

@@ -1,4 +1,4 @@
-"""Replica states as a type: seven values, the JSON strings the console and CLI compare, and the
+"""Replica states as a type: eight values, the JSON strings the console and CLI compare, and the
 moves between passes in one table, checked where the loop derives them."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ S = ReplicaState
 
 def test_the_values_are_the_strings_status_has_always_shown() -> None:
     assert [s.value for s in ReplicaState] == [
-        "Pending", "Waiting", "BackingOff", "Starting", "Ready", "Outdated", "Draining",
+        "Pending", "Waiting", "BackingOff", "Pulling", "Starting", "Ready", "Outdated", "Draining",
     ]  # fmt: skip
     assert json.dumps({"state": S.BACKING_OFF}) == '{"state": "BackingOff"}'
     assert S.READY == "Ready" and set(TRANSITIONS) == set(ReplicaState)
@@ -36,6 +36,10 @@ def test_the_values_are_the_strings_status_has_always_shown() -> None:
         (S.DRAINING, S.READY, False),  # a drain is not undone
         (S.READY, S.PENDING, False),  # a container's row is never Pending
         (S.OUTDATED, S.BACKING_OFF, False),
+        (S.PENDING, S.PULLING, True),  # hub weights pulled before the start
+        (S.PULLING, S.STARTING, True),
+        (S.PULLING, S.BACKING_OFF, True),  # the pull failed
+        (S.PULLING, S.READY, False),  # a pulling slot has no container yet
     ],
 )
 def test_the_table(before: ReplicaState, after: ReplicaState, ok: bool) -> None:

@@ -180,6 +180,7 @@
   // The state's word is always written; the shape and the colour only repeat it.
   const STATES = {
     Ready: ["✓", "ok"],
+    Pulling: ["⇣", "info"],
     Starting: ["◔", "info"],
     Pending: ["‖", "warn"],
     Waiting: ["…", "muted"],

@@ -201,10 +201,12 @@ class Admission:
         else:
             timeout_s = self._settings.queue_timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
-                if tick is None or not cold:
+            async with asyncio.timeout(timeout_s) as deadline:
+                if not cold:
                     return await waiter.future
-                return await self._hold(waiter.future, tick)
+                return await self._hold(
+                    waiter.future, tick, lambda: self._pulling(entry.name, deadline, timeout_s)
+                )
         except TimeoutError:
             self._abandon(entry.name, waiter)
             raise self._timed_out(entry.name, timeout_s) from None
@@ -228,14 +230,26 @@ class Admission:
             raise self._gone(entry.name, f"it has no ready replica and {why}")
         raise self._busy(entry.name, why)
 
-    async def _hold(self, future: asyncio.Future[Slot | None], tick: Tick) -> Slot | None:
-        """Wait for ``future``, awaiting ``tick`` at once and then every comment interval."""
+    async def _hold(
+        self, future: asyncio.Future[Slot | None], tick: Tick | None, check: Callable[[], None]
+    ) -> Slot | None:
+        """Wait for ``future``, awaiting ``tick`` (if any) at once and then every comment interval,
+        and calling ``check`` as often."""
         every_s = self._settings.loading_comment_interval_s
         while not future.done():
-            await tick()
+            check()
+            if tick is not None:
+                await tick()
             if not future.done():
                 await asyncio.wait((future,), timeout=every_s)
         return future.result()
+
+    def _pulling(self, model: str, deadline: asyncio.Timeout, timeout_s: float) -> None:
+        """While the controller pulls the model's weights (its table entry says what it waits for),
+        the load timeout starts again: it counts from the end of the download."""
+        entry = self._source.current().lookup(model)
+        if entry is not None and entry.loading:
+            deadline.reschedule(asyncio.get_running_loop().time() + timeout_s)
 
     def _abandon(self, model: str, waiter: _Waiter) -> None:
         """Take a waiter that gave up out of the queue, or give back the slot it got meanwhile."""

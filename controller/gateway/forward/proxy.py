@@ -170,7 +170,8 @@ class Proxy:
         """``forward`` for a model that had no ready replica: held (counted, timed), then as usual."""
         name = call.entry.name
         self._metrics.cold_start(call.model)
-        loading = Loading(request, name, call.api) if call.stream else None
+        status = lambda: (self._admission.entry(name) or call.entry).loading  # noqa: E731
+        loading = Loading(request, name, call.api, status) if call.stream else None
         held_since = time.monotonic()
         try:
             slot = await self._admission.acquire(

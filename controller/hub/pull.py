@@ -1,0 +1,229 @@
+"""Pulling hub weights into the cache with huggingface_hub: plan, check the disk, download.
+
+``Puller.plan`` asks the Hub for the repo's listing with sizes (``/api/models/{repo}/revision/main``
+with blobs), picks what the engine would fetch (``select``) and notes which of those files the cache
+holds already; ``check_room`` refuses a pull whose missing bytes do not fit on the cache's disk;
+``download`` fetches the missing files one by one with ``hf_hub_download`` at the listed commit
+(a dropped connection is resumed with a Range request; huggingface_hub 1.x also resumed a partial
+blob left by an earlier call, 2.x starts such a file afresh), then writes the cache's record.
+``measure`` says how far a pull is by the sizes of the blobs on disk, so progress needs no hook
+into the library.
+
+The token is the manifest's: ``HF_TOKEN`` (or ``HUGGING_FACE_HUB_TOKEN``) from the model's env, its
+``${NAME}`` references filled in by the loader; never the controller's own, never logged. A model
+whose files are all cached is not planned at all: no network call (``HubCache.lookup``).
+Every failure is a ``HubError`` with one line saying what and where; the library's exception is
+its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.errors import HubError
+from controller.hub.cache import HubCache, HubRef
+from controller.hub.select import RepoFile, Selection, for_llamacpp, for_vllm
+from controller.manifests.engines import LLAMACPP
+from controller.manifests.model import LoadedModel, PulledFiles
+
+log = logging.getLogger(__name__)
+
+TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+MiB = 1 << 20
+# Left free on the cache's disk after a pull: a full disk breaks more than the pull.
+DISK_MARGIN = 256 * MiB
+LISTING_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a pull is: bytes on disk of the bytes it needs."""
+
+    done: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.total <= 0 else min(100, self.done * 100 // self.total)
+
+    def describe(self) -> str:
+        """'pulling 42% (120.0 of 290.1 MiB)'."""
+        return f"pulling {self.percent}% ({self.done / MiB:.1f} of {self.total / MiB:.1f} MiB)"
+
+
+@dataclass(frozen=True, slots=True)
+class PullPlan:
+    ref: HubRef
+    commit: str
+    selection: Selection
+    missing: tuple[RepoFile, ...]  # the selected files the cache does not hold yet
+
+    @property
+    def to_fetch(self) -> int:
+        return sum(f.size for f in self.missing)
+
+
+def hub_token(model: LoadedModel) -> str | None:
+    """The manifest's Hub token, if its env names one."""
+    env = dict(model.env)
+    return next((env[name] for name in TOKEN_VARS if env.get(name)), None)
+
+
+def disk_free(path: Path) -> int:
+    """Free bytes on the disk that holds ``path`` (its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+class Puller:
+    """Pulls into one ``HubCache``; ``endpoint`` None: HF_ENDPOINT, else huggingface.co."""
+
+    def __init__(
+        self,
+        cache: HubCache,
+        *,
+        endpoint: str | None = None,
+        free_space: Callable[[Path], int] = disk_free,
+    ) -> None:
+        self.cache = cache
+        self.endpoint = endpoint
+        self.free_space = free_space
+
+    def _endpoint(self) -> str | None:
+        return self.endpoint or os.environ.get("HF_ENDPOINT") or None
+
+    def cached(self, model: LoadedModel) -> PulledFiles | None:
+        ref = HubRef.of(model)
+        return self.cache.lookup(ref) if ref is not None else None
+
+    def plan(self, ref: HubRef, token: str | None) -> PullPlan:
+        """The files to fetch for ``ref`` at the Hub's current commit. Raises HubError."""
+        from huggingface_hub import HfApi  # imported on use: the CLI's other commands need none of it
+
+        api = HfApi(endpoint=self._endpoint())
+        try:
+            info = api.model_info(
+                ref.repo, revision=self.cache.revision, files_metadata=True, token=token or False,
+                timeout=LISTING_TIMEOUT_S,
+            )  # fmt: skip
+        except Exception as exc:  # the library's many (HTTP, network, OS, validation): one line
+            raise HubError(f"{ref}: cannot list the repo: {reason(exc)}") from exc
+        files = tuple(listed(info.siblings or ()))
+        if ref.engine == LLAMACPP:
+            selection = for_llamacpp(files, ref.repo, ref.tag)
+        else:
+            selection = for_vllm(files, ref.repo)
+        commit = str(info.sha or "")
+        if not commit:
+            raise HubError(f"{ref}: the Hub named no commit for revision {self.cache.revision}")
+        snapshot = self.cache.snapshot(ref.repo, commit)
+        missing = tuple(f for f in selection.files if not (snapshot / f.path).is_file())
+        return PullPlan(ref, commit, selection, missing)
+
+    def check_room(self, plan: PullPlan) -> None:
+        """Raise HubError when the missing bytes (less what partial downloads hold) do not fit."""
+        need = plan.to_fetch - self.partial_bytes(plan) + DISK_MARGIN
+        free = self.free_space(self.cache.root)
+        if need > free:
+            raise HubError(
+                f"{plan.ref}: not enough disk space in the hub cache {self.cache.root}: "
+                f"{(need - DISK_MARGIN) / MiB:.1f} MiB to fetch (+{DISK_MARGIN // MiB} MiB margin), "
+                f"{free / MiB:.1f} MiB free"
+            )
+
+    def download(self, plan: PullPlan, token: str | None) -> PulledFiles:
+        """Fetch the missing files, then record the pull. Raises HubError."""
+        from huggingface_hub import hf_hub_download
+
+        for f in plan.missing:
+            try:
+                hf_hub_download(
+                    plan.ref.repo, f.path, revision=plan.commit, cache_dir=self.cache.hf_dir,
+                    token=token or False, endpoint=self._endpoint(),
+                )  # fmt: skip
+            except Exception as exc:  # as in ``plan``; a partial blob stays for the next try
+                raise HubError(f"{plan.ref}: downloading {f.path} failed: {reason(exc)}") from exc
+        self.cache.write_record(plan.ref, plan.commit, plan.selection)
+        pulled = self.cache.lookup(plan.ref)
+        if pulled is None:
+            raise HubError(f"{plan.ref}: downloaded, but the files are not in the cache at {self.cache.root}")
+        return pulled
+
+    def pull(self, model: LoadedModel, *, on_plan: Callable[[PullPlan], None] | None = None) -> PulledFiles:
+        """``model``'s hub files in the cache: cached ones at once (no network), else planned,
+        checked for room and downloaded. ``on_plan`` hears the plan before the download starts."""
+        ref = HubRef.of(model)
+        if ref is None:
+            raise HubError(f"model {model.name}: its weights are not a hub reference")
+        pulled = self.cache.lookup(ref)
+        if pulled is not None:
+            return pulled
+        token = hub_token(model)
+        plan = self.plan(ref, token)
+        self.check_room(plan)
+        if on_plan is not None:
+            on_plan(plan)
+        return self.download(plan, token)
+
+    def blobs(self, plan: PullPlan) -> Path:
+        return self.cache.hf_dir / f"models--{plan.ref.repo.replace('/', '--')}" / "blobs"
+
+    def partial_bytes(self, plan: PullPlan) -> int:
+        """Bytes of the missing files' partial blobs (what a resumed download keeps)."""
+        folder = self.blobs(plan)
+        return sum(partial(folder, f.blob) for f in plan.missing if f.blob)
+
+    def measure(self, plan: PullPlan) -> Progress:
+        """How far ``plan``'s download is, from the blobs on disk (complete or partial)."""
+        folder, snapshot = self.blobs(plan), self.cache.snapshot(plan.ref.repo, plan.commit)
+        done = 0
+        for f in plan.selection.files:
+            if (snapshot / f.path).is_file():
+                done += f.size
+            elif f.blob:
+                done += min(f.size, max(_size(folder / f.blob), partial(folder, f.blob)))
+        return Progress(done, plan.selection.total)
+
+
+def listed(siblings: object) -> list[RepoFile]:
+    """The repo's files from the Hub's listing (names and sizes; the blob a download keeps)."""
+    files = []
+    for s in siblings:  # type: ignore[attr-defined]
+        lfs = getattr(s, "lfs", None)
+        size = getattr(lfs, "size", None) if lfs is not None else getattr(s, "size", None)
+        blob = getattr(lfs, "sha256", None) if lfs is not None else getattr(s, "blob_id", None)
+        if not isinstance(size, int) or size < 0:
+            raise HubError(f"the Hub listed {s.rfilename!r} without a size")
+        files.append(RepoFile(str(s.rfilename), size, str(blob or "")))
+    return files
+
+
+def reason(exc: BaseException) -> str:
+    """One line for a library error: its first line, its type when it says nothing."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def partial(folder: Path, blob: str) -> int:
+    """Bytes of ``blob``'s download in progress: ``<blob>.incomplete`` (huggingface_hub 1.x, kept
+    and resumed across calls) or ``<blob>.<random>.incomplete`` (2.x, one per download, resumed
+    with a Range request within it when the connection drops)."""
+    try:
+        names = [p for p in folder.iterdir() if p.name.startswith(f"{blob}.")]
+        found = [p for p in names if p.name.endswith(".incomplete")]
+    except OSError:
+        return 0
+    return max((_size(p) for p in found), default=0)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

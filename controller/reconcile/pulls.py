@@ -1,0 +1,189 @@
+"""Pulls before starts: a replica of a hub model whose files are not all in the hub cache is not
+created; its weights are pulled in the background first, and the replica starts on the pass after
+the pull, with the local path (so its ``load_timeout`` counts from the end of the download).
+
+The loop asks ``gate`` which of the decided starts may go now; for the others it starts one pull per
+repo at a time (a second reference to a repo that is being pulled waits for that pull to end). A pull
+runs ``Puller.pull`` on a daemon thread (huggingface_hub is blocking, and a thread that outlives the
+controller's stop must not hold its exit) and reports back on the loop; ``rows`` turns those slots'
+status rows into ``Pulling`` with the progress (bytes done of the total, percent), measured from the
+blobs on disk each pass; ``loading`` gives the same line per model for the endpoint table, which
+the gateway writes into the ``: loading`` comments of the requests it holds. Events: ``pulling``
+when a pull knows its size and at each quarter, ``pulled`` at the end.
+
+A failed pull is the slot's failed start: ``start_failed`` (the reconciler's backoff, its event and
+its one-line reason), and the next start after the backoff pulls again, resuming what was fetched.
+An unexpected error in a pull is counted and logged once (``supervise.Failures``) and backs off the
+same way: no exception ends the loop or leaves a pull marked as running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from controller.errors import HubError
+from controller.hub.cache import HubRef
+from controller.hub.pull import Progress, Puller, PullPlan
+from controller.manifests.model import LoadedModel
+from controller.reconcile.events import EventLog
+from controller.reconcile.lifecycle import Slot
+from controller.reconcile.states import ReplicaState
+from controller.reconcile.status import ReplicaStatus
+from controller.reconcile.supervise import Failures
+from controller.runtime.spec import ContainerSpec
+
+log = logging.getLogger(__name__)
+
+TASK = "hub pull"  # the errors' task label
+QUARTERS = (25, 50, 75)
+
+
+@dataclass(slots=True)
+class Pull:
+    """One pull in flight: the reference, the slot its events name, its plan once listed."""
+
+    ref: HubRef
+    slot: Slot
+    plan: PullPlan | None = None
+    reported: int = 0  # the last quarter recorded as an event
+
+
+class Pulls:
+    """The background pulls of one reconciler; used from the loop only (threads report through it)."""
+
+    def __init__(
+        self,
+        puller: Puller | None,
+        *,
+        wake: Callable[[], None],
+        failures: Failures,
+        events: EventLog,
+    ) -> None:
+        self.puller = puller  # None: no pulls; hub models are left to their engines, as before
+        self.wake = wake
+        self.failures = failures
+        self.events = events
+        self.active: dict[str, Pull] = {}  # repo -> its pull
+        self.failed: dict[HubRef, str] = {}  # pulls that failed, until their slots are backed off
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def needs(self, model: LoadedModel) -> bool:
+        """True when ``model``'s replicas wait for a pull (hub weights not all in the cache)."""
+        return self.puller is not None and model.hub is not None and model.pulled is None
+
+    def gate(
+        self,
+        starts: Iterable[ContainerSpec],
+        models: Iterable[LoadedModel],
+        start_failed: Callable[[Slot, str], float],
+    ) -> tuple[ContainerSpec, ...]:
+        """The starts that may go now; pulls started for the others, failed pulls backed off."""
+        by_name = {m.name: m for m in models}
+        failed, self.failed = self.failed, {}
+        ready = []
+        for spec in starts:
+            model = by_name.get(spec.model)
+            ref = HubRef.of(model) if model is not None and self.needs(model) else None
+            if model is None or ref is None:
+                ready.append(spec)
+            elif ref in failed:
+                start_failed((spec.model, spec.replica), failed[ref])
+            else:
+                self.start(model, ref, (spec.model, spec.replica))
+        return tuple(ready)
+
+    def start(self, model: LoadedModel, ref: HubRef, slot: Slot) -> None:
+        """Pull ``model``'s files unless its repo is being pulled already (one pull per repo)."""
+        if ref.repo in self.active or self.puller is None:
+            return
+        self.loop = asyncio.get_running_loop()
+        pull = self.active[ref.repo] = Pull(ref, slot)
+        log.info("pulling %s for model %s into the hub cache %s", ref, model.name, self.puller.cache.root)
+        thread = threading.Thread(
+            target=self.run, args=(self.puller, model, pull), name=f"pull {ref}", daemon=True
+        )
+        thread.start()
+
+    def run(self, puller: Puller, model: LoadedModel, pull: Pull) -> None:
+        """The pull's thread: pull, then report to the loop (never raises)."""
+        error: BaseException | None = None
+        try:
+            puller.pull(model, on_plan=lambda plan: setattr(pull, "plan", plan))
+        except BaseException as exc:  # reported to the loop, which counts and backs off
+            error = exc
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the controller stopped
+                loop.call_soon_threadsafe(self.ended, pull, error)
+
+    def ended(self, pull: Pull, error: BaseException | None) -> None:
+        """A pull's end, on the loop: its replicas start on the next pass, or back off."""
+        self.active.pop(pull.ref.repo, None)
+        if error is None:
+            self.failures.recovered(TASK, pull.ref.repo)
+            self.events.record("pulled", pull.slot, reason=f"{pull.ref}: {self.describe(pull)}")
+        elif isinstance(error, HubError):
+            self.failed[pull.ref] = f"pull failed: {error}"
+            log.warning("hub pull failed: %s", error)
+        else:
+            self.failed[pull.ref] = f"pull failed: unexpected error: {type(error).__name__}: {error}"
+            then = "the replica backs off and pulls again"
+            self.failures.record(TASK, error, subject=pull.ref.repo, then=then)
+        self.wake()
+
+    def progress(self, pull: Pull) -> Progress | None:
+        if pull.plan is None or self.puller is None:
+            return None
+        return self.puller.measure(pull.plan)
+
+    def describe(self, pull: Pull) -> str:
+        progress = self.progress(pull)
+        return progress.describe() if progress is not None else f"pulling {pull.ref}: listing the repo"
+
+    def waiting_line(self, model: LoadedModel) -> str:
+        """What ``model``'s replicas wait for, in words."""
+        ref = HubRef.of(model)
+        pull = self.active.get(ref.repo) if ref is not None else None
+        if pull is None or ref is None:
+            return "pull starting"
+        if pull.ref != ref:
+            return f"waiting for the pull of {pull.ref} (one pull per repo)"
+        return self.describe(pull)
+
+    def rows(self, rows: list[ReplicaStatus], models: Iterable[LoadedModel]) -> list[ReplicaStatus]:
+        """``rows``, those of replicas waiting for a pull as Pulling with its progress; records
+        the pulls' quarter events."""
+        self.milestones()
+        waiting = {m.name: self.waiting_line(m) for m in models if self.needs(m)}
+        return [
+            replace(r, state=ReplicaState.PULLING, progress=waiting[r.model].removeprefix("pulling "))
+            if r.model in waiting and r.container is None and r.state == ReplicaState.STARTING
+            else r
+            for r in rows
+        ]
+
+    def milestones(self) -> None:
+        for pull in self.active.values():
+            progress = self.progress(pull)
+            if progress is None:
+                continue
+            if pull.reported == 0 and progress.percent < QUARTERS[0]:
+                pull.reported = -1
+                self.events.record("pulling", pull.slot, reason=f"{pull.ref}: {progress.describe()}")
+            for quarter in QUARTERS:
+                if progress.percent >= quarter > pull.reported:
+                    pull.reported = quarter
+                    self.events.record("pulling", pull.slot, reason=f"{pull.ref}: {progress.describe()}")
+
+    def loading(self, models: Iterable[LoadedModel]) -> dict[str, str]:
+        """Per model waiting for a pull, the line the gateway adds to its ``: loading`` comments."""
+        return {m.name: self.waiting_line(m) for m in models if self.needs(m)}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active)
