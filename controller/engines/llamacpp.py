@@ -130,6 +130,12 @@ def file_flags(files: Placed, gpus: tuple[str, ...]) -> list[str]:
         args += ["-ngld", ALL_LAYERS if gpus else "0"]
     for _, path in files.adapters:
         args += ["--lora-scaled", f"{path}:0"]
+    if files.adapters:
+        # b11434's RAM prompt cache (--cache-ram, 8 GiB by default) saves and restores a slot's KV
+        # by its tokens alone, not its adapters: a base request was answered from KV computed
+        # under an adapter (docs/model-shapes.md, "the RAM prompt cache"). Each slot's own cache
+        # still serves, and is cleared when a request's adapters differ from the slot's.
+        args += ["--cache-ram", "0"]
     return args
 
 

@@ -67,6 +67,8 @@ def test_llamacpp_names_projector_draft_and_adapters_at_their_fixed_places() -> 
         "/models/vlm/adapters/sea.gguf:0",
         "--lora-scaled",
         "/models/vlm/adapters/sky.gguf:0",
+        "--cache-ram",  # the RAM prompt cache ignores adapters (docs/model-shapes.md)
+        "0",
         "--jinja",  # the chat template's tool calls and reasoning (tests/engines/test_parsers.py)
         "--reasoning-format",
         "deepseek",

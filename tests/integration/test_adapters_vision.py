@@ -34,6 +34,7 @@ from .support import GGUF, scrape, serving, settings, total
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("images")]
 
 SEA = [{"role": "user", "content": "Write one sentence about the sea."}]
+SPIDER = "How many legs does a spider have? Answer briefly."
 ADAPTERS = ("smollm2-lora-a.gguf", "smollm2-lora-b.gguf")
 VLM, PROJECTOR = "tiny-vlm/tiny-vlm.gguf", "tiny-vlm/mmproj-tiny-vlm.gguf"
 
@@ -98,6 +99,35 @@ async def test_adapters_by_name_over_two_replicas(
         samples = await scrape(rc)
         assert total(samples, "modelctl_gateway_requests_total", model="smollm2-a", status="200") == 5
         assert total(samples, "modelctl_gateway_requests_total", model="smollm2-b", status="200") == 5
+
+
+async def test_a_slot_never_answers_from_kv_computed_under_another_adapter(
+    tmp_path: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
+) -> None:
+    """llama-server's RAM prompt cache keys saved prompts by tokens, not adapters: with it on, the
+    sequence below answered the base's request from KV computed under adapter a (cache_n 36, the
+    answer neither the base's nor a's: docs/model-shapes.md). Replicas with adapters run without
+    it (--cache-ram 0); a model of the same weights without adapters gives the truth."""
+    need(model_root, *ADAPTERS)
+    (tmp_path / "m.yaml").write_text(
+        f"name: smollm2\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 2\ncontext_length: 512\n"
+        f"adapters:\n  - {{name: smollm2-a, path: {ADAPTERS[0]}}}\n"
+        "---\n"
+        f"name: plain\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 512\n"
+    )
+    config = settings(tmp_path, model_root, instance)
+    gateway = GatewaySettings(host="127.0.0.1", port=0)
+    async with serving(config, gateway, {"smollm2": 1, "plain": 1}, docker_client) as rc:
+        client = openai.AsyncOpenAI(base_url=f"{rc.gateway_url}/v1", api_key="unused")
+        truth, _ = await sea(client, "plain")
+        adapted, _ = await sea(client, "smollm2-a")  # slot 0: the sea prompt under adapter a
+        for other in ("List three colours of autumn leaves please, thanks.", SPIDER):
+            await client.chat.completions.create(  # slot 1, then slot 0 again (LRU): a saved, in RAM
+                model="smollm2", messages=[{"role": "user", "content": other}], temperature=0, max_tokens=16
+            )
+        base, _ = await sea(client, "smollm2")  # slot 1 (LRU): the RAM cache held a's sea prompt
+        assert adapted != truth
+        assert base == truth, (base, truth, adapted)
 
 
 def png(width: int = 40, height: int = 24) -> bytes:
