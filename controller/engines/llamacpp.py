@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+from controller.engines import tasks
 from controller.engines.common import HUB_CACHE_DIR, Weights, engine_spec, weights_source
 from controller.manifests.engines import LLAMACPP
 from controller.manifests.model import LoadedModel
@@ -75,7 +76,12 @@ def command(
     args += ["-ngl", ALL_LAYERS if gpus else "0"]
     if cpus:
         args += ["--threads", str(len(cpus))]
-    return args + template_flags(manifest.tools, manifest.args) + list(manifest.args)
+    return (
+        args
+        + template_flags(manifest.tools, manifest.args)
+        + tasks.llamacpp_flags(model)
+        + list(manifest.args)
+    )
 
 
 def template_flags(tools: bool, args: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from controller.engines import parsers
+from controller.engines import parsers, tasks
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
 from controller.manifests.engines import VLLM
 from controller.manifests.model import LoadedModel
@@ -106,7 +106,8 @@ def command(
         args += ["--gpu-memory-utilization", f"{gpu_share:g}"]
     if not gpus and not chooses_compilation(manifest.args):
         args.append("--enforce-eager")
-    return args + parser_flags(parsers.for_model(model)) + list(manifest.args)
+    chosen = parsers.for_model(model) if model.task == "generate" else parsers.Parsers()
+    return args + parser_flags(chosen) + tasks.vllm_flags(model) + list(manifest.args)
 
 
 def parser_flags(chosen: parsers.Parsers) -> list[str]:

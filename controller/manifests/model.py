@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.manifests.document import ModelManifest, hub_reference
+from controller.manifests.document import ModelManifest, Task, hub_reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,9 @@ class LoadedModel:
     # values as written). Secrets may be in it: kept out of repr.
     filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     files: ExtraFiles = ExtraFiles()  # resolved mmproj, draft and adapters (empty when not checked)
+    # What the weights say they are for (``controller.weights.task``, run by the loader when it is
+    # handed the detection); None: they do not say, or were not read.
+    detected_task: Task | None = None
 
     @property
     def env(self) -> tuple[tuple[str, str], ...]:
@@ -59,3 +62,8 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.manifest.resolved_name
+
+    @property
+    def task(self) -> Task:
+        """What the model is for: the manifest's ``task``, else what the weights say, else generate."""
+        return self.manifest.task or self.detected_task or "generate"
