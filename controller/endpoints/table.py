@@ -14,7 +14,8 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
                  "engine": "llamacpp", "context_length": 4096, "unload_after_s": 600.0,
                  "details": {"format": "gguf", "family": "llama", "parameter_size": "135M",
                              "quantization": "Q4_1", "size": 98362432, "info": {...},
-                             "template": "..."}}]}
+                             "template": "..."},
+                 "task": "generate"}]}
 
 ``version`` grows whenever the table changes, so a client can long-poll with ``?after=<version>``.
 ``epoch`` is drawn at random when the controller starts: versions count from 1 again after a
@@ -25,7 +26,8 @@ without ``epoch`` (an older controller) has the epoch "".
 A model with no ready replica is still listed (the gateway answers 503, not 404, for it).
 ``engine``, ``context_length``, ``unload_after_s``, ``details`` and a replica's ``gpus`` describe the
 model for APIs that show it (Ollama's /api/tags, /api/ps, /api/show); they are optional, so a table
-from an older controller still parses.
+from an older controller still parses. ``task`` ("generate", "embed" or "rerank") says which APIs
+the gateway forwards to the model; a table without it serves every model for generate.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ModelEndpoints:
     # min_replicas 0); None: it stays loaded.
     unload_after_s: float | None = None
     details: Details | None = None
+    task: str = "generate"  # one of TASKS: the APIs the gateway forwards to it (docs/tasks.md)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -146,6 +149,7 @@ class EndpointTable:
                     "context_length": m.context_length,
                     "unload_after_s": m.unload_after_s,
                     "details": m.details.to_json() if m.details is not None else None,
+                    "task": m.task,
                 }
                 for m in self.models
             ],
@@ -174,10 +178,22 @@ class EndpointTable:
                 context_length=_optional_int(m.get("context_length")),
                 unload_after_s=_optional_float(m.get("unload_after_s")),
                 details=Details.from_json(m["details"]) if m.get("details") else None,
+                task=known_task(m.get("task", "generate")),
             )
             for m in data["models"]
         )
         return cls(version=int(data["version"]), models=models, epoch=str(data.get("epoch", "")))
+
+
+# What a model is for (the manifest's ``task``); a table from an older controller has none: generate.
+TASKS = ("generate", "embed", "rerank")
+
+
+def known_task(value: Any) -> str:
+    """``value`` if it is one of TASKS; raises ValueError (the table is malformed) otherwise."""
+    if value not in TASKS:
+        raise ValueError(f"unknown task {str(value)[:40]!r}")
+    return str(value)
 
 
 def _optional_float(value: Any) -> float | None:

@@ -38,6 +38,7 @@ def models_document(models: list[LoadedModel], options: RenderOptions) -> str:
                 "max_concurrency": spec.max_concurrency,
                 "service": names.object_name(model.name),
                 "port": spec.port,
+                "task": model.task,
             }
         )
     return json.dumps({"models": entries}, indent=2, sort_keys=True) + "\n"

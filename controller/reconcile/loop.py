@@ -567,6 +567,7 @@ def endpoint_table(models: list[LoadedModel], serving: list[ObservedContainer]) 
                 context_length=manifest.context_length,
                 unload_after_s=unload_after_s(manifest),
                 details=describe(model),
+                task=model.task,
             )
         )
     return tuple(entries)

@@ -5,7 +5,8 @@ Responses on it; Ollama's)::
 
     the body      read whole under its deadlines (413 past max_body_bytes, 408 past body_timeout_s)
     the request   the door parses it in its API's terms and names the model (its refusals: 400)
-    the model     looked up in the endpoint table (just started: waits for the first table; 404, 503)
+    the model     looked up in the endpoint table (just started: waits for the first table; 404, 503);
+                  its task must be one the API serves (``tasks``: 400 naming the model and its task)
     the call      the door prepares it: the replica's body and path, prefix key, stream flags; the
                   API key's use (checked and counted in flight by the app's middleware, ``auth``)
     forwarding    admission (a slot, a bounded wait: 429, 503), the replica, retries before the first
@@ -30,7 +31,7 @@ from aiohttp import web
 from controller.endpoints.table import EndpointTable, ModelEndpoints
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import Call, Translation
-from controller.gateway.doors import outcome
+from controller.gateway.doors import outcome, tasks
 from controller.gateway.errors import OPENAI, Refusal
 from controller.gateway.tables.source import TableSource
 
@@ -67,6 +68,14 @@ class Door:
     def parse(self, body: bytes) -> tuple[str, dict[str, Any]]:
         """(the model named, the parsed request); raise ``Refusal`` (400) otherwise."""
         raise NotImplementedError
+
+    def body_limit(self, settings: GatewaySettings) -> int:
+        """The most bytes a request body may have here (413 past it)."""
+        return settings.max_body_bytes
+
+    def parse_request(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any]]:
+        """``parse`` for a door that needs the request's headers too (a multipart boundary)."""
+        return self.parse(body)
 
     def lookup(self, table: EndpointTable, name: str) -> ModelEndpoints | None:
         return table.lookup(name)
@@ -131,9 +140,10 @@ class Pipeline:
         call: Call | None = None
         try:
             door.check(request)
-            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
-            name, document = door.parse(body)
+            body = await self._proxy.read_body(request, door.body_limit(self._settings))
+            name, document = door.parse_request(request, body)
             entry = await self._entry(door, name)
+            tasks.check(request.path, entry)  # the API fits what the model is for (400 otherwise)
             prepared = door.prepare(request, entry, document, body, api, started)
             del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
             if isinstance(prepared, web.StreamResponse):

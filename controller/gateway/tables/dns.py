@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica, known_task
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def parse_models(data: Any) -> tuple[ServiceModel, ...]:
                     aliases=tuple(str(a) for a in m.get("aliases", ())),
                     balancing=str(m.get("balancing", "least-outstanding")),
                     load_timeout_s=None if m.get("load_timeout_s") is None else float(m["load_timeout_s"]),
+                    task=known_task(m.get("task", "generate")),
                 ),
                 service=str(m["service"]),
                 port=int(m["port"]),
