@@ -15,7 +15,15 @@ from typing import Any
 
 import openai
 import pytest
-from gateway_fakes import PIECES, FakeLlamaServer, StartGateway, StartUpstream, eventually, table_of, with_tasks
+from gateway_fakes import (
+    PIECES,
+    FakeLlamaServer,
+    StartGateway,
+    StartUpstream,
+    eventually,
+    table_of,
+    with_tasks,
+)
 from openai_surface import USER, Summary, summarize_async, summarize_sync
 
 
