@@ -3,7 +3,8 @@
 Each stage is written once here, in order, for every door (OpenAI's, with Anthropic Messages and
 Responses on it; Ollama's)::
 
-    the body      read whole under its deadlines (413 past max_body_bytes, 408 past body_timeout_s)
+    the body      read whole under its deadlines (413 past the door's limit: max_body_bytes, audio's
+                  max_audio_bytes; 408 past body_timeout_s)
     the request   the door parses it in its API's terms and names the model (its refusals: 400)
     the model     looked up in the endpoint table (just started: waits for the first table; 404, 503);
                   its task must be one the API serves (``tasks``: 400 naming the model and its task)
