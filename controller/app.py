@@ -60,6 +60,7 @@ from controller.settings import ControllerSettings
 from controller.telemetry.energy import EnergyMeter, pass_owners, run_energy
 from controller.telemetry.series import GatewayScraper
 from controller.weights.compat import check_files
+from controller.weights.task import detect_task
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedMod
         model_roots=settings.model_roots,
         env_allow=allow,
         check_files=check_files,
+        detect_task=detect_task,
     )
     shown_as = settings.manifests_shown_as
     if shown_as is None:

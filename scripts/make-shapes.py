@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Make the model shapes beyond one file that tests serve: split GGUF, LoRA adapters, a vision projector.
+"""Make the model shapes beyond one file that tests serve: split GGUF, LoRA adapters, a vision projector,
+a reranker.
 
     scripts/make-shapes.py [MODEL_ROOT]      # default: ./models-data
 
@@ -21,6 +22,14 @@ llama-server image is built from (scripts/versions.sh):
         small Llama with SmolLM2's tokenizer and SmolVLM's image tokens), converted by
         convert_hf_to_gguf.py (text) and convert_hf_to_gguf.py --mmproj (projector). It answers
         nonsense, fast: the point is that llama-server loads a projector and takes images.
+  tiny-reranker/tiny-reranker.gguf
+        a tiny random-initialised BertForSequenceClassification (one label: a cross-encoder's
+        score) with a small WordPiece vocabulary of its own, converted by convert_hf_to_gguf.py
+        (its classifier head becomes cls_out and bert.classifier.output_labels, which modelctl
+        reads as task rerank). The converter knows tokenizers by the hash of a test string and
+        refuses new ones; a BERT vocabulary is WordPiece whatever its pre-tokenizer name, so the
+        conversion names it 'bert-bge' (BGE's BERT vocabulary). llama-server --reranking serves it
+        at /v1/rerank with meaningless scores (made in ~4 s).
 
 docs/model-shapes.md has what llama-server does with each (flags, request fields, errors).
 Speculative decoding needs no file: SmolLM2 is its own draft.
@@ -60,6 +69,10 @@ LORA_ALPHA = 16
 # ~2% of SmolLM2's weights, which changes the greedy answer without turning it into noise.
 LORA_STD = 0.03
 VLM = "tiny-vlm"
+RERANKER = "tiny-reranker"
+# The reranker's vocabulary: BERT's special tokens, a few words, characters and their continuations.
+RERANKER_WORDS = ["the", "a", "of", "is", "in", "capital", "city", "paris", "france", "what", "cat", "car"]
+RERANKER_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,?!'")
 # peft makes the adapters; convert_hf_to_gguf.py imports sentencepiece before it falls back to
 # tokenizer.json (SmolLM2 has no tokenizer.model).
 EXTRA_DEPS = ("peft==0.21.2", "sentencepiece==0.2.3")
@@ -132,10 +145,15 @@ def vlm_complete(root: Path) -> bool:
     return gguf_complete(root / VLM / f"{VLM}.gguf") and gguf_complete(root / VLM / f"mmproj-{VLM}.gguf")
 
 
+def reranker_complete(root: Path) -> bool:
+    return gguf_complete(root / RERANKER / f"{RERANKER}.gguf")
+
+
 def missing(root: Path) -> list[str]:
     todo = [] if split_complete(root) else ["split"]
     todo += [name for name in ADAPTERS if not adapter_complete(root, name)]
-    return todo + ([] if vlm_complete(root) else ["vlm"])
+    todo += [] if vlm_complete(root) else ["vlm"]
+    return todo + ([] if reranker_complete(root) else ["reranker"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +438,71 @@ def make_vlm(root: Path, src: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 5. A tiny cross-encoder reranker.
+
+# convert_hf_to_gguf.py with the tokenizer's pre-tokenizer named (see the module's docstring).
+BERT_CONVERTER = """
+import runpy, sys
+src, args = sys.argv[1], sys.argv[2:]
+sys.path[:0] = [src, src + "/gguf-py"]
+from conversion import base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "bert-bge"
+sys.argv = [src + "/convert_hf_to_gguf.py", *args]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def make_reranker(root: Path, src: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    work = CACHE / "shapes-work" / RERANKER  # a fixed name: the converter writes it into general.name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    chars = RERANKER_CHARS
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *RERANKER_WORDS,
+        *chars,
+        *("##" + c for c in chars),
+    ]
+    (work / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(work / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,  # one score per (query, document) pair
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(str(work), safe_serialization=True)
+    tokenizer.save_pretrained(str(work))
+    out = root / RERANKER
+    tmp = staging(out)
+    tmp.mkdir()
+    args = ["--outtype", "f32", "--outfile", str(tmp / f"{RERANKER}.gguf"), str(work)]
+    result = subprocess.run(
+        [sys.executable, "-c", BERT_CONVERTER, str(src), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        die(f"convert_hf_to_gguf.py (BERT reranker) failed ({result.returncode})")
+    publish(tmp, out)
+    shutil.rmtree(work, ignore_errors=True)
+    say(f"wrote {out}/{RERANKER}.gguf ({(out / f'{RERANKER}.gguf').stat().st_size} bytes)")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def digest(path: Path) -> str:
@@ -430,7 +513,7 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models-data").absolute()
     todo = missing(root)
     if not todo:
-        say(f"up to date: {root} ({SPLIT}, {', '.join(ADAPTERS)}, {VLM})")
+        say(f"up to date: {root} ({SPLIT}, {', '.join(ADAPTERS)}, {VLM}, {RERANKER})")
         return
     if not (root / GGUF).is_file():
         die(f"{root / GGUF} is missing; run scripts/fetch-model.sh {root} (make model) first")
@@ -445,6 +528,7 @@ def main() -> None:
     steps: dict[str, Callable[[], None]] = {
         "split": lambda: make_split(root),
         "vlm": lambda: make_vlm(root, src),
+        "reranker": lambda: make_reranker(root, src),
     }
     for name, seed in ADAPTERS.items():
         steps[name] = lambda name=name, seed=seed: make_adapter(root, src, name, seed)  # type: ignore[misc]
@@ -454,7 +538,7 @@ def main() -> None:
         say(f"{step}: {time.monotonic() - start:.0f} s")
     files = [*split_shards(root), *(root / f"{n}.gguf" for n in ADAPTERS)]
     files += [root / n / "adapter_model.safetensors" for n in ADAPTERS]
-    files += sorted((root / VLM).iterdir())
+    files += [*sorted((root / VLM).iterdir()), root / RERANKER / f"{RERANKER}.gguf"]
     for path in files:
         say(f"sha256 {digest(path)}  {path.relative_to(root)}")
 

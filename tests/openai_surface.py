@@ -3,7 +3,8 @@
 Shared by the gateway's tests against fake replicas (tests/gateway/test_openai_client.py) and the
 compatibility tests against real llama.cpp replicas (tests/integration/test_openai_compat.py): the
 same calls, one comparable shape for what the client saw. ``chat`` is the name (or alias) chat goes
-to; the stream, the completion and the embeddings go to ``model``.
+to; the stream and the completion go to ``model``, the embeddings to ``embed`` (a model with
+``task: embed``: the gateway refuses embeddings to a generator).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def summary(models: list[str], chat: Any, chunks: list[Any], text: Any, vectors:
     }
 
 
-def summarize_sync(client: openai.OpenAI, *, chat: str, model: str, max_tokens: int = 16) -> Summary:
+def summarize_sync(
+    client: openai.OpenAI, *, chat: str, model: str, embed: str, max_tokens: int = 16
+) -> Summary:
     models = [m.id for m in client.models.list()]
     answer = client.chat.completions.create(model=chat, messages=USER, max_tokens=max_tokens)  # type: ignore[arg-type]
     stream = client.chat.completions.create(
@@ -41,12 +44,12 @@ def summarize_sync(client: openai.OpenAI, *, chat: str, model: str, max_tokens: 
     )
     chunks = list(stream)
     text = client.completions.create(model=model, prompt="Once upon", max_tokens=max_tokens)
-    vectors = client.embeddings.create(model=model, input=["a", "b"])
+    vectors = client.embeddings.create(model=embed, input=["a", "b"])
     return summary(models, answer, chunks, text, vectors)
 
 
 async def summarize_async(
-    client: openai.AsyncOpenAI, *, chat: str, model: str, max_tokens: int = 16
+    client: openai.AsyncOpenAI, *, chat: str, model: str, embed: str, max_tokens: int = 16
 ) -> Summary:
     models = [m.id async for m in client.models.list()]
     answer = await client.chat.completions.create(model=chat, messages=USER, max_tokens=max_tokens)  # type: ignore[arg-type]
@@ -59,5 +62,5 @@ async def summarize_async(
     )
     chunks = [c async for c in stream]
     text = await client.completions.create(model=model, prompt="Once upon", max_tokens=max_tokens)
-    vectors = await client.embeddings.create(model=model, input=["a", "b"])
+    vectors = await client.embeddings.create(model=embed, input=["a", "b"])
     return summary(models, answer, chunks, text, vectors)

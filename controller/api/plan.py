@@ -46,6 +46,7 @@ from controller.reconcile.decide import Snapshot, decide
 from controller.reconcile.preview import Preview, rows
 from controller.reconcile.report import ReportStore
 from controller.weights.compat import check_files
+from controller.weights.task import detect_task
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,9 @@ def load_privately(folder: Path, model_roots: Sequence[Path], shared: Mapping[st
     if refused:
         raise InvalidManifests(refused)
     try:
-        return load_folder(folder, model_roots=model_roots, environ=shared, check_files=check_files)
+        return load_folder(
+            folder, model_roots=model_roots, environ=shared, check_files=check_files, detect_task=detect_task
+        )
     except InvalidManifests as exc:
         raise InvalidManifests([hide_outside(e, model_roots) for e in exc.errors]) from exc
 

@@ -18,6 +18,7 @@ from controller.errors import InvalidManifests, ModelctlError
 from controller.manifests.loader import load_folder
 from controller.manifests.model import LoadedModel
 from controller.weights.compat import check_files
+from controller.weights.task import detect_task
 
 if TYPE_CHECKING:
     from controller.placement.memory import MemoryEstimate
@@ -54,7 +55,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     roots = [p.absolute() for p in args.model_root] if args.model_root else None
     try:
-        models = load_folder(args.path, model_roots=roots, check_files=check_files)
+        models = load_folder(args.path, model_roots=roots, check_files=check_files, detect_task=detect_task)
         inventory = Inventory.from_json(args.inventory.read_text()) if args.inventory else read_inventory()
     except InvalidManifests as exc:
         return report_invalid(exc, args.path)

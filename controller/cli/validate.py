@@ -11,6 +11,7 @@ from controller.cli.render import replica_range, report_invalid
 from controller.errors import InvalidManifests
 from controller.manifests.loader import load_folder
 from controller.weights.compat import check_files
+from controller.weights.task import detect_task
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def cmd_validate(args: argparse.Namespace) -> int:
     roots = [p.absolute() for p in args.model_root] if args.model_root else None
     try:
-        models = load_folder(args.path, model_roots=roots, check_files=check_files)
+        models = load_folder(args.path, model_roots=roots, check_files=check_files, detect_task=detect_task)
     except InvalidManifests as exc:
         return report_invalid(exc, args.path)
     for model in models:

@@ -15,7 +15,8 @@ Wire format (``GET /v1/endpoints`` on the controller's internal API)::
                  "details": {"format": "gguf", "family": "llama", "parameter_size": "135M",
                              "quantization": "Q4_1", "size": 98362432, "info": {...},
                              "template": "..."},
-                 "adapters": ["smollm2-sea", "smollm2-poems"], "vision": false}]}
+                 "adapters": ["smollm2-sea", "smollm2-poems"], "vision": false,
+                 "task": "generate"}]}
 
 ``version`` grows whenever the table changes, so a client can long-poll with ``?after=<version>``.
 ``epoch`` is drawn at random when the controller starts: versions count from 1 again after a
@@ -33,6 +34,8 @@ adapter ids: the k-th name is id k); each is a model name of its own, and ``<mod
 names it too (``EndpointTable.resolve``). ``vision``: the model takes images (true: llama.cpp with a
 projector, ``mmproj``; vLLM weights whose config.json has a ``vision_config``), false: it takes none,
 null: unknown (hub weights, an older controller), so the gateway does not check.
+``task`` ("generate", "embed" or "rerank") says which APIs the gateway forwards to the model; a
+table without it serves every model for generate.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class ModelEndpoints:
     # What a model without ready replicas waits for, in words ("pulling 42% (120.0 of 290.1 MiB)"):
     # the gateway adds it to the loading comments of held streams. "" when nothing is said.
     loading: str = ""
+    task: str = "generate"  # one of TASKS: the APIs the gateway forwards to it (docs/tasks.md)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -195,6 +199,7 @@ class EndpointTable:
                     "adapters": list(m.adapters),
                     "vision": m.vision,
                     "loading": m.loading,
+                    "task": m.task,
                 }
                 for m in self.models
             ],
@@ -226,10 +231,22 @@ class EndpointTable:
                 adapters=tuple(str(a) for a in m.get("adapters") or ()),
                 vision=_optional_bool(m.get("vision")),
                 loading=str(m.get("loading", ""))[:LOADING_LIMIT],
+                task=known_task(m.get("task", "generate")),
             )
             for m in data["models"]
         )
         return cls(version=int(data["version"]), models=models, epoch=str(data.get("epoch", "")))
+
+
+# What a model is for (the manifest's ``task``); a table from an older controller has none: generate.
+TASKS = ("generate", "embed", "rerank")
+
+
+def known_task(value: Any) -> str:
+    """``value`` if it is one of TASKS; raises ValueError (the table is malformed) otherwise."""
+    if value not in TASKS:
+        raise ValueError(f"unknown task {str(value)[:40]!r}")
+    return str(value)
 
 
 def _optional_float(value: Any) -> float | None:

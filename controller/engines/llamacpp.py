@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 
+from controller.engines import tasks
 from controller.engines.common import HUB_CACHE_DIR, Weights, engine_spec, weights_source
 from controller.engines.files import NO_FILES, Placed, place_files
 from controller.manifests.engines import LLAMACPP
@@ -98,7 +99,11 @@ def command(
     if cpus:
         args += ["--threads", str(len(cpus))]
     return (
-        args + file_flags(files, gpus) + template_flags(manifest.tools, manifest.args) + list(manifest.args)
+        args
+        + file_flags(files, gpus)
+        + template_flags(manifest.tools, manifest.args)
+        + tasks.llamacpp_flags(model)
+        + list(manifest.args)
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 
-from controller.engines import parsers
+from controller.engines import parsers, tasks
 from controller.engines.common import HUB_CACHE_DIR, cpu_list, engine_spec, weights_source
 from controller.engines.files import NO_FILES, Placed, place_files
 from controller.errors import EngineError, ModelctlError
@@ -129,7 +129,10 @@ def command(
         args += ["--gpu-memory-utilization", f"{gpu_share:g}"]
     if not gpus and not chooses_compilation(manifest.args):
         args.append("--enforce-eager")
-    return args + file_flags(model, files) + parser_flags(parsers.for_model(model)) + list(manifest.args)
+    chosen = parsers.for_model(model) if model.task == "generate" else parsers.Parsers()
+    return (
+        args + file_flags(model, files) + parser_flags(chosen) + tasks.vllm_flags(model) + list(manifest.args)
+    )
 
 
 def parser_flags(chosen: parsers.Parsers) -> list[str]:

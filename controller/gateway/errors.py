@@ -6,7 +6,8 @@ gateway produces goes through here; nothing reaches a client as a traceback.
 
 Statuses used::
 
-    400 invalid_request_error   malformed JSON, missing or non-string "model"
+    400 invalid_request_error   malformed JSON, missing or non-string "model"; code "unsupported_task":
+                                the model's task is not one the API serves (``doors.tasks``)
     401 invalid_request_error   code "invalid_api_key": API keys are configured and the bearer token
                                 is missing or not one of them
     404 invalid_request_error   code "model_not_found": no model by that name or alias; code

@@ -72,6 +72,9 @@ class GatewaySettings:
     # Requests are JSON prompts; 16 MiB holds long contexts and base64 images, and bounds memory.
     # Env MODELCTL_GATEWAY_MAX_BODY_BYTES.
     max_body_bytes: int = 16 * 1024 * 1024
+    # An audio upload (/v1/audio/*, multipart): OpenAI's own limit for a file is 25 MB. Read once,
+    # forwarded as those bytes. Env MODELCTL_GATEWAY_MAX_AUDIO_BYTES.
+    max_audio_bytes: int = 25 * 1024 * 1024
     # A ready replica accepts at once; a slow connect means it is gone, so try another soon.
     # Env MODELCTL_GATEWAY_CONNECT_TIMEOUT_S.
     connect_timeout_s: float = 5.0
@@ -164,7 +167,7 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         positive = ["workers", "max_body_bytes", "max_tries", "queue_per_slot", "affinity_prefix_chars"]
-        positive += ["max_connections", "max_queued_bytes"]
+        positive += ["max_connections", "max_queued_bytes", "max_audio_bytes"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise SettingsError(f"gateway setting {name} must be at least 1, not {getattr(self, name)}")
@@ -252,6 +255,7 @@ _ENV = {
     "max_queued_bytes": "MODELCTL_GATEWAY_MAX_QUEUED_BYTES",
     "max_tries": "MODELCTL_GATEWAY_MAX_TRIES",
     "max_body_bytes": "MODELCTL_GATEWAY_MAX_BODY_BYTES",
+    "max_audio_bytes": "MODELCTL_GATEWAY_MAX_AUDIO_BYTES",
     "table": "MODELCTL_GATEWAY_TABLE",
     "models_file": "MODELCTL_GATEWAY_MODELS",
     "dns_interval_s": "MODELCTL_GATEWAY_DNS_INTERVAL_S",

@@ -45,6 +45,7 @@ def models_document(models: list[LoadedModel], options: RenderOptions) -> str:
                 "engine": manifest.resolved_engine,
                 "adapters": [adapter.name for adapter in manifest.adapters],
                 "vision": takes_images(model),
+                "task": model.task,
             }
         )
     return json.dumps({"models": entries}, indent=2, sort_keys=True) + "\n"

@@ -30,6 +30,7 @@ from controller.manifests.envrefs import ANY_NAME
 from controller.manifests.loader import load_folder
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 from controller.weights.compat import check_files
+from controller.weights.task import detect_task
 
 HEADER = "# Rendered by `modelctl render kubernetes`"
 KUSTOMIZATION = "kustomization.yaml"
@@ -83,7 +84,12 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
     roots = [model_root.absolute()] if model_root else None
     loaded: list[tuple[LoadedModel, PurePosixPath | None]] = []
     found = load_folder(
-        path, model_roots=roots, environ=_AnyVariable(), env_allow=ANY_NAME, check_files=check_files
+        path,
+        model_roots=roots,
+        environ=_AnyVariable(),
+        env_allow=ANY_NAME,
+        check_files=check_files,
+        detect_task=detect_task,
     )
     for model in found:
         model = dataclasses.replace(model, filled_env=None)

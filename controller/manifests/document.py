@@ -42,6 +42,9 @@ from controller.manifests.quoting import shown
 from controller.manifests.sizes import parse_duration, parse_size
 
 Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
+# What a model is for: the APIs the gateway lets through to it and the engine's mode (docs/tasks.md).
+Task = Literal["generate", "embed", "rerank"]
+TASKS: tuple[Task, ...] = ("generate", "embed", "rerank")
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -198,6 +201,13 @@ class ModelManifest(BaseModel):
         default=None,
         validate_default=True,
         description="llamacpp or vllm; defaults from the weights (GGUF -> llamacpp).",
+    )
+    task: Task | None = Field(
+        default=None,
+        description="What the model is for: generate (chat, completions), embed (/v1/embeddings, "
+        "/api/embed) or rerank (/v1/rerank, /rerank, /v1/score); sets the engine's mode, and the "
+        "gateway refuses the other APIs. Default: from the weights (an embedding or reranker "
+        "GGUF / config.json says so), else generate.",
     )
     aliases: list[ModelName] = Field(
         default_factory=list, max_length=MAX_ALIASES, description="Other names it answers to."
@@ -412,6 +422,8 @@ class ModelManifest(BaseModel):
     def _draft_fits_engine(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             check_beside_file("draft", value, info.data.get("engine"))
+            if info.data.get("task") not in (None, "generate"):
+                raise ValueError(f"a draft speeds up generation; task {info.data['task']} generates nothing")
         return value
 
     @field_validator("adapters", mode="after")

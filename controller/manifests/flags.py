@@ -56,6 +56,8 @@ LLAMACPP_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--spec-type",),
     ("--lora",),
     ("--lora-scaled",),  # modelctl starts every adapter at scale 0; a request selects its own
+    ("--embedding", "--embeddings"),  # from ``task``: the gateway routes by it too
+    ("--rerank", "--reranking"),
 )
 
 VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
@@ -84,6 +86,8 @@ VLLM_RESERVED: tuple[tuple[str, ...], ...] = (
     ("--enable-auto-tool-choice", "--no-enable-auto-tool-choice"),
     ("--tool-call-parser",),
     ("--reasoning-parser",),
+    ("--runner",),  # from ``task``: pooling for embed and rerank
+    ("--convert",),
 )
 
 # The manifest field a reserved flag comes from, where it is not modelctl's own business (ports,
@@ -103,6 +107,7 @@ FIELD_OF_FLAG = {
     "--no-enable-auto-tool-choice": "tools",  # the longest spelling names the option
     "--tool-call-parser": "tool_parser",
     "--reasoning-parser": "reasoning_parser",
+    **dict.fromkeys(("--embeddings", "--reranking", "--runner", "--convert"), "task"),
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifests.document import ModelManifest, closest_field, hub_reference
+from controller.manifests.document import ModelManifest, Task, closest_field, hub_reference
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 from controller.manifests.quoting import shown
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 FileProblem = tuple[tuple[str | int, ...], str]
 # Whether a model's resolved files fit its weights (``controller.weights.compat.check_files``).
 FilesCheck = Callable[[LoadedModel], Iterable[FileProblem]]
+# What a model's weights say it is for (``controller.weights.task.detect_task``), None: nothing.
+TaskDetect = Callable[[LoadedModel], Task | None]
 
 
 def load_folder(
@@ -62,6 +64,7 @@ def load_folder(
     environ: Mapping[str, str] | None = None,
     env_allow: EnvAllow | None = None,
     check_files: FilesCheck | None = None,
+    detect_task: TaskDetect | None = None,
 ) -> list[LoadedModel]:
     """Load every manifest under ``path`` (a folder or one file).
 
@@ -82,7 +85,7 @@ def load_folder(
         except ValueError as exc:
             raise InvalidManifests([ManifestError(str(exc), file=str(path))]) from exc
     budget = Budget()
-    files = Files(model_roots, check_files)
+    files = Files(model_roots, check_files, detect_task)
     for file in manifest_files(path, errors):
         located.extend(load_file(file, errors, files, Env(environ, env_allow), budget))
     check_unique_names(located, errors)
@@ -106,6 +109,7 @@ class Files:
 
     roots: Sequence[Path] | None
     check: FilesCheck | None = None
+    detect_task: TaskDetect | None = None
 
 
 # A loaded model and its document's YAML node, for errors found after loading (names in use twice).
@@ -156,6 +160,8 @@ def load_documents(
         found = LoadedModel(model, str(file), index, weights, modified_at(file), filled, extra)
         if files.check is not None and weights is not None and all_found(model, extra):
             report_problems(files.check, found, where)
+        if files.detect_task is not None and weights is not None and model.task is None:
+            found = replace(found, detected_task=detect_or_log(files.detect_task, found))
         loaded.append((found, node))
     return loaded
 
@@ -347,6 +353,16 @@ def report_problems(check: FilesCheck, model: LoadedModel, where: Where) -> None
     except Exception as exc:
         log.exception("unexpected error checking the files of %s", where.file)
         where.report((), f"cannot check the files beside the weights: {type(exc).__name__}: {exc}"[:300])
+
+
+def detect_or_log(detect: TaskDetect, model: LoadedModel) -> Task | None:
+    """What ``detect`` says ``model``'s weights are for; None (logged) when it fails: the weights'
+    own problems are the estimate's to report, and generate is the default either way."""
+    try:
+        return detect(model)
+    except Exception:
+        log.exception("cannot read what the weights of %s are for", model.file)
+        return None
 
 
 def resolve_weights(weights: str, roots: Sequence[Path], *, what: str = "weights") -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.manifests.document import ModelManifest, hub_reference
+from controller.manifests.document import ModelManifest, Task, hub_reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,9 @@ class LoadedModel:
     filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     files: ExtraFiles = ExtraFiles()  # resolved mmproj, draft and adapters (empty when not checked)
     pulled: PulledFiles | None = None  # hub weights found in the hub cache (None: not pulled yet)
+    # What the weights say they are for (``controller.weights.task``, run by the loader when it is
+    # handed the detection); None: they do not say, or were not read.
+    detected_task: Task | None = None
 
     @property
     def env(self) -> tuple[tuple[str, str], ...]:
@@ -73,3 +76,8 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.manifest.resolved_name
+
+    @property
+    def task(self) -> Task:
+        """What the model is for: the manifest's ``task``, else what the weights say, else generate."""
+        return self.manifest.task or self.detected_task or "generate"

@@ -579,6 +579,7 @@ def endpoint_table(
                 adapters=tuple(adapter.name for adapter in manifest.adapters),  # the engine's order
                 vision=takes_images(model),
                 loading=(loading or {}).get(model.name, ""),
+                task=model.task,
             )
         )
     return tuple(entries)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import time
@@ -359,8 +360,10 @@ def table_of(
     version: int = 1,
     max_concurrency: int = 4,
     balancing: str = "least-outstanding",
+    task: str = "generate",
 ) -> EndpointTable:
-    """A table from (name, aliases, replica urls); replica ids are ``name-<index>``."""
+    """A table from (name, aliases, replica urls); replica ids are ``name-<index>``; every model
+    serves ``task``."""
     return EndpointTable(
         version=version,
         models=tuple(
@@ -370,10 +373,17 @@ def table_of(
                 created=1764120000,
                 replicas=tuple(Replica(f"{name}-{i}", url, max_concurrency) for i, url in enumerate(urls)),
                 balancing=balancing,
+                task=task,
             )
             for name, aliases, urls in models
         ),
     )
+
+
+def with_tasks(table: EndpointTable, **tasks: str) -> EndpointTable:
+    """``table`` with the models named given those tasks (``e="embed"``)."""
+    models = tuple(dataclasses.replace(m, task=tasks.get(m.name, m.task)) for m in table.models)
+    return dataclasses.replace(table, models=models)
 
 
 async def eventually(predicate: Callable[[], bool], *, within_s: float = 5.0) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from gateway_fakes import StartGateway, StartUpstream, eventually, refused_url, table_of
+from gateway_fakes import StartGateway, StartUpstream, eventually, refused_url, table_of, with_tasks
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.gateway import StaticTable
@@ -41,12 +41,12 @@ async def test_requests_latency_and_tokens_are_counted(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:
     _, url = await start_upstream("a")
-    client = await start_gateway(table_of(("m", (), [url])))
+    client = await start_gateway(with_tasks(table_of(("m", (), [url]), ("e", (), [url])), e="embed"))
     assert (await client.post(CHAT, json=ASK)).status == 200  # usage 5 + 4
     stream = {**ASK, "stream": True, "stream_options": {"include_usage": True}}
     assert (await (await client.post(CHAT, json=stream)).read()).endswith(b"[DONE]\n\n")  # usage 6 + 4
     await (await client.post(CHAT, json={**ASK, "stream": True})).read()  # no usage asked: counted too
-    embed = await client.post("/v1/embeddings", json={"model": "m", "input": ["a", "b"]})  # usage 4 + 0
+    embed = await client.post("/v1/embeddings", json={"model": "e", "input": ["a", "b"]})  # usage 4 + 0
     assert embed.status == 200
     assert (await client.post(CHAT, json={"model": "nope"})).status == 404
     samples = await scrape(client)
@@ -54,7 +54,7 @@ async def test_requests_latency_and_tokens_are_counted(
         sample(
             samples, "modelctl_gateway_requests_total", api="openai", model="m", replica="m-0", status="200"
         )
-        == 4
+        == 3
     )
     assert (
         sample(
@@ -68,10 +68,12 @@ async def test_requests_latency_and_tokens_are_counted(
         == 1
     )
     tokens = "modelctl_gateway_tokens_total"
-    assert sample(samples, tokens, api="openai", model="m", kind="prompt") == 5 + 6 + 6 + 4
+    assert sample(samples, tokens, api="openai", model="m", kind="prompt") == 5 + 6 + 6
     assert sample(samples, tokens, api="openai", model="m", kind="completion") == 4 + 4 + 4
-    assert sample(samples, "modelctl_gateway_request_duration_seconds_count", model="m") == 4
-    assert sample(samples, "modelctl_gateway_time_to_first_byte_seconds_count", model="m") == 4
+    assert sample(samples, tokens, api="openai", model="e", kind="prompt") == 4
+    assert sample(samples, "modelctl_gateway_request_duration_seconds_count", model="m") == 3
+    assert sample(samples, "modelctl_gateway_time_to_first_byte_seconds_count", model="m") == 3
+    assert sample(samples, "modelctl_gateway_request_duration_seconds_count", model="e") == 1
     assert sample(samples, "modelctl_gateway_ready_replicas", model="m") == 1
 
 

@@ -101,7 +101,7 @@ async def test_embed_and_the_older_embeddings(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:
     fake, url = await start_upstream("a")
-    client = await start_gateway(table_of(("m", (), [url])))
+    client = await start_gateway(table_of(("m", (), [url]), task="embed"))
     resp = await client.post("/api/embed", json={"model": "m", "input": ["a", "b"]})
     assert (await resp.json())["embeddings"] == [[0.25, -0.5, 0.0], [0.25, -0.5, 1.0]]
     assert fake.requests[-1].path == "/v1/embeddings"
@@ -339,7 +339,7 @@ async def test_a_large_json_answer_is_translated_whole(
 ) -> None:
     """Over 1 MiB the proxy streams a JSON answer instead of reading it whole: kept, then translated."""
     _, url = await start_upstream("a")
-    client = await start_gateway(table_of(("m", (), [url])))
+    client = await start_gateway(table_of(("m", (), [url]), task="embed"))
     resp = await client.post("/api/embed", json={"model": "m", "input": ["a"] * 20_000})
     assert resp.status == 200
     vectors = (await resp.json())["embeddings"]

@@ -15,13 +15,21 @@ from typing import Any
 
 import openai
 import pytest
-from gateway_fakes import PIECES, FakeLlamaServer, StartGateway, StartUpstream, eventually, table_of
+from gateway_fakes import (
+    PIECES,
+    FakeLlamaServer,
+    StartGateway,
+    StartUpstream,
+    eventually,
+    table_of,
+    with_tasks,
+)
 from openai_surface import USER, Summary, summarize_async, summarize_sync
 
 
 def expected(text_from: set[str]) -> Summary:
     return {
-        "models": ["smollm2", "smollm"],
+        "models": ["smollm2", "smollm", "embedder"],
         "chat_usage": 9,
         "streamed": "".join(PIECES),
         "stream_usage": len(PIECES),
@@ -33,7 +41,8 @@ def expected(text_from: set[str]) -> Summary:
 async def base_url(start_gateway: StartGateway, start_upstream: StartUpstream) -> str:
     _, url_a = await start_upstream("a")
     _, url_b = await start_upstream("b")
-    client = await start_gateway(table_of(("smollm2", ("smollm",), [url_a, url_b])))
+    table = table_of(("smollm2", ("smollm",), [url_a, url_b]), ("embedder", (), [url_a, url_b]))
+    client = await start_gateway(with_tasks(table, embedder="embed"))
     return str(client.make_url("/v1"))
 
 
@@ -49,14 +58,14 @@ def check(summary: Summary) -> None:
 async def test_sync_client(base_url: str) -> None:
     def talk() -> Summary:
         with openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10) as client:
-            return summarize_sync(client, chat="smollm", model="smollm2")
+            return summarize_sync(client, chat="smollm", model="smollm2", embed="embedder")
 
     check(await asyncio.to_thread(talk))
 
 
 async def test_async_client(base_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=10) as client:
-        check(await summarize_async(client, chat="smollm", model="smollm2"))
+        check(await summarize_async(client, chat="smollm", model="smollm2", embed="embedder"))
 
 
 # Errors: each status the gateway produces, as the exception class the client raises.

@@ -5,6 +5,7 @@ spelled. Sent as raw bytes over a socket: a client library would normalise the p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -86,8 +87,16 @@ async def raw_post(client: TestClient[Any, Any], target: str, body: bytes = BODY
 async def recorded(aiohttp_server: Any, start_gateway: StartGateway) -> tuple[Recorder, TestClient[Any, Any]]:
     recorder = Recorder()
     server: TestServer = await aiohttp_server(recorder.app())
-    gateway = await start_gateway(table_of(("m", (), [str(server.make_url("")).rstrip("/")])))
+    url = str(server.make_url("")).rstrip("/")
+    table = table_of(("m", (), [url]))
+    embed, rerank = table_of(("e", (), [url]), task="embed"), table_of(("r", (), [url]), task="rerank")
+    models = (*table.models, *embed.models, *rerank.models)
+    gateway = await start_gateway(dataclasses.replace(table, models=models))
     return recorder, gateway
+
+
+# The model of the right task for each API path (``doors.tasks``), and where the replica gets it.
+MODEL_FOR = {"/v1/embeddings": "e", "/v1/rerank": "r", "/rerank": "r", "/v1/score": "r"}
 
 
 @pytest.mark.parametrize("target", HOSTILE)
@@ -111,9 +120,10 @@ async def test_each_api_path_reaches_the_replica_as_sent(
     recorded: tuple[Recorder, TestClient[Any, Any]], path: str
 ) -> None:
     recorder, gateway = recorded
-    status, _ = await raw_post(gateway, path)
+    body = json.dumps({"model": MODEL_FOR.get(path, "m"), "input": "hi", "messages": []}).encode()
+    status, _ = await raw_post(gateway, path, body)
     assert status == 200
-    assert recorder.paths == [path]
+    assert recorder.paths == ["/v1/rerank" if path == "/rerank" else path]  # the engines' own path
 
 
 async def test_the_anthropic_clients_beta_query_is_kept(

@@ -196,7 +196,7 @@ async def test_forwarded_headers_leave_credentials_and_hop_by_hop_behind(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:
     fake, url = await start_upstream("a")
-    client = await start_gateway(table_of(("m", (), [url])))
+    client = await start_gateway(table_of(("m", (), [url]), task="embed"))
     headers = {"Authorization": "Bearer sk-secret", "X-Trace": "t1", "Keep-Alive": "timeout=5"}
     resp = await client.post("/v1/embeddings", json=ASK, headers=headers)
     assert resp.status == 200

@@ -1,9 +1,9 @@
 """The official ``ollama`` client against real llama.cpp replicas through the gateway's Ollama API.
 
 One stack for the module (the controller and an in-process gateway, as ``modelctl serve`` runs
-them, API keys on) with one model on the real Docker engine: ``smollm2`` (alias ``smollm``),
-SmolLM2 on llama-server with ``--embeddings --pooling mean`` so the same replica answers chat,
-generate and embed. What the client sees: list, ps, show (details from the GGUF header), chat and
+them, API keys on) with two models on the real Docker engine: ``smollm2`` (alias ``smollm``),
+SmolLM2 on llama-server for chat and generate, and ``smollm2-embed`` (the same weights with
+``task: embed``) for embed. What the client sees: list, ps, show (details from the GGUF header), chat and
 generate streamed and not (options mapped, counts from usage), embed and the older embeddings, a
 model that does not exist (``ResponseError`` 404) and a management call refused (501).
 """
@@ -35,9 +35,9 @@ pytestmark = [
 KEY = "sk-ollama-test"
 HIDDEN_SIZE = 576  # SmolLM2-135M's embedding width
 MANIFEST = (
-    f"name: smollm2\nmodel: {GGUF}\naliases: [smollm]\nreplicas: 1\nmax_batch_size: 2\n"
-    "context_length: 512\nargs: [--embeddings, --pooling, mean]\n"
+    f"name: smollm2\nmodel: {GGUF}\naliases: [smollm]\nreplicas: 1\nmax_batch_size: 2\ncontext_length: 512\n"
 )
+EMBED = f"name: smollm2-embed\nmodel: {GGUF}\ntask: embed\nreplicas: 1\ncontext_length: 512\n"
 USER = [{"role": "user", "content": "Say hello."}]
 SHORT = {"num_predict": 8, "temperature": 0, "seed": 1}
 
@@ -48,10 +48,11 @@ async def stack(
 ) -> AsyncIterator[RunningController]:
     manifests = tmp_path_factory.mktemp("manifests")
     (manifests / "smollm2.yaml").write_text(MANIFEST)
+    (manifests / "embed.yaml").write_text(EMBED)
     instance = f"test-{uuid.uuid4().hex[:8]}"
     config = settings(manifests, model_root, instance)
     gateway = GatewaySettings(host="127.0.0.1", port=0, api_keys=(KEY,))
-    async with serving(config, gateway, {"smollm2": 1}, docker_client) as rc:
+    async with serving(config, gateway, {"smollm2": 1, "smollm2-embed": 1}, docker_client) as rc:
         yield rc
 
 
@@ -69,12 +70,12 @@ async def test_list_ps_and_show_describe_the_weights(stack: RunningController) -
         return c.list(), c.ps(), c.show("smollm")
 
     listed, loaded, shown = await asyncio.to_thread(ask)
-    assert [m.model for m in listed.models] == ["smollm2", "smollm"]
+    assert [m.model for m in listed.models] == ["smollm2", "smollm", "smollm2-embed"]
     model = listed.models[0]
     assert model.details is not None and model.size is not None and model.size > 50_000_000
     assert (model.details.format, model.details.family) == ("gguf", "llama")
     assert (model.details.parameter_size, model.details.quantization_level) == ("135M", "Q4_1")
-    assert [m.model for m in loaded.models] == ["smollm2"]
+    assert [m.model for m in loaded.models] == ["smollm2", "smollm2-embed"]
     running = loaded.models[0]
     assert running.expires_at is not None and running.expires_at.year == 9999  # not on demand: stays
     assert running.context_length == 512 and running.size_vram == 0  # a CPU replica
@@ -137,7 +138,9 @@ async def test_format_json_is_a_json_object(stack: RunningController) -> None:
 async def test_embed_and_the_older_embeddings(stack: RunningController) -> None:
     def ask() -> tuple[ollama.EmbedResponse, ollama.EmbeddingsResponse]:
         c = client(stack)
-        return c.embed(model="smollm", input=["a cat", "a car"]), c.embeddings(model="smollm", prompt="a cat")
+        return c.embed(model="smollm2-embed", input=["a cat", "a car"]), c.embeddings(
+            model="smollm2-embed", prompt="a cat"
+        )
 
     embedded, legacy = await asyncio.to_thread(ask)
     assert [len(v) for v in embedded.embeddings] == [HIDDEN_SIZE, HIDDEN_SIZE]

@@ -2,8 +2,9 @@
 
 One stack for the module (the controller and an in-process gateway, as `modelctl serve` runs them,
 API keys on) with three models on the real Docker engine:
-- ``smollm2``: SmolLM2 on llama-server with ``--embeddings --pooling mean``, so the same replica
-  answers chat, completions and embeddings;
+- ``smollm2``: SmolLM2 on llama-server, for chat and completions;
+- ``smollm2-embed``: the same weights with ``task: embed`` (llama-server ``--embeddings --pooling
+  mean``), for embeddings (the gateway refuses them to a generator);
 - ``slow``: the same weights, one replica taking one request at a time, for overload;
 - ``broken``: weights that are not a GGUF, so it never has a ready replica, for the cold start;
 - ``victim``: one replica, killed in the middle of a stream.
@@ -46,8 +47,9 @@ HIDDEN_SIZE = 576  # SmolLM2-135M's embedding width
 MANIFESTS = {
     "smollm2.yaml": (
         f"name: smollm2\nmodel: {GGUF}\naliases: [smollm]\nreplicas: 1\nmax_batch_size: 2\n"
-        "context_length: 512\nargs: [--embeddings, --pooling, mean]\n"
+        "context_length: 512\n"
     ),
+    "embed.yaml": f"name: smollm2-embed\nmodel: {GGUF}\ntask: embed\nreplicas: 1\ncontext_length: 512\n",
     # One slot with room for a long answer: 4000 tokens take llama-server ~50 s here.
     "slow.yaml": f"name: slow\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 4096\n",
     "broken.yaml": "name: broken\nmodel: broken.gguf\n",
@@ -70,7 +72,9 @@ async def stack(
     gateway = GatewaySettings(
         host="127.0.0.1", port=0, api_keys=(KEY,), queue_per_slot=1, queue_min=0, cold_start_wait_s=1.0
     )
-    async with serving(config, gateway, {"smollm2": 1, "slow": 1, "victim": 1}, docker_client) as rc:
+    async with serving(
+        config, gateway, {"smollm2": 1, "smollm2-embed": 1, "slow": 1, "victim": 1}, docker_client
+    ) as rc:
         yield rc
 
 
@@ -79,7 +83,7 @@ def base_url(rc: RunningController) -> str:
 
 
 def check(seen: Summary) -> None:
-    assert set(seen["models"]) == {"smollm2", "smollm", "slow", "broken", "victim"}
+    assert set(seen["models"]) == {"smollm2", "smollm", "smollm2-embed", "slow", "broken", "victim"}
     assert seen["chat"] and seen["streamed"] and seen["text"]
     assert seen["chat_usage"] and seen["chat_usage"] > 0
     assert seen["stream_usage"] and seen["stream_usage"] > 0  # stream_options.include_usage honoured
@@ -90,14 +94,14 @@ def check(seen: Summary) -> None:
 async def test_sync_client_every_endpoint(stack: RunningController) -> None:
     def talk() -> Summary:
         with openai.OpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, timeout=60) as client:
-            return summarize_sync(client, chat="smollm", model="smollm2")
+            return summarize_sync(client, chat="smollm", model="smollm2", embed="smollm2-embed")
 
     check(await asyncio.to_thread(talk))
 
 
 async def test_async_client_every_endpoint(stack: RunningController) -> None:
     async with openai.AsyncOpenAI(base_url=base_url(stack), api_key=KEY, max_retries=0, timeout=60) as client:
-        check(await summarize_async(client, chat="smollm", model="smollm2"))
+        check(await summarize_async(client, chat="smollm", model="smollm2", embed="smollm2-embed"))
 
 
 async def output_tokens(rc: RunningController, model: str) -> float:

@@ -127,6 +127,9 @@ ALLOWED = [
     ("vllm", "--max-cpu-loras"),
     ("llamacpp", "--po"),  # llama.cpp has no prefixes (it would refuse to start, not mis-set a flag)
     ("llamacpp", "-"),
+    ("llamacpp", "--pooling"),  # how embeddings are pooled: the manifest's to choose
+    ("llamacpp", "--embd-normalize"),
+    ("vllm", "--pooler-config"),
 ]
 
 
@@ -154,6 +157,10 @@ def test_a_reserved_flag_in_any_spelling_is_refused_naming_flag_and_field(
         ("vllm", "--speculative-config", "draft"),
         ("vllm", "--lora-modules", "adapters"),
         ("vllm", "--max-loras", "adapters"),
+        ("llamacpp", "--embedding", "task"),
+        ("llamacpp", "--rerank", "task"),
+        ("vllm", "--runner=pooling", "task"),
+        ("vllm", "--convert", "task"),
     ],
 )
 def test_a_flag_set_from_a_file_field_names_that_field(engine: str, arg: str, field: str) -> None:
@@ -181,4 +188,5 @@ def test_every_field_named_for_a_flag_is_for_a_flag_the_check_reports() -> None:
         "tools",
         "tool_parser",
         "reasoning_parser",
+        "task",
     }

@@ -28,7 +28,8 @@ from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.hashring import hash64
 from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
-from controller.gateway.doors import images, targets
+from controller.gateway.doors import images, targets, tasks
+from controller.gateway.doors.audio import AUDIO_PATHS, AudioDoor
 from controller.gateway.doors.pipeline import Door, Pipeline, Prepared
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, Refusal, api_of
 from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
@@ -52,6 +53,7 @@ API_PATHS = frozenset(
         "/v1/completions",
         "/v1/embeddings",
         "/v1/rerank",  # llama-server and vLLM
+        "/rerank",  # Jina's and Cohere's clients, llama-swap: the replica's /v1/rerank (tasks.REPLICA_PATHS)
         "/v1/score",  # vLLM
         "/v1/responses",
         "/v1/messages",
@@ -170,6 +172,8 @@ class OpenAIDoor(Door):
         targets.check_api(target, request.path)
         images.check(target, document, body)
         body, document = targets.replica_body(target, document, body)
+        if request.path in tasks.REPLICA_PATHS:  # served by the replica under another path, whole
+            return Prepared(body, None, False, False, translation=tasks.REPLICA_PATHS[request.path])
         key = None
         # A key only matters where there is a choice: not for a model with exactly one replica (a
         # request that then waits through a scale-up is balanced least-outstanding, once).
@@ -214,6 +218,9 @@ class Routes:
         forward = self._pipeline.handler(self._door)
         for path in API_PATHS:
             app.router.add_post(path, forward)
+        audio = self._pipeline.handler(AudioDoor())  # multipart, by its form's model field
+        for path in AUDIO_PATHS:
+            app.router.add_post(path, audio)
         app.router.add_post("/v1/{path:.*}", self.not_api)  # never forwarded: 404
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -3,10 +3,12 @@
 Each stage is written once here, in order, for every door (OpenAI's, with Anthropic Messages and
 Responses on it; Ollama's)::
 
-    the body      read whole under its deadlines (413 past max_body_bytes, 408 past body_timeout_s)
+    the body      read whole under its deadlines (413 past the door's limit: max_body_bytes, audio's
+                  max_audio_bytes; 408 past body_timeout_s)
     the request   the door parses it in its API's terms and names the model (its refusals: 400)
     the model     resolved in the endpoint table: a model, or one of its adapters (``Target``; just
-                  started: waits for the first table; 404, 503)
+                  started: waits for the first table; 404, 503); its task must be one the API
+                  serves (``tasks``: 400 naming the model and its task)
     the call      the door prepares it: the replica's body and path (an adapter's selection,
                   ``targets``; images checked, ``images``), prefix key, stream flags; the API key's
                   use (checked and counted in flight by the app's middleware, ``auth``)
@@ -32,7 +34,7 @@ from aiohttp import web
 from controller.endpoints.table import EndpointTable, Target
 from controller.gateway.auth import KEY_USE
 from controller.gateway.call import Call, Translation
-from controller.gateway.doors import outcome
+from controller.gateway.doors import outcome, tasks
 from controller.gateway.errors import OPENAI, Refusal
 from controller.gateway.tables.source import TableSource
 
@@ -69,6 +71,14 @@ class Door:
     def parse(self, body: bytes) -> tuple[str, dict[str, Any]]:
         """(the model named, the parsed request); raise ``Refusal`` (400) otherwise."""
         raise NotImplementedError
+
+    def body_limit(self, settings: GatewaySettings) -> int:
+        """The most bytes a request body may have here (413 past it)."""
+        return settings.max_body_bytes
+
+    def parse_request(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any]]:
+        """``parse`` for a door that needs the request's headers too (a multipart boundary)."""
+        return self.parse(body)
 
     def lookup(self, table: EndpointTable, name: str) -> Target | None:
         """What ``name`` selects in ``table`` (a model or one of its adapters), or None."""
@@ -135,9 +145,10 @@ class Pipeline:
         call: Call | None = None
         try:
             door.check(request)
-            body = await self._proxy.read_body(request, self._settings.max_body_bytes)
-            name, document = door.parse(body)
+            body = await self._proxy.read_body(request, door.body_limit(self._settings))
+            name, document = door.parse_request(request, body)
             target = await self._target(door, name)
+            tasks.check(request.path, target.entry, target.name)  # the API fits the model's task, else 400
             prepared = door.prepare(request, target, document, body, api, started)
             del document  # parsed, it can be 10-30 times its bytes: not kept while it waits or streams
             if isinstance(prepared, web.StreamResponse):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica
+from controller.endpoints.table import EndpointTable, ModelEndpoints, Replica, known_task
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def parse_models(data: Any) -> tuple[ServiceModel, ...]:
                     engine=str(m.get("engine", "")),
                     adapters=tuple(str(a) for a in m.get("adapters") or ()),
                     vision=_vision(m.get("vision")),
+                    task=known_task(m.get("task", "generate")),
                 ),
                 service=str(m["service"]),
                 port=int(m["port"]),
