@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Check the NVML inventory, placement, foreign memory and eviction on a real GPU machine, in one call.
+"""Check the NVML inventory, placement, foreign memory, eviction, energy and the memory estimates of
+real models' shapes on a real GPU machine, in one call.
 
     PYTHONPATH=. python scripts/gpu-check.py [MODELS_DIR]      # default: ./examples
     PYTHONPATH=. python scripts/gpu-check.py --inventory tests/fixtures/inventories/h200-mig.json
 
 For the lent GPU machine: nvidia-ml-py, pyyaml, perhaps torch; no Docker, no network, perhaps no
-pydantic and no weights. Four parts, each printed and (with $OUT set) written as JSON there:
+pydantic and no weights. Six parts, each printed and (with $OUT set) written as JSON there:
 
 1. inventory (inventory.json): the real inventory, table and JSON, compared with nvidia-smi.
 2. plan (plan.json): the manifests of MODELS_DIR plus a few synthetic ones (gpu_memory given, so
@@ -24,6 +25,16 @@ pydantic and no weights. Four parts, each printed and (with $OUT set) written as
    matmul a "token"): joules, average watts, J per matmul and per TFLOP, the inventory after as
    JSON. Without torch a plain CPU busy loop runs instead (the GPU idles; said so); without
    aiohttp/prometheus_client (the meter's module needs them) the counter is read, the meter not.
+6. shapes (shapes.json): the files beside the weights (issue 18) in the memory estimate, on this
+   inventory. Header-only GGUFs with the real shapes of real models, sparse (extended to their
+   real length, no data written: the weights cannot be here) in a temp folder: Llama-3.1-70B
+   Q4_K_M split in 3 shards as llama-gguf-split writes them, Llama-3.1-8B Q4_K_M with Llama-3.2-1B
+   Q4_K_M as draft, and Llama-3.1-8B with two rank-16 f16 LoRA adapters. Loaded by the manifest
+   loader (roots, shards, adapter checks), estimated (context 8192 x 8 sequences), each placed
+   alone with num_gpus 1: a table of weights / KV / draft / adapters / projector / overhead / total
+   per GPU beside the NVML total and free memory of the GPU it landed on; each part checked
+   against the arithmetic on the shapes written; whether the 70B fits an 80 GiB H100. Needs
+   pydantic (the loader); skipped, saying so, without it.
 
 Parts 1-2 import only controller.placement (standard library inside); the manifest loader
 (pydantic) is used when importable, else the YAML is read directly. A summary (summary.json) ends
@@ -38,18 +49,21 @@ import math
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from controller.gpus.inventory import GpuProcess, Inventory
+from controller.gpus.inventory import Gpu, GpuProcess, Inventory, Usage
 from controller.gpus.nvml import read_inventory
 from controller.placement.place import Current, Pending, Placement, ReplicaRequest, place, placeable_units
 from controller.placement.report import gpus_json, gpus_table, plan_json, plan_table
+from controller.placement.report import table as report_table
 
 GiB = 1024**3
 HOLD = 4 * GiB  # what the foreign-memory part allocates on GPU 0
@@ -635,6 +649,419 @@ def print_energy(index: int, result: Result) -> None:
     print(f"checks: {json.dumps(result['checks'])}\n")
 
 
+# --- 6. shapes -------------------------------------------------------------------------------------
+
+MiB = 1024**2
+SHAPES_CONTEXT, SHAPES_BATCH = 8192, 8  # each manifest's context_length and max_batch_size
+# An 80 GiB H100 as NVML shows one (H100 80GB HBM3: 81559 MiB total), with as much in use at idle
+# as the recorded H200 (615 MiB): stated figures, for the line on whether the 70B fits one.
+H100_TOTAL = 81_559 * MiB
+H100_FREE = H100_TOTAL - 615 * MiB
+LORA_RANK = 16
+
+# ggml type -> (GGUF type id, elements per block, bytes per block), from ggml's type traits: the
+# script's own table, so the sums the estimate is checked against do not come from the reader.
+GGML_TYPES = {
+    "F32": (0, 1, 4),
+    "F16": (1, 1, 2),
+    "Q4_K": (12, 256, 144),
+    "Q5_K": (13, 256, 176),
+    "Q6_K": (14, 256, 210),
+}
+META_KINDS = {"u16": (2, "<H"), "u32": (4, "<I"), "i32": (5, "<i"), "f32": (6, "<f"), "str": (8, "")}
+ALIGN = 32  # GGUF's default general.alignment
+
+Tensor = tuple[str, tuple[int, ...], str]  # name, GGUF dims (ne0, the row length, first), ggml type
+Meta = list[tuple[str, str, Any]]  # key, META_KINDS kind, value
+
+
+@dataclass(frozen=True, slots=True)
+class Llama:
+    """A Llama model's numbers, as its config.json and GGUF state them."""
+
+    name: str
+    layers: int
+    embd: int
+    heads: int
+    kv_heads: int
+    ffn: int
+    vocab: int = 128_256
+    context: int = 131_072
+    tied: bool = False  # no output.weight: token_embd is also the output (Llama 3.2 1B)
+    is_70b: bool = False  # llama.cpp's LLM_TYPE_70B: attn_v at least Q5_K
+
+    @property
+    def head(self) -> int:
+        return self.embd // self.heads
+
+    def kv_bytes_per_token(self) -> int:
+        return self.layers * self.kv_heads * 2 * self.head * 2  # key + value, f16
+
+
+LLAMA_70B = Llama("Meta-Llama-3.1-70B-Instruct", 80, 8192, 64, 8, 28_672, is_70b=True)
+LLAMA_8B = Llama("Meta-Llama-3.1-8B-Instruct", 32, 4096, 32, 8, 14_336)
+LLAMA_1B = Llama("Llama-3.2-1B-Instruct", 16, 2048, 32, 8, 8192, tied=True)
+
+SPLIT_MODEL, DRAFT_MODEL, LORA_MODEL = "llama-3.1-70b-split", "llama-3.1-8b-draft", "llama-3.1-8b-lora"
+SPLIT_PREFIX = "llama-3.1-70b/Meta-Llama-3.1-70B-Instruct-Q4_K_M"
+BASE_8B, DRAFT_1B = "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "Llama-3.2-1B-Instruct-Q4_K_M.gguf"
+ADAPTERS = ("lora-a", "lora-b")
+
+
+def more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits: the first and last eighth of the layers and every third between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def q4_k_m_tensors(m: Llama) -> list[Tensor]:
+    """Every tensor of ``m`` quantized Q4_K_M, typed as llama.cpp's llama_tensor_get_type does:
+    Q4_K, but attn_v and ffn_down Q6_K on the ``more_bits`` layers (attn_v Q5_K on the others of a
+    70B), the output (or tied embeddings) Q6_K, norms and rope factors F32; the converter's order."""
+    kv = m.kv_heads * m.head
+    tensors: list[Tensor] = [
+        ("token_embd.weight", (m.embd, m.vocab), "Q6_K" if m.tied else "Q4_K"),
+        ("rope_freqs.weight", (m.head // 2,), "F32"),
+    ]
+    for i in range(m.layers):
+        more = more_bits(i, m.layers)
+        tensors += [
+            (f"blk.{i}.attn_norm.weight", (m.embd,), "F32"),
+            (f"blk.{i}.attn_q.weight", (m.embd, m.embd), "Q4_K"),
+            (f"blk.{i}.attn_k.weight", (m.embd, kv), "Q4_K"),
+            (f"blk.{i}.attn_v.weight", (m.embd, kv), "Q6_K" if more else "Q5_K" if m.is_70b else "Q4_K"),
+            (f"blk.{i}.attn_output.weight", (m.embd, m.embd), "Q4_K"),
+            (f"blk.{i}.ffn_norm.weight", (m.embd,), "F32"),
+            (f"blk.{i}.ffn_gate.weight", (m.embd, m.ffn), "Q4_K"),
+            (f"blk.{i}.ffn_up.weight", (m.embd, m.ffn), "Q4_K"),
+            (f"blk.{i}.ffn_down.weight", (m.ffn, m.embd), "Q6_K" if more else "Q4_K"),
+        ]
+    tensors.append(("output_norm.weight", (m.embd,), "F32"))
+    return tensors if m.tied else [*tensors, ("output.weight", (m.embd, m.vocab), "Q6_K")]
+
+
+def lora_tensors(m: Llama, rank: int) -> list[Tensor]:
+    """A f16 LoRA adapter of ``rank`` on q, k, v and o of every layer, shaped as llama.cpp's
+    convert_lora_to_gguf.py writes them: lora_a [input width, rank], lora_b [rank, output width]."""
+    kv = m.kv_heads * m.head
+    outputs = {"attn_q": m.embd, "attn_k": kv, "attn_v": kv, "attn_output": m.embd}
+    return [
+        (f"blk.{i}.{target}.weight.lora_{ab}", (m.embd, rank) if ab == "a" else (rank, width), "F16")
+        for i in range(m.layers)
+        for target, width in outputs.items()
+        for ab in "ab"
+    ]
+
+
+def tensor_bytes(tensors: list[Tensor]) -> int:
+    """Bytes of the tensors' data, by GGML_TYPES."""
+    total = 0
+    for _, dims, kind in tensors:
+        _, block, size = GGML_TYPES[kind]
+        total += math.prod(dims) // block * size
+    return total
+
+
+def model_metadata(m: Llama) -> Meta:
+    """What llama.cpp's converter writes for a Llama, less the vocabulary's strings (nothing here
+    reads them; ``vocab_size`` states how many)."""
+    counts = {
+        "block_count": m.layers,
+        "context_length": m.context,
+        "embedding_length": m.embd,
+        "feed_forward_length": m.ffn,
+        "attention.head_count": m.heads,
+        "attention.head_count_kv": m.kv_heads,
+        "rope.dimension_count": m.head,
+        "vocab_size": m.vocab,
+    }
+    return [
+        ("general.architecture", "str", "llama"),
+        ("general.type", "str", "model"),
+        ("general.name", "str", m.name),
+        ("general.file_type", "u32", 15),  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+        ("llama.rope.freq_base", "f32", 500_000.0),
+        ("llama.attention.layer_norm_rms_epsilon", "f32", 1e-5),
+        *((f"llama.{key}", "u32", value) for key, value in counts.items()),
+    ]
+
+
+def adapter_metadata(name: str) -> Meta:
+    return [
+        ("general.architecture", "str", "llama"),
+        ("general.type", "str", "adapter"),
+        ("general.name", "str", name),
+        ("adapter.type", "str", "lora"),
+        ("adapter.lora.alpha", "f32", 2.0 * LORA_RANK),
+    ]
+
+
+def gguf_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<Q", len(data)) + data
+
+
+def gguf_header(meta: Meta, tensors: list[Tensor]) -> tuple[bytes, int]:
+    """A GGUF v3 header (metadata, then tensor infos with ALIGN-ed data offsets), and the length of
+    the whole file: the header padded to ALIGN, then each tensor's data padded to ALIGN."""
+    kvs = b""
+    for key, kind, value in meta:
+        code, fmt = META_KINDS[kind]
+        kvs += gguf_string(key) + struct.pack("<I", code)
+        kvs += gguf_string(value) if kind == "str" else struct.pack(fmt, value)
+    infos, offset = b"", 0
+    for name, dims, kind in tensors:
+        infos += gguf_string(name) + struct.pack(f"<I{len(dims)}Q", len(dims), *dims)
+        infos += struct.pack("<IQ", GGML_TYPES[kind][0], offset)
+        offset += -(-tensor_bytes([(name, dims, kind)]) // ALIGN) * ALIGN
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta)) + kvs + infos
+    return header, -(-len(header) // ALIGN) * ALIGN + offset
+
+
+def write_gguf(path: Path, meta: Meta, tensors: list[Tensor]) -> int:
+    """A header-only GGUF at ``path``, extended to the real file's length without writing the data
+    (sparse: it takes no disk). Returns the bytes of its tensors."""
+    header, length = gguf_header(meta, tensors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(header)
+        f.truncate(length)
+    return tensor_bytes(tensors)
+
+
+def write_split(prefix: Path, meta: Meta, tensors: list[Tensor], count: int) -> list[int]:
+    """``tensors`` in ``count`` shards as llama-gguf-split --split-max-tensors writes them
+    (``PREFIX-0000K-of-0000N.gguf``; the model's metadata in shard 1 only; ``split.no`` (u16, from
+    0), ``split.count`` (u16) and ``split.tensors.count`` (i32) in each). Returns each one's bytes."""
+    per = -(-len(tensors) // count)
+    sizes = []
+    for k in range(count):
+        split: Meta = [("split.no", "u16", k), ("split.count", "u16", count)]
+        split.append(("split.tensors.count", "i32", len(tensors)))
+        path = prefix.with_name(f"{prefix.name}-{k + 1:05d}-of-{count:05d}.gguf")
+        sizes.append(write_gguf(path, (meta if k == 0 else []) + split, tensors[k * per : (k + 1) * per]))
+    return sizes
+
+
+def write_models(models: Path) -> dict[str, dict[str, Any]]:
+    """The three models' files under ``models``; returns what each one's estimate must be, by part
+    (bytes), from the shapes written: llama.cpp holds KV for context x sequences tokens."""
+    tokens = SHAPES_CONTEXT * SHAPES_BATCH
+    shards = write_split(models / SPLIT_PREFIX, model_metadata(LLAMA_70B), q4_k_m_tensors(LLAMA_70B), 3)
+    base = write_gguf(models / BASE_8B, model_metadata(LLAMA_8B), q4_k_m_tensors(LLAMA_8B))
+    draft = write_gguf(models / DRAFT_1B, model_metadata(LLAMA_1B), q4_k_m_tensors(LLAMA_1B))
+    adapter = lora_tensors(LLAMA_8B, LORA_RANK)
+    lora = [write_gguf(models / "lora" / f"{a}.gguf", adapter_metadata(a), adapter) for a in ADAPTERS]
+    kv_70b, kv_8b = tokens * LLAMA_70B.kv_bytes_per_token(), tokens * LLAMA_8B.kv_bytes_per_token()
+    return {
+        SPLIT_MODEL: {"weights": sum(shards), "kv_cache": kv_70b, "shards": shards},
+        DRAFT_MODEL: {
+            "weights": base,
+            "kv_cache": kv_8b,
+            "draft": draft + tokens * LLAMA_1B.kv_bytes_per_token(),
+        },
+        LORA_MODEL: {"weights": base, "kv_cache": kv_8b, "adapters": sum(lora)},
+    }
+
+
+def write_manifests(folder: Path) -> None:
+    """One manifest per model, one replica of one GPU each, as a user would write them."""
+    import yaml
+
+    common: dict[str, Any] = {"num_gpus": 1, "context_length": SHAPES_CONTEXT, "max_batch_size": SHAPES_BATCH}
+    docs: list[dict[str, Any]] = [
+        {"name": SPLIT_MODEL, "model": f"{SPLIT_PREFIX}-00001-of-00003.gguf"},
+        {"name": DRAFT_MODEL, "model": BASE_8B, "draft": DRAFT_1B},
+        {
+            "name": LORA_MODEL,
+            "model": BASE_8B,
+            "adapters": [{"name": a, "path": f"lora/{a}.gguf"} for a in ADAPTERS],
+        },
+    ]
+    folder.mkdir(parents=True)
+    (folder / "shapes.yaml").write_text(yaml.safe_dump_all([doc | common for doc in docs], sort_keys=False))
+
+
+def keeps_sparse(folder: Path) -> bool:
+    """Whether a file extended by 64 MiB in ``folder`` takes (nearly) no disk."""
+    probe = folder / "sparse-probe"
+    with probe.open("wb") as f:
+        f.truncate(64 * MiB)
+    used = probe.stat().st_blocks * 512
+    probe.unlink()
+    return used < MiB
+
+
+def files_on_disk(root: Path) -> dict[str, int]:
+    """How many GGUF files are under ``root``, their length and what they take on disk."""
+    stats = [f.stat() for f in root.rglob("*.gguf")]
+    on_disk = sum(s.st_blocks * 512 for s in stats)
+    return {"count": len(stats), "bytes": sum(s.st_size for s in stats), "on_disk": on_disk}
+
+
+def shapes_part(inventory: Inventory) -> Result:
+    try:
+        from controller.errors import ModelctlError
+        from controller.manifests.loader import load_folder
+        from controller.weights.compat import check_files
+    except ImportError as exc:
+        return skipped(f"{exc.name or exc} is not installed (the manifest loader needs it)")
+    with tempfile.TemporaryDirectory(prefix="gpu-check-shapes-") as tmp:
+        root = Path(tmp)
+        try:
+            if not keeps_sparse(root):
+                return skipped(f"{tmp}'s filesystem writes sparse files out in full: 45 GiB of zeros")
+            expected = write_models(root / "models")
+            write_manifests(root / "manifests")
+        except OSError as exc:  # a full disk where files cannot be sparse, a read-only temp folder
+            return {"status": "failed", "why": f"cannot write the header-only files in {tmp}: {exc}"}
+        files = files_on_disk(root)
+        try:
+            models = load_folder(root / "manifests", model_roots=[root / "models"], check_files=check_files)
+            return shapes_placed(models, expected, inventory, files)
+        except ModelctlError as exc:  # InvalidManifests, EstimateError: the files were refused
+            return {"status": "failed", "why": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def shapes_placed(
+    models: list[Any], expected: dict[str, dict[str, Any]], inventory: Inventory, files: dict[str, int]
+) -> Result:
+    """Estimate each model; place each alone, then all together, on ``inventory``, and the 70B on
+    an 80 GiB H100; print the table; judge the estimates against ``expected``."""
+    from controller.placement.memory import estimate
+    from controller.placement.place import requests_for
+
+    estimates = {m.name: estimate(m) for m in models}
+    requests, unsized = requests_for(models)
+    if unsized:
+        return {"status": "failed", "why": "; ".join(f"{p.model}: {p.reason}" for p in unsized)}
+    units = unit_figures(inventory)
+    rows = [shape_row(r, estimates[r.model], place([r], inventory), units) for r in requests]
+    on_h100 = place([r for r in requests if r.model == SPLIT_MODEL], h100_inventory())
+    together = together_text(place(requests, inventory), units)
+    print_shapes(rows, files, on_h100, together)
+    shards = expected[SPLIT_MODEL]["shards"]
+    print(
+        f"{SPLIT_MODEL}: shards of {' + '.join(gb(s) for s in shards)} GiB of tensors = {gb(sum(shards))}; "
+        f"its estimate's weights: {gb(estimates[SPLIT_MODEL].weights)}"
+    )
+    most_free = max((u["free"] for u in units.values()), default=-1)
+    checks = {
+        "every estimate positive": all(min(e.weights, e.kv_cache, e.total) > 0 for e in estimates.values()),
+        "70B weights = the sum of its 3 shards' tensor bytes": estimates[SPLIT_MODEL].weights
+        == sum(expected[SPLIT_MODEL]["shards"]),
+        "every part = the arithmetic on the shapes written": all(
+            getattr(estimates[name], part) == value
+            for name, parts in expected.items()
+            for part, value in parts.items()
+            if part != "shards"
+        ),
+        "draft counted": estimates[DRAFT_MODEL].draft > 0,
+        "adapters counted": estimates[LORA_MODEL].adapters > 0,
+        "Pending exactly when the estimate exceeds every GPU's free memory": all(
+            (row["gpu"] is None) == (row["per_gpu"] > most_free) for row in rows
+        ),
+        "70B fits an 80 GiB H100": bool(on_h100.assignments)
+        and estimates[SPLIT_MODEL].per_gpu(1) <= H100_FREE,
+    }
+    print(f"checks: {json.dumps(checks)}\n")
+    found = {name: {**asdict(e), "per_gpu": e.per_gpu(1)} for name, e in estimates.items()}
+    return judged(checks, estimates=found, expected=expected, placed=rows, together=together, files=files)
+
+
+def unit_figures(inventory: Inventory) -> dict[str, dict[str, Any]]:
+    """Each placeable unit's label (with the GPU's name), NVML total and free memory, by device ID."""
+    units, _ = placeable_units(inventory, frozenset())
+    figures = {}
+    for unit in units:
+        usage = inventory.usage_of(unit.uuid)
+        free = -1 if usage is None or usage.memory_free is None else usage.memory_free
+        name = gpu_of(inventory, unit.uuid).name or "-"
+        figures[unit.device] = {"label": f"{unit.label} ({name})", "total": unit.total, "free": free}
+    return figures
+
+
+def shape_row(
+    request: ReplicaRequest, found: Any, placement: Placement, units: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """One model's estimate by part, per GPU, where it landed alone and that GPU's NVML figures."""
+    assignment = placement.assignment(request.slot)
+    unit = units[assignment.devices[0]] if assignment else None
+    per_gpu = found.per_gpu(request.num_gpus)
+    return {
+        "model": request.model,
+        "parts": {part: getattr(found, part) for part in SHAPE_PARTS},
+        "per_gpu": per_gpu,
+        "gpu": unit["label"] if unit else None,
+        "nvml_total": unit["total"] if unit else None,
+        "nvml_free": unit["free"] if unit else None,
+        "percent": round(100 * per_gpu / unit["total"], 1) if unit else None,
+        "pending": placement.reason(request.slot),
+    }
+
+
+SHAPE_PARTS = ("weights", "kv_cache", "draft", "adapters", "projector", "overhead")
+SHAPE_HEADERS = (
+    "MODEL",
+    "WEIGHTS",
+    "KV",
+    "DRAFT",
+    "ADAPTERS",
+    "PROJECTOR",
+    "OVERHEAD",
+    "TOTAL/GPU",
+    "GPU",
+    "NVML TOTAL",
+    "NVML FREE",
+    "% OF GPU",
+)
+
+
+def h100_inventory() -> Inventory:
+    """One idle 80 GiB H100, as NVML would show it (H100_TOTAL, H100_FREE)."""
+    uuid = "GPU-00000000-0000-0000-0000-00000000h100"
+    gpu = Gpu(0, uuid, "NVIDIA H100 80GB HBM3", H100_TOTAL, (9, 0), "disabled")
+    return Inventory(gpus=(gpu,), usage=(Usage(uuid, H100_FREE, H100_TOTAL - H100_FREE, 0),))
+
+
+def together_text(placement: Placement, units: dict[str, dict[str, Any]]) -> list[str]:
+    placed = [f"{a.model} on {units[a.devices[0]]['label']}" for a in placement.assignments]
+    return placed + [f"{p.model} Pending: {p.reason}" for p in placement.pending]
+
+
+def print_shapes(
+    rows: list[dict[str, Any]], files: dict[str, int], on_h100: Placement, together: list[str]
+) -> None:
+    length, on_disk = files["bytes"] / GiB, files["on_disk"] / MiB
+    print(
+        f"== shapes: {files['count']} header-only GGUFs of real models ({length:.1f} GiB long, "
+        f"{on_disk:.1f} MiB on disk), loaded by the manifest loader; context {SHAPES_CONTEXT} x "
+        f"{SHAPES_BATCH} sequences; each model placed alone, num_gpus 1; sizes in GiB"
+    )
+    print(report_table(SHAPE_HEADERS, [shape_cells(r) for r in rows]))
+    for r in rows:
+        if r["pending"]:
+            print(f"{r['model']} Pending: {r['pending']}")
+    big = next(r for r in rows if r["model"] == SPLIT_MODEL)
+    h100 = "fits" if on_h100.assignments else "does NOT fit"
+    here = f"placed on {big['gpu']}" if big["gpu"] else "Pending here"
+    print(
+        f"Llama-3.1-70B Q4_K_M in 3 shards needs {gb(big['per_gpu'])} GiB per GPU: {h100} an 80 GiB "
+        f"H100 ({gb(H100_FREE)} GiB free of {gb(H100_TOTAL)}); on this inventory: {here}"
+    )
+    print("all three together: " + "; ".join(together))
+
+
+def shape_cells(row: dict[str, Any]) -> list[str]:
+    percent = "-" if row["percent"] is None else f"{row['percent']}%"
+    sizes = [gb(v) for v in row["parts"].values()]
+    figures = [gb(row["per_gpu"]), row["gpu"] or "Pending", gb(row["nvml_total"]), gb(row["nvml_free"])]
+    return [row["model"], *sizes, *figures, percent]
+
+
+def gb(value: int | None) -> str:
+    return "-" if value is None else f"{value / GiB:.2f}"
+
+
 # --- 1. inventory ----------------------------------------------------------------------------------
 
 
@@ -687,6 +1114,8 @@ def main() -> int:
     write(out, "eviction.json", json.dumps(results["eviction"], indent=2))
     results["energy"] = energy_part(inventory, live=recorded is None)
     write(out, "energy.json", json.dumps(results["energy"], indent=2))
+    results["shapes"] = shapes_part(inventory)
+    write(out, "shapes.json", json.dumps(results["shapes"], indent=2))
     print("== summary")
     for part, result in results.items():
         print(f"{part}: {result['status']}" + (f" ({result['why']})" if result.get("why") else ""))

@@ -1,7 +1,8 @@
 """scripts/gpu-check.py, the prepared script for the lent GPU machine, run here on recorded
 inventories: no GPU is a result (exit 0), replicas spread, eviction makes room, the manifests'
 pydantic may be missing; the foreign-memory part against a stand-in torch and scripted NVML reads;
-the energy part reading the recorded H200 through the real adapter, its counter advancing."""
+the energy part reading the recorded H200 through the real adapter, its counter advancing; the
+shapes part's estimates of a split 70B, a draft and adapters, placed on the recorded H200."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def test_no_gpu_is_a_result_not_a_failure(tmp_path: Path) -> None:
         "why": "a recorded inventory: no GPU of this machine to measure",
     }
     assert written(tmp_path, "plan.json")["assignments"] == []
+    shapes = written(tmp_path, "shapes.json")  # estimated all the same; nowhere to place them
+    assert shapes["status"] == "ok", shapes
+    assert [row["gpu"] for row in shapes["placed"]] == [None, None, None]
+    assert (
+        shapes["placed"][0]["pending"]
+        == "needs 1 GPU; no GPU to place on (NVML unavailable: libnvidia-ml.so.1 not found)"
+    )
 
 
 def test_recorded_mig_machine_spreads_and_evicts(tmp_path: Path) -> None:
@@ -84,16 +92,22 @@ def test_without_pydantic_the_plan_still_runs_and_eviction_says_why(tmp_path: Pa
         "why": "pydantic is not installed (the reconciler's manifests need it)",
     }
     assert len(written(tmp_path, "plan.json")["assignments"]) == 6  # qwen x2, seed, shared x2, vllm-one
+    assert written(tmp_path, "summary.json")["shapes"] == {
+        "status": "skipped",
+        "why": "pydantic is not installed (the manifest loader needs it)",
+    }
 
 
 # --- the foreign-memory part, with stand-ins for torch and NVML -----------------------------------
 
 
 @pytest.fixture
-def script() -> ModuleType:
+def script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The script as a module, registered while it runs (its dataclasses look themselves up there)."""
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)
     spec.loader.exec_module(module)
     return module
 
@@ -265,3 +279,85 @@ def test_energy_without_the_meters_dependencies_still_reads_the_counter(
     assert result["status"] == "ok", result
     assert result["meter"] == "prometheus_client.core is not installed: the console's meter not checked"
     assert result["counter_j"] == pytest.approx(10.0)
+
+
+# --- the shapes part: real models' shapes, estimated and placed on the recorded H200 ----------------
+
+
+def llama_70b_q4_k_m_bytes() -> int:
+    """Meta-Llama-3.1-70B-Instruct Q4_K_M's tensor bytes, counted by type from its config: 80
+    layers, 40 of them (llama.cpp's use_more_bits: 0-9, 70-79 and every third from 12) with attn_v
+    and ffn_down in Q6_K, the other 40 with attn_v Q5_K (its 70B rule) and ffn_down Q4_K; the rest
+    Q4_K, the output Q6_K, norms and rope factors F32. K-quants: 144, 176, 210 bytes per 256."""
+    embd, kv, ffn, vocab = 8192, 1024, 28_672, 128_256
+    q4_k = 80 * (2 * embd * embd + embd * kv + 2 * embd * ffn) + 40 * ffn * embd + embd * vocab
+    q5_k = 40 * embd * kv
+    q6_k = 40 * (embd * kv + ffn * embd) + embd * vocab
+    f32 = (2 * 80 + 1) * embd + 64
+    return (q4_k * 144 + q5_k * 176 + q6_k * 210) // 256 + f32 * 4
+
+
+def test_shapes_on_the_recorded_h200(tmp_path: Path) -> None:
+    done = run("--inventory", str(INVENTORIES / "h200.json"), "examples", out=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shapes = written(tmp_path, "shapes.json")
+    assert shapes["status"] == "ok", shapes
+    split = shapes["estimates"]["llama-3.1-70b-split"]
+    assert split["weights"] == sum(shapes["expected"]["llama-3.1-70b-split"]["shards"])
+    assert split["weights"] == llama_70b_q4_k_m_bytes() == 42_512_531_712  # the published file: 42.5 GB
+    assert split["kv_cache"] == 80 * 8 * 2 * 128 * 2 * 8192 * 8  # layers, KV heads, K+V, head, f16, tokens
+    assert shapes["estimates"]["llama-3.1-8b-draft"]["draft"] > 0
+    assert shapes["estimates"]["llama-3.1-8b-lora"]["adapters"] > 0
+    rows = [line for line in done.stdout.splitlines() if line.startswith("llama-3.1-")]
+    assert len(rows) >= 3 and all("GPU 0 (NVIDIA H200)  140.40      139.80" in row for row in rows[:3])
+    parts = "39.59 20.00 0.00 0.00 0.00 0.50 60.09 GPU 0 (NVIDIA H200) 140.40 139.80 42.8%"  # weights ..
+    assert rows[0].split() == ["llama-3.1-70b-split", *parts.split()]
+    assert "fits an 80 GiB H100 (79.05 GiB free of 79.65); on this inventory: placed on GPU 0" in done.stdout
+    assert shapes["files"]["on_disk"] < 2**20 < 40 * GiB < shapes["files"]["bytes"]  # sparse
+
+
+def test_shapes_pending_where_the_estimate_exceeds_the_free_memory(tmp_path: Path) -> None:
+    """The recorded H200 with 40 GiB free: the 70B (60.1 GiB) waits, both 8B models fit."""
+    machine = Inventory.from_json((INVENTORIES / "h200.json").read_text())
+    usage = tuple(replace(u, memory_free=40 * GiB) for u in machine.usage)
+    smaller = tmp_path / "h200-40g.json"
+    smaller.write_text(replace(machine, usage=usage).to_json())
+    done = run("--inventory", str(smaller), "examples", out=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shapes = written(tmp_path, "shapes.json")
+    assert shapes["status"] == "ok", shapes
+    assert [row["gpu"] for row in shapes["placed"]] == [None, "GPU 0 (NVIDIA H200)", "GPU 0 (NVIDIA H200)"]
+    assert (
+        "llama-3.1-70b-split Pending: needs 1 GPU with 60.1 GiB free; best is GPU 0 with 40.0 GiB free"
+        in done.stdout
+    )
+    assert "fits an 80 GiB H100 (79.05 GiB free of 79.65); on this inventory: Pending here" in done.stdout
+
+
+def test_shapes_refuses_an_adapter_of_another_base(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files go through the manifest loader's checks: LoRA adapters shaped for the 1B are
+    refused for the 8B, and the part fails saying so."""
+    shaped = script.lora_tensors
+    monkeypatch.setattr(script, "lora_tensors", lambda _, rank: shaped(script.LLAMA_1B, rank))
+    result = script.shapes_part(Inventory.from_json((INVENTORIES / "h200.json").read_text()))
+    assert result["status"] == "failed"
+    assert result["why"].startswith("InvalidManifests")
+    assert "has incorrect shape (hint: maybe wrong base model?)" in result["why"]
+
+
+def test_shapes_fails_where_the_estimate_misses_a_shard(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check could fail: expected shards that are not what the estimate read."""
+    write = script.write_models
+
+    def one_more_shard(models: Path) -> Any:
+        expected = write(models)
+        expected["llama-3.1-70b-split"]["shards"].append(1)
+        return expected
+
+    monkeypatch.setattr(script, "write_models", one_more_shard)
+    result = script.shapes_part(Inventory.from_json((INVENTORIES / "h200.json").read_text()))
+    assert result["why"] == "failed: 70B weights = the sum of its 3 shards' tensor bytes"
