@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from controller.hub.select import Selection
-from controller.manifests.document import hub_reference
 from controller.manifests.engines import LLAMACPP
 from controller.manifests.model import LoadedModel, PulledFiles
+from controller.manifests.rules import hub_reference
 
 log = logging.getLogger(__name__)
 

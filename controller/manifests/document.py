@@ -13,171 +13,53 @@ at once (vLLM ``--max-num-seqs``, llama.cpp ``--parallel``). Files and documents
 from __future__ import annotations
 
 import difflib
-import re
-from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from controller.manifests.engines import EngineName
-from controller.manifests.envrefs import NEVER_PREFIX, references
-from controller.manifests.flags import FIELD_OF_FLAG, reserved_flag
 from controller.manifests.parsernames import (
-    MAX_PARSER_CHARS,
     VLLM_REASONING_PARSERS,
     VLLM_TOOL_PARSERS,
     check_parser,
 )
-from controller.manifests.quoting import shown
-from controller.manifests.sizes import parse_duration, parse_size
-
-Balancing = Literal["least-outstanding", "prefix-affinity", "round-robin"]
-# What a model is for: the APIs the gateway lets through to it and the engine's mode (docs/tasks.md).
-Task = Literal["generate", "embed", "rerank"]
-TASKS: tuple[Task, ...] = ("generate", "embed", "rerank")
-
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-def _check_name(value: str) -> str:
-    if not re.fullmatch(NAME_PATTERN, value):
-        raise ValueError(
-            f"'{shown(value)}' is not a valid name: use 1-63 lower-case letters, digits, '.', '_' or '-',"
-            " starting and ending with a letter or digit"
-        )
-    return value
-
-
-# Environment the engine must not get from a manifest: placement owns the GPUs (NVIDIA_* steer the
-# container runtime's GPU hook, CUDA_VISIBLE_DEVICES renumbers or widens what the engine uses),
-# LD_PRELOAD / LD_AUDIT inject code into every process of the container, and the engines' own
-# variables for flags modelctl sets (an API key would make the gateway's requests fail with 401).
-# LD_LIBRARY_PATH stays allowed: it only says where the image's own libraries are found, and
-# images (CUDA ones among them) rely on extending it.
-RESERVED_ENV_NAMES = frozenset(
-    {
-        "CUDA_VISIBLE_DEVICES",
-        "LD_PRELOAD",
-        "LD_AUDIT",
-        "VLLM_API_KEY",
-        "LLAMA_API_KEY",
-        *(
-            f"LLAMA_ARG_{name}"
-            for name in (
-                "MODEL",
-                "MODEL_URL",
-                "HF_REPO",
-                "HF_FILE",
-                "MODELS_DIR",
-                "MODELS_PRESET",
-                "HOST",
-                "PORT",
-                "API_PREFIX",
-                "SSL_KEY_FILE",
-                "SSL_CERT_FILE",
-                "ALIAS",
-                "CTX_SIZE",
-                "N_PARALLEL",
-                "N_GPU_LAYERS",
-                "THREADS_HTTP",
-                "UI",
-                "ENDPOINT_SLOTS",
-            )
-        ),
-    }
+from controller.manifests.rules import (
+    check_args,
+    check_beside_file,
+    check_engine_serves,
+    check_vllm_only,
+    default_name,
+    error_at,
+    hub_reference,
+    infer_engine,
 )
-RESERVED_ENV_PREFIXES = ("NVIDIA_",)
-
-# Bounds on what one document may hold: far beyond any real manifest, small enough that a hostile
-# one costs nothing to check, store or hand to Docker.
-MAX_PATH_CHARS = 4096  # PATH_MAX
-MAX_ALIASES = 32
-MAX_ARGS = 256
-MAX_ARG_CHARS = 16384  # a chat template or a JSON config passed inline
-MAX_ENV = 128
-MAX_ENV_NAME_CHARS = 256
-MAX_ENV_VALUE_CHARS = 32768
-MAX_IMAGE_CHARS = 512
-MAX_CONTEXT_LENGTH = 1 << 24  # 16M tokens, beyond any model's trained context
-MAX_ADAPTERS = 64  # LoRA adapters on one base: KubeAI and vLLM setups serve a handful to dozens
-
-
-def _check_env_name(value: str) -> str:
-    if not re.fullmatch(ENV_PATTERN, value):
-        raise ValueError(f"'{shown(value)}' is not a valid environment variable name")
-    if value in RESERVED_ENV_NAMES or value.startswith(RESERVED_ENV_PREFIXES):
-        raise ValueError(
-            f"{value} may not be set by a manifest: modelctl owns it (placement gives the GPUs, "
-            "the gateway talks to the engine)"
-        )
-    return value
-
-
-def _check_env_value(value: str) -> str:
-    _check_no_nul(value)
-    for name in references(value):  # raises ValueError for a '$' that is neither '$$' nor '${NAME}'
-        if name.startswith(NEVER_PREFIX):
-            raise ValueError(
-                f"refers to ${{{name}}}: manifests never get the controller's {NEVER_PREFIX}* variables"
-            )
-    return value
-
-
-def _check_no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("contains a NUL character, which no command line or environment can carry")
-    return value
-
-
-def _check_plain(value: str) -> str:
-    """A path or image reference: no control characters (NUL, newlines, escapes)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("contains a control character")
-    return value
-
-
-ModelName = Annotated[
-    str,
-    AfterValidator(_check_name),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": 63}),
-]
-EnvName = Annotated[
-    str,
-    Field(max_length=MAX_ENV_NAME_CHARS),
-    AfterValidator(_check_env_name),
-    WithJsonSchema({"type": "string", "pattern": ENV_PATTERN, "maxLength": MAX_ENV_NAME_CHARS}),
-]
-EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_check_env_value)]
-Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_check_no_nul)]
-
-ParserName = Annotated[str, Field(min_length=1, max_length=MAX_PARSER_CHARS)]
-FilePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS), AfterValidator(_check_plain)]
-
-
-class Adapter(BaseModel):
-    """A LoRA adapter of the base model, served under its own name: a GGUF adapter file for
-    llama.cpp (``convert_lora_to_gguf.py``), a PEFT folder (adapter_config.json +
-    adapter_model.safetensors) for vLLM."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-    name: ModelName = Field(description="Name clients put in `model` to get this adapter.")
-    path: FilePath = Field(description="The adapter, relative to a model root or absolute under one.")
-
-
-# Engine suffixes, as Docker Model Runner chooses: GGUF is llama.cpp's, safetensors is vLLM's.
-ENGINE_BY_SUFFIX: dict[str, EngineName] = {".gguf": "llamacpp", ".safetensors": "vllm"}
+from controller.manifests.sizes import parse_duration, parse_size
+from controller.manifests.values import (
+    MAX_ADAPTERS,
+    MAX_ALIASES,
+    MAX_ARGS,
+    MAX_CONTEXT_LENGTH,
+    MAX_ENV,
+    MAX_IMAGE_CHARS,
+    MAX_PATH_CHARS,
+    Adapter,
+    Arg,
+    Balancing,
+    EnvName,
+    EnvValue,
+    FilePath,
+    ModelName,
+    ParserName,
+    Task,
+    check_plain,
+)
 
 
 class ModelManifest(BaseModel):
@@ -185,7 +67,7 @@ class ModelManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
-    model: Annotated[str, AfterValidator(_check_plain)] = Field(
+    model: Annotated[str, AfterValidator(check_plain)] = Field(
         min_length=1,
         max_length=MAX_PATH_CHARS,
         description="Weights: a .gguf file or a safetensors file/folder, relative to a model root "
@@ -305,7 +187,7 @@ class ModelManifest(BaseModel):
         "against the weights (architecture, shapes, rank) before anything starts.",
     )
     image: (
-        Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(_check_plain)] | None
+        Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS), AfterValidator(check_plain)] | None
     ) = Field(
         default=None,
         description="Container image; defaults to the engine's own.",
@@ -540,119 +422,3 @@ def closest_field(name: str) -> str | None:
 
 # A cold llama.cpp replica answers in seconds; vLLM imports, loads and warms up for minutes.
 DEFAULT_LOAD_TIMEOUT_S: dict[EngineName, float] = {"llamacpp": 120.0, "vllm": 900.0}
-
-
-def default_name(weights: str) -> str:
-    """Derive a valid model name from a weights path: 'SmolLM2-135M.Q4_1.gguf' -> 'smollm2-135m.q4_1'."""
-    path = PurePosixPath(weights.removeprefix(HUB_PREFIX).split(":")[0].rstrip("/"))
-    stem = path.stem if path.suffix in ENGINE_BY_SUFFIX else path.name
-    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("._-")[:63].strip("._-")
-    if not re.match(NAME_PATTERN, name):
-        raise ValueError(f"cannot derive a model name from '{weights}'; set `name`")
-    return name
-
-
-HUB_PREFIX = "hf://"
-HUB_PATTERN = re.compile(r"^hf://[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
-
-
-def hub_reference(weights: str) -> str | None:
-    """'org/repo[:quant]' for a hub reference 'hf://org/repo[:quant]', None for a path."""
-    return weights.removeprefix(HUB_PREFIX) if weights.startswith(HUB_PREFIX) else None
-
-
-def infer_engine(weights: str) -> EngineName:
-    """Pick the engine from the weights' format: GGUF is llama.cpp's (a hub repo with 'GGUF' in its
-    name or a ':QUANT' tag too); anything else (a safetensors file, or a folder in Hugging Face
-    layout such as 'Qwen2.5-0.5B') is vLLM's."""
-    ref = hub_reference(weights)
-    if ref is not None:
-        return "llamacpp" if ":" in ref or "gguf" in ref.lower() else "vllm"
-    return "llamacpp" if PurePosixPath(weights).suffix.lower() == ".gguf" else "vllm"
-
-
-def check_engine_serves(engine: EngineName, weights: str) -> None:
-    """Refuse weights the engine cannot load (llama.cpp only reads GGUF; vLLM here no GGUF)."""
-    if weights.startswith(HUB_PREFIX):
-        if not HUB_PATTERN.match(weights):
-            raise ValueError(
-                f"'{weights}' is not a hub reference: use hf://org/repo (or hf://org/repo:QUANT)"
-            )
-        if engine == "vllm" and ":" in weights.removeprefix(HUB_PREFIX):
-            raise ValueError(
-                f"':QUANT' selects a GGUF file, which is llama.cpp's; not for vllm ('{weights}')"
-            )
-        return
-    suffix = PurePosixPath(weights).suffix.lower()
-    if engine == "llamacpp" and suffix != ".gguf":
-        raise ValueError(f"engine llamacpp serves GGUF weights only, not '{weights}'")
-    if engine == "vllm" and suffix == ".gguf":
-        raise ValueError(f"engine vllm is not set up for GGUF weights ('{weights}'); use llamacpp")
-
-
-# What each engine loads from the files beside the weights: llama.cpp GGUF files throughout; vLLM a
-# model folder as the draft and PEFT folders as adapters, and no projector (a vision model's folder
-# holds its vision tower).
-BESIDE_WHAT = {"mmproj": "projector", "draft": "draft", "adapters": "adapter"}
-VLLM_FOLDERS = {
-    "draft": "a model folder (config.json and safetensors)",
-    "adapters": "a PEFT folder (adapter_config.json and adapter_model.safetensors)",
-}
-
-
-def check_beside_file(field: str, path: str, engine: EngineName | None) -> None:
-    """Refuse a file beside the weights (``mmproj``, ``draft``, an adapter's path) that ``engine``
-    cannot load from there (``engine`` None: it was invalid, already reported). Raises ValueError."""
-    if path.startswith(HUB_PREFIX):
-        raise ValueError(
-            f"hub references are not supported for {field} yet ('{shown(path)}'): download the "
-            "file and give its path under a model root"
-        )
-    suffix = PurePosixPath(path).suffix.lower()
-    if engine == "llamacpp":
-        if suffix != ".gguf":
-            raise ValueError(f"llama.cpp loads a GGUF {BESIDE_WHAT[field]} file, not '{shown(path)}'")
-        if field == "adapters" and ("," in path or ":" in path):  # --lora-scaled FILE:SCALE,...
-            raise ValueError(f"'{shown(path)}': llama.cpp cannot take an adapter path with ',' or ':'")
-    elif engine == "vllm":
-        if field == "mmproj":
-            raise ValueError(
-                "mmproj is llama.cpp's (--mmproj); vLLM reads a vision model's projector from the "
-                "model folder itself: leave mmproj out"
-            )
-        if suffix in ENGINE_BY_SUFFIX:
-            kind = VLLM_FOLDERS[field]
-            raise ValueError(f"vLLM's {BESIDE_WHAT[field]} is {kind}, not the file '{shown(path)}'")
-
-
-def error_at(loc: tuple[int | str, ...], message: str, value: object) -> ValidationError:
-    """A validation error at ``loc`` inside the field being validated (pydantic prefixes the
-    field's name), so the loader locates it at that item's line: ``adapters.1.name``."""
-    error = PydanticCustomError("value_error", "{message}", {"message": message})
-    return ValidationError.from_exception_data(
-        "ModelManifest", [InitErrorDetails(type=error, loc=loc, input=value)]
-    )
-
-
-def check_vllm_only(field: str, engine: EngineName | None) -> None:
-    """Refuse a vLLM parser setting for llama.cpp, which parses tool calls and reasoning from the
-    model's own chat template (--jinja) and has no parser to choose."""
-    if engine == "llamacpp":
-        raise ValueError(
-            f"{field} is a vLLM setting; llama.cpp uses the model's chat template (--jinja) for tool "
-            "calls and reasoning instead: leave it out (tools: false turns tool calls off)"
-        )
-
-
-def check_args(engine: EngineName, args: list[str]) -> None:
-    """Refuse extra args that would set a flag modelctl owns, in any spelling ``engine`` accepts
-    (``controller.manifests.flags``); the error names the entry and the flag."""
-    for index, arg in enumerate(args):
-        flag = reserved_flag(engine, arg)
-        if flag is not None:
-            field = FIELD_OF_FLAG.get(flag)
-            source = f"the manifest field `{field}`; set that instead" if field else "the manifest"
-            raise ValueError(
-                f"args[{index}] '{shown(arg)}' may not set {flag} ({engine} reads '{shown(arg, 40)}'"
-                f" as {flag}): modelctl sets it from {source}"
-            )

@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller.errors import InvalidManifests, ManifestError
-from controller.manifests.document import ModelManifest, Task, closest_field, hub_reference
+from controller.manifests.document import ModelManifest, closest_field
 from controller.manifests.envrefs import EnvAllow, check_allowed, expand
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
 from controller.manifests.quoting import shown
@@ -42,7 +42,9 @@ from controller.manifests.reading import (
     parse_documents,
     read_text,
 )
+from controller.manifests.rules import hub_reference
 from controller.manifests.shards import SHARD_NAME, shard_names, shard_paths
+from controller.manifests.values import Task
 
 __all__ = ["MANIFEST_SUFFIXES", "load_folder", "manifest_files"]
 

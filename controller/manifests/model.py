@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.manifests.document import ModelManifest, Task, hub_reference
+from controller.manifests.document import ModelManifest
+from controller.manifests.rules import hub_reference
+from controller.manifests.values import Task
 
 
 @dataclass(frozen=True, slots=True)

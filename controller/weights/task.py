@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.manifests.document import Task
+from controller.manifests.values import Task
 from controller.weights.config import read_json
 from controller.weights.gguf import read_gguf_header
 from controller.weights.info import BAD_HEADER, EstimateError

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from controller.endpoints.store import EndpointStore
 from controller.errors import InvalidManifests
 from controller.gpus.inventory import Inventory
-from controller.manifests.document import NAME_PATTERN
 from controller.manifests.flags import LLAMACPP_RESERVED, VLLM_RESERVED
 from controller.manifests.loader import load_folder
 from controller.manifests.model import LoadedModel
+from controller.manifests.values import NAME_PATTERN
 from controller.reconcile.loop import Reconciler
 from controller.weights.info import EstimateError
 from controller.weights.read import read_weights
