@@ -63,10 +63,26 @@ def test_row_names_are_unique() -> None:
         ("mistral-7b-instruct-v0.3", "mistral", "mistral", None),
         ("smollm2-135m-instruct", "llama-chatml", "hermes", None),
         ("deepseek-r1-distill-qwen-32b", "deepseek-r1-distill", "deepseek_v3", "deepseek_r1"),
+        # Real templates as llama.cpp keeps them (models/templates/ of the source the image is built
+        # from), config.json's two fields as the models publish them (configs/README.md).
+        ("qwen2.5-7b-instruct", "qwen2.5", "hermes", None),
+        ("qwen3-0.6b", "qwen3", "hermes", "qwen3"),
+        ("qwq-32b", "qwq", "hermes", "deepseek_r1"),
+        ("qwen3-coder", "qwen3-coder", "qwen3_coder", None),
+        ("llama-3.1-8b-instruct", "llama3", "llama3_json", None),
+        ("llama-3.3-70b-instruct", "llama3", "llama3_json", None),
+        ("hermes-3-llama-3.1-8b", "llama-chatml", "hermes", None),
+        ("deepseek-r1-distill-llama-8b", "deepseek-r1-distill", "deepseek_v3", "deepseek_r1"),
+        ("mistral-nemo-instruct-2407", "mistral", "mistral", None),
+        ("gpt-oss-120b", "gpt-oss", "openai", "openai_gptoss"),
+        ("granite-3.3-2b-instruct", "granite", "granite", "granite"),
+        ("kimi-k2-instruct", "kimi-k2", "kimi_k2", None),
+        ("glm-4.6", "glm-4.5", "glm45", "glm45"),
+        ("phi-3.5-mini-instruct", None, None, None),  # its template renders no tools: no parser
     ],
 )
 def test_real_config_files_pick_the_family_flags(
-    folder: str, family: str, tool: str, reasoning: str | None
+    folder: str, family: str | None, tool: str | None, reasoning: str | None
 ) -> None:
     chosen = parsers.from_folder(CONFIGS / folder)
     assert chosen == parsers.Parsers(tool=tool, reasoning=reasoning, family=family)
