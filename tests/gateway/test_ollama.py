@@ -332,6 +332,15 @@ def test_show() -> None:
     assert shown["details"]["quantization_level"] == "Q4_1"
     assert shown["model_info"] == {"general.architecture": "llama", "llama.context_length": 8192}
     assert shown["template"] == "{{ messages }}" and shown["parameters"] == "num_ctx 4096"
+    assert shown["capabilities"] == ["completion"]
+
+
+def test_show_capabilities_follow_the_task_and_vision() -> None:
+    from dataclasses import replace
+
+    base = TABLE.models[0]
+    assert lists.show(Target(replace(base, task="embed")))["capabilities"] == ["embedding"]
+    assert lists.show(Target(replace(base, vision=True)))["capabilities"] == ["completion", "vision"]
 
 
 def test_lookup_takes_the_latest_tag() -> None:

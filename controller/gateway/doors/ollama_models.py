@@ -119,6 +119,14 @@ def show(target: Target) -> dict[str, Any]:
         "template": d.template if d is not None else "",
         "details": details(entry, target.adapter),
         "model_info": dict(d.info) if d is not None else {},
-        "capabilities": ["completion", "vision"] if entry.vision else ["completion"],
+        "capabilities": capabilities(entry),
         "modified_at": rfc3339(entry.created),
     }
+
+
+def capabilities(entry: ModelEndpoints) -> list[str]:
+    """Ollama's ``capabilities`` from the model's task (an embedding model answers /api/embed only)
+    and its vision; clients such as Open WebUI offer images and embeddings by them."""
+    if entry.task == "embed":
+        return ["embedding"]
+    return ["completion", "vision"] if entry.vision else ["completion"]
