@@ -37,7 +37,15 @@ HOSTILE = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-OPENAI_PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/score"]
+OPENAI_PATHS = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/score",
+    "/rerank",
+]
+AUDIO_PATHS = ["/v1/audio/transcriptions", "/v1/audio/translations"]
 ANTHROPIC_PATHS = ["/v1/messages", "/v1/messages/count_tokens"]
 RESPONSES_PATHS = ["/v1/responses"]
 OLLAMA_PATHS = ["/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show"]
@@ -117,7 +125,20 @@ class Stack:
         replica = Replica("m-0", engine, 8)
         table = EndpointTable(
             version=1,
-            models=(ModelEndpoints(name="m", aliases=("m:latest",), created=1, replicas=(replica,)),),
+            models=(
+                ModelEndpoints(name="m", aliases=("m:latest",), created=1, replicas=(replica,)),
+                # A llama.cpp model with adapters and no vision, and an embedding model: the
+                # adapter routing, the lora list, the image checks and the task check meet the
+                # same hostile bodies.
+                ModelEndpoints(
+                    name="lm",
+                    replicas=(Replica("lm-0", engine, 8),),
+                    engine="llamacpp",
+                    adapters=("a1", "a2"),
+                    vision=False,
+                ),
+                ModelEndpoints(name="e", replicas=(Replica("e-0", engine, 8),), engine="vllm", task="embed"),
+            ),
         )
         gateway = GatewaySettings(api_keys_file=keys_file, max_body_bytes=64 * 1024, queue_timeout_s=5)
         return await self._serve(create_app(StaticTable(table), gateway))
@@ -236,7 +257,7 @@ messages = st.lists(
     max_size=3,
 )
 documents = st.fixed_dictionaries(
-    {"model": st.sampled_from(["m", "m:latest", "nope", ""]) | values},
+    {"model": st.sampled_from(["m", "m:latest", "nope", "", "lm", "a1", "lm:a2", "lm:nope", "e"]) | values},
     optional={
         "messages": messages | values,
         "prompt": st.text(max_size=30) | values,
@@ -252,6 +273,8 @@ documents = st.fixed_dictionaries(
         "documents": values,
         "query": values,
         "tools": values,
+        "lora": values,
+        "images": values,
     },
 )
 bodies = (
@@ -316,6 +339,58 @@ def test_anthropic_and_responses_routes(
 @example(path="/api/chat", body=DEEP, extra={}, keyed=True)
 def test_ollama_routes(stack: Stack, path: str, body: bytes, extra: dict[str, str], keyed: bool) -> None:
     hostile_round(stack, path, body, extra, keyed)
+
+
+def multipart(fields: list[tuple[str, bytes, bool]], mark: str) -> bytes:
+    """A multipart/form-data body of ``fields`` (name, value, is a file) with boundary ``mark``."""
+    out = b""
+    for name, value, is_file in fields:
+        filename = '; filename="a.wav"' if is_file else ""
+        out += f'--{mark}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'.encode()
+        out += value + b"\r\n"
+    return out + f"--{mark}--\r\n".encode()
+
+
+form_fields_ = st.lists(
+    st.tuples(
+        st.sampled_from(["model", "file", "language", "stream", ""]) | st.text(max_size=8),
+        st.sampled_from([b"m", b"lm", b"a1", b"e", b"nope", b""]) | st.binary(max_size=40),
+        st.booleans(),
+    ),
+    max_size=5,
+)
+marks = st.sampled_from(["b0undary", "x", "a" * 70, "a" * 71]) | st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='";\\'), max_size=12
+)
+
+
+@HOSTILE
+@given(
+    path=st.sampled_from(AUDIO_PATHS),
+    fields=form_fields_,
+    mark=marks,
+    said=marks,
+    raw=st.none() | st.binary(max_size=200),
+    content_type=st.sampled_from(["multipart/form-data", "multipart/mixed", "application/json", ""]),
+)
+@example(path=AUDIO_PATHS[0], fields=[("model", b"m", False), ("file", b"RIFF", True)], mark="b", said="b",
+         raw=None, content_type="multipart/form-data")  # fmt: skip
+@example(path=AUDIO_PATHS[0], fields=[("file", b"RIFF", True), ("model", b"m", False)], mark="b", said="b",
+         raw=None, content_type="multipart/form-data")  # fmt: skip
+def test_audio_routes(
+    stack: Stack,
+    path: str,
+    fields: list[tuple[str, bytes, bool]],
+    mark: str,
+    said: str,
+    raw: bytes | None,
+    content_type: str,
+) -> None:
+    """Multipart forms, well made or not, with the boundary the Content-Type says or another."""
+    body = raw if raw is not None else multipart(fields, mark)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": f"{content_type}; boundary={said}"}
+    status, got, answer = stack.run(post(stack, path, body, headers))
+    check_answer(path, status, got, answer)
 
 
 path_pieces = st.sampled_from(
