@@ -1,6 +1,7 @@
 """`modelctl pull PATH|MODEL`: pull hub weights into the hub cache ahead of time.
 
-Every ``hf://`` model in the manifests at PATH (a folder or a file), or the one model named MODEL
+Every model naming ``hf://`` files (weights, draft, projector, adapters) in the manifests at PATH
+(a folder or a file), or the one model named MODEL
 (its name or an alias, in the manifests at ``--manifests``), is pulled as the controller would pull
 it before its first start: the files its engine needs, into MODELCTL_HUB_CACHE (``--hub-cache``),
 with progress. A model already cached is said so without a network call. For an air-gapped site,
@@ -18,7 +19,7 @@ import threading
 from pathlib import Path
 
 from controller.errors import HubError, InvalidManifests
-from controller.hub.cache import HubCache, HubRef
+from controller.hub.cache import HubCache, describe, hub_refs
 from controller.hub.pull import Puller, PullPlan
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import load_folder
@@ -72,20 +73,20 @@ def chosen(target: str, manifests: Path, settings: ControllerSettings) -> list[L
         raise HubError(
             f"{folder}: {len(exc.errors)} manifest error(s); `modelctl validate {folder}` lists them"
         ) from exc
-    hub = [m for m in models if m.hub is not None]
+    hub = [m for m in models if hub_refs(m)]
     if path.exists():
         return hub
     named = [m for m in models if target in m.manifest.names]
     if not named:
         raise HubError(f"no model named '{target}' in {folder} (and no such file or folder)")
     if not hub or named[0] not in hub:
-        raise HubError(f"model '{target}' ({named[0].file}) has no hf:// weights to pull")
+        raise HubError(f"model '{target}' ({named[0].file}) names no hf:// files to pull")
     return named[:1]
 
 
 def pull_one(puller: Puller, model: LoadedModel) -> bool:
     """Pull one model, printing its progress; False (and one line on stderr) when it failed."""
-    ref = HubRef.of(model)
+    ref = describe(hub_refs(model))
     if puller.cached(model) is not None:
         print(f"{model.name}: {ref} is in the cache")
         return True
@@ -105,7 +106,7 @@ def pull_one(puller: Puller, model: LoadedModel) -> bool:
     while worker.is_alive():
         worker.join(POLL_S)
         if plans:
-            progress = puller.measure(plans[0])
+            progress = puller.measure(*plans)
             if progress.percent >= shown + STEP or (progress.percent == 100 and shown < 100):
                 shown = progress.percent
                 print(f"{model.name}: {ref}: {progress.describe()}", flush=True)

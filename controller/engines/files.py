@@ -10,6 +10,12 @@ Adapter and model names follow the manifest's name pattern (no ',' and no ':'), 
 safe in llama.cpp's `--lora-scaled FILE:SCALE,...`, which splits on both. The host paths are the
 loader's (``LoadedModel.files``), each resolved under the model roots; a spec never mounts a file
 that was not checked, and never leaves out one the manifest names.
+
+A file named as a hub reference (``hf://``) is not bind-mounted: the controller pulled it into the
+hub cache (``LoadedModel.pulled``), which the replica mounts read-only at /cache (once, shared with
+hub weights), and the flag names its place there (``/cache/huggingface/hub/models--org--repo/
+snapshots/<commit>/...``; a llama.cpp adapter file whose name holds ',' or ':' is refused when it
+is pulled).
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.engines.common import MODELS_DIR, split_mounts
+from controller.engines.common import HUB_CACHE_DIR, MODELS_DIR, pulled_source, split_mounts
 from controller.errors import EngineError
 from controller.manifests.model import LoadedModel
+from controller.manifests.rules import hub_reference
 from controller.runtime.spec import Mount
 
 MMPROJ_DIR = "mmproj"
@@ -52,16 +59,30 @@ def place_files(model: LoadedModel, *, folders: bool, mmproj: bool = True) -> Pl
     mounts: list[Mount] = []
     placed_mmproj = placed_draft = None
     if mmproj and files.mmproj is not None:
-        placed_mmproj = _bind(files.mmproj, f"{base}/{MMPROJ_DIR}/{files.mmproj.name}", mounts)
+        placed_mmproj = _pulled(model, "mmproj") or _bind(
+            files.mmproj, f"{base}/{MMPROJ_DIR}/{files.mmproj.name}", mounts
+        )
     if files.draft is not None:
-        placed_draft = _bind(files.draft, f"{base}/{DRAFT_DIR}/{files.draft.name}", mounts)
-        if not folders:
-            mounts += split_mounts(files.draft, f"{base}/{DRAFT_DIR}")
+        placed_draft = _pulled(model, "draft")
+        if placed_draft is None:
+            placed_draft = _bind(files.draft, f"{base}/{DRAFT_DIR}/{files.draft.name}", mounts)
+            if not folders:
+                mounts += split_mounts(files.draft, f"{base}/{DRAFT_DIR}")
     adapters = []
     for adapter in files.adapters:
         target = f"{base}/{ADAPTERS_DIR}/{adapter.name}" + ("" if folders else ".gguf")
-        adapters.append((adapter.name, _bind(adapter.path, target, mounts)))
+        placed = _pulled(model, f"adapter:{adapter.name}") or _bind(adapter.path, target, mounts)
+        adapters.append((adapter.name, placed))
+    if model.pulled is not None and model.pulled.beside and model.hub is None:
+        mounts.append(pulled_source(model.pulled).mount)  # hub weights mount the cache themselves
     return Placed(tuple(mounts), placed_mmproj, placed_draft, tuple(adapters))
+
+
+def _pulled(model: LoadedModel, role: str) -> str | None:
+    """The in-container path of ``role``'s file when the manifest names it as a hub reference
+    (pulled: ``check_files`` made sure), else None."""
+    found = model.pulled.of(role) if model.pulled is not None else None
+    return f"{HUB_CACHE_DIR}/{found}" if found is not None else None
 
 
 def _bind(host: Path, target: str, mounts: list[Mount]) -> str:
@@ -88,8 +109,23 @@ def check_files(model: LoadedModel, *, mmproj: bool = True) -> None:
     ]
     if [a.name for a in manifest.adapters] != [a.name for a in files.adapters]:
         missing.append("adapters")
+    pulled = model.pulled
+    unpulled = [role for role, _ in hub_fields(model) if pulled is None or pulled.of(role) is None]
+    if unpulled:
+        raise EngineError(
+            f"model {model.name}: {', '.join(unpulled)} not pulled into the hub cache "
+            "(the controller pulls hf:// files before a replica starts)"
+        )
     if missing:
         raise EngineError(
             f"model {model.name}: {', '.join(missing)} not checked against the model roots "
             "(only files under a model root are served beside the weights)"
         )
+
+
+def hub_fields(model: LoadedModel) -> list[tuple[str, str]]:
+    """(role, reference) of each file beside the weights the manifest names as a hub reference."""
+    manifest = model.manifest
+    named = [("draft", manifest.draft), ("mmproj", manifest.mmproj)]
+    named += [(f"adapter:{a.name}", a.path) for a in manifest.adapters]
+    return [(role, value) for role, value in named if value is not None and hub_reference(value) is not None]

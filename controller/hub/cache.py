@@ -24,7 +24,7 @@ from typing import Any
 
 from controller.hub.select import Selection
 from controller.manifests.engines import LLAMACPP
-from controller.manifests.model import LoadedModel, PulledFiles
+from controller.manifests.model import AdapterFile, LoadedModel, PulledFiles
 from controller.manifests.rules import hub_reference
 
 log = logging.getLogger(__name__)
@@ -39,30 +39,67 @@ def default_root() -> Path:
     return Path(os.path.expanduser("~/.cache/modelctl/hub"))
 
 
+WEIGHTS = "weights"
+# What a reference names, by its role in the manifest: which files ``select`` picks for it.
+KINDS = ("weights", "draft", "mmproj", "adapter")
+
+
 @dataclass(frozen=True, slots=True)
 class HubRef:
-    """A model's hub weights as a pull sees them: the repo, the quant tag (llama.cpp), the engine."""
+    """A hub reference as a pull sees it: the repo, the quant tag (llama.cpp), the engine, and
+    what it names (``kind``: the weights, a draft, a projector or an adapter)."""
 
     repo: str
     tag: str
     engine: str
+    kind: str = WEIGHTS
 
     @classmethod
-    def of(cls, model: LoadedModel) -> HubRef | None:
-        ref = hub_reference(model.manifest.model)
+    def parse(cls, value: str, engine: str, kind: str = WEIGHTS) -> HubRef | None:
+        ref = hub_reference(value)
         if ref is None:
             return None
         repo, _, tag = ref.partition(":")
-        return cls(repo, tag, model.manifest.resolved_engine)
+        return cls(repo, tag, engine, kind)
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> HubRef | None:
+        """The model's hub weights, if its weights are a hub reference."""
+        return cls.parse(model.manifest.model, model.manifest.resolved_engine)
 
     def __str__(self) -> str:
         return f"hf://{self.repo}{':' + self.tag if self.tag else ''}"
 
     @property
     def key(self) -> str:
-        """The record's file name: readable, and unique per engine and reference."""
-        digest = hashlib.sha256(f"{self.engine}|{self.repo}|{self.tag.upper()}".encode()).hexdigest()[:12]
+        """The record's file name: readable, and unique per engine, reference and kind (the
+        weights' keys are those of the records before kinds were known)."""
+        kind = "" if self.kind == WEIGHTS else f"|{self.kind}"
+        named = f"{self.engine}|{self.repo}|{self.tag.upper()}{kind}"
+        digest = hashlib.sha256(named.encode()).hexdigest()[:12]
         return f"{self.repo.replace('/', '--')}-{digest}"
+
+
+def hub_refs(model: LoadedModel) -> tuple[tuple[str, HubRef], ...]:
+    """Every hub reference ``model``'s manifest names, by role: ``weights``, ``draft``,
+    ``mmproj``, ``adapter:<name>`` (in the manifest's order)."""
+    manifest, engine = model.manifest, model.manifest.resolved_engine
+    named = [(WEIGHTS, manifest.model, WEIGHTS), ("draft", manifest.draft, "draft")]
+    named.append(("mmproj", manifest.mmproj, "mmproj"))
+    named += [(f"adapter:{a.name}", a.path, "adapter") for a in manifest.adapters]
+    refs = []
+    for role, value, kind in named:
+        ref = HubRef.parse(value, engine, kind) if value is not None else None
+        if ref is not None:
+            refs.append((role, ref))
+    return tuple(refs)
+
+
+def describe(refs: tuple[tuple[str, HubRef], ...]) -> str:
+    """'hf://a/b:Q4_K_M' for the weights alone, else each with its role: 'hf://a/b (draft), ...'."""
+    if len(refs) == 1 and refs[0][0] == WEIGHTS:
+        return str(refs[0][1])
+    return ", ".join(str(ref) if role == WEIGHTS else f"{ref} ({role})" for role, ref in refs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +157,10 @@ class HubCache:
             return None
         return data if isinstance(data, dict) else None
 
-    def lookup(self, ref: HubRef) -> PulledFiles | None:
-        """The pulled files of ``ref`` when every one is in the cache; None otherwise. No network."""
+    def find(self, ref: HubRef) -> tuple[str, str | None] | None:
+        """Where ``ref``'s pulled files are, relative to the root: (what the engine opens, the
+        projector pulled with llama.cpp weights), when every file is in the cache; None otherwise.
+        What the engine opens is llama.cpp's GGUF (shard 1) or vLLM's snapshot folder. No network."""
         record = self.read_record(ref)
         if record is None or not isinstance(record.get("commit"), str):
             return None
@@ -132,19 +171,62 @@ class HubCache:
         primary, mmproj = record.get("primary") or "", record.get("mmproj")
         if ref.engine == LLAMACPP and not (isinstance(primary, str) and primary in files):
             return None
-        source, volume = self.mount
         path = snapshot / primary if ref.engine == LLAMACPP else snapshot
         extra = self.relative(snapshot / mmproj) if isinstance(mmproj, str) and mmproj in files else None
-        return PulledFiles(source=source, volume=volume, path=self.relative(path), mmproj=extra)
+        return self.relative(path), (extra if ref.kind == WEIGHTS else None)
+
+    def lookup(self, ref: HubRef) -> PulledFiles | None:
+        """The pulled files of the hub weights ``ref`` when every one is in the cache; else None."""
+        found = self.find(ref)
+        if found is None:
+            return None
+        source, volume = self.mount
+        return PulledFiles(source=source, volume=volume, path=found[0], mmproj=found[1])
+
+    def lookup_model(self, model: LoadedModel) -> PulledFiles | None:
+        """Every hub file ``model`` names, when all are in the cache (a replica starts only then);
+        None otherwise, or when it names none. A few ``stat`` calls, no network."""
+        refs = hub_refs(model)
+        if not refs:
+            return None
+        path, mmproj, beside = "", None, []
+        for role, ref in refs:
+            found = self.find(ref)
+            if found is None:
+                return None
+            if role == WEIGHTS:
+                path, mmproj = found
+            else:
+                beside.append((role, found[0]))
+        source, volume = self.mount
+        return PulledFiles(source, volume, path, mmproj, tuple(beside))
 
     def resolve(self, models: list[LoadedModel]) -> list[LoadedModel]:
-        """``models``, each hub model whose files are all cached with ``pulled`` set."""
+        """``models``, each whose hub files are all cached with ``pulled`` set (and those beside
+        its weights in ``files``, where the estimate reads them)."""
         out = []
         for model in models:
-            ref = HubRef.of(model)
-            pulled = self.lookup(ref) if ref is not None else None
-            out.append(model if pulled is None else _with_pulled(model, pulled))
+            pulled = self.lookup_model(model)
+            out.append(model if pulled is None else self.with_pulled(model, pulled))
         return out
+
+    def with_pulled(self, model: LoadedModel, pulled: PulledFiles) -> LoadedModel:
+        """``model`` with ``pulled``, and its hub files beside the weights in ``files`` at their
+        place in the cache as the controller sees it (the loader left them out: not under a root)."""
+        files = model.files
+        draft, mmproj = pulled.of("draft"), pulled.of("mmproj")
+        adapters = {a.name: a for a in files.adapters}
+        for adapter in model.manifest.adapters:
+            found = pulled.of(f"adapter:{adapter.name}")
+            if found is not None:
+                adapters[adapter.name] = AdapterFile(adapter.name, self.root / found)
+        files = replace(
+            files,
+            draft=self.root / draft if draft is not None else files.draft,
+            mmproj=self.root / mmproj if mmproj is not None else files.mmproj,
+            adapters=tuple(adapters[a.name] for a in model.manifest.adapters if a.name in adapters),
+        )
+        return replace(model, pulled=pulled, files=files)
 
 
 def safe(path: str) -> bool:
@@ -152,7 +234,3 @@ def safe(path: str) -> bool:
     no more than the Hub's listing)."""
     parts = path.split("/")
     return bool(path) and not path.startswith("/") and ".." not in parts and "" not in parts
-
-
-def _with_pulled(model: LoadedModel, pulled: PulledFiles) -> LoadedModel:
-    return replace(model, pulled=pulled)

@@ -1,4 +1,8 @@
-"""Pulling hub weights into the cache with huggingface_hub: plan, check the disk, download.
+"""Pulling hub files into the cache with huggingface_hub: plan, check the disk, download.
+
+A model's pull covers every hub reference its manifest names (``hub_refs``: the weights, a draft,
+a projector, adapters): each is planned, the room for all of them checked at once, then each is
+downloaded and recorded; the model's replicas start when every one is in the cache.
 
 ``Puller.plan`` asks the Hub for the repo's listing with sizes (``/api/models/{repo}/revision/main``
 with blobs), picks what the engine would fetch (``select``) and notes which of those files the cache
@@ -26,8 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import HubError
-from controller.hub.cache import HubCache, HubRef
-from controller.hub.select import RepoFile, Selection, for_llamacpp, for_vllm
+from controller.hub.cache import WEIGHTS, HubCache, HubRef, describe, hub_refs
+from controller.hub.select import (
+    RepoFile,
+    Selection,
+    for_llamacpp,
+    for_lora_gguf,
+    for_mmproj,
+    for_peft,
+    for_vllm,
+)
 from controller.manifests.engines import LLAMACPP
 from controller.manifests.model import LoadedModel, PulledFiles
 
@@ -99,8 +111,7 @@ class Puller:
         return self.endpoint or os.environ.get("HF_ENDPOINT") or None
 
     def cached(self, model: LoadedModel) -> PulledFiles | None:
-        ref = HubRef.of(model)
-        return self.cache.lookup(ref) if ref is not None else None
+        return self.cache.lookup_model(model)
 
     def plan(self, ref: HubRef, token: str | None) -> PullPlan:
         """The files to fetch for ``ref`` at the Hub's current commit. Raises HubError."""
@@ -114,11 +125,7 @@ class Puller:
             )  # fmt: skip
         except Exception as exc:  # the library's many (HTTP, network, OS, validation): one line
             raise HubError(f"{ref}: cannot list the repo: {reason(exc)}") from exc
-        files = tuple(listed(info.siblings or ()))
-        if ref.engine == LLAMACPP:
-            selection = for_llamacpp(files, ref.repo, ref.tag)
-        else:
-            selection = for_vllm(files, ref.repo)
+        selection = select(ref, tuple(listed(info.siblings or ())))
         commit = str(info.sha or "")
         if not commit:
             raise HubError(f"{ref}: the Hub named no commit for revision {self.cache.revision}")
@@ -126,18 +133,20 @@ class Puller:
         missing = tuple(f for f in selection.files if not (snapshot / f.path).is_file())
         return PullPlan(ref, commit, selection, missing)
 
-    def check_room(self, plan: PullPlan) -> None:
-        """Raise HubError when the missing bytes (less what partial downloads hold) do not fit."""
-        need = plan.to_fetch - self.partial_bytes(plan) + DISK_MARGIN
+    def check_room(self, *plans: PullPlan) -> None:
+        """Raise HubError when the missing bytes of ``plans`` (less what partial downloads hold)
+        do not fit."""
+        need = sum(p.to_fetch - self.partial_bytes(p) for p in plans) + DISK_MARGIN
         free = self.free_space(self.cache.root)
         if need > free:
             raise HubError(
-                f"{plan.ref}: not enough disk space in the hub cache {self.cache.root}: "
+                f"{', '.join(str(p.ref) for p in plans)}: not enough disk space in the hub cache "
+                f"{self.cache.root}: "
                 f"{(need - DISK_MARGIN) / MiB:.1f} MiB to fetch (+{DISK_MARGIN // MiB} MiB margin), "
                 f"{free / MiB:.1f} MiB free"
             )
 
-    def download(self, plan: PullPlan, token: str | None) -> PulledFiles:
+    def download(self, plan: PullPlan, token: str | None) -> None:
         """Fetch the missing files, then record the pull. Raises HubError."""
         from huggingface_hub import hf_hub_download
 
@@ -150,26 +159,34 @@ class Puller:
             except Exception as exc:  # as in ``plan``; a partial blob stays for the next try
                 raise HubError(f"{plan.ref}: downloading {f.path} failed: {reason(exc)}") from exc
         self.cache.write_record(plan.ref, plan.commit, plan.selection)
-        pulled = self.cache.lookup(plan.ref)
-        if pulled is None:
+        if self.cache.find(plan.ref) is None:
             raise HubError(f"{plan.ref}: downloaded, but the files are not in the cache at {self.cache.root}")
-        return pulled
 
     def pull(self, model: LoadedModel, *, on_plan: Callable[[PullPlan], None] | None = None) -> PulledFiles:
-        """``model``'s hub files in the cache: cached ones at once (no network), else planned,
-        checked for room and downloaded. ``on_plan`` hears the plan before the download starts."""
-        ref = HubRef.of(model)
-        if ref is None:
-            raise HubError(f"model {model.name}: its weights are not a hub reference")
-        pulled = self.cache.lookup(ref)
+        """Every hub file ``model`` names (``hub_refs``: weights, draft, projector, adapters) in
+        the cache: all cached at once (no network), else each missing one planned, the room for
+        all of them checked, then downloaded one after another. ``on_plan`` hears each plan before
+        the downloads start. Raises HubError."""
+        refs = hub_refs(model)
+        if not refs:
+            raise HubError(f"model {model.name}: it names no hub reference")
+        pulled = self.cache.lookup_model(model)
         if pulled is not None:
             return pulled
         token = hub_token(model)
-        plan = self.plan(ref, token)
-        self.check_room(plan)
-        if on_plan is not None:
-            on_plan(plan)
-        return self.download(plan, token)
+        unique = dict.fromkeys(ref for _, ref in refs)  # two adapters from one repo: one plan
+        plans = [self.plan(ref, token) for ref in unique if self.cache.find(ref) is None]
+        self.check_room(*plans)
+        for plan in plans:
+            if on_plan is not None:
+                on_plan(plan)
+        for plan in plans:
+            self.download(plan, token)
+        pulled = self.cache.lookup_model(model)
+        if pulled is None:
+            where = self.cache.root
+            raise HubError(f"{describe(refs)}: downloaded, but the files are not in the cache at {where}")
+        return pulled
 
     def blobs(self, plan: PullPlan) -> Path:
         return self.cache.hf_dir / f"models--{plan.ref.repo.replace('/', '--')}" / "blobs"
@@ -179,16 +196,30 @@ class Puller:
         folder = self.blobs(plan)
         return sum(partial(folder, f.blob) for f in plan.missing if f.blob)
 
-    def measure(self, plan: PullPlan) -> Progress:
-        """How far ``plan``'s download is, from the blobs on disk (complete or partial)."""
-        folder, snapshot = self.blobs(plan), self.cache.snapshot(plan.ref.repo, plan.commit)
-        done = 0
-        for f in plan.selection.files:
-            if (snapshot / f.path).is_file():
-                done += f.size
-            elif f.blob:
-                done += min(f.size, max(_size(folder / f.blob), partial(folder, f.blob)))
-        return Progress(done, plan.selection.total)
+    def measure(self, *plans: PullPlan) -> Progress:
+        """How far the downloads of ``plans`` are, together, from the blobs on disk (complete or
+        partial)."""
+        done = total = 0
+        for plan in plans:
+            folder, snapshot = self.blobs(plan), self.cache.snapshot(plan.ref.repo, plan.commit)
+            total += plan.selection.total
+            for f in plan.selection.files:
+                if (snapshot / f.path).is_file():
+                    done += f.size
+                elif f.blob:
+                    done += min(f.size, max(_size(folder / f.blob), partial(folder, f.blob)))
+        return Progress(done, total)
+
+
+def select(ref: HubRef, files: tuple[RepoFile, ...]) -> Selection:
+    """What ``ref`` needs of the repo's ``files``, by its engine and kind. Raises HubError."""
+    if ref.engine != LLAMACPP:
+        return for_peft(files, ref.repo) if ref.kind == "adapter" else for_vllm(files, ref.repo)
+    if ref.kind == "mmproj":
+        return for_mmproj(files, ref.repo, ref.tag)
+    if ref.kind == "adapter":
+        return for_lora_gguf(files, ref.repo, ref.tag)
+    return for_llamacpp(files, ref.repo, ref.tag, projector=ref.kind == WEIGHTS)
 
 
 def listed(siblings: object) -> list[RepoFile]:

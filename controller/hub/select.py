@@ -10,6 +10,11 @@ nearest the model's, as ``-hf`` loads it.
 
 vLLM (``org/repo``): what ``vllm serve`` reads from a snapshot: config, tokenizer and generation
 files and the safetensors weights with their index; never .bin, .pt, .gguf or the repo's extras.
+
+The files beside the weights (``controller.hub.cache.hub_refs``): a llama.cpp draft is chosen as
+the model is, without a projector (vLLM's as vLLM's model); a projector named on its own is the
+repo's ``mmproj*.gguf`` for the tag (``for_mmproj``); an adapter is the repo's one LoRA GGUF
+(``for_lora_gguf``) or its PEFT pair (``for_peft``).
 """
 
 from __future__ import annotations
@@ -124,14 +129,14 @@ def best_mmproj(files: tuple[RepoFile, ...], model: str) -> RepoFile | None:
     return best[2] if best else None
 
 
-def for_llamacpp(files: tuple[RepoFile, ...], repo: str, tag: str) -> Selection:
-    """The GGUF(s) and projector ``-hf repo[:tag]`` fetches. Raises HubError when none matches."""
+def for_llamacpp(files: tuple[RepoFile, ...], repo: str, tag: str, *, projector: bool = True) -> Selection:
+    """The GGUF(s) and projector ``-hf repo[:tag]`` fetches (``projector`` False: the model alone,
+    as a draft is loaded). Raises HubError when none matches."""
     primary = best_model(files, tag)
     if primary is None:
-        ggufs = ", ".join(f.path for f in files if f.path.endswith(".gguf")) or "none"
         wanted = f"quant '{tag}'" if tag else "a model GGUF"
-        raise HubError(f"hf://{repo}: no file for {wanted} (GGUF files in the repo: {ggufs})")
-    mmproj = best_mmproj(files, primary.path)
+        raise HubError(f"hf://{repo}: no file for {wanted} (GGUF files in the repo: {_ggufs(files)})")
+    mmproj = best_mmproj(files, primary.path) if projector else None
     chosen = shards(files, primary) + ((mmproj,) if mmproj else ())
     return Selection(chosen, primary.path, mmproj.path if mmproj else None)
 
@@ -144,3 +149,86 @@ def for_vllm(files: tuple[RepoFile, ...], repo: str) -> Selection:
     if not any(f.path == "config.json" for f in chosen):
         raise HubError(f"hf://{repo}: no config.json in the repo (vLLM needs it)")
     return Selection(chosen)
+
+
+def for_mmproj(files: tuple[RepoFile, ...], repo: str, tag: str) -> Selection:
+    """A projector named on its own (``mmproj: hf://org/repo[:TAG]``): the repo's ``mmproj*.gguf``
+    whose name holds the tag, else the one nearest the tag's quantization bits (``best_mmproj``:
+    ``:Q4_K_M`` means "the projector for the Q4_K_M model"); with no tag the only one, or the one
+    ``-hf org/repo`` would load beside the model it picks. Raises HubError when none fits."""
+    projectors = tuple(f for f in files if f.path.endswith(".gguf") and "mmproj" in _name(f.path))
+    if not projectors:
+        raise HubError(
+            f"hf://{_ref(repo, tag)}: no projector (mmproj*.gguf) in the repo (GGUF files: {_ggufs(files)})"
+        )
+    named = [f for f in projectors if tag and _holds_tag(f.path, tag)]
+    if named:
+        return Selection((named[0],), named[0].path, named[0].path)
+    if len(projectors) == 1:
+        return Selection(projectors, projectors[0].path, projectors[0].path)
+    model = f"x-{tag}.gguf" if tag else getattr(best_model(files, ""), "path", "")
+    found = best_mmproj(projectors, model) if model else None
+    if found is None:
+        names = ", ".join(f.path for f in projectors)
+        raise HubError(f"hf://{repo}: several projectors ({names}) and no model to match: name one with :TAG")
+    return Selection((found,), found.path, found.path)
+
+
+def for_lora_gguf(files: tuple[RepoFile, ...], repo: str, tag: str) -> Selection:
+    """A llama.cpp adapter (``adapters[].path: hf://org/repo[:TAG]``): the repo's one GGUF that is
+    not a projector or imatrix, or the one whose name holds the tag as a word of its own
+    (``:b`` finds ``smollm2-lora-b.gguf``). Several and no tag is refused: which one is meant is
+    a guess. A file whose name holds ',' or ':' cannot be given to ``--lora-scaled``."""
+    ggufs = [f for f in files if f.path.endswith(".gguf") and not _sidecar(f.path)]
+    chosen = [f for f in ggufs if _holds_tag(f.path, tag)] if tag else ggufs
+    if len(chosen) != 1:
+        wanted = f"matching '{tag}'" if tag else "LoRA"
+        found = "none" if not chosen else "several"
+        hint = "" if not chosen else ": name one with :TAG"
+        raise HubError(
+            f"hf://{_ref(repo, tag)}: {found} GGUF files {wanted} in the repo "
+            f"(GGUF files: {_ggufs(files)}){hint}"
+        )
+    lora = chosen[0]
+    if "," in lora.path or ":" in lora.path:
+        raise HubError(
+            f"hf://{_ref(repo, tag)}: llama.cpp cannot take an adapter path with ',' or ':' ({lora.path})"
+        )
+    return Selection((lora,), lora.path)
+
+
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def for_peft(files: tuple[RepoFile, ...], repo: str) -> Selection:
+    """A vLLM adapter (``adapters[].path: hf://org/repo``): the PEFT repo's ``adapter_config.json``
+    and ``adapter_model.safetensors`` (at the repo's root, as ``--lora-modules`` reads a folder).
+    Raises HubError when either is missing."""
+    by_path = {f.path: f for f in files}
+    missing = [name for name in PEFT_FILES if name not in by_path]
+    if missing:
+        raise HubError(f"hf://{repo}: not a PEFT adapter repo: no {' or '.join(missing)} at its root")
+    return Selection(tuple(by_path[name] for name in PEFT_FILES))
+
+
+def _ref(repo: str, tag: str) -> str:
+    return f"{repo}:{tag}" if tag else repo
+
+
+def _ggufs(files: tuple[RepoFile, ...]) -> str:
+    return ", ".join(f.path for f in files if f.path.endswith(".gguf")) or "none"
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _sidecar(path: str) -> bool:
+    return "mmproj" in _name(path) or "imatrix" in _name(path)
+
+
+def _holds_tag(path: str, tag: str) -> bool:
+    """The file's name (less .gguf) holds ``tag`` as a word of its own, case-insensitively: between
+    '-', '.', '_' or the name's ends (``a`` is in ``lora-a.gguf``, not in ``lora-b.gguf``)."""
+    stem = path.rsplit("/", 1)[-1].removesuffix(".gguf")
+    return re.search(rf"(^|[-._]){re.escape(tag)}($|[-._])", stem, re.IGNORECASE) is not None

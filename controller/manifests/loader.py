@@ -295,9 +295,12 @@ def resolve_or_report(model: ModelManifest, where: Where, roots: Sequence[Path])
 
 def resolve_files_or_report(model: ModelManifest, where: Where, roots: Sequence[Path]) -> ExtraFiles:
     """The files beside the weights, each resolved as the weights are (``resolve_beside``); one
-    located error per file that is not there, and that file left out."""
+    located error per file that is not there, and that file left out. A hub reference is left out
+    too: the controller pulls it (``controller.hub``), as it does hub weights."""
 
     def resolve(loc: tuple[str | int, ...], path: str) -> Path | None:
+        if hub_reference(path) is not None:
+            return None
         try:
             return resolve_beside(loc, path, model.resolved_engine, roots)
         except ValueError as exc:
@@ -337,13 +340,20 @@ def resolve_beside(loc: tuple[str | int, ...], path: str, engine: str, roots: Se
 def all_found(model: ModelManifest, files: ExtraFiles) -> bool:
     """The manifest names files beside the weights, and every one was found (the others were
     reported): only then is there something to check against the weights."""
-    named = model.mmproj is not None or model.draft is not None or bool(model.adapters)
+    mmproj, draft = local(model.mmproj), local(model.draft)  # hub references are pulled later
+    adapters = [a for a in model.adapters if local(a.path) is not None]
+    named = mmproj is not None or draft is not None or bool(adapters)
     return (
         named
-        and (model.mmproj is None) == (files.mmproj is None)
-        and (model.draft is None) == (files.draft is None)
-        and len(model.adapters) == len(files.adapters)
+        and (mmproj is None) == (files.mmproj is None)
+        and (draft is None) == (files.draft is None)
+        and len(adapters) == len(files.adapters)
     )
+
+
+def local(path: str | None) -> str | None:
+    """``path`` unless it is a hub reference."""
+    return path if path is not None and hub_reference(path) is None else None
 
 
 def report_problems(check: FilesCheck, model: LoadedModel, where: Where) -> None:

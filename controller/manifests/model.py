@@ -24,7 +24,8 @@ class AdapterFile:
 @dataclass(frozen=True, slots=True)
 class ExtraFiles:
     """The files a replica loads beside its weights, resolved under the model roots like them
-    (shards of a split GGUF are found from the weights' own name: ``shards``)."""
+    (shards of a split GGUF are found from the weights' own name: ``shards``); a hub reference's
+    file is here once pulled, at its place in the hub cache as the controller sees it."""
 
     mmproj: Path | None = None  # llama.cpp's vision/audio projector
     draft: Path | None = None  # the draft model of speculative decoding
@@ -33,15 +34,23 @@ class ExtraFiles:
 
 @dataclass(frozen=True, slots=True)
 class PulledFiles:
-    """Hub weights the controller pulled into the hub cache (``controller.hub``): where the engine
+    """Hub files the controller pulled into the hub cache (``controller.hub``): where the engine
     finds them. ``source`` is what the engine mounts at the cache's container path: a Docker
-    volume name (``volume``) or a host folder; ``path`` and ``mmproj`` are relative to it (POSIX):
-    llama.cpp's GGUF (shard 1, the others beside it), or vLLM's snapshot folder."""
+    volume name (``volume``) or a host folder; the paths are relative to it (POSIX). ``path``:
+    hub weights' llama.cpp GGUF (shard 1, the others beside it) or vLLM snapshot folder ("" when
+    the weights are not a hub reference); ``mmproj``: the projector pulled with them. ``beside``:
+    the files beside the weights named as hub references, by role (``draft``, ``mmproj``,
+    ``adapter:<name>``): a GGUF file (llama.cpp) or a snapshot folder (vLLM)."""
 
     source: str
     volume: bool
-    path: str
+    path: str = ""
     mmproj: str | None = None
+    beside: tuple[tuple[str, str], ...] = ()
+
+    def of(self, role: str) -> str | None:
+        """The cache-relative path of the hub file for ``role``, if one was pulled."""
+        return dict(self.beside).get(role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +67,9 @@ class LoadedModel:
     # values as written). Secrets may be in it: kept out of repr.
     filled_env: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
     files: ExtraFiles = ExtraFiles()  # resolved mmproj, draft and adapters (empty when not checked)
-    pulled: PulledFiles | None = None  # hub weights found in the hub cache (None: not pulled yet)
+    # every hub file the manifest names, found in the hub cache (None: not all pulled yet); the
+    # files beside the weights among them are in ``files`` too, as the controller sees them
+    pulled: PulledFiles | None = None
     # What the weights say they are for (``controller.weights.task``, run by the loader when it is
     # handed the detection); None: they do not say, or were not read.
     detected_task: Task | None = None

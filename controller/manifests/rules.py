@@ -83,10 +83,8 @@ def check_beside_file(field: str, path: str, engine: EngineName | None) -> None:
     """Refuse a file beside the weights (``mmproj``, ``draft``, an adapter's path) that ``engine``
     cannot load from there (``engine`` None: it was invalid, already reported). Raises ValueError."""
     if path.startswith(HUB_PREFIX):
-        raise ValueError(
-            f"hub references are not supported for {field} yet ('{shown(path)}'): download the "
-            "file and give its path under a model root"
-        )
+        check_beside_hub(field, path, engine)
+        return
     suffix = PurePosixPath(path).suffix.lower()
     if engine == "llamacpp":
         if suffix != ".gguf":
@@ -102,6 +100,23 @@ def check_beside_file(field: str, path: str, engine: EngineName | None) -> None:
         if suffix in ENGINE_BY_SUFFIX:
             kind = VLLM_FOLDERS[field]
             raise ValueError(f"vLLM's {BESIDE_WHAT[field]} is {kind}, not the file '{shown(path)}'")
+
+
+def check_beside_hub(field: str, ref: str, engine: EngineName | None) -> None:
+    """A hub reference beside the weights (pulled with them, ``controller.hub``): ``hf://org/repo``,
+    with ``:TAG`` for llama.cpp (which GGUF of the repo); vLLM takes no projector and no tag."""
+    if not HUB_PATTERN.match(ref):
+        raise ValueError(f"'{shown(ref)}' is not a hub reference: use hf://org/repo (or hf://org/repo:TAG)")
+    if engine == "vllm":
+        if field == "mmproj":
+            raise ValueError(
+                "mmproj is llama.cpp's (--mmproj); vLLM reads a vision model's projector from the "
+                "model folder itself: leave mmproj out"
+            )
+        if ":" in ref.removeprefix(HUB_PREFIX):
+            raise ValueError(
+                f"':TAG' selects a GGUF file, which is llama.cpp's; not for vllm ('{shown(ref)}')"
+            )
 
 
 def error_at(loc: tuple[int | str, ...], message: str, value: object) -> ValidationError:

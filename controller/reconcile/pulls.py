@@ -1,9 +1,10 @@
 """Pulls before starts: a replica of a hub model whose files are not all in the hub cache is not
-created; its weights are pulled in the background first, and the replica starts on the pass after
-the pull, with the local path (so its ``load_timeout`` counts from the end of the download).
+created; its hub files (``hub_refs``: weights, draft, projector, adapters: one pull for them all)
+are pulled in the background first, and the replica starts on the pass after the pull, with the
+local paths (so its ``load_timeout`` counts from the end of the download).
 
 The loop asks ``gate`` which of the decided starts may go now; for the others it starts one pull per
-repo at a time (a second reference to a repo that is being pulled waits for that pull to end). A pull
+repo at a time (a model naming a repo that is being pulled waits for that pull to end). A pull
 runs ``Puller.pull`` on a daemon thread (huggingface_hub is blocking, and a thread that outlives the
 controller's stop must not hold its exit) and reports back on the loop; ``rows`` turns those slots'
 status rows into ``Pulling`` with the progress (bytes done of the total, percent), measured from the
@@ -24,10 +25,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from controller.errors import HubError
-from controller.hub.cache import HubRef
+from controller.hub.cache import HubRef, describe, hub_refs
 from controller.hub.pull import Progress, Puller, PullPlan
 from controller.manifests.model import LoadedModel
 from controller.reconcile.events import EventLog
@@ -45,12 +46,22 @@ QUARTERS = (25, 50, 75)
 
 @dataclass(slots=True)
 class Pull:
-    """One pull in flight: the reference, the slot its events name, its plan once listed."""
+    """One model's pull in flight: its hub references, the slot its events name, their plans
+    once listed (those not in the cache yet)."""
 
-    ref: HubRef
+    refs: tuple[tuple[str, HubRef], ...]
     slot: Slot
-    plan: PullPlan | None = None
+    plans: list[PullPlan] = field(default_factory=list)
     reported: int = 0  # the last quarter recorded as an event
+
+    @property
+    def ref(self) -> str:
+        """The references in words, for events and lines."""
+        return describe(self.refs)
+
+    @property
+    def repos(self) -> set[str]:
+        return {ref.repo for _, ref in self.refs}
 
 
 class Pulls:
@@ -68,13 +79,13 @@ class Pulls:
         self.wake = wake
         self.failures = failures
         self.events = events
-        self.active: dict[str, Pull] = {}  # repo -> its pull
-        self.failed: dict[HubRef, str] = {}  # pulls that failed, until their slots are backed off
+        self.active: dict[str, Pull] = {}  # repo -> the pull that holds it
+        self.failed: dict[HubRef, str] = {}  # refs of pulls that failed, until their slots back off
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def needs(self, model: LoadedModel) -> bool:
-        """True when ``model``'s replicas wait for a pull (hub weights not all in the cache)."""
-        return self.puller is not None and model.hub is not None and model.pulled is None
+        """True when ``model``'s replicas wait for a pull (hub files not all in the cache)."""
+        return self.puller is not None and model.pulled is None and bool(hub_refs(model))
 
     def gate(
         self,
@@ -88,24 +99,27 @@ class Pulls:
         ready = []
         for spec in starts:
             model = by_name.get(spec.model)
-            ref = HubRef.of(model) if model is not None and self.needs(model) else None
-            if model is None or ref is None:
+            refs = hub_refs(model) if model is not None and self.needs(model) else ()
+            why = next((failed[ref] for _, ref in refs if ref in failed), None)
+            if model is None or not refs:
                 ready.append(spec)
-            elif ref in failed:
-                start_failed((spec.model, spec.replica), failed[ref])
+            elif why is not None:
+                start_failed((spec.model, spec.replica), why)
             else:
-                self.start(model, ref, (spec.model, spec.replica))
+                self.start(model, refs, (spec.model, spec.replica))
         return tuple(ready)
 
-    def start(self, model: LoadedModel, ref: HubRef, slot: Slot) -> None:
-        """Pull ``model``'s files unless its repo is being pulled already (one pull per repo)."""
-        if ref.repo in self.active or self.puller is None:
+    def start(self, model: LoadedModel, refs: tuple[tuple[str, HubRef], ...], slot: Slot) -> None:
+        """Pull ``model``'s files unless one of its repos is being pulled already (one pull per repo)."""
+        pull = Pull(refs, slot)
+        if pull.repos & self.active.keys() or self.puller is None:
             return
         self.loop = asyncio.get_running_loop()
-        pull = self.active[ref.repo] = Pull(ref, slot)
-        log.info("pulling %s for model %s into the hub cache %s", ref, model.name, self.puller.cache.root)
+        self.active.update(dict.fromkeys(pull.repos, pull))
+        root = self.puller.cache.root
+        log.info("pulling %s for model %s into the hub cache %s", pull.ref, model.name, root)
         thread = threading.Thread(
-            target=self.run, args=(self.puller, model, pull), name=f"pull {ref}", daemon=True
+            target=self.run, args=(self.puller, model, pull), name=f"pull {model.name}", daemon=True
         )
         thread.start()
 
@@ -113,7 +127,7 @@ class Pulls:
         """The pull's thread: pull, then report to the loop (never raises)."""
         error: BaseException | None = None
         try:
-            puller.pull(model, on_plan=lambda plan: setattr(pull, "plan", plan))
+            puller.pull(model, on_plan=pull.plans.append)
         except BaseException as exc:  # reported to the loop, which counts and backs off
             error = exc
         loop = self.loop
@@ -123,23 +137,30 @@ class Pulls:
 
     def ended(self, pull: Pull, error: BaseException | None) -> None:
         """A pull's end, on the loop: its replicas start on the next pass, or back off."""
-        self.active.pop(pull.ref.repo, None)
+        for repo in pull.repos:
+            if self.active.get(repo) is pull:
+                del self.active[repo]
+        subject = ", ".join(sorted(pull.repos))
         if error is None:
-            self.failures.recovered(TASK, pull.ref.repo)
+            self.failures.recovered(TASK, subject)
             self.events.record("pulled", pull.slot, reason=f"{pull.ref}: {self.describe(pull)}")
-        elif isinstance(error, HubError):
-            self.failed[pull.ref] = f"pull failed: {error}"
+            self.wake()
+            return
+        if isinstance(error, HubError):
+            why = f"pull failed: {error}"
             log.warning("hub pull failed: %s", error)
         else:
-            self.failed[pull.ref] = f"pull failed: unexpected error: {type(error).__name__}: {error}"
+            why = f"pull failed: unexpected error: {type(error).__name__}: {error}"
             then = "the replica backs off and pulls again"
-            self.failures.record(TASK, error, subject=pull.ref.repo, then=then)
+            self.failures.record(TASK, error, subject=subject, then=then)
+        self.failed.update(dict.fromkeys((ref for _, ref in pull.refs), why))
         self.wake()
 
     def progress(self, pull: Pull) -> Progress | None:
-        if pull.plan is None or self.puller is None:
+        plans = tuple(pull.plans)  # the pull's thread appends to it
+        if not plans or self.puller is None:
             return None
-        return self.puller.measure(pull.plan)
+        return self.puller.measure(*plans)
 
     def describe(self, pull: Pull) -> str:
         progress = self.progress(pull)
@@ -147,11 +168,11 @@ class Pulls:
 
     def waiting_line(self, model: LoadedModel) -> str:
         """What ``model``'s replicas wait for, in words."""
-        ref = HubRef.of(model)
-        pull = self.active.get(ref.repo) if ref is not None else None
-        if pull is None or ref is None:
+        refs = hub_refs(model)
+        pull = next((self.active[ref.repo] for _, ref in refs if ref.repo in self.active), None)
+        if pull is None:
             return "pull starting"
-        if pull.ref != ref:
+        if pull.refs != refs:
             return f"waiting for the pull of {pull.ref} (one pull per repo)"
         return self.describe(pull)
 
@@ -168,7 +189,7 @@ class Pulls:
         ]
 
     def milestones(self) -> None:
-        for pull in self.active.values():
+        for pull in {id(p): p for p in self.active.values()}.values():
             progress = self.progress(pull)
             if progress is None:
                 continue

@@ -66,12 +66,14 @@ LORA = {"name": "a", "path": "a.gguf"}
          "not a valid name"),
         ({"model": "m.safetensors", "mmproj": "p.gguf"}, "mmproj",
          "vLLM reads a vision model's projector from the model folder itself"),
-        ({"model": "m.gguf", "mmproj": "hf://org/repo"}, "mmproj",
-         "hub references are not supported for mmproj"),
-        ({"model": "m.gguf", "draft": "hf://org/repo"}, "draft",
-         "hub references are not supported for draft"),
-        ({"model": "m.gguf", "adapters": [{"name": "a", "path": "hf://org/lora"}]}, "adapters.0.path",
-         "hub references are not supported for adapters"),
+        ({"model": "m.gguf", "mmproj": "hf://org"}, "mmproj", "'hf://org' is not a hub reference"),
+        ({"model": "m.gguf", "draft": "hf://org/repo:Q4:0"}, "draft", "is not a hub reference"),
+        ({"model": "m.safetensors", "mmproj": "hf://org/vlm"}, "mmproj",
+         "vLLM reads a vision model's projector from the model folder itself"),
+        ({"model": "m.safetensors", "draft": "hf://org/small:Q4_0"}, "draft",
+         "':TAG' selects a GGUF file, which is llama.cpp's; not for vllm"),
+        ({"model": "m.safetensors", "adapters": [{"name": "a", "path": "hf://org/lora:a"}]},
+         "adapters.0.path", "':TAG' selects a GGUF file"),
         ({"model": "m.gguf", "mmproj": "p.bin"}, "mmproj", "llama.cpp loads a GGUF projector file"),
         ({"model": "m.gguf", "draft": "draft/"}, "draft", "llama.cpp loads a GGUF draft file"),
         ({"model": "m.gguf", "adapters": [LORA, {"name": "b", "path": "lora-b"}]}, "adapters.1.path",
@@ -105,6 +107,31 @@ def test_what_each_engine_loads_passes() -> None:
         {"model": "m", "engine": "vllm", "draft": "small", "adapters": [{"name": "a", "path": "lora-a"}]}
     )
     assert (vllm.draft, vllm.adapters[0].path) == ("small", "lora-a")
+
+
+def test_hub_references_beside_the_weights_pass_for_the_engine_that_takes_them() -> None:
+    llama = ModelManifest.model_validate(
+        {
+            "model": "m.gguf",
+            "mmproj": "hf://org/vlm-GGUF:F16",
+            "draft": "hf://org/small-GGUF:Q8_0",
+            "adapters": [{"name": "a", "path": "hf://org/loras:a"}, {"name": "b", "path": "hf://org/lora-b"}],
+        }
+    )
+    assert (llama.mmproj, llama.draft) == ("hf://org/vlm-GGUF:F16", "hf://org/small-GGUF:Q8_0")
+    assert [a.path for a in llama.adapters] == ["hf://org/loras:a", "hf://org/lora-b"]
+    vllm = ModelManifest.model_validate(
+        {
+            "model": "hf://org/big",
+            "draft": "hf://org/small",
+            "adapters": [{"name": "a", "path": "hf://org/peft"}],
+        }
+    )
+    assert (vllm.resolved_engine, vllm.draft, vllm.adapters[0].path) == (
+        "vllm",
+        "hf://org/small",
+        "hf://org/peft",
+    )
 
 
 # --- the loader -----------------------------------------------------------------------------------
@@ -149,6 +176,21 @@ adapters: [{{name: v-a, path: smollm2-lora-a}}]
     assert s.files == ExtraFiles(draft=root / GGUF, adapters=adapters)
     assert vlm.files == ExtraFiles(mmproj=root / "tiny-vlm" / "mmproj-tiny-vlm.gguf")
     assert v.files == ExtraFiles(adapters=(AdapterFile("v-a", root / "smollm2-lora-a"),))
+
+
+def test_hub_references_are_not_looked_up_under_the_roots(root: Path, tmp_path: Path) -> None:
+    """A hub file beside local weights is left to the pull (no 'not found under the model roots'),
+    while a local file beside it is still resolved."""
+    text = f"""model: {GGUF}
+draft: hf://test/smollm2-GGUF:Q4_1
+adapters:
+  - {{name: a, path: smollm2-lora-a.gguf}}
+  - {{name: b, path: "hf://test/smollm2-lora:b"}}
+"""
+    (model,) = load_folder(write(tmp_path / "m", text), model_roots=[root])
+    assert model.weights == root / GGUF
+    assert model.files == ExtraFiles(adapters=(AdapterFile("a", root / "smollm2-lora-a.gguf"),))
+    assert model.pulled is None
 
 
 def test_without_roots_nothing_is_looked_up(tmp_path: Path) -> None:
