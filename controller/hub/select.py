@@ -181,13 +181,13 @@ def for_lora_gguf(files: tuple[RepoFile, ...], repo: str, tag: str) -> Selection
     a guess. A file whose name holds ',' or ':' cannot be given to ``--lora-scaled``."""
     ggufs = [f for f in files if f.path.endswith(".gguf") and not _sidecar(f.path)]
     chosen = [f for f in ggufs if _holds_tag(f.path, tag)] if tag else ggufs
-    if len(chosen) != 1:
-        wanted = f"matching '{tag}'" if tag else "LoRA"
-        found = "none" if not chosen else "several"
-        hint = "" if not chosen else ": name one with :TAG"
+    if not chosen:
+        wanted = f"no GGUF file matching '{tag}'" if tag else "no LoRA GGUF file"
+        raise HubError(f"hf://{_ref(repo, tag)}: {wanted} in the repo (GGUF files: {_ggufs(files)})")
+    if len(chosen) > 1:
+        names = ", ".join(f.path for f in chosen)
         raise HubError(
-            f"hf://{_ref(repo, tag)}: {found} GGUF files {wanted} in the repo "
-            f"(GGUF files: {_ggufs(files)}){hint}"
+            f"hf://{_ref(repo, tag)}: several LoRA GGUF files in the repo ({names}): name one with :TAG"
         )
     lora = chosen[0]
     if "," in lora.path or ":" in lora.path:

@@ -158,6 +158,22 @@ def smollm2_repos(models: Path) -> dict[str, dict[str, HubFile]]:
     }
 
 
+def beside_repos(models: Path) -> dict[str, dict[str, HubFile]]:
+    """The files beside the weights as repos of their own (``make shapes``'s real files): a LoRA
+    GGUF repo, one with two LoRA GGUFs, a PEFT adapter repo, and tiny-vlm with its projector."""
+    vlm = models / "tiny-vlm"
+    return {
+        "test/smollm2-lora": {"smollm2-lora-a.gguf": HubFile.of(models / "smollm2-lora-a.gguf")},
+        "test/smollm2-loras": {
+            name: HubFile.of(models / name) for name in ("smollm2-lora-a.gguf", "smollm2-lora-b.gguf")
+        },
+        "test/smollm2-lora-peft": {
+            p.name: HubFile.of(p) for p in sorted((models / "smollm2-lora-a").iterdir()) if p.is_file()
+        },
+        "test/tiny-vlm": {p.name: HubFile.of(p) for p in sorted(vlm.iterdir()) if p.suffix == ".gguf"},
+    }
+
+
 async def serve(hub: StandInHub, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
     """Start ``hub`` on ``host``; returns the runner (clean it up) and its URL."""
     runner = web.AppRunner(hub.app(), access_log=None)
