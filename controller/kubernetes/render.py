@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from controller.engines.files import hub_fields
 from controller.errors import ModelctlError
 from controller.kubernetes.engine import cache_claim, model_objects
 from controller.kubernetes.gateway import gateway_objects
@@ -93,6 +94,11 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
     )
     for model in found:
         model = dataclasses.replace(model, filled_env=None)
+        if hub := [role for role, _ in hub_fields(model)]:  # the controller pulls them; no pod does
+            raise ModelctlError(
+                f"{model.file}: model {model.name}: hf:// files beside the weights ({', '.join(hub)}) "
+                "are not rendered for Kubernetes yet: give their paths under the model root"
+            )
         local = not model.hub or beside_weights(model)  # files that lie under the model root
         if not local:
             loaded.append((model, None))

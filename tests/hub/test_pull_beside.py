@@ -20,6 +20,9 @@ from controller.hub.pull import Progress, Puller, PullPlan
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
 from controller.placement.memory import estimate
+from controller.reconcile.events import EventLog
+from controller.reconcile.pulls import Pulls
+from controller.reconcile.supervise import Failures
 from controller.runtime.spec import ContainerSpec
 from tests.hub.conftest import GGUF_REPO, MODELS, ST_REPO
 from tests.hub.standin import COMMIT, HubFile, StandInHub
@@ -167,3 +170,39 @@ async def test_an_adapter_repo_with_several_loras_and_no_tag_is_one_error_before
     )
     found = await asyncio.to_thread(Puller(cache, endpoint=url).pull, tagged)
     assert (found.of("adapter:b") or "").endswith("/smollm2-lora-b.gguf")
+
+
+async def test_the_reconciler_holds_a_start_until_every_hub_file_is_cached(
+    hub: tuple[StandInHub, str], cache: HubCache
+) -> None:
+    """Host weights with a hub adapter: the start waits for the pull (Pulling, the adapter's
+    reference in the event), then goes with the model the cache resolves."""
+    _standin, url = hub
+    ended = asyncio.Event()
+    events = EventLog()
+    pulls = Pulls(Puller(cache, endpoint=url), wake=ended.set, failures=Failures(), events=events)
+    model = local_model(
+        {"model": GGUF, "adapters": [{"name": "a", "path": "hf://test/smollm2-lora"}]}, MODELS / GGUF
+    )
+    spec = llamacpp_start(model)
+    failed: list[str] = []
+
+    def start_failed(slot: tuple[str, int], why: str) -> float:
+        failed.append(why)
+        return 1.0
+
+    assert pulls.needs(model)
+    assert pulls.gate([spec], [model], start_failed) == ()  # held: the pull starts instead
+    assert pulls.busy and pulls.loading([model])["m"].startswith(("pull", "pulling"))
+    await asyncio.wait_for(ended.wait(), 30)
+    assert not pulls.busy and failed == []
+    pulled = [e for e in events.after(0) if e.kind == "pulled"]
+    assert pulled and pulled[0].reason.startswith("hf://test/smollm2-lora (adapter:a): pulling 100%")
+    (resolved,) = cache.resolve([model])
+    assert not pulls.needs(resolved)
+    assert pulls.gate([spec], [resolved], start_failed) == (spec,)
+
+
+def llamacpp_start(model: LoadedModel) -> ContainerSpec:
+    """A decided start of ``model``: only its name and replica matter to the gate."""
+    return ContainerSpec(model.name, 0, "llamacpp", "image", (), 8080, "/health", 1)
