@@ -53,3 +53,24 @@ async def test_pull_failures_are_one_line_and_exit_1(
     assert capsys.readouterr().err == (
         f"modelctl: error: no model named 'nothing' in {tmp_path} (and no such file or folder)\n"
     )
+
+
+async def test_pull_covers_hub_files_beside_local_weights(
+    hub: tuple[StandInHub, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    standin, url = hub
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    (tmp_path / "m.yaml").write_text(
+        "name: vlm\nmodel: tiny-vlm.gguf\nmmproj: hf://test/tiny-vlm\n"
+        "---\nname: plain\nmodel: plain.gguf\n"  # nothing of the hub: not pulled
+    )
+    args = ["pull", str(tmp_path / "m.yaml"), "--hub-cache", str(tmp_path / "cache")]
+    assert await asyncio.to_thread(main, args) == 0
+    out = capsys.readouterr().out
+    assert "vlm: hf://test/tiny-vlm (mmproj): pulling 100% (0.1 of 0.1 MiB)" in out
+    assert "plain" not in out and standin.downloads == {"mmproj-tiny-vlm.gguf": 1}
+    assert await asyncio.to_thread(main, ["pull", "vlm", "--manifests", str(tmp_path), *args[2:]]) == 0
+    assert "vlm: hf://test/tiny-vlm (mmproj) is in the cache" in capsys.readouterr().out
