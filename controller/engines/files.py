@@ -15,7 +15,7 @@ A file named as a hub reference (``hf://``) is not bind-mounted: the controller 
 hub cache (``LoadedModel.pulled``), which the replica mounts read-only at /cache (once, shared with
 hub weights), and the flag names its place there (``/cache/huggingface/hub/models--org--repo/
 snapshots/<commit>/...``; a llama.cpp adapter file whose name holds ',' or ':' is refused when it
-is pulled).
+is pulled). Until it is pulled the spec names ``/cache/not-pulled/<role>``, and is not created.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from controller.runtime.spec import Mount
 MMPROJ_DIR = "mmproj"
 DRAFT_DIR = "draft"
 ADAPTERS_DIR = "adapters"
+# Where a spec names a hub file not pulled yet: such a spec is never created (the reconciler holds
+# the start until the pull: ``reconcile.pulls``), and its path changes to the cache's once pulled.
+NOT_PULLED = "not-pulled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,35 +57,41 @@ def place_files(model: LoadedModel, *, folders: bool, mmproj: bool = True) -> Pl
     are GGUF files (a split draft's shards mounted beside it). Raises EngineError when a file is
     named but was not checked against the model roots (``check_files``)."""
     check_files(model, mmproj=mmproj)
-    files = model.files
+    files, hub = model.files, dict(hub_fields(model))
     base = f"{MODELS_DIR}/{model.name}"
     mounts: list[Mount] = []
     placed_mmproj = placed_draft = None
-    if mmproj and files.mmproj is not None:
-        placed_mmproj = _pulled(model, "mmproj") or _bind(
-            files.mmproj, f"{base}/{MMPROJ_DIR}/{files.mmproj.name}", mounts
-        )
-    if files.draft is not None:
-        placed_draft = _pulled(model, "draft")
-        if placed_draft is None:
-            placed_draft = _bind(files.draft, f"{base}/{DRAFT_DIR}/{files.draft.name}", mounts)
-            if not folders:
-                mounts += split_mounts(files.draft, f"{base}/{DRAFT_DIR}")
+    if mmproj and "mmproj" in hub:
+        placed_mmproj = _in_cache(model, "mmproj")
+    elif mmproj and files.mmproj is not None:
+        placed_mmproj = _bind(files.mmproj, f"{base}/{MMPROJ_DIR}/{files.mmproj.name}", mounts)
+    if "draft" in hub:
+        placed_draft = _in_cache(model, "draft")
+    elif files.draft is not None:
+        placed_draft = _bind(files.draft, f"{base}/{DRAFT_DIR}/{files.draft.name}", mounts)
+        if not folders:
+            mounts += split_mounts(files.draft, f"{base}/{DRAFT_DIR}")
+    local = {a.name: a.path for a in files.adapters}
     adapters = []
-    for adapter in files.adapters:
-        target = f"{base}/{ADAPTERS_DIR}/{adapter.name}" + ("" if folders else ".gguf")
-        placed = _pulled(model, f"adapter:{adapter.name}") or _bind(adapter.path, target, mounts)
-        adapters.append((adapter.name, placed))
-    if model.pulled is not None and model.pulled.beside and model.hub is None:
+    for adapter in model.manifest.adapters:
+        role = f"adapter:{adapter.name}"
+        if role in hub:
+            adapters.append((adapter.name, _in_cache(model, role)))
+        else:
+            target = f"{base}/{ADAPTERS_DIR}/{adapter.name}" + ("" if folders else ".gguf")
+            adapters.append((adapter.name, _bind(local[adapter.name], target, mounts)))
+    if hub and model.pulled is not None and model.hub is None:
         mounts.append(pulled_source(model.pulled).mount)  # hub weights mount the cache themselves
     return Placed(tuple(mounts), placed_mmproj, placed_draft, tuple(adapters))
 
 
-def _pulled(model: LoadedModel, role: str) -> str | None:
-    """The in-container path of ``role``'s file when the manifest names it as a hub reference
-    (pulled: ``check_files`` made sure), else None."""
+def _in_cache(model: LoadedModel, role: str) -> str:
+    """The in-container path of the hub file for ``role``: its place in the cache once pulled;
+    before that a path that is never opened (``NOT_PULLED``)."""
     found = model.pulled.of(role) if model.pulled is not None else None
-    return f"{HUB_CACHE_DIR}/{found}" if found is not None else None
+    if found is None:
+        return f"{HUB_CACHE_DIR}/{NOT_PULLED}/{role.replace(':', '-')}"
+    return f"{HUB_CACHE_DIR}/{found}"
 
 
 def _bind(host: Path, target: str, mounts: list[Mount]) -> str:
@@ -92,30 +101,25 @@ def _bind(host: Path, target: str, mounts: list[Mount]) -> str:
 
 def check_files(model: LoadedModel, *, mmproj: bool = True) -> None:
     """Raise EngineError unless every file the manifest names beside the weights was resolved by the
-    loader (``model.files``) and the weights themselves were checked: as for the weights
-    (``common.weights_source``), a spec never mounts an unchecked path, and it never silently leaves
-    out a file the manifest asks for."""
+    loader (``model.files``; a hub reference's is pulled instead) and the weights themselves were
+    checked: as for the weights (``common.weights_source``), a spec never mounts an unchecked path,
+    and it never silently leaves out a file the manifest asks for."""
     manifest, files = model.manifest, model.files
     named = bool(files.mmproj or files.draft or files.adapters)
     if named and model.weights is None and model.hub is None:
         raise EngineError(f"model {model.name}: weights were not checked against the model roots")
+    hub = dict(hub_fields(model))
     missing = [
         field
         for field, asked, found in (
             ("mmproj", manifest.mmproj if mmproj else None, files.mmproj),
             ("draft", manifest.draft, files.draft),
         )
-        if asked is not None and found is None
+        if asked is not None and found is None and field not in hub
     ]
-    if [a.name for a in manifest.adapters] != [a.name for a in files.adapters]:
+    local = {a.name for a in files.adapters}
+    if any(a.name not in local for a in manifest.adapters if f"adapter:{a.name}" not in hub):
         missing.append("adapters")
-    pulled = model.pulled
-    unpulled = [role for role, _ in hub_fields(model) if pulled is None or pulled.of(role) is None]
-    if unpulled:
-        raise EngineError(
-            f"model {model.name}: {', '.join(unpulled)} not pulled into the hub cache "
-            "(the controller pulls hf:// files before a replica starts)"
-        )
     if missing:
         raise EngineError(
             f"model {model.name}: {', '.join(missing)} not checked against the model roots "

@@ -14,7 +14,7 @@ import pytest
 
 from controller.engines import llamacpp, vllm
 from controller.engines.common import HUB_CACHE_DIR
-from controller.errors import EngineError, HubError
+from controller.errors import HubError
 from controller.hub.cache import HubCache, hub_refs
 from controller.hub.pull import Progress, Puller, PullPlan
 from controller.manifests.document import ModelManifest
@@ -76,8 +76,9 @@ async def test_a_hub_draft_and_adapter_are_pulled_then_named_in_the_cache(
     assert [role for role, _ in hub_refs(model)] == ["draft", "adapter:a"]
     puller = Puller(cache, endpoint=url)
     assert puller.cached(model) is None and cache.resolve([model]) == [model]  # not pulled yet
-    with pytest.raises(EngineError, match="draft, adapter:a not pulled into the hub cache"):
-        llamacpp.container_spec(model, 0, ())
+    waiting = list(llamacpp.container_spec(model, 0, ()).command)  # decided, then held by the gate
+    assert waiting[waiting.index("-md") + 1] == "/cache/not-pulled/draft"
+    assert waiting[waiting.index("--lora-scaled") + 1] == "/cache/not-pulled/adapter-a:0"
 
     plans, seen = await pull_watched(puller, model)
     want = repos[GGUF_REPO][GGUF].size + repos["test/smollm2-lora"][LORA].size
