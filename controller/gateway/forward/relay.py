@@ -22,7 +22,7 @@ from controller.endpoints.table import Replica
 from controller.gateway import errors
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
 from controller.gateway.errors import ANTHROPIC, OPENAI
-from controller.gateway.forward import mend
+from controller.gateway.forward import mend, reasoning
 from controller.gateway.forward.deadlines import StreamDeadline, Watchdog
 from controller.gateway.forward.events import EventTooLarge
 from controller.gateway.forward.headers import response_headers
@@ -137,6 +137,9 @@ class Relay:
         mending = mend.for_stream(call.api, call.model) if is_sse and upstream.status == 200 else None
         if call.hide_usage and is_sse:  # the usage chunk the client did not ask for goes to the tail only
             mending = UsageStrip(tail)
+        if is_sse and upstream.status == 200 and thinks_as_vllm(call):  # reasoning_content beside it
+            alias = reasoning.ReasoningAlias()
+            mending = alias if mending is None else reasoning.Chain(mending, alias)
         try:
             while True:
                 watch.reading_since = loop.time()
@@ -233,6 +236,8 @@ class Relay:
         headers.append((REPLICA_HEADER, replica.id))
         call.first_byte_s = time.monotonic() - call.started
         if content_type == JSON:
+            if upstream.status == 200 and thinks_as_vllm(call):
+                body = reasoning.alias_body(body)
             self._count_tokens(call, body[-_Tail.KEEP :])
         return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
 
@@ -324,6 +329,11 @@ class Relay:
             await resp.write_eof()
         except ConnectionError:
             log.debug("client left %s before the error event", request.path)
+
+
+def thinks_as_vllm(call: Call) -> bool:
+    """An OpenAI answer of a vLLM model: its thinking is named ``reasoning`` (``forward.reasoning``)."""
+    return call.api == OPENAI and call.entry.engine == reasoning.VLLM and call.translation is None
 
 
 def _usage(data: bytes) -> tuple[int, int] | None:
