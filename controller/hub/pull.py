@@ -46,6 +46,7 @@ from controller.manifests.model import LoadedModel, PulledFiles
 log = logging.getLogger(__name__)
 
 TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+DEFAULT_ENDPOINT = "https://huggingface.co"
 MiB = 1 << 20
 # Left free on the cache's disk after a pull: a full disk breaks more than the pull.
 DISK_MARGIN = 256 * MiB
@@ -94,7 +95,8 @@ def disk_free(path: Path) -> int:
 
 
 class Puller:
-    """Pulls into one ``HubCache``; ``endpoint`` None: HF_ENDPOINT, else huggingface.co."""
+    """Pulls into one ``HubCache``; ``endpoint`` None: HF_ENDPOINT (when set and not empty), else
+    huggingface.co."""
 
     def __init__(
         self,
@@ -107,8 +109,11 @@ class Puller:
         self.endpoint = endpoint
         self.free_space = free_space
 
-    def _endpoint(self) -> str | None:
-        return self.endpoint or os.environ.get("HF_ENDPOINT") or None
+    def _endpoint(self) -> str:
+        """The hub's URL: the one given, else HF_ENDPOINT (a mirror), else huggingface.co. Never
+        empty: huggingface_hub takes an HF_ENDPOINT that is set but empty as its URL, and every
+        download then fails on a URL without a host."""
+        return self.endpoint or os.environ.get("HF_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
 
     def cached(self, model: LoadedModel) -> PulledFiles | None:
         return self.cache.lookup_model(model)

@@ -159,3 +159,16 @@ def test_a_record_with_a_file_gone_is_not_cached(tmp_path: Path) -> None:
     assert cache.lookup(ref) is not None
     (snapshot / "m-Q4_0.gguf").unlink()
     assert cache.lookup(ref) is None
+
+
+async def test_the_hub_url_is_hf_endpoint_when_set_and_never_empty(
+    hub: tuple[StandInHub, str], cache: HubCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror through HF_ENDPOINT (compose passes it on); an HF_ENDPOINT set but empty, which
+    huggingface_hub itself would take as its URL, is huggingface.co."""
+    _, url = hub
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    pulled = await asyncio.to_thread(Puller(cache).pull, hub_model(f"hf://{GGUF_REPO}:Q4_1", "llamacpp"))
+    assert pulled is not None
+    monkeypatch.setenv("HF_ENDPOINT", "")
+    assert Puller(cache)._endpoint() == "https://huggingface.co"
