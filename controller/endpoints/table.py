@@ -239,7 +239,10 @@ class EndpointTable:
 
 
 # What a model is for (the manifest's ``task``); a table from an older controller has none: generate.
-TASKS = ("generate", "embed", "rerank")
+GENERATE, EMBED, RERANK = "generate", "embed", "rerank"
+TASKS = (GENERATE, EMBED, RERANK)
+# The engines a model's ``engine`` names (the manifest's); "" from an older controller.
+LLAMACPP, VLLM = "llamacpp", "vllm"
 
 
 def known_task(value: Any) -> str:

@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from controller.endpoints.table import Target
+from controller.endpoints.table import LLAMACPP, Target
 from controller.gateway import errors
 
 MAX_IMAGES = 16  # images in one request (vLLM's default --limit-mm-per-prompt is 1 per kind, ...)
-LLAMACPP = "llamacpp"
 _MARKS = (b"image", b"multimodal_data", b"\\u")
 # Part types that carry an image, in every API's spelling.
 _PART_TYPES = frozenset({"image_url", "input_image", "image"})

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.endpoints.table import VLLM
 from controller.gateway.forward.events import Events
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def sampling(document: Mapping[str, Any], *, engine: str = "") -> dict[str, Any]
     if isinstance(predict, int) and predict >= 0:  # -1: until done, -2: fill the context
         fields["max_tokens"] = predict
     if options.get("repeat_penalty") is not None:
-        fields["repetition_penalty" if engine == "vllm" else "repeat_penalty"] = options["repeat_penalty"]
+        fields["repetition_penalty" if engine == VLLM else "repeat_penalty"] = options["repeat_penalty"]
     fmt = document.get("format")
     if fmt == "json":
         fields["response_format"] = {"type": "json_object"}

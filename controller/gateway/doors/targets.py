@@ -26,11 +26,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.endpoints.table import Target
+from controller.endpoints.table import VLLM, Target
 from controller.gateway import errors
 from controller.gateway.admission.hashring import hash64
 
-VLLM = "vllm"
 # The replica paths where llama-server honours a request's ``lora`` (measured: docs/model-shapes.md).
 LORA_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 # llama-server's Messages API drops ``lora``: nothing sent there to a model with adapters is right.

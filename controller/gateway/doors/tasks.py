@@ -14,11 +14,10 @@ has no audio API at all, so a llama.cpp model is refused there whatever its task
 
 from __future__ import annotations
 
-from controller.endpoints.table import ModelEndpoints
+from controller.endpoints.table import EMBED, GENERATE, LLAMACPP, RERANK, ModelEndpoints
 from controller.gateway import errors
 from controller.gateway.errors import Refusal
 
-GENERATE, EMBED, RERANK = "generate", "embed", "rerank"
 AUDIO_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
 # The tasks a model may have for a request to each path (a path not listed: not checked here).
 TASK_OF_PATH: dict[str, frozenset[str]] = {
@@ -50,7 +49,7 @@ def check(path: str, entry: ModelEndpoints, name: str | None = None) -> None:
         return
     if entry.task not in wanted:
         raise mismatch(path, entry, wanted, name or entry.name)
-    if path in AUDIO_PATHS and entry.engine == "llamacpp":
+    if path in AUDIO_PATHS and entry.engine == LLAMACPP:
         raise errors.bad_request(
             f"model {entry.name} is served by llama.cpp, and llama.cpp serves no transcription API; "
             f"{path} needs a vLLM model that takes audio (Whisper)",

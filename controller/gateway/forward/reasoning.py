@@ -29,7 +29,6 @@ class Mend(Protocol):  # as ``mend.Mend``
 
 MARK = b'"reasoning"'
 FIELD, ALIAS = "reasoning", "reasoning_content"
-VLLM = "vllm"
 
 
 def aliased(document: Any) -> bool:

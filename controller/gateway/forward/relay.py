@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from controller.endpoints.table import Replica
+from controller.endpoints.table import VLLM, Replica
 from controller.gateway import errors
 from controller.gateway.call import EVENT_STREAM, JSON, REPLICA_HEADER, Call, Loading, error_message
 from controller.gateway.errors import ANTHROPIC, OPENAI
@@ -333,7 +333,7 @@ class Relay:
 
 def thinks_as_vllm(call: Call) -> bool:
     """An OpenAI answer of a vLLM model: its thinking is named ``reasoning`` (``forward.reasoning``)."""
-    return call.api == OPENAI and call.entry.engine == reasoning.VLLM and call.translation is None
+    return call.api == OPENAI and call.entry.engine == VLLM and call.translation is None
 
 
 def _usage(data: bytes) -> tuple[int, int] | None:
