@@ -44,6 +44,12 @@ def ids(client: docker.DockerClient, instance: str) -> set[str]:
     return {c.id for c in managed(client, instance) if c.status == "running"}
 
 
+def present(client: docker.DockerClient, instance: str) -> set[str]:
+    """Every container of the instance, running or not: a replaced replica is stopped before it is
+    removed, so "rolled" must wait until it is gone, not only until it stops running."""
+    return {c.id for c in managed(client, instance)}
+
+
 async def test_killed_replica_comes_back_and_no_request_fails(
     manifests: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
 ) -> None:
@@ -83,7 +89,7 @@ async def test_manifest_change_rolls_one_replica_at_a_time_without_failed_reques
                 serving.append(len(entry.replicas) if entry else 0)
                 starting = [r for r in rc.reports.current().replicas if r.state == "Starting"]
                 assert len(starting) <= 1, f"more than one replica rolling at once: {starting}"
-                return not (ids(docker_client, instance) & before) and serving[-1] == 2
+                return not (present(docker_client, instance) & before) and serving[-1] == 2
 
             await wait_for("both replicas replaced", rolled, timeout=120)
             rolled_in = time.monotonic() - changed_at
