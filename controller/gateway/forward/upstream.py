@@ -31,6 +31,7 @@ import ipaddress
 import math
 import socket
 import time
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -228,8 +229,9 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's TCP transport has the methods of
+        # asyncio.Transport without being a subclass of it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.answer is None:
