@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from controller.errors import HubError
 from controller.hub.cache import HubCache, HubRef
@@ -37,7 +38,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> HubFile:
     return HubFile.of(path)
 
 
-async def standin(big: HubFile) -> tuple[StandInHub, str, object]:
+async def standin(big: HubFile) -> tuple[StandInHub, str, web.AppRunner]:
     hub = StandInHub({REPO: {NAME: big}})
     runner, url = await serve(hub)
     return hub, url, runner
@@ -47,14 +48,14 @@ async def standin(big: HubFile) -> tuple[StandInHub, str, object]:
 async def hub(big: HubFile) -> AsyncIterator[tuple[StandInHub, str]]:
     found, url, runner = await standin(big)
     yield found, url
-    await runner.cleanup()  # type: ignore[attr-defined]
+    await runner.cleanup()
 
 
 @pytest.fixture
 async def cdn(big: HubFile) -> AsyncIterator[tuple[StandInHub, str]]:
     found, url, runner = await standin(big)
     yield found, url
-    await runner.cleanup()  # type: ignore[attr-defined]
+    await runner.cleanup()
 
 
 @pytest.fixture
