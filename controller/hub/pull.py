@@ -7,11 +7,13 @@ downloaded and recorded; the model's replicas start when every one is in the cac
 ``Puller.plan`` asks the Hub for the repo's listing with sizes (``/api/models/{repo}/revision/main``
 with blobs), picks what the engine would fetch (``select``) and notes which of those files the cache
 holds already; ``check_room`` refuses a pull whose missing bytes do not fit on the cache's disk;
-``download`` fetches the missing files one by one with ``hf_hub_download`` at the listed commit
-(a dropped connection is resumed with a Range request; huggingface_hub 1.x also resumed a partial
-blob left by an earlier call, 2.x starts such a file afresh), then writes the cache's record.
-``measure`` says how far a pull is by the sizes of the blobs on disk, so progress needs no hook
-into the library.
+``download`` fetches the missing files one by one at the listed commit with our own ``Downloader``
+(``download.py``), then writes the cache's record. It does not use ``hf_hub_download``: 2.x
+resumes a dropped connection only within one call and deletes its partial file when the call
+fails, so every try (after a backoff, a restart, ``modelctl pull`` run again) started a cut file
+from 0; ours keeps one partial per blob (``<blob>.incomplete``) and continues it with a Range
+request on the next try. ``measure`` says how far a pull is by the sizes of the blobs on disk
+(complete or partial), so progress needs no hook into the download.
 
 The token is the manifest's: ``HF_TOKEN`` (or ``HUGGING_FACE_HUB_TOKEN``) from the model's env, its
 ``${NAME}`` references filled in by the loader; never the controller's own, never logged. A model
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from controller.errors import HubError
 from controller.hub.cache import WEIGHTS, HubCache, HubRef, describe, hub_refs
+from controller.hub.download import Downloader, Target, partial_path, reason
 from controller.hub.select import (
     RepoFile,
     Selection,
@@ -152,17 +155,11 @@ class Puller:
             )
 
     def download(self, plan: PullPlan, token: str | None) -> None:
-        """Fetch the missing files, then record the pull. Raises HubError."""
-        from huggingface_hub import hf_hub_download
-
-        for f in plan.missing:
-            try:
-                hf_hub_download(
-                    plan.ref.repo, f.path, revision=plan.commit, cache_dir=self.cache.hf_dir,
-                    token=token or False, endpoint=self._endpoint(),
-                )  # fmt: skip
-            except Exception as exc:  # as in ``plan``; a partial blob stays for the next try
-                raise HubError(f"{plan.ref}: downloading {f.path} failed: {reason(exc)}") from exc
+        """Fetch the missing files (each resumed from its partial blob, if an earlier try left
+        one), then record the pull. Raises HubError; a partial blob stays for the next try."""
+        with Downloader(self._endpoint(), token) as downloader:
+            for f in plan.missing:
+                downloader.fetch(self.target(plan, f))
         self.cache.write_record(plan.ref, plan.commit, plan.selection)
         if self.cache.find(plan.ref) is None:
             raise HubError(f"{plan.ref}: downloaded, but the files are not in the cache at {self.cache.root}")
@@ -192,6 +189,14 @@ class Puller:
             where = self.cache.root
             raise HubError(f"{describe(refs)}: downloaded, but the files are not in the cache at {where}")
         return pulled
+
+    def target(self, plan: PullPlan, f: RepoFile) -> Target:
+        """Where ``f`` of ``plan`` comes from (its resolve URL at the plan's commit) and goes."""
+        from huggingface_hub import hf_hub_url
+
+        url = hf_hub_url(plan.ref.repo, f.path, revision=plan.commit, endpoint=self._endpoint())
+        snapshot = self.cache.snapshot(plan.ref.repo, plan.commit)
+        return Target(str(plan.ref), f, url, self.blobs(plan), snapshot)
 
     def blobs(self, plan: PullPlan) -> Path:
         return self.cache.hf_dir / f"models--{plan.ref.repo.replace('/', '--')}" / "blobs"
@@ -240,22 +245,10 @@ def listed(siblings: object) -> list[RepoFile]:
     return files
 
 
-def reason(exc: BaseException) -> str:
-    """One line for a library error: its first line, its type when it says nothing."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def partial(folder: Path, blob: str) -> int:
-    """Bytes of ``blob``'s download in progress: ``<blob>.incomplete`` (huggingface_hub 1.x, kept
-    and resumed across calls) or ``<blob>.<random>.incomplete`` (2.x, one per download, resumed
-    with a Range request within it when the connection drops)."""
-    try:
-        names = [p for p in folder.iterdir() if p.name.startswith(f"{blob}.")]
-        found = [p for p in names if p.name.endswith(".incomplete")]
-    except OSError:
-        return 0
-    return max((_size(p) for p in found), default=0)
+    """Bytes of ``blob``'s download in progress or left by an earlier try: its partial file
+    (``<blob>.incomplete``, which the next try continues)."""
+    return _size(partial_path(folder, blob))
 
 
 def _size(path: Path) -> int:

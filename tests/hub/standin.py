@@ -4,10 +4,14 @@ speaks the parts of the Hub's API huggingface_hub uses for a pull, serving real 
 - ``GET /api/models/{org}/{repo}[/revision/{rev}]``: the repo's commit (``sha``) and its files
   (``siblings``) with sizes, blob IDs and LFS sha256s (``?blobs=true``).
 - ``HEAD|GET /{org}/{repo}/resolve/{rev}/{path}``: ``ETag``, ``X-Repo-Commit``, ``Content-Length``,
-  ``Accept-Ranges``; GET honours ``Range: bytes=N-`` (206).
+  ``Accept-Ranges``; GET honours ``Range: bytes=N-`` (206), or answers it as a server that ignores
+  ranges (200) or refuses them (416) would (``range_answer``).
+- with ``cdn`` set, a GET of an LFS file is redirected (302, as the Hub sends LFS files to its CDN)
+  to ``{cdn}/cdn/{sha256}``, which any stand-in serves: a second one on another port is the CDN.
 
 It counts requests (``requests``), keeps the ``Authorization`` headers it saw, the ranges asked for,
-and can cut one download short once (``cut_after``: the connection is dropped after N bytes).
+can cut one download short once (``cut_after``: the connection is dropped after N bytes), and can
+serve other bytes than it lists (``corrupt``: the first byte flipped).
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class StandInHub:
     downloads: dict[str, int] = field(default_factory=dict)  # repo path -> GETs
     cut_after: dict[str, int] = field(default_factory=dict)  # repo path -> bytes, once
     pause_s: float = 0.0  # after each MiB sent: a slow Hub, so that a pull takes a while
+    range_answer: int = 206  # to a Range request: 206 (honoured), 200 (ignored) or 416 (refused)
+    corrupt: set[str] = field(default_factory=set)  # repo paths served with their first byte flipped
+    cdn: str | None = None  # where LFS downloads are redirected to
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.count])
@@ -66,6 +73,7 @@ class StandInHub:
         app.router.add_get(r"/api/models/{org}/{repo}/revision/{rev}", self.info)
         app.router.add_route("HEAD", r"/{org}/{repo}/resolve/{rev}/{path:.+}", self.head)
         app.router.add_get(r"/{org}/{repo}/resolve/{rev}/{path:.+}", self.get, allow_head=False)
+        app.router.add_get(r"/cdn/{sha256}", self.from_cdn, allow_head=False)
         return app
 
     @web.middleware
@@ -113,11 +121,26 @@ class StandInHub:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         name, f = self.file(request)
+        if self.cdn is not None and f.lfs:
+            raise web.HTTPFound(f"{self.cdn}/cdn/{f.sha256}", headers=self.headers(f))
+        return await self.send(request, name, f)
+
+    async def from_cdn(self, request: web.Request) -> web.StreamResponse:
+        found = [(n, f) for files in self.repos.values() for n, f in files.items() if f.lfs]
+        for name, f in found:
+            if f.sha256 == request.match_info["sha256"]:
+                return await self.send(request, name, f)
+        raise web.HTTPNotFound(text="no such object")
+
+    async def send(self, request: web.Request, name: str, f: HubFile) -> web.StreamResponse:
         self.downloads[name] = self.downloads.get(name, 0) + 1
         start = 0
         if (asked := request.headers.get("Range")) is not None:
             self.ranges.append(f"{name}: {asked}")
-            start = int(asked.removeprefix("bytes=").split("-")[0])
+            if self.range_answer == 416:
+                raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{f.size}"})
+            if self.range_answer == 206:
+                start = int(asked.removeprefix("bytes=").split("-")[0])
         headers = {**self.headers(f), "Content-Length": str(f.size - start)}
         if start:
             headers["Content-Range"] = f"bytes {start}-{f.size - 1}/{f.size}"
@@ -128,6 +151,8 @@ class StandInHub:
         with f.path.open("rb") as data:
             data.seek(start)
             while chunk := data.read(CHUNK):
+                if name in self.corrupt and data.tell() == len(chunk):  # the file's first chunk
+                    chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
                 if cut is not None and sent + len(chunk) >= cut:
                     await resp.write(chunk[: cut - sent])
                     await asyncio.sleep(0.05)  # let the bytes leave before the connection drops
