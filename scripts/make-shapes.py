@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Make the model shapes beyond one file that tests serve: split GGUF, LoRA adapters, a vision projector,
-a reranker.
+a reranker, a reasoning template.
 
     scripts/make-shapes.py [MODEL_ROOT]      # default: ./models-data
 
@@ -30,6 +30,11 @@ llama-server image is built from (scripts/versions.sh):
         refuses new ones; a BERT vocabulary is WordPiece whatever its pre-tokenizer name, so the
         conversion names it 'bert-bge' (BGE's BERT vocabulary). llama-server --reranking serves it
         at /v1/rerank with meaningless scores (made in ~4 s).
+  smollm2-think/SmolLM2-135M-Instruct-think.gguf
+        SmolLM2 with a reasoning model's chat template (QwQ-32B's, recorded in
+        tests/engines/configs): its generation prompt opens a <think> block, so llama-server
+        --reasoning-format deepseek returns what the model writes as reasoning_content (Anthropic:
+        thinking blocks) until a </think>. Same tensors; only tokenizer.chat_template differs.
 
 docs/model-shapes.md has what llama-server does with each (flags, request fields, errors).
 Speculative decoding needs no file: SmolLM2 is its own draft.
@@ -70,6 +75,11 @@ LORA_ALPHA = 16
 LORA_STD = 0.03
 VLM = "tiny-vlm"
 RERANKER = "tiny-reranker"
+THINK = "smollm2-think"
+THINK_GGUF = "SmolLM2-135M-Instruct-think.gguf"
+# A reasoning model's chat template, as recorded from the Hub (QwQ-32B's: its generation prompt
+# opens a <think> block, so llama-server's parser takes what the model writes as reasoning).
+THINK_TEMPLATE = ROOT / "tests" / "engines" / "configs" / "qwq-32b" / "chat_template.jinja"
 # The reranker's vocabulary: BERT's special tokens, a few words, characters and their continuations.
 RERANKER_WORDS = ["the", "a", "of", "is", "in", "capital", "city", "paris", "france", "what", "cat", "car"]
 RERANKER_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,?!'")
@@ -149,10 +159,15 @@ def reranker_complete(root: Path) -> bool:
     return gguf_complete(root / RERANKER / f"{RERANKER}.gguf")
 
 
+def think_complete(root: Path) -> bool:
+    return gguf_complete(root / THINK / THINK_GGUF)
+
+
 def missing(root: Path) -> list[str]:
     todo = [] if split_complete(root) else ["split"]
     todo += [name for name in ADAPTERS if not adapter_complete(root, name)]
     todo += [] if vlm_complete(root) else ["vlm"]
+    todo += [] if think_complete(root) else ["think"]
     return todo + ([] if reranker_complete(root) else ["reranker"])
 
 
@@ -254,6 +269,32 @@ def staging(out: Path) -> Path:
 # 1. Split GGUF.
 
 
+def copy_gguf(reader, writer, fields: dict[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Write ``reader``'s fields and tensors through ``writer``, with the string ``fields`` put
+    in place of (or beside) the reader's. As gguf-py's gguf_new_metadata.py copies a file: every
+    field but the reader's virtual GGUF.* ones and the architecture the writer adds itself."""
+    import gguf
+
+    replace = dict(fields or {})
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        if field.name in replace:
+            writer.add_string(field.name, replace.pop(field.name))
+            continue
+        vtype = field.types[0]
+        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+    for name, value in replace.items():
+        writer.add_string(name, value)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def make_split(root: Path) -> None:
     import gguf
 
@@ -262,21 +303,7 @@ def make_split(root: Path) -> None:
     out = root / SPLIT
     tmp = staging(out)
     tmp.mkdir()
-    writer = gguf.GGUFWriter(tmp / GGUF, arch, split_max_size=SPLIT_MAX_BYTES)
-    # As gguf-py's gguf_new_metadata.py copies a file: every field but the reader's virtual GGUF.*
-    # ones and the architecture the writer adds itself.
-    for field in reader.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue
-        vtype = field.types[0]
-        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
-    for tensor in reader.tensors:
-        writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape, raw_dtype=tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    copy_gguf(reader, gguf.GGUFWriter(tmp / GGUF, arch, split_max_size=SPLIT_MAX_BYTES))
     publish(tmp, out)
     shards = split_shards(root)
     if len(shards) < 3:
@@ -503,6 +530,24 @@ def make_reranker(root: Path, src: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# 5. A reasoning model's template.
+
+
+def make_think(root: Path) -> None:
+    import gguf
+
+    reader = gguf.GGUFReader(root / GGUF)
+    arch = reader.fields["general.architecture"].contents()
+    template = THINK_TEMPLATE.read_text()
+    out = root / THINK
+    tmp = staging(out)
+    tmp.mkdir()
+    copy_gguf(reader, gguf.GGUFWriter(tmp / THINK_GGUF, arch), {gguf.Keys.Tokenizer.CHAT_TEMPLATE: template})
+    publish(tmp, out)
+    say(f"wrote {out}/{THINK_GGUF} ({(out / THINK_GGUF).stat().st_size} bytes, QwQ-32B's chat template)")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def digest(path: Path) -> str:
@@ -513,7 +558,7 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models-data").absolute()
     todo = missing(root)
     if not todo:
-        say(f"up to date: {root} ({SPLIT}, {', '.join(ADAPTERS)}, {VLM}, {RERANKER})")
+        say(f"up to date: {root} ({SPLIT}, {', '.join(ADAPTERS)}, {VLM}, {RERANKER}, {THINK})")
         return
     if not (root / GGUF).is_file():
         die(f"{root / GGUF} is missing; run scripts/fetch-model.sh {root} (make model) first")
@@ -529,6 +574,7 @@ def main() -> None:
         "split": lambda: make_split(root),
         "vlm": lambda: make_vlm(root, src),
         "reranker": lambda: make_reranker(root, src),
+        "think": lambda: make_think(root),
     }
     for name, seed in ADAPTERS.items():
         steps[name] = lambda name=name, seed=seed: make_adapter(root, src, name, seed)  # type: ignore[misc]
@@ -539,6 +585,7 @@ def main() -> None:
     files = [*split_shards(root), *(root / f"{n}.gguf" for n in ADAPTERS)]
     files += [root / n / "adapter_model.safetensors" for n in ADAPTERS]
     files += [*sorted((root / VLM).iterdir()), root / RERANKER / f"{RERANKER}.gguf"]
+    files += [root / THINK / THINK_GGUF]
     for path in files:
         say(f"sha256 {digest(path)}  {path.relative_to(root)}")
 
