@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
@@ -499,7 +499,7 @@ class Reconciler:
         return self.pass_logs[container.id]
 
     async def with_progress(
-        self, rows: list[ReplicaStatus], kept: list[ObservedContainer]
+        self, rows: list[ReplicaStatus], kept: Sequence[ObservedContainer]
     ) -> list[ReplicaStatus]:
         """``rows``, Starting ones with what their engine's log says it is doing."""
         running = {c.name: c for c in kept if c.running}

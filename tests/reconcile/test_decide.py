@@ -49,9 +49,9 @@ def test_a_container_removed_before_deciding_is_not_planned_around() -> None:
     listed), but the plan creates its successor."""
     stuck = seen(build_spec(A, 0))
     kept = decide(Snapshot((A,), observed=(stuck,)))
-    assert kept.plan.remain == [stuck] and kept.plan.create == []
+    assert kept.plan.remain == (stuck,) and kept.plan.create == ()
     replaced = decide(Snapshot((A,), observed=(stuck,), gone=frozenset({stuck.id})))
-    assert replaced.plan.remain == [] and [s.model for s in replaced.plan.create] == ["a"]
+    assert replaced.plan.remain == () and [s.model for s in replaced.plan.create] == ["a"]
 
 
 @pytest.mark.parametrize(
