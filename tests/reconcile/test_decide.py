@@ -124,3 +124,19 @@ def test_without_demand_nothing_is_evicted() -> None:
     loads = {"a": Load(count=1), "b": Load(count=1)}
     blind = decide(Snapshot((a, b), observed=observed, host=SMALL, loads=loads, inventory=NO_GPUS))
     assert blind.evictions == () and [p.model for p in blind.desired.pending] == ["b"]
+
+
+def test_the_decision_holds_nothing_that_can_change() -> None:
+    """Decide once: the decision, its plan and its desired state hold tuples, frozen sets and
+    read-only mappings, so the pass, the report and the preview all read the one decided."""
+    a, b = (model(n, gpu_memory="1GiB", min_replicas=0, max_replicas=1) for n in ("a", "b"))
+    observed = (seen(build_spec(a, 0, cpus=(0,))),)
+    loads = {"a": Load(count=1), "b": Load(count=1)}
+    decision = decide(Snapshot((a, b), observed=observed, host=SMALL, loads=loads, inventory=NO_GPUS))
+    assert decision.desired.specs and decision.desired.pending and decision.plan.remain
+    for part in (decision, decision.plan, decision.desired):
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            assert not isinstance(value, list | dict | set), f"{type(part).__name__}.{f.name}"
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(part, f.name, value)
