@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from types import MappingProxyType
 
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
@@ -338,8 +337,8 @@ class Reconciler:
             manifest_errors=tuple(self.manifest_errors),
             scaling=tuple(on_demand.scaling.values()),
             evictions=on_demand.evictions,
-            from_zero=MappingProxyType(dict(on_demand.from_zero)),
-            failures=MappingProxyType(dict(self.failures.counts)),
+            from_zero=on_demand.from_zero,  # the report keeps read-only copies
+            failures=self.failures.counts,
             events=tuple(self.events.events),
             events_last=self.events.last,
             **pass_facts,  # type: ignore[arg-type]
