@@ -35,6 +35,7 @@ from controller.runtime.observed import ObservedContainer
 from controller.runtime.spec import ContainerSpec
 
 NOTHING: Mapping[str, ModelDemand] = MappingProxyType({})
+MAPPINGS = ("pids", "demand", "loads", "slots")  # Snapshot's mapping fields, frozen on construction
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +58,22 @@ class Snapshot:
     hash_key: bytes = b""  # the specs' hash key (the runtime's)
     current: tuple[LoadedModel, ...] | None = None  # the manifests running now; None: ``models``
 
+    def __post_init__(self) -> None:
+        """The report publishes the snapshot: its mappings become read-only copies, whatever the
+        caller passed (a dict it keeps filling cannot change a decision already made)."""
+        for name in MAPPINGS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
+
     @property
     def running_models(self) -> tuple[LoadedModel, ...]:
         return self.models if self.current is None else self.current
 
     @property
-    def kept(self) -> list[ObservedContainer]:
+    def kept(self) -> tuple[ObservedContainer, ...]:
         """The containers still there when the decision is made (``gone`` ones removed)."""
-        return [c for c in self.observed if c.id not in self.gone]
+        return tuple(c for c in self.observed if c.id not in self.gone)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,10 @@ Slot = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class Desired:
-    specs: list[ContainerSpec]
-    pending: list[ReplicaStatus]
+    """Decided once, then only read: ``desired_state`` builds it in lists and hands it over frozen."""
+
+    specs: tuple[ContainerSpec, ...]
+    pending: tuple[ReplicaStatus, ...]
     short: frozenset[Slot] = frozenset()  # Pending because memory (GPU or host) is short
     notes: tuple[str, ...] = ()  # about the whole host, e.g. oversubscribed cores
 
@@ -79,8 +81,8 @@ def desired_state(
     for p in (*unknown, *placement.pending):
         pending.append(ReplicaStatus(p.model, p.replica, ReplicaState.PENDING, reason=p.reason))
     short.update(p.slot for p in placement.pending)
-    keyed = [replace(spec, hash_key=hash_key) for spec in specs]
-    return Desired(keyed, pending, frozenset(short), notes)
+    keyed = tuple(replace(spec, hash_key=hash_key) for spec in specs)
+    return Desired(keyed, tuple(pending), frozenset(short), notes)
 
 
 def cpu_replicas(

@@ -36,10 +36,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from types import MappingProxyType
 
 from controller.endpoints.demand import DemandReport
 from controller.endpoints.store import EndpointStore
@@ -338,8 +337,8 @@ class Reconciler:
             manifest_errors=tuple(self.manifest_errors),
             scaling=tuple(on_demand.scaling.values()),
             evictions=on_demand.evictions,
-            from_zero=MappingProxyType(dict(on_demand.from_zero)),
-            failures=MappingProxyType(dict(self.failures.counts)),
+            from_zero=on_demand.from_zero,  # the report keeps read-only copies
+            failures=self.failures.counts,
             events=tuple(self.events.events),
             events_last=self.events.last,
             **pass_facts,  # type: ignore[arg-type]
@@ -499,7 +498,7 @@ class Reconciler:
         return self.pass_logs[container.id]
 
     async def with_progress(
-        self, rows: list[ReplicaStatus], kept: list[ObservedContainer]
+        self, rows: list[ReplicaStatus], kept: Sequence[ObservedContainer]
     ) -> list[ReplicaStatus]:
         """``rows``, Starting ones with what their engine's log says it is doing."""
         running = {c.name: c for c in kept if c.running}

@@ -191,8 +191,10 @@ def leaving(observed: Sequence[ObservedContainer], desired: Desired) -> bool:
 
 def with_reason(desired: Desired, model: str, why: str) -> Desired:
     """``desired`` with ``why`` added to the reason of ``model``'s Pending rows."""
-    pending = [replace(r, reason=f"{r.reason}; {why}") if r.model == model else r for r in desired.pending]
-    return Desired(desired.specs, pending, desired.short, desired.notes)
+    pending = tuple(
+        replace(r, reason=f"{r.reason}; {why}") if r.model == model else r for r in desired.pending
+    )
+    return replace(desired, pending=pending)
 
 
 def held_by_ours(models: Sequence[LoadedModel], observed: Sequence[ObservedContainer]) -> int:

@@ -11,6 +11,7 @@ the old one keeps serving until the new one is ready, and only then is the old o
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from controller.runtime.observed import ObservedContainer
@@ -19,20 +20,38 @@ from controller.runtime.spec import ContainerSpec
 Slot = tuple[str, int]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
-    create: list[ContainerSpec] = field(default_factory=list)
-    delete: list[ObservedContainer] = field(default_factory=list)  # drained, then removed
-    remain: list[ObservedContainer] = field(default_factory=list)  # kept (serving or starting)
-    waiting: list[ContainerSpec] = field(default_factory=list)  # rolls after an earlier replica
+    """What to create, delete and keep: decided once, then only read (by the pass, the status
+    rows and the preview)."""
+
+    create: tuple[ContainerSpec, ...] = ()
+    delete: tuple[ObservedContainer, ...] = ()  # drained, then removed
+    remain: tuple[ObservedContainer, ...] = ()  # kept (serving or starting)
+    waiting: tuple[ContainerSpec, ...] = ()  # rolls after an earlier replica
 
     @property
     def changes(self) -> bool:
         return bool(self.create or self.delete)
 
 
+@dataclass(slots=True)
+class Draft:
+    """The plan while ``calculate_plan`` fills it, slot by slot; ``freeze`` makes the ``Plan``."""
+
+    create: list[ContainerSpec] = field(default_factory=list)
+    delete: list[ObservedContainer] = field(default_factory=list)
+    remain: list[ObservedContainer] = field(default_factory=list)
+    waiting: list[ContainerSpec] = field(default_factory=list)
+
+    def freeze(self) -> Plan:
+        return Plan(tuple(self.create), tuple(self.delete), tuple(self.remain), tuple(self.waiting))
+
+
 def calculate_plan(
-    desired: list[ContainerSpec], observed: list[ObservedContainer], ready: frozenset[str] = frozenset()
+    desired: Sequence[ContainerSpec],
+    observed: Sequence[ObservedContainer],
+    ready: frozenset[str] = frozenset(),
 ) -> Plan:
     """Compare by slot (model, replica index). ``ready`` holds the IDs of containers whose engine
     answers its health check. Returns the plan; raises nothing.
@@ -40,7 +59,7 @@ def calculate_plan(
     by_slot: dict[Slot, list[ObservedContainer]] = defaultdict(list)
     for container in observed:
         by_slot[container.slot].append(container)
-    plan = Plan()
+    plan = Draft()
     rolling: set[str] = set()  # models with a replica mid-roll: the next ones wait
     for spec in sorted(desired, key=lambda s: (s.model, s.replica)):
         containers = by_slot.pop((spec.model, spec.replica), [])
@@ -48,7 +67,7 @@ def calculate_plan(
         plan_slot(spec, [c for c in containers if c.alive], ready, rolling, plan)
     for leftovers in by_slot.values():
         plan.delete.extend(leftovers)
-    return plan
+    return plan.freeze()
 
 
 def plan_slot(
@@ -56,9 +75,9 @@ def plan_slot(
     alive: list[ObservedContainer],
     ready: frozenset[str],
     rolling: set[str],
-    plan: Plan,
+    plan: Draft,
 ) -> None:
-    """Decide one slot: keep the current container, roll from outdated ones, or create."""
+    """Decide one slot: keep the current container, roll from outdated ones, or create (into ``plan``)."""
     spec_hash = spec.spec_hash()
     current = [c for c in alive if c.spec_hash == spec_hash]
     outdated = [c for c in alive if c.spec_hash != spec_hash]

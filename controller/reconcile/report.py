@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from controller.manifests.model import LoadedModel
@@ -43,6 +44,11 @@ class Report:
     failures: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (task, stage) -> errors
     events: tuple[Event, ...] = ()  # the last events, oldest first
     events_last: int = 0  # the seq of the newest event (the cursor ``/v1/events?after=`` takes)
+
+    def __post_init__(self) -> None:
+        """The counters become read-only copies: the loop's own dicts go on counting."""
+        object.__setattr__(self, "from_zero", MappingProxyType(dict(self.from_zero)))
+        object.__setattr__(self, "failures", MappingProxyType(dict(self.failures)))
 
     def status_json(self) -> dict[str, Any]:
         """``/v1/status``'s rows, scaling, manifest errors and notes (what ``modelctl status`` shows)."""

@@ -10,6 +10,7 @@ Waiting (rolls after another replica of the same model).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -73,8 +74,8 @@ class ModelScaling:
 
 
 def statuses(
-    pending: list[ReplicaStatus],
-    specs: list[ContainerSpec],
+    pending: Sequence[ReplicaStatus],
+    specs: Sequence[ContainerSpec],
     plan: Plan,
     ready: set[str],
     lifecycle: Lifecycle,

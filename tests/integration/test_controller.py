@@ -148,7 +148,7 @@ async def test_leftovers_of_an_interrupted_run_are_replaced_without_name_clashes
     assert now[victim] != husk and all(c.status == "running" for c in managed(docker_client, instance))
 
 
-def desired_specs(config: ControllerSettings, hash_key: bytes) -> list[ContainerSpec]:
+def desired_specs(config: ControllerSettings, hash_key: bytes) -> tuple[ContainerSpec, ...]:
     """The specs the controller wants for ``config`` on a machine without GPUs (the host's cores
     split between the CPU replicas as the controller splits them), hashed with its ``hash_key``."""
     models = load_folder(config.manifests, model_roots=config.model_roots)

@@ -49,9 +49,9 @@ def test_a_container_removed_before_deciding_is_not_planned_around() -> None:
     listed), but the plan creates its successor."""
     stuck = seen(build_spec(A, 0))
     kept = decide(Snapshot((A,), observed=(stuck,)))
-    assert kept.plan.remain == [stuck] and kept.plan.create == []
+    assert kept.plan.remain == (stuck,) and kept.plan.create == ()
     replaced = decide(Snapshot((A,), observed=(stuck,), gone=frozenset({stuck.id})))
-    assert replaced.plan.remain == [] and [s.model for s in replaced.plan.create] == ["a"]
+    assert replaced.plan.remain == () and [s.model for s in replaced.plan.create] == ["a"]
 
 
 @pytest.mark.parametrize(
@@ -86,10 +86,14 @@ def test_deciding_changes_nothing_and_applying_tells_the_scaler() -> None:
     on_demand = OnDemand(demand=board, scaler=Scaler())
     demand = board.current()
     loads = on_demand.loads([a, b], demand)
-    snapshot = Snapshot(
-        (a, b), observed=(seen(build_spec(a, 0, cpus=(0,))),), host=SMALL, demand=demand, loads=loads
-    )
-    before = copy.deepcopy(snapshot)
+    inputs = {
+        "observed": (seen(build_spec(a, 0, cpus=(0,))),),
+        "host": SMALL,
+        "demand": demand,
+        "loads": loads,
+    }
+    snapshot = Snapshot((a, b), **inputs)  # type: ignore[arg-type]
+    before = Snapshot(copy.deepcopy((a, b)), **copy.deepcopy(inputs))  # type: ignore[arg-type]
     decision = decide(snapshot)
     assert [(e.model, e.for_model) for e in decision.evictions] == [("a", "b")]
     assert decision.scaling["a"].reason == "evicted for b" and decision.counts == {"a": 0, "b": 1}
@@ -124,3 +128,31 @@ def test_without_demand_nothing_is_evicted() -> None:
     loads = {"a": Load(count=1), "b": Load(count=1)}
     blind = decide(Snapshot((a, b), observed=observed, host=SMALL, loads=loads, inventory=NO_GPUS))
     assert blind.evictions == () and [p.model for p in blind.desired.pending] == ["b"]
+
+
+def test_the_decision_holds_nothing_that_can_change() -> None:
+    """Decide once: the decision, its plan and its desired state hold tuples, frozen sets and
+    read-only mappings, so the pass, the report and the preview all read the one decided."""
+    a, b = (model(n, gpu_memory="1GiB", min_replicas=0, max_replicas=1) for n in ("a", "b"))
+    observed = (seen(build_spec(a, 0, cpus=(0,))),)
+    loads = {"a": Load(count=1), "b": Load(count=1)}
+    snapshot = Snapshot((a, b), observed=observed, host=SMALL, loads=loads, inventory=NO_GPUS)
+    decision = decide(snapshot)
+    assert decision.desired.specs and decision.desired.pending and decision.plan.remain
+    for part in (snapshot, decision, decision.plan, decision.desired):
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            assert not isinstance(value, list | dict | set), f"{type(part).__name__}.{f.name}"
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(part, f.name, value)
+
+
+def test_a_snapshot_keeps_what_it_was_given() -> None:
+    """The report publishes the pass's snapshot: a mapping its caller goes on filling does not
+    reach it, and a reader cannot write into it."""
+    loads = {"a": Load(count=1)}
+    snapshot = Snapshot((A,), loads=loads)
+    loads["a"] = Load(count=3)
+    assert snapshot.loads == {"a": Load(count=1)}
+    with pytest.raises(TypeError):
+        snapshot.loads["a"] = Load(count=3)  # type: ignore[index]

@@ -144,7 +144,7 @@ def test_on_a_gpu_the_wanted_model_waits_until_the_evicted_one_has_left() -> Non
     victim = dataclasses.replace(running("a"), engine="vllm", gpus=("0",), cpus=())
     pids = {("a", 0): frozenset({4242})}
     desired = decided(on_demand, models, [victim], inventory=inventory, pids=pids, host=None).desired
-    assert desired.specs == [] and on_demand.scaling["a"].reason == "evicted for b"
+    assert desired.specs == () and on_demand.scaling["a"].reason == "evicted for b"
     assert any(
         r.model == "b" and "waiting for stopped replicas to leave" in r.reason for r in desired.pending
     )
@@ -171,7 +171,7 @@ def test_a_leaving_gpu_replicas_memory_is_taken_until_it_is_gone_a_staying_ones_
     both = desired_state([a, b], inventory, [on_gpu], pids)
     assert [s.model for s in both.specs] == ["a"], "a keeps its GPU; b does not fit beside it"
     only_b = desired_state([b], inventory, [on_gpu], pids)
-    assert only_b.specs == [] and "needs" in only_b.pending[0].reason, "a is leaving: its memory is taken"
+    assert only_b.specs == () and "needs" in only_b.pending[0].reason, "a is leaving: its memory is taken"
     gone = desired_state([b], base, [], {})
     assert [s.model for s in gone.specs] == ["b"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from controller.reconcile.plan import calculate_plan
@@ -157,10 +159,10 @@ CASES = {
 )
 def test_plan(desired, observed, ready, create, delete, remain, waiting) -> None:  # type: ignore[no-untyped-def]
     plan = calculate_plan(desired, observed, frozenset(ready))
-    assert plan.create == create
+    assert plan.create == tuple(create)
     assert [c.id for c in plan.delete] == delete
     assert [c.id for c in plan.remain] == remain
-    assert plan.waiting == waiting
+    assert plan.waiting == tuple(waiting)
     assert plan.changes == bool(create or delete)
 
 
@@ -169,3 +171,13 @@ def test_plan_is_idempotent_once_applied() -> None:
     first = calculate_plan(desired, [])
     second = calculate_plan(desired, [seen(s) for s in first.create])
     assert not second.changes
+
+
+def test_the_plan_cannot_change_once_calculated() -> None:
+    """Decide once: what the pass executes, the status rows and the preview all read one plan."""
+    plan = calculate_plan([A0, B0], [seen(A1)])
+    assert (plan.create, [c.id for c in plan.delete]) == ((A0, B0), [seen(A1).id])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.create = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        plan.delete.append(seen(B0))  # type: ignore[attr-defined]

@@ -67,6 +67,17 @@ async def test_each_pass_publishes_a_new_report_and_the_old_one_stays_as_it_was(
         second.passes = 3  # type: ignore[misc]
 
 
+def test_a_reports_counters_are_its_own_and_read_only() -> None:
+    """The loop's counters go on counting after it published: the report keeps what they were."""
+    counts = {("pass", "probe"): 1}
+    report = Report(failures=counts)
+    counts[("pass", "probe")] = 2
+    assert report.failures == {("pass", "probe"): 1}
+    for counters in (report.failures, Report().from_zero):
+        with pytest.raises(TypeError):
+            counters[("pass", "probe")] = 3  # type: ignore[index]
+
+
 async def test_a_pass_over_broken_manifests_publishes_their_errors_at_once() -> None:
     s = stack([model("smol")])
     await s.passes(1)

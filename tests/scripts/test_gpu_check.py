@@ -1,12 +1,13 @@
-"""scripts/gpu-check.py, the prepared script for the lent GPU machine, run here on recorded
-inventories: no GPU is a result (exit 0), replicas spread, eviction makes room, the manifests'
-pydantic may be missing; the foreign-memory part against a stand-in torch and scripted NVML reads;
-the energy part reading the recorded H200 through the real adapter, its counter advancing; the
-shapes part's estimates of a split 70B, a draft and adapters, placed on the recorded H200."""
+"""scripts/gpu-check.py (its parts in scripts/gpucheck/), the prepared script for the lent GPU
+machine, run here on recorded inventories: no GPU is a result (exit 0), replicas spread, eviction
+makes room, the manifests' pydantic may be missing; the foreign-memory part against a stand-in torch
+and scripted NVML reads; the energy part reading the recorded H200 through the real adapter, its
+counter advancing; the shapes part's estimates of a split 70B, a draft and adapters, placed on the
+recorded H200."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -101,15 +102,25 @@ def test_without_pydantic_the_plan_still_runs_and_eviction_says_why(tmp_path: Pa
 # --- the foreign-memory part, with stand-ins for torch and NVML -----------------------------------
 
 
+def part(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
+    """One part of the script as a module, from the package beside it (scripts/gpucheck/)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    return importlib.import_module(f"gpucheck.{name}")
+
+
 @pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The script as a module, registered while it runs (its dataclasses look themselves up there)."""
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", module)
-    spec.loader.exec_module(module)
-    return module
+def foreign(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return part(monkeypatch, "foreign")
+
+
+@pytest.fixture
+def energy(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return part(monkeypatch, "energy")
+
+
+@pytest.fixture
+def shapes(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return part(monkeypatch, "shapes")
 
 
 class FakeTorch:
@@ -134,7 +145,7 @@ class FakeTorch:
         return object()
 
 
-def test_held_memory_counts_as_foreign(script: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_memory_counts_as_foreign(foreign: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     """GPU 0 of the x4 machine: free drops by 4 GiB while this process holds it, a replica that
     needs nearly all of GPU 0 waits naming the holder, and fits once the pid counts as ours."""
     machine = Inventory.from_json((INVENTORIES / "h200x4.json").read_text())
@@ -151,9 +162,9 @@ def test_held_memory_counts_as_foreign(script: ModuleType, monkeypatch: pytest.M
         return replace(machine, usage=usage)
 
     reads = iter([with_gpu0(0, ()), with_gpu0(4 * GiB, (held_process,)), with_gpu0(0, ())])
-    monkeypatch.setattr(script, "read_inventory", lambda: next(reads))
+    monkeypatch.setattr(foreign, "read_inventory", lambda: next(reads))
     torch = FakeTorch(gpu0)
-    result = script.hold_and_measure(torch, machine)
+    result = foreign.hold_and_measure(torch, machine)
     assert torch.asked == [4 * GiB]
     assert result["status"] == "ok", result
     assert result["drop"] == 4 * GiB and result["processes"] == [
@@ -192,31 +203,31 @@ class MatmulTorch(FakeTorch):
         self.matmuls += 1
 
 
-def loaded_h200(monkeypatch: pytest.MonkeyPatch, script: ModuleType) -> Inventory:
-    """The script's NVML reads: the recorded H200, idle at 129.254 W for the first read, then
+def loaded_h200(monkeypatch: pytest.MonkeyPatch, energy: ModuleType) -> Inventory:
+    """The energy part's NVML reads: the recorded H200, idle at 129.254 W for the first read, then
     500 W with the energy counter advancing 500 W x STEP_S between reads."""
     snapshot = load_snapshot()
     record = snapshot["devices"][0]
     record["nvmlDeviceGetPowerUsage"] = Answers(129_254, 500_000)
     record["nvmlDeviceGetTotalEnergyConsumption"] = EnergyCounter(3_000_000, watts=500, seconds=STEP_S)
     replay = NvmlReplay(snapshot)
-    monkeypatch.setattr(script, "read_inventory", lambda: read_inventory(replay))
+    monkeypatch.setattr(energy, "read_inventory", lambda: read_inventory(replay))
     return read_inventory(NvmlReplay(load_snapshot()))
 
 
-def measure(script: ModuleType, inventory: Inventory, *, intervals: int) -> Any:
+def measure(energy: ModuleType, inventory: Inventory, *, intervals: int) -> Any:
     """The energy part over ``intervals`` steps of STEP_S, on a clock that ticks exactly STEP_S."""
     clock = iter(i * STEP_S for i in range(1000)).__next__
-    return script.energy_part(inventory, live=True, seconds=intervals * STEP_S, sample_s=STEP_S, clock=clock)
+    return energy.energy_part(inventory, live=True, seconds=intervals * STEP_S, sample_s=STEP_S, clock=clock)
 
 
 def test_energy_under_a_matmul_loop_agrees_with_the_counter_and_the_meter(
-    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+    energy: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inventory = loaded_h200(monkeypatch, script)
+    inventory = loaded_h200(monkeypatch, energy)
     torch = MatmulTorch(inventory.gpus[0].uuid)
-    monkeypatch.setattr(script, "cuda_torch", lambda: torch)
-    result = measure(script, inventory, intervals=4)
+    monkeypatch.setattr(energy, "cuda_torch", lambda: torch)
+    result = measure(energy, inventory, intervals=4)
     assert result["status"] == "ok", result
     assert set(result["checks"]) == {
         "power or the counter read every time",
@@ -237,11 +248,11 @@ def test_energy_under_a_matmul_loop_agrees_with_the_counter_and_the_meter(
 
 
 def test_energy_without_torch_runs_a_busy_loop_and_says_so(
-    script: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    energy: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    inventory = loaded_h200(monkeypatch, script)
-    monkeypatch.setattr(script, "cuda_torch", lambda: None)
-    result = measure(script, inventory, intervals=2)
+    inventory = loaded_h200(monkeypatch, energy)
+    monkeypatch.setattr(energy, "cuda_torch", lambda: None)
+    result = measure(energy, inventory, intervals=2)
     assert result["status"] == "ok", result
     assert result["load"] == "a CPU busy loop (torch with CUDA is missing: the GPU idles)"
     assert "more power under the matmul loop than idle" not in result["checks"]
@@ -252,30 +263,30 @@ def test_energy_without_torch_runs_a_busy_loop_and_says_so(
 
 
 def test_energy_counter_that_disagrees_with_power_fails_the_check(
-    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+    energy: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inventory = loaded_h200(monkeypatch, script)
+    inventory = loaded_h200(monkeypatch, energy)
     snapshot = load_snapshot()
     snapshot["devices"][0]["nvmlDeviceGetTotalEnergyConsumption"] = EnergyCounter(
         0, watts=2000, seconds=STEP_S
     )
     replay = NvmlReplay(snapshot)  # 2000 W by the counter, 129 W by the power readings
-    monkeypatch.setattr(script, "read_inventory", lambda: read_inventory(replay))
-    monkeypatch.setattr(script, "cuda_torch", lambda: None)
-    result = measure(script, inventory, intervals=2)
+    monkeypatch.setattr(energy, "read_inventory", lambda: read_inventory(replay))
+    monkeypatch.setattr(energy, "cuda_torch", lambda: None)
+    result = measure(energy, inventory, intervals=2)
     assert result["status"] == "failed"
     assert result["why"] == "failed: counter's average within 25% of the power readings"
 
 
 def test_energy_without_the_meters_dependencies_still_reads_the_counter(
-    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+    energy: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inventory = loaded_h200(monkeypatch, script)
-    monkeypatch.setattr(script, "cuda_torch", lambda: None)
+    inventory = loaded_h200(monkeypatch, energy)
+    monkeypatch.setattr(energy, "cuda_torch", lambda: None)
     monkeypatch.delitem(sys.modules, "controller.telemetry.energy", raising=False)
     for name in ("prometheus_client", "prometheus_client.core", "prometheus_client.registry"):
         monkeypatch.setitem(sys.modules, name, None)  # as on a GPU machine without it
-    result = measure(script, inventory, intervals=2)
+    result = measure(energy, inventory, intervals=2)
     assert result["status"] == "ok", result
     assert result["meter"] == "prometheus_client.core is not installed: the console's meter not checked"
     assert result["counter_j"] == pytest.approx(10.0)
@@ -335,29 +346,29 @@ def test_shapes_pending_where_the_estimate_exceeds_the_free_memory(tmp_path: Pat
 
 
 def test_shapes_refuses_an_adapter_of_another_base(
-    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+    shapes: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The files go through the manifest loader's checks: LoRA adapters shaped for the 1B are
     refused for the 8B, and the part fails saying so."""
-    shaped = script.lora_tensors
-    monkeypatch.setattr(script, "lora_tensors", lambda _, rank: shaped(script.LLAMA_1B, rank))
-    result = script.shapes_part(Inventory.from_json((INVENTORIES / "h200.json").read_text()))
+    shaped = shapes.lora_tensors
+    monkeypatch.setattr(shapes, "lora_tensors", lambda _, rank: shaped(shapes.LLAMA_1B, rank))
+    result = shapes.shapes_part(Inventory.from_json((INVENTORIES / "h200.json").read_text()))
     assert result["status"] == "failed"
     assert result["why"].startswith("InvalidManifests")
     assert "has incorrect shape (hint: maybe wrong base model?)" in result["why"]
 
 
 def test_shapes_fails_where_the_estimate_misses_a_shard(
-    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+    shapes: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check could fail: expected shards that are not what the estimate read."""
-    write = script.write_models
+    write = shapes.write_models
 
     def one_more_shard(models: Path) -> Any:
         expected = write(models)
         expected["llama-3.1-70b-split"]["shards"].append(1)
         return expected
 
-    monkeypatch.setattr(script, "write_models", one_more_shard)
-    result = script.shapes_part(Inventory.from_json((INVENTORIES / "h200.json").read_text()))
+    monkeypatch.setattr(shapes, "write_models", one_more_shard)
+    result = shapes.shapes_part(Inventory.from_json((INVENTORIES / "h200.json").read_text()))
     assert result["why"] == "failed: 70B weights = the sum of its 3 shards' tensor bytes"
