@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import REPO
-
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # `make model`: what models/smollm2.yaml serves
+from .support import GGUF, REPO
 
 
 @pytest.fixture(scope="session")

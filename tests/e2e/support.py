@@ -23,6 +23,7 @@ from docker.models.containers import Container
 from controller.runtime.docker import remove_all
 
 REPO = Path(__file__).resolve().parents[2]
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # `make model`: what models/smollm2.yaml serves
 IMAGES = ("modelctl/modelctl:local", "modelctl/llamacpp:server")
 
 

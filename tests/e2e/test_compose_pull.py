@@ -35,8 +35,7 @@ import pytest
 from controller.runtime.docker import label_filter
 from tests.hub.standin import COMMIT, HubFile, StandInHub, serve
 
-from .conftest import GGUF
-from .support import Stack, compose_stack, wrapper
+from .support import GGUF, Stack, compose_stack, wrapper
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
