@@ -81,6 +81,9 @@ class Pulls:
         self.events = events
         self.active: dict[str, Pull] = {}  # repo -> the pull that holds it
         self.failed: dict[HubRef, str] = {}  # refs of pulls that failed, until their slots back off
+        # Refs of pulls that ended well since the last gate: a pass that loaded its models before
+        # that end still sees them uncached, and holds their starts for the next pass.
+        self.pulled: set[HubRef] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def needs(self, model: LoadedModel) -> bool:
@@ -96,6 +99,7 @@ class Pulls:
         """The starts that may go now; pulls started for the others, failed pulls backed off."""
         by_name = {m.name: m for m in models}
         failed, self.failed = self.failed, {}
+        pulled, self.pulled = self.pulled, set()
         ready = []
         for spec in starts:
             model = by_name.get(spec.model)
@@ -105,6 +109,8 @@ class Pulls:
                 ready.append(spec)
             elif why is not None:
                 start_failed((spec.model, spec.replica), why)
+            elif all(ref in pulled for _, ref in refs):
+                continue  # pulled after this pass loaded the model: the next pass finds it cached
             else:
                 self.start(model, refs, (spec.model, spec.replica))
         return tuple(ready)
@@ -143,6 +149,7 @@ class Pulls:
         subject = ", ".join(sorted(pull.repos))
         if error is None:
             self.failures.recovered(TASK, subject)
+            self.pulled.update(ref for _, ref in pull.refs)
             self.events.record("pulled", pull.slot, reason=f"{pull.ref}: {self.describe(pull)}")
             self.wake()
             return

@@ -7,82 +7,30 @@ does not disturb a stack a developer has up; it is torn down (including the repl
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import docker
-import docker.errors
 import openai
 import pytest
 from docker.models.containers import Container
 
-from controller.runtime.docker import remove_all
+from .support import REPO, Stack, compose, compose_stack, services, wrapper
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Stack(NamedTuple):
-    url: str  # the gateway's base URL
-    project: str  # the compose project
-    env: dict[str, str]  # what compose ran with (ports, instance, manifests folder)
-    compose: tuple[str, ...]  # `docker compose -f compose.yaml -p PROJECT`
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, model_root: Path) -> Iterator[Stack]:
     """`docker compose up -d` of compose.yaml, over a copy of ./models (so a test may break a
     manifest without touching the checkout's)."""
-    client = docker.from_env()
-    for tag in ("modelctl/modelctl:local", "modelctl/llamacpp:server"):
-        try:
-            client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"image {tag} is missing; run `make images`")
-    suffix = uuid.uuid4().hex[:6]
-    port = free_port()
     manifests = tmp_path_factory.mktemp("manifests")
     shutil.copytree(REPO / "models", manifests, dirs_exist_ok=True)
-    env = {
-        **os.environ,
-        "MODELCTL_MANIFESTS": str(manifests),
-        "MODELCTL_MODEL_ROOT": os.environ.get("MODELCTL_MODEL_ROOT", str(REPO / "models-data")),
-        "MODELCTL_NETWORK": f"modelctl-e2e-{suffix}",
-        "MODELCTL_CONTROL_NETWORK": f"modelctl-e2e-{suffix}-control",
-        "MODELCTL_EGRESS_NETWORK": f"modelctl-e2e-{suffix}-egress",
-        "MODELCTL_INSTANCE": f"e2e-{suffix}",
-        "MODELCTL_PORT": str(port),
-        "MODELCTL_API_PORT": str(free_port()),
-    }
-    compose = ["docker", "compose", "-f", str(REPO / "compose.yaml"), "-p", f"modelctl-e2e-{suffix}"]
-    started = time.monotonic()
-    subprocess.run([*compose, "up", "-d"], cwd=REPO, env=env, check=True)
-    try:
-        yield Stack(f"http://127.0.0.1:{port}", f"modelctl-e2e-{suffix}", env, tuple(compose))
-    finally:
-        subprocess.run([*compose, "logs", "--no-color", "--tail", "40"], cwd=REPO, env=env, check=False)
-        subprocess.run(
-            [*compose, "down", "--remove-orphans", "-v", "-t", "5"], cwd=REPO, env=env, check=False
-        )
-        remove_all(client, env["MODELCTL_INSTANCE"])
-        for network in client.networks.list(names=[env["MODELCTL_NETWORK"]]):  # -control, -egress too
-            network.remove()
-        client.close()
-        print(f"stack was up for {time.monotonic() - started:.1f}s")
+    with compose_stack(manifests, model_root) as up:
+        yield up
 
 
 def first_answer(client: openai.OpenAI, timeout: float = 300) -> tuple[float, str]:
@@ -141,14 +89,6 @@ def test_only_the_controller_holds_the_docker_socket(stack: Stack) -> None:
     client.close()
 
 
-def wrapper(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    """`./modelctl ARGS` as a user runs it in the checkout, against this test's stack."""
-    env = {**os.environ, **{k: stack.env[k] for k in ("MODELCTL_API_PORT", "MODELCTL_INSTANCE")}}
-    return subprocess.run(
-        [str(REPO / "modelctl"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
 def test_the_host_wrapper_shows_status_and_every_replicas_logs(stack: Stack) -> None:
     def ready_rows(out: str) -> list[str]:
         return [line for line in out.splitlines() if line.startswith("smollm2 ") and " Ready " in line]
@@ -188,12 +128,6 @@ def test_status_names_a_broken_manifest_by_its_host_path_and_exits_1(stack: Stac
     assert status.returncode == 1, status.stdout
     assert f"{broken}:2 field 'repicas'" in status.stdout
     assert "/etc/modelctl" not in status.stdout and "1 manifest error(s)" in status.stderr
-
-
-def services(stack: Stack) -> dict[str, Container]:
-    client = docker.from_env()
-    found = client.containers.list(filters={"label": f"com.docker.compose.project={stack.project}"})
-    return {c.labels["com.docker.compose.service"]: c for c in found}
 
 
 def running_replica(stack: Stack, timeout: float = 120) -> Container:
@@ -273,12 +207,6 @@ def replica_ids(stack: Stack) -> set[str]:
     )
     client.close()
     return {str(c.id) for c in found}
-
-
-def compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*stack.compose, *args], cwd=REPO, env=stack.env, capture_output=True, text=True, timeout=180
-    )
 
 
 # Last in this module on purpose: it takes the stack down (the fixture's teardown then finds

@@ -111,3 +111,15 @@ def test_the_provider_speaks_composes_protocol() -> None:
     }
     unknown = subprocess.run([script, "compose", "frobnicate", "replicas"], capture_output=True, text=True)
     assert unknown.returncode == 2 and json.loads(unknown.stdout)["type"] == "error"
+
+
+def test_the_hub_cache_volume_is_the_one_the_replicas_mount_and_a_mirror_on_the_host_is_reachable() -> None:
+    env = plain_shell_env()
+    config = compose_config(env)
+    controller = config["services"]["controller"]
+    assert config["volumes"]["hub-cache"]["name"] == "modelctl-hub-cache"
+    assert controller["environment"]["MODELCTL_HUB_VOLUME"] == "modelctl-hub-cache"
+    assert controller["extra_hosts"] == ["host.docker.internal=host-gateway"]  # HF_ENDPOINT on the host
+    own = compose_config({**env, "MODELCTL_HUB_VOLUME": "stack-b-hub"})
+    assert own["volumes"]["hub-cache"]["name"] == "stack-b-hub"
+    assert own["services"]["controller"]["environment"]["MODELCTL_HUB_VOLUME"] == "stack-b-hub"
