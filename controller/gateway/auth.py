@@ -263,7 +263,7 @@ def refusal(check: KeyCheck, request: web.Request) -> web.StreamResponse | None:
     open paths, in the API's shape, else None: it may pass, with its ``KeyUse`` at
     ``request[KEY_USE]``, counted in flight until ``release(request)``.
 
-    The app's one middleware (``app.gateway_middleware``) calls it before the handler when keys are
+    The app's guard (``app.guard``, around every route's handler) calls it before the handler when keys are
     configured, and ``release`` once the answer is done.
     """
     path = request.path

@@ -36,7 +36,7 @@ from controller.gateway.call import REPLICA_HEADER, Call, error_message
 from controller.gateway.doors import images, targets
 from controller.gateway.doors import ollama_models as models
 from controller.gateway.doors import ollama_translate as translate
-from controller.gateway.doors.pipeline import Door, Pipeline, Prepared
+from controller.gateway.doors.pipeline import Door, Pipeline, Prepared, Router
 from controller.gateway.errors import Refusal
 from controller.gateway.forward.proxy import Proxy
 from controller.gateway.tables.source import TableSource
@@ -275,8 +275,7 @@ class OllamaRoutes:
         self._proxy = proxy
         self._admission = admission
 
-    def add_to(self, app: web.Application) -> None:
-        router = app.router
+    def add_to(self, router: Router) -> None:
         pipeline = self._pipeline
         router.add_get("/", self.root)
         router.add_get("/api/version", self.version)

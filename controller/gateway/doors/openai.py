@@ -30,7 +30,7 @@ from controller.gateway.admission.hashring import hash64
 from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
 from controller.gateway.doors import images, targets, tasks
 from controller.gateway.doors.audio import AUDIO_PATHS, AudioDoor
-from controller.gateway.doors.pipeline import Door, Pipeline, Prepared
+from controller.gateway.doors.pipeline import Door, Pipeline, Prepared, Router
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, Refusal, api_of
 from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
 from controller.gateway.tables.source import TableSource
@@ -207,21 +207,21 @@ class Routes:
         self._metrics = metrics
         self._peers = peers
 
-    def add_to(self, app: web.Application) -> None:
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/health", self.healthz)  # what llama-server and vLLM answer (tools probe it)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/metrics/requests", self.recent_requests)
-        app.router.add_get("/v1/models", self.list_models)
-        app.router.add_get("/v1/models/{model:.+}", self.get_model)
+    def add_to(self, router: Router) -> None:
+        router.add_get("/healthz", self.healthz)
+        router.add_get("/health", self.healthz)  # what llama-server and vLLM answer (tools probe it)
+        router.add_get("/readyz", self.readyz)
+        router.add_get("/metrics", self.metrics)
+        router.add_get("/metrics/requests", self.recent_requests)
+        router.add_get("/v1/models", self.list_models)
+        router.add_get("/v1/models/{model:.+}", self.get_model)
         forward = self._pipeline.handler(self._door)
         for path in API_PATHS:
-            app.router.add_post(path, forward)
+            router.add_post(path, forward)
         audio = self._pipeline.handler(AudioDoor())  # multipart, by its form's model field
         for path in AUDIO_PATHS:
-            app.router.add_post(path, audio)
-        app.router.add_post("/v1/{path:.*}", self.not_api)  # never forwarded: 404
+            router.add_post(path, audio)
+        router.add_post("/v1/{path:.*}", self.not_api)  # never forwarded: 404
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 while the process serves HTTP at all; names the worker process that answered."""

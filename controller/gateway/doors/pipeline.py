@@ -27,7 +27,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from aiohttp import web
 
@@ -45,6 +45,17 @@ if TYPE_CHECKING:
     from controller.gateway.telemetry.metrics import GatewayMetrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Router(Protocol):
+    """Where the doors add their routes: the app's guarded router (``app.GuardedRouter``), which
+    puts every handler behind the gateway's guard (keys, CORS preflights, errors as JSON)."""
+
+    def add_get(self, path: str, handler: Handler) -> object: ...
+
+    def add_post(self, path: str, handler: Handler) -> object: ...
+
+    def add_route(self, method: str, path: str, handler: Handler) -> object: ...
 
 
 class Prepared(NamedTuple):

@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -215,10 +216,11 @@ class Proxy:
             retry_after=self._settings.retry_after_s,
         )
 
-    async def _post(
+    def _post(
         self, replica: Replica, request: web.Request, body: bytes, translation: Translation | None = None
-    ) -> Answer:
-        """Send the request to ``replica``; return its answer once the status line and headers are in.
+    ) -> Coroutine[Any, Any, Answer]:
+        """Send the request to ``replica``; its answer once the status line and headers are in (the
+        pool's coroutine, awaited by the caller: no frame of its own on the request path).
 
         Streams keep their connection too (vLLM's server keeps it alive: a connect saved per
         stream). llama-server closes it after every streamed answer without saying so; the pool
@@ -228,8 +230,8 @@ class Proxy:
         headers = request_headers(request.headers)
         if translation is not None:  # its answer is parsed: no compressed body, whatever the client takes
             headers = [(k, v) for k, v in headers if k.lower() != "accept-encoding"]
-            return await self.pool.post(replica.url, translation.path, headers, body)
-        return await self.pool.post(replica.url, request.raw_path, headers, body)
+            return self.pool.post(replica.url, translation.path, headers, body)
+        return self.pool.post(replica.url, request.raw_path, headers, body)
 
     async def _try(
         self,

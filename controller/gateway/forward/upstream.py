@@ -391,12 +391,18 @@ class Pool:
         head = self._request_head(base_url, path, headers, body)
         data, rest = (head, body) if len(body) >= JOIN_BELOW else (head + body, b"")
         conn = self._take_idle(key)
-        if conn is not None:
+        if conn is not None:  # ``_exchange`` inlined: the common path, one coroutine frame less
+            answer = Answer(conn)
             try:
-                return await self._exchange(conn, data, rest)
+                await conn.send(answer, data, rest)
+                return answer
             except ConnectionLost as exc:
+                conn.abort()
                 if not (exc.reused and exc.before_answer):
                     raise
+            except BaseException:
+                conn.abort()  # as in ``_exchange``
+                raise
         conn = await self._connect(key)
         return await self._exchange(conn, data, rest)
 
