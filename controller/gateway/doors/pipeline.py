@@ -4,7 +4,8 @@ Each stage is written once here, in order, for every door (OpenAI's, with Anthro
 Responses on it; Ollama's)::
 
     the body      read whole under its deadlines (413 past the door's limit: max_body_bytes, audio's
-                  max_audio_bytes; 408 past body_timeout_s)
+                  max_audio_bytes; 408 past body_timeout_s); audio's only up to its model field, the
+                  rest streamed to the replica as it arrives (the door's ``reader``, ``forward.upload``)
     the request   the door parses it in its API's terms and names the model (its refusals: 400)
     the model     resolved in the endpoint table: a model, or one of its adapters (``Target``; just
                   started: waits for the first table; 404, 503); its task must be one the API
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from controller.gateway.telemetry.metrics import GatewayMetrics
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Reader = Callable[[web.Request, int], Awaitable[bytes]]  # (request, limit) -> its body (``Door.reader``)
 
 
 class Router(Protocol):
@@ -86,6 +88,10 @@ class Door:
     def body_limit(self, settings: GatewaySettings) -> int:
         """The most bytes a request body may have here (413 past it)."""
         return settings.max_body_bytes
+
+    def reader(self, proxy: Proxy, settings: GatewaySettings) -> Reader:
+        """How this door's bodies are read (asked once, when its handler is made): whole, by default."""
+        return proxy.read_body
 
     def parse_request(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any]]:
         """``parse`` for a door that needs the request's headers too (a multipart boundary)."""
@@ -147,16 +153,18 @@ class Pipeline:
     def handler(self, door: Door) -> Handler:
         """The aiohttp handler that takes ``door``'s requests down the pipeline (made once per door)."""
 
-        return functools.partial(self.handle, door=door)  # a coroutine function, one frame less
+        read = door.reader(self._proxy, self._settings)
+        return functools.partial(self.handle, door=door, read=read)  # a coroutine function, one frame less
 
-    async def handle(self, request: web.Request, door: Door) -> web.StreamResponse:
-        """Answer ``request`` through ``door``: the stages of the module's docstring, in order."""
+    async def handle(self, request: web.Request, door: Door, read: Reader) -> web.StreamResponse:
+        """Answer ``request`` through ``door``, its body read by ``read``: the stages of the module's
+        docstring, in order."""
         started = time.monotonic()
         api = door.api_of(request)
         call: Call | None = None
         try:
             door.check(request)
-            body = await self._proxy.read_body(request, door.body_limit(self._settings))
+            body = await read(request, door.body_limit(self._settings))
             name, document = door.parse_request(request, body)
             target = await self._target(door, name)
             tasks.check(request.path, target.entry, target.name)  # the API fits the model's task, else 400

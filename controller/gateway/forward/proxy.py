@@ -2,7 +2,8 @@
 
 This is where the data plane's promises are kept: the balancer's slot is always given back; a replica
 that refuses the connection, drops it, or answers 502/503 *before we sent the client anything* is
-skipped for another one; after the first byte there is no retry, a failing upstream ends the stream
+skipped for another one (a body streamed to it, ``upload``: only if none of it went there); after
+the first byte there is no retry, a failing upstream ends the stream
 (with an SSE error event for event streams) and never hangs; a client that goes away closes the
 upstream connection, so the backend stops generating tokens nobody will read.
 
@@ -33,9 +34,11 @@ from controller.gateway import errors
 from controller.gateway.admission.queues import Admission, Slot
 from controller.gateway.call import EVENT_STREAM, REPLICA_HEADER, Call, Loading, Translation
 from controller.gateway.errors import Refusal
+from controller.gateway.forward import upload
 from controller.gateway.forward.deadlines import OpenDeadline, Watchdog
 from controller.gateway.forward.headers import request_headers
 from controller.gateway.forward.relay import WHOLE_BODY_BYTES, Relay
+from controller.gateway.forward.upload import StreamedBody
 from controller.gateway.forward.upstream import (
     MAX_WHOLE_ANSWER_BYTES,
     Answer,
@@ -231,6 +234,8 @@ class Proxy:
         if translation is not None:  # its answer is parsed: no compressed body, whatever the client takes
             headers = [(k, v) for k, v in headers if k.lower() != "accept-encoding"]
             return self.pool.post(replica.url, translation.path, headers, body)
+        if type(body) is StreamedBody:  # still arriving (audio's): sent as it comes, ``upload``
+            return upload.post(self.pool, replica.url, request.raw_path, headers, body)
         return self.pool.post(replica.url, request.raw_path, headers, body)
 
     async def _try(
@@ -272,7 +277,7 @@ class Proxy:
         finally:
             watchdog.discard(deadline)
         try:
-            if upstream.status in _RETRY_STATUSES:
+            if upstream.status in _RETRY_STATUSES and type(body) is not StreamedBody:  # its bytes went
                 raise RetryableError(f"answered HTTP {upstream.status}")
             call.replica = replica.id
             if loading is not None and loading.response is not None:

@@ -8,7 +8,8 @@ and the status line and headers wake the waiting request once.
 
 What it does, and no more:
 - POST with a body of known length; the answer's body framed by Content-Length, chunked transfer
-  coding (decoded) or the end of the connection.
+  coding (decoded) or the end of the connection. ``post_stream``: a body still arriving (audio
+  uploads), written as it comes and as fast as the replica reads it, on a connection of its own.
 - Names are resolved at most every ``DNS_TTL_S`` (replicas are container names: every new connection,
   one per stream with llama-server, would otherwise ask the resolver in a thread); a failed connect
   forgets them.
@@ -31,6 +32,7 @@ import ipaddress
 import math
 import socket
 import time
+from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -226,12 +228,21 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.paused = False
         self.closed = False
+        self._writable: asyncio.Future[None] | None = None  # set while the transport's buffer is full
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's TCP transport has the methods of
         # asyncio.Transport without being a subclass of it.
         self.transport = cast(asyncio.Transport, transport)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.answer is None:
@@ -328,6 +339,18 @@ class _Connection(asyncio.Protocol):
             self.transport.write(body)
         return waiter
 
+    def write(self, data: bytes) -> None:
+        """Write more of the request being sent (``send`` wrote its start); nothing once closed."""
+        if self.transport is not None:
+            self.transport.write(data)
+
+    async def writable(self) -> None:
+        """Return once the replica takes more bytes (the transport's buffer below its high-water
+        mark); at once if it does now."""
+        waiter = self._writable
+        if waiter is not None:
+            await asyncio.wait((waiter,))  # cancelled, the waiter stays for the next writer
+
     def resume(self) -> None:
         self.paused = False
         if self.transport is not None:
@@ -364,6 +387,14 @@ class _Connection(asyncio.Protocol):
             answer._set_error(exc)
         if not self.closed:
             self.abort()
+
+
+class _OneRequest(_Connection):
+    """A connection for one request (a streamed body's): closed after its answer, never pooled."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._keep_alive = False
 
 
 class Pool:
@@ -406,6 +437,56 @@ class Pool:
         conn = await self._connect(key)
         return await self._exchange(conn, data, rest)
 
+    async def post_stream(
+        self,
+        base_url: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        rest: AsyncIterator[bytes],
+        length: int | None,
+    ) -> Answer:
+        """Send POST ``path`` with a body still arriving: ``body``, then ``rest``'s chunks as they
+        come (``length`` bytes in all; None: chunked transfer coding); return the answer once its
+        status and headers are in.
+
+        On a new connection of its own, closed after the answer: a pooled one may turn out closed once
+        the body has started (and a streamed body cannot be sent twice), and one whose body was cut
+        short must carry no other request. Each chunk is written once the replica takes more (the
+        transport's high-water mark), so what the gateway holds stays bounded; a replica that
+        answers before the body's end gets no more of it. Raises ConnectFailed (nothing was sent),
+        ConnectionLost or BadAnswer (some was), or what ``rest`` raises; a failure once connected
+        closes the connection (the replica sees its request end unfinished).
+        """
+        conn = await self._connect(self._key(base_url), _OneRequest)
+        chunked = length is None
+        framing = (
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            if length is None
+            else b"Content-Length: %d\r\n\r\n" % length
+        )
+        # The cached request line and headers, framed for a stream (a hot-path helper left as it is).
+        head = self._request_head(base_url, path, headers, b"").removesuffix(b"Content-Length: 0\r\n\r\n")
+        answer = Answer(conn)
+        answered = conn.send(answer, head + framing, _framed(body, chunked))
+        # The rest goes in a task of its own: waiting for the client must not keep us from seeing the
+        # replica answer early or go away.
+        pump = asyncio.create_task(_send_rest(conn, rest, chunked))
+        try:
+            await asyncio.wait((pump, answered), return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                pump.result()  # raises what the client's body raised
+            else:  # the replica answered (or the connection ended) before the body's end
+                pump.cancel()
+                await asyncio.wait((pump,))
+                _settle(pump)
+            await answered
+        except BaseException:
+            _settle(pump, answered)
+            conn.abort()
+            raise
+        return answer
+
     def close(self) -> None:
         """Close every connection (at shutdown)."""
         if self._sweeper is not None:
@@ -429,11 +510,11 @@ class Pool:
             raise
         return answer
 
-    async def _connect(self, key: tuple[str, int]) -> _Connection:
+    async def _connect(self, key: tuple[str, int], kind: type[_Connection] = _Connection) -> _Connection:
         host = key[0]
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                conn = await self._connect_any(key, await self._addresses_of(host))
+                conn = await self._connect_any(key, await self._addresses_of(host), kind)
         except TimeoutError as exc:
             self._addresses.pop(host, None)
             raise ConnectFailed(f"no connection within {self._connect_timeout_s:g}s") from exc
@@ -443,16 +524,18 @@ class Pool:
         self._all.add(conn)
         return conn
 
-    async def _connect_any(self, key: tuple[str, int], addresses: list[str]) -> _Connection:
+    async def _connect_any(
+        self, key: tuple[str, int], addresses: list[str], kind: type[_Connection]
+    ) -> _Connection:
         """Connect to the first of ``addresses`` that accepts; raise the last one's error."""
         loop = asyncio.get_running_loop()
         for address in addresses[:-1]:
             try:
-                _, conn = await loop.create_connection(lambda: _Connection(self, key), address, key[1])
+                _, conn = await loop.create_connection(lambda: kind(self, key), address, key[1])
                 return conn
             except OSError:
                 continue
-        _, conn = await loop.create_connection(lambda: _Connection(self, key), addresses[-1], key[1])
+        _, conn = await loop.create_connection(lambda: kind(self, key), addresses[-1], key[1])
         return conn
 
     async def _addresses_of(self, host: str) -> list[str]:
@@ -541,6 +624,30 @@ class Pool:
             self._heads[(base_url, path)] = head
         lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
         return head + f"{lines}Content-Length: {len(body)}\r\n\r\n".encode(*_WIRE)
+
+
+def _framed(chunk: bytes, chunked: bool) -> bytes:
+    """``chunk`` as it goes on the wire: as is, or as one chunk of chunked transfer coding."""
+    if not chunked or not chunk:
+        return chunk
+    return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+
+
+async def _send_rest(conn: _Connection, rest: AsyncIterator[bytes], chunked: bool) -> None:
+    """Write ``rest``'s chunks to ``conn`` as the replica takes them, then the end of a chunked body."""
+    async for chunk in rest:
+        if chunk:  # an empty chunk would end a chunked body
+            conn.write(_framed(chunk, chunked))
+            await conn.writable()
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+
+
+def _settle(*futures: asyncio.Future[None]) -> None:
+    """Cancel ``futures``; the failure of one that is done already is not news (nor "never retrieved")."""
+    for future in futures:
+        if not future.cancel() and not future.cancelled():
+            future.exception()
 
 
 def _is_ip(host: str) -> bool:
