@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 from typing import Any
 
 import aiohttp
@@ -220,3 +222,18 @@ async def test_a_pooled_connection_the_replica_closed_is_sent_again_not_failed(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_compressed_request_body_reaches_the_replica_as_a_body_it_can_read(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    """aiohttp's server decompresses a request body as it reads it: the replica gets that body,
+    so it must not get the client's Content-Encoding with it (it would decode a plain body)."""
+    upstream, url = await start_upstream("a")
+    client = await start_gateway(table_of(("m", (), [url])))
+    packed = gzip.compress(json.dumps(ASK).encode())
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    resp = await client.post(CHAT, data=packed, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert upstream.requests[-1].body == ASK
+    assert "content-encoding" not in {k.lower() for k in upstream.requests[-1].headers}

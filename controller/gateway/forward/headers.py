@@ -25,8 +25,12 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Host and length belong to the new request; the client's credentials are the gateway's business.
-_DROP_FROM_REQUEST = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "cookie", "expect"}
+# Host and length belong to the new request; the client's credentials are the gateway's business;
+# aiohttp's server decodes a compressed body as the gateway reads it, so the replica gets it plain
+# (with the client's Content-Encoding it would decode a plain body, and fail).
+_DROP_FROM_REQUEST = HOP_BY_HOP | {
+    "host", "content-length", "content-encoding", "authorization", "x-api-key", "cookie", "expect",
+}  # fmt: skip
 # aiohttp writes its own Date/Server and frames the body itself.
 _DROP_FROM_RESPONSE = HOP_BY_HOP | {"content-length", "date", "server"}
 
