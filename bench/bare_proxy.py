@@ -3,10 +3,13 @@
 No routing, balancing, limits, auth or metrics: read the body, POST it to the one upstream over a
 keep-alive pool, relay status, headers and each chunk as it arrives. Run by bench/gateway_overhead.py:
 ``python bench/bare_proxy.py PORT UPSTREAM_URL``. Only for the bench: never imported by modelctl.
+On asyncio's loop, as a minimal aiohttp proxy is written; ``BARE_LOOP=uvloop`` runs it on uvloop,
+the gateway's loop, to tell how much of a difference is the loop's.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -47,7 +50,12 @@ def make_app(upstream: str) -> web.Application:
 
 def main() -> None:
     port, upstream = int(sys.argv[1]), sys.argv[2].rstrip("/")
-    web.run_app(make_app(upstream), host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = None
+    if os.environ.get("BARE_LOOP") == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    web.run_app(make_app(upstream), host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":
