@@ -1,6 +1,6 @@
-"""No hand-written module list can go stale: every ``controller/...`` path that the README, the docs
-or a docstring names must exist, so a move that forgets a mention fails here, not in a reader's
-first hour."""
+"""No hand-written module list can go stale: every ``controller/...`` path and every document
+(``*.md``) that the README, the docs or a docstring names must exist, so a move that forgets a
+mention fails here, not in a reader's first hour."""
 
 from __future__ import annotations
 
@@ -40,3 +40,22 @@ def test_the_check_sees_a_stale_name() -> None:
         "controller/gateway",
     }
     assert not (REPO / "controller/placement/weights.py").exists()  # moved to controller/weights/
+
+
+DOCUMENT = re.compile(r"(?<![A-Za-z0-9_./-])((?:docs/)?[A-Za-z0-9_-]+\.md)\b")
+
+
+def test_every_document_a_docstring_names_is_in_the_repository() -> None:
+    """A docstring's ``docs/x.md`` (or a top-level ``X.md``) is a file of this repository: not a
+    design document that lives elsewhere."""
+    missing = {
+        str(source.relative_to(REPO)): sorted(
+            name for name in set(DOCUMENT.findall(source.read_text())) if not (REPO / name).is_file()
+        )
+        for source in sorted((REPO / "controller").rglob("*.py"))
+    }
+    assert not {module: names for module, names in missing.items() if names}
+
+
+def test_the_document_check_sees_a_missing_one() -> None:
+    assert set(DOCUMENT.findall("as DESIGN.md says, and docs/hub.md")) == {"DESIGN.md", "docs/hub.md"}

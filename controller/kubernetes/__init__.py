@@ -1,4 +1,4 @@
-"""Kubernetes: the same manifests rendered to plain objects for a cluster (DESIGN.md, "Kubernetes").
+"""Kubernetes: the same manifests rendered to plain objects for a cluster (docs/kubernetes.md).
 
 ``names`` (object names and labels), ``engine`` (one model -> Deployment, headless Service, optionally
 an InferencePool; the container comes from ``controller.engines.build_spec``, the one source of truth

@@ -1,6 +1,6 @@
 """Demand: what this gateway process sees of each model's load, reported to the controller.
 
-The controller scales models to zero and back (DESIGN.md, "On demand"), but only the data plane sees
+The controller scales models to zero and back (docs/on-demand.md), but only the data plane sees
 the requests. So each process counts, per model, the requests a replica is serving (``Demand``:
 ``started`` / ``ended``, called by admission when a slot is taken and given back: two dict updates
 and a clock read per request, nothing else on the request path), and ``DemandReporter``, one
