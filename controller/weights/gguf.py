@@ -120,11 +120,12 @@ def read_gguf(path: Path) -> WeightsInfo:
     """Weight bytes of every shard (a split GGUF's tensors are spread over its shards), the
     architecture from the first (shard 1 holds the model's metadata)."""
     headers = read_gguf_shards(path)
-    return WeightsInfo(
-        sum(h.weight_bytes() for h in headers),
-        sum(len(h.tensors) for h in headers),
-        gguf_architecture(headers[0].metadata),
-    )
+    try:
+        weight_bytes = sum(h.weight_bytes() for h in headers)
+    except EstimateError as exc:  # a tensor of a type we cannot size: say which file
+        raise EstimateError(f"{path}: {exc}") from exc
+    tensors = sum(len(h.tensors) for h in headers)
+    return WeightsInfo(weight_bytes, tensors, gguf_architecture(headers[0].metadata))
 
 
 def read_gguf_shards(path: Path) -> list[GgufHeader]:
