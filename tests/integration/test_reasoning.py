@@ -39,8 +39,9 @@ max_batch_size: 2
 context_length: 1024
 """
 ASK: Any = [{"role": "user", "content": "Say hello."}]
-# Thinking, then the answer: a few words each.
-GRAMMAR = r'root ::= [a-z ]{3,40} "</think>" [a-z ]{3,40}'
+# Thinking, then the answer: a few words each (at most 30 characters each: with max_tokens 160
+# the answer is never cut before it starts, even at one token per character).
+GRAMMAR = r'root ::= [a-z ]{3,30} "</think>" [a-z ]{3,30}'
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -77,7 +78,7 @@ async def test_openai_chat_returns_the_thinking_as_reasoning_content(stack: Runn
 
 async def test_a_streamed_answer_has_its_thinking_and_its_answer_apart(stack: RunningController) -> None:
     stream = await openai_client(stack).chat.completions.create(
-        model=MODEL, messages=ASK, max_tokens=48, temperature=0, stream=True, extra_body={"grammar": GRAMMAR}
+        model=MODEL, messages=ASK, max_tokens=160, temperature=0, stream=True, extra_body={"grammar": GRAMMAR}
     )
     thinking, content = [], []
     async for chunk in stream:
