@@ -24,7 +24,8 @@ cannot batch sequences of different adapters in one pass, and a slot that change
 its cached prompt). So every request of such a model carries a ``group`` (the adapter it names, or
 the base), and least-outstanding first prefers a replica with room that runs no other group at the
 moment, then the lowest load: two adapters over two replicas settle one per replica, each batching
-its own (bench/lora_by_name.py measures it). Models without adapters have no groups.
+its own (bench/lora_by_name.py measures it); ``fits`` lets admission's queue hand a freed slot to
+a waiter of the group running there. Models without adapters have no groups.
 
 The proxy ``acquire``s the picked replica and calls the returned ``done`` when the response has
 ended, however it ended. Not thread-safe by design: one event loop, and nothing here awaits.
@@ -108,6 +109,11 @@ class Balancer:
         if model.balancing == PREFIX_AFFINITY and key is not None:
             return self._affine(model, candidates, key)
         return self._least_loaded(model, candidates, group)
+
+    def fits(self, model: ModelEndpoints, group: str) -> bool:
+        """True when some replica of ``model`` has room and runs no other group than ``group`` now:
+        a request of ``group`` would batch with what runs there (admission's queue uses it)."""
+        return any(self.has_room(r) and not self._mixes(r.id, group) for r in model.replicas)
 
     def acquire(self, replica_id: str, group: str | None = None) -> Done:
         """Count one more request on ``replica_id`` (under ``group``, if any); return the idempotent

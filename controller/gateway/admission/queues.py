@@ -18,6 +18,13 @@ calls the caller's ``tick`` (if any) at once and every ``loading_comment_interva
 the proxy keeps a held stream's client with SSE comments that way. Admission counts each slot taken
 and given back into ``Demand`` (what replicas serve, per model); its queue lengths are the waiting.
 
+A model with LoRA adapters (requests carry a ``group``, ``balancer``): a freed slot on a replica
+running adapter A goes to the oldest waiter that would not mix adapters there, looking at most
+``GROUP_WINDOW`` waiters deep, rather than to the head of the queue when the head runs under
+another adapter (llama.cpp would run the two in separate passes and drop the slot's cache). A
+waiter passed over ``GROUP_PASSES`` times takes the next free slot whatever runs there, so the
+queue stays fair within a bound.
+
 Retries (another replica after a failure) skip the length bound and wait at the front of the queue:
 they have waited their turn already. The endpoint table may change at any time; ``follow`` watches it
 (``TableSource`` offers no notification, so it compares the current table every ``table_poll_s``) and
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -44,6 +52,10 @@ if TYPE_CHECKING:
     from controller.gateway.settings import GatewaySettings
 
 Slot = tuple[Replica, Done]
+# How deep the queue is searched for a waiter of the adapter a freed replica runs, and how often one
+# waiter may be passed over that way before it goes first whatever it mixes.
+GROUP_WINDOW = 32
+GROUP_PASSES = 4
 # Called while a request is held for a model with no ready replica (at once, then every interval).
 Tick = Callable[[], Awaitable[None]]
 
@@ -54,6 +66,7 @@ class _Waiter:
     exclude: Collection[str]
     key: int | None
     group: str | None = None
+    passed: int = 0  # times a waiter behind it went first (adapters: ``_next``)
 
 
 class Admission:
@@ -274,7 +287,7 @@ class Admission:
         entry = self._source.current().lookup(model)
         skipped: list[_Waiter] = []
         while queue:
-            waiter = queue.popleft()
+            waiter = queue.popleft() if entry is None else self._next(queue, entry)
             if waiter.future.done():
                 continue
             if entry is None:
@@ -291,6 +304,28 @@ class Admission:
         queue.extendleft(reversed(skipped))
         if not queue:
             del self._queues[model]
+
+    def _next(self, queue: deque[_Waiter], entry: ModelEndpoints) -> _Waiter:
+        """Pop the waiter to serve next: the head, unless it runs under an adapter that would mix
+        with what every free replica runs while a waiter close behind it would not (then that one,
+        and everyone it overtook counts a pass). Retries and waiters passed over ``GROUP_PASSES``
+        times are served in order."""
+        head = queue[0]
+        if head.group is None or head.exclude or head.passed >= GROUP_PASSES:
+            return queue.popleft()
+        fits = self._balancer.fits
+        if fits(entry, head.group):
+            return queue.popleft()
+        for index in range(1, min(len(queue), GROUP_WINDOW)):
+            waiter = queue[index]
+            if waiter.exclude or waiter.passed >= GROUP_PASSES:
+                break  # nobody overtakes a retry or a waiter at its bound
+            if waiter.group is not None and not waiter.future.done() and fits(entry, waiter.group):
+                for ahead in itertools.islice(queue, index):
+                    ahead.passed += 1
+                del queue[index]
+                return waiter
+        return queue.popleft()
 
     def _busy(self, model: str, why: str) -> Refusal:
         return errors.overloaded(
