@@ -226,7 +226,7 @@ class HubCache:
             mmproj=self.root / mmproj if mmproj is not None else files.mmproj,
             adapters=tuple(adapters[a.name] for a in model.manifest.adapters if a.name in adapters),
         )
-        return replace(model, pulled=pulled, files=files)
+        return replace(model, pulled=pulled, files=files, pulled_root=self.root)
 
 
 def safe(path: str) -> bool:

@@ -5,6 +5,7 @@ loader (``loader``) makes it from a folder, apart from YAML so that its readers 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,9 @@ class LoadedModel:
     # every hub file the manifest names, found in the hub cache (None: not all pulled yet); the
     # files beside the weights among them are in ``files`` too, as the controller sees them
     pulled: PulledFiles | None = None
+    # where the controller reads the hub cache that ``pulled``'s paths are relative to (None: not
+    # pulled, or pulled into a cache the controller cannot read)
+    pulled_root: Path | None = None
     # What the weights say they are for (``controller.weights.task``, run by the loader when it is
     # handed the detection); None: they do not say, or were not read.
     detected_task: Task | None = None
@@ -80,6 +84,26 @@ class LoadedModel:
         if self.filled_env is not None:
             return self.filled_env
         return tuple(self.manifest.env.items())
+
+    @property
+    def readable_weights(self) -> Path | None:
+        """The weights where the controller can read them: resolved under a model root, or hub
+        weights pulled into the cache (llama.cpp's shard 1, vLLM's snapshot folder); None before
+        the pull. The estimate and the description read these."""
+        if self.weights is not None:
+            return self.weights
+        if self.pulled is not None and self.pulled.path and self.pulled_root is not None:
+            return self.pulled_root / self.pulled.path
+        return None
+
+    @property
+    def readable_files(self) -> ExtraFiles:
+        """``files``, with the projector pulled beside hub weights (what ``-hf`` would load) when the
+        manifest names none: the estimate counts it."""
+        pulled, root = self.pulled, self.pulled_root
+        if self.files.mmproj is None and pulled is not None and pulled.mmproj and root is not None:
+            return dataclasses.replace(self.files, mmproj=root / pulled.mmproj)
+        return self.files
 
     @property
     def hub(self) -> str | None:

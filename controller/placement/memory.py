@@ -73,14 +73,15 @@ def estimate(model: LoadedModel) -> MemoryEstimate:
     """The memory estimate of one replica of ``model``, from its (resolved) weights.
     Raises EstimateError when the weights were not resolved or cannot be sized."""
     manifest = model.manifest
-    if model.weights is None:
+    weights = model.readable_weights
+    if weights is None:
         raise EstimateError(f"model {model.name}: weights not resolved; set gpu_memory to place it")
     return estimate_files(
-        model.weights,
+        weights,
         engine=manifest.resolved_engine,
         context_length=manifest.context_length,
         max_batch_size=manifest.max_batch_size,
-        files=model.files,
+        files=model.readable_files,
         lora_slots=max_loras(model),
     )
 
@@ -184,8 +185,8 @@ def host_estimate(model: LoadedModel) -> MemoryEstimate:
 
 def files_of(model: LoadedModel) -> list[Path | None]:
     """The weights and every file beside them (unresolved ones as None)."""
-    extra = model.files
-    return [model.weights, extra.mmproj, extra.draft, *(a.path for a in extra.adapters)]
+    extra = model.readable_files
+    return [model.readable_weights, extra.mmproj, extra.draft, *(a.path for a in extra.adapters)]
 
 
 def gpu_need(model: LoadedModel) -> int | float:

@@ -44,9 +44,10 @@ _VISION: dict[tuple[tuple[str, int, int], ...], bool] = {}
 
 def describe(model: LoadedModel) -> Details:
     """What ``model``'s weights are (format, family, size, quantisation, a few header keys, chat
-    template), read from the headers once per version of the files. Hub weights: what the manifest
-    says. Never raises: what cannot be read stays unknown ("")."""
-    weights = model.weights
+    template), read from the headers once per version of the files. Hub weights: from the pulled
+    files once pulled, until then what the manifest says. Never raises: what cannot be read stays
+    unknown ("")."""
+    weights = model.readable_weights
     if weights is None:
         tag = (model.hub or "").partition(":")[2]
         engine = model.manifest.resolved_engine
@@ -60,10 +61,11 @@ def describe(model: LoadedModel) -> Details:
 def takes_images(model: LoadedModel) -> bool | None:
     """Whether ``model`` takes images (the endpoint table's ``vision``): with a projector (llama.cpp's
     ``mmproj``), or vLLM weights whose config.json has a ``vision_config``; None when the files
-    cannot tell (hub weights, an unreadable config). Read once per version of the files; never raises."""
-    if model.files.mmproj is not None or model.manifest.mmproj is not None:
+    cannot tell (hub weights not pulled yet, an unreadable config). Read once per version of the
+    files; never raises."""
+    if model.readable_files.mmproj is not None or model.manifest.mmproj is not None:
         return True
-    weights = model.weights
+    weights = model.readable_weights
     if weights is None:
         return None
     if model.manifest.resolved_engine != "vllm":

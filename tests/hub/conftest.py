@@ -11,7 +11,7 @@ import pytest
 from controller.hub.cache import HubCache
 from controller.manifests.document import ModelManifest
 from controller.manifests.model import LoadedModel
-from tests.hub.standin import HubFile, StandInHub, beside_repos, serve, smollm2_repos
+from tests.hub.standin import HubFile, StandInHub, beside_repos, serve, smollm2_repos, split_repo
 
 MODELS = Path(os.environ.get("MODELCTL_MODEL_ROOT", "/work/main/models-data"))
 GGUF_REPO = "stand-in/SmolLM2-135M-Instruct-GGUF"
@@ -20,7 +20,7 @@ ST_REPO = "stand-in/SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="session")
 def repos() -> dict[str, dict[str, HubFile]]:
-    return smollm2_repos(MODELS) | beside_repos(MODELS)
+    return smollm2_repos(MODELS) | beside_repos(MODELS) | split_repo(MODELS)
 
 
 @pytest.fixture

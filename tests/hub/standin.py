@@ -207,3 +207,14 @@ async def serve(hub: StandInHub, host: str = "127.0.0.1", port: int = 0) -> tupl
     await site.start()
     sockets = site._server.sockets  # type: ignore[union-attr]
     return runner, f"http://{host}:{sockets[0].getsockname()[1]}"
+
+
+SPLIT_REPO = "test/smollm2-split-GGUF"
+
+
+def split_repo(models: Path) -> dict[str, dict[str, HubFile]]:
+    """SmolLM2 in three GGUF shards (``make shapes``) under a quant folder, as large split GGUFs
+    are laid out on the Hub (``Q4_1/...-00001-of-00003.gguf``), beside a README."""
+    shards = sorted((models / "smollm2-split").glob("*-of-*.gguf"))
+    files = {f"Q4_1/{p.name}": HubFile.of(p) for p in shards}
+    return {SPLIT_REPO: {**files, "README.md": HubFile.of(models / "smollm2-safetensors" / "config.json")}}
