@@ -44,8 +44,9 @@ async def test_a_split_gguf_from_the_hub_is_pulled_and_served(
     )
     cache = tmp_path / "hub-cache"
     config = settings(manifests, model_root, instance, hub_cache=cache)
+    gateway = GatewaySettings(host="127.0.0.1", port=0)
     try:
-        async with serving(config, GatewaySettings(host="127.0.0.1", port=0), {"split": 1}, docker_client) as rc:
+        async with serving(config, gateway, {"split": 1}, docker_client) as rc:
             [container] = managed(docker_client, instance)
             command = container.attrs["Config"]["Cmd"]
             memory = container.attrs["HostConfig"]["Memory"]
