@@ -1,5 +1,6 @@
 """`modelctl plan PATH`: which replica would get which GPUs, and why the rest would wait, against
-this machine's GPUs or a saved inventory; nothing is started. With ``--diff``, what applying PATH
+this machine's GPUs or a saved inventory; nothing is started. Hub models already in the hub cache
+(``modelctl pull``) are sized from their pulled files. With ``--diff``, what applying PATH
 would start, stop, roll or leave Pending against what the controller runs (exit 0 no change,
 2 changes, 1 errors), decided by the controller itself (POST /v1/plan).
 """
@@ -31,6 +32,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--inventory", type=Path, help="a saved inventory (modelctl gpus --json) instead of NVML"
     )
     plan.add_argument("--model-root", action="append", type=Path, help="where weights are (for sizes)")
+    plan.add_argument(
+        "--hub-cache",
+        type=Path,
+        help="where pulled hf:// files are, for their sizes (MODELCTL_HUB_CACHE, ~/.cache/modelctl/hub)",
+    )
     plan.add_argument("--json", action="store_true")
     plan.add_argument(
         "--diff",
@@ -53,9 +59,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from controller.placement.place import place, requests_for
     from controller.placement.report import estimates_table, plan_json, plan_table
 
+    from controller.settings import ControllerSettings
+
     roots = [p.absolute() for p in args.model_root] if args.model_root else None
     try:
         models = load_folder(args.path, model_roots=roots, check_files=check_files, detect_task=detect_task)
+        models = ControllerSettings.from_env(hub_cache=args.hub_cache).hub.resolve(models)  # pulled: sized
         inventory = Inventory.from_json(args.inventory.read_text()) if args.inventory else read_inventory()
     except InvalidManifests as exc:
         return report_invalid(exc, args.path)
@@ -89,7 +98,7 @@ def estimates_of(models: list[LoadedModel]) -> dict[str, MemoryEstimate]:
 
     found = {}
     for model in models:
-        if model.manifest.gpu_memory is not None or model.weights is None:
+        if model.manifest.gpu_memory is not None or model.readable_weights is None:
             continue
         try:
             found[model.name] = estimate(model) if model.manifest.num_gpus else host_estimate(model)

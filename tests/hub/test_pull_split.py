@@ -6,9 +6,12 @@ model take images. Before the pull there is nothing to read: the estimate says s
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
+from controller.cli import main
 from controller.hub.cache import HubCache
 from controller.hub.pull import Puller
 from controller.placement.memory import cpu_need, estimate, estimate_files
@@ -19,6 +22,7 @@ from tests.hub.standin import SPLIT_REPO, HubFile, StandInHub
 
 SHARDS = [f"SmolLM2-135M-Instruct.Q4_1-{k:05d}-of-00003.gguf" for k in (1, 2, 3)]
 WHOLE = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+INVENTORY = Path(__file__).resolve().parents[1] / "fixtures" / "inventories" / "h200.json"
 
 
 async def test_a_split_gguf_from_the_hub_is_pulled_whole_and_sized_by_every_shard(
@@ -61,3 +65,23 @@ async def test_a_projector_pulled_beside_hub_weights_is_counted_and_takes_images
     projector = (MODELS / "tiny-vlm" / "mmproj-tiny-vlm.gguf").stat().st_size
     assert 0 < estimate(resolved).projector <= projector
     assert takes_images(resolved) is True
+
+
+async def test_modelctl_plan_sizes_a_pulled_hub_model_and_places_it_on_a_gpu(
+    hub: tuple[StandInHub, str], cache: HubCache, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, url = hub
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "m.yaml").write_text(f"name: split\nmodel: hf://{SPLIT_REPO}:Q4_1\nnum_gpus: 1\n")
+    plan = ["plan", str(folder), "--inventory", str(INVENTORY), "--hub-cache", str(cache.root), "--json"]
+    assert main(plan) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert "weights not resolved" in before["pending"][0]["reason"]  # not pulled: nothing to size
+    await asyncio.to_thread(
+        Puller(cache, endpoint=url).pull, hub_model(f"hf://{SPLIT_REPO}:Q4_1", "llamacpp")
+    )
+    assert main(plan) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["pending"] == [] and len(after["assignments"]) == 1
+    assert after["estimates"]["split"]["weights"] == 96_576_768
