@@ -41,6 +41,7 @@ from controller.gateway.app import create_app
 from controller.gateway.serving.server import app_runner, listen
 from controller.gateway.settings import GatewaySettings
 from controller.hub.cache import HubCache
+from controller.hub.fit import check_pulled
 from controller.hub.pull import Puller
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import load_folder
@@ -224,24 +225,32 @@ def manifest_loader(settings: ControllerSettings) -> Callable[[], list[LoadedMod
         check_files=check_files,
         detect_task=detect_task,
     )
+    pulled = with_pulled(load, settings.hub)
     shown_as = settings.manifests_shown_as
     if shown_as is None:
-        return with_pulled(load, settings.hub)
+        return pulled
 
     def load_shown() -> list[LoadedModel]:
         try:
-            return load()
+            return pulled()
         except InvalidManifests as exc:
             errors = [relocated(e, settings.manifests, shown_as) for e in exc.errors]
             raise InvalidManifests(errors) from exc
 
-    return with_pulled(load_shown, settings.hub)
+    return load_shown
 
 
 def with_pulled(load: Callable[[], list[LoadedModel]], cache: HubCache) -> Callable[[], list[LoadedModel]]:
     """``load``, its hub models found in the hub cache given their local files (``pulled``): a
-    few stat calls per hub model, no network."""
-    return lambda: cache.resolve(load())
+    few stat calls per hub model, no network; once pulled, their files are checked against the
+    weights as the loader checks local ones (``check_pulled``: InvalidManifests on a misfit)."""
+
+    def load_pulled() -> list[LoadedModel]:
+        models = cache.resolve(load())
+        check_pulled(models, cache, check_files)
+        return models
+
+    return load_pulled
 
 
 def relocated(error: ManifestError, folder: Path, shown_as: str) -> ManifestError:

@@ -9,7 +9,9 @@ Weights paths, and the files beside them (``mmproj``, ``draft``, ``adapters``), 
 the configured model roots here (symlinks resolved), because a manifest must never be able to
 bind-mount an arbitrary host path into a container. Whether those files fit the weights (an adapter
 for another base, a projector of another width) is read from their headers by the weights package,
-a layer above this one: its check is handed in (``check_files``) and its problems located here.
+a layer above this one: its check is handed in (``check_files``) and its problems located here;
+``check_found`` locates the same check's problems with files found after the load (hub files,
+once the controller has pulled them).
 
 The folder is hostile input (``controller.manifests.reading`` bounds every step): whatever it
 holds, ``load_folder`` returns models or raises ``InvalidManifests``, so the reconciler keeps
@@ -46,7 +48,7 @@ from controller.manifests.rules import hub_reference
 from controller.manifests.shards import SHARD_NAME, shard_names, shard_paths
 from controller.manifests.values import Task
 
-__all__ = ["MANIFEST_SUFFIXES", "load_folder", "manifest_files"]
+__all__ = ["MANIFEST_SUFFIXES", "check_found", "load_folder", "manifest_files"]
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +176,7 @@ class Where:
 
     file: Path
     index: int | None
-    node: yaml.Node
+    node: yaml.Node | None  # None: the document is gone (an error found after the load)
     errors: list[ManifestError]
 
     def report(self, loc: tuple[str | int, ...], message: str) -> None:
@@ -184,7 +186,7 @@ class Where:
                 file=str(self.file),
                 document=self.index,
                 field=".".join(str(p) for p in loc),
-                line=line_of(self.node, loc),
+                line=None if self.node is None else line_of(self.node, loc),
             )
         )
 
@@ -357,14 +359,46 @@ def local(path: str | None) -> str | None:
 
 
 def report_problems(check: FilesCheck, model: LoadedModel, where: Where) -> None:
-    """Located errors for what ``check`` finds in ``model``'s files; a bug of the check is one
-    error, not the end of the load (its traceback logged)."""
+    """Located errors for what ``check`` finds in ``model``'s files."""
+    for loc, message in checked(check, model):
+        where.report(loc, message)
+
+
+def checked(check: FilesCheck, model: LoadedModel) -> list[FileProblem]:
+    """What ``check`` finds in ``model``'s files; a bug of the check is one problem, not the end
+    of the load (its traceback logged)."""
     try:
-        for loc, message in check(model):
-            where.report(loc, message)
+        return list(check(model))
     except Exception as exc:
-        log.exception("unexpected error checking the files of %s", where.file)
-        where.report((), f"cannot check the files beside the weights: {type(exc).__name__}: {exc}"[:300])
+        log.exception("unexpected error checking the files of %s", model.file)
+        return [((), f"cannot check the files beside the weights: {type(exc).__name__}: {exc}"[:300])]
+
+
+def check_found(models: Iterable[LoadedModel], check: FilesCheck) -> None:
+    """``check`` run on loaded models whose files were found after the load (hub files the
+    controller pulled into its cache, ``controller.hub``), each problem located as the load
+    locates it (the manifest read again for its lines, only when there is one). Raises
+    InvalidManifests with every problem, and nothing else."""
+    errors: list[ManifestError] = []
+    for model in models:
+        problems = checked(check, model)
+        if problems:
+            where = Where(Path(model.file), model.document, document_node(model), errors)
+            for loc, message in problems:
+                where.report(loc, message)
+    if errors:
+        raise InvalidManifests(errors)
+
+
+def document_node(model: LoadedModel) -> yaml.Node | None:
+    """The YAML node of ``model``'s document, read again from its file; None when the file cannot
+    be read now or no longer holds that document (the error then has no line)."""
+    try:
+        documents = list(parse_documents(read_text(Path(model.file), Budget())))
+    except Unreadable:
+        return None
+    index = (model.document or 1) - 1
+    return documents[index][0] if index < len(documents) else None
 
 
 def detect_or_log(detect: TaskDetect, model: LoadedModel) -> Task | None:

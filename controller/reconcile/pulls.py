@@ -12,6 +12,11 @@ blobs on disk each pass; ``loading`` gives the same line per model for the endpo
 the gateway writes into the ``: loading`` comments of the requests it holds. Events: ``pulling``
 when a pull knows its size and at each quarter, ``pulled`` at the end.
 
+A model whose files are all in the cache but that was loaded before they were (the pull ended
+after the pass loaded the manifests, or the load that found them refused them: a pulled adapter,
+projector or draft that does not fit the weights is a manifest error, ``controller.hub.fit``) is
+held without a pull: the next load that takes it starts it, and a refused one never starts.
+
 A failed pull is the slot's failed start: ``start_failed`` (the reconciler's backoff, its event and
 its one-line reason), and the next start after the backoff pulls again, resuming what was fetched.
 An unexpected error in a pull is counted and logged once (``supervise.Failures``) and backs off the
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 
 TASK = "hub pull"  # the errors' task label
 QUARTERS = (25, 50, 75)
+# What a replica whose files are all pulled waits for: a load of the manifests that takes them
+# (the next pass's, unless the manifests are invalid: a pulled file that does not fit is one error).
+HELD = "pulled; starts once the manifests load (see the manifest errors, if any)"
 
 
 @dataclass(slots=True)
@@ -109,11 +117,18 @@ class Pulls:
                 ready.append(spec)
             elif why is not None:
                 start_failed((spec.model, spec.replica), why)
-            elif all(ref in pulled for _, ref in refs):
-                continue  # pulled after this pass loaded the model: the next pass finds it cached
+            elif all(ref in pulled for _, ref in refs) or self.cached(model):
+                continue  # the next pass that loads the manifests finds it cached (see ``cached``)
             else:
                 self.start(model, refs, (spec.model, spec.replica))
         return tuple(ready)
+
+    def cached(self, model: LoadedModel) -> bool:
+        """True when every hub file of ``model``, loaded as not pulled, is in the cache now (a few
+        ``stat`` calls): pulled after this pass loaded the manifests, or refused by the load that
+        found them (they do not fit the weights, ``controller.hub.fit``: the last good set keeps
+        the model waiting). Either way its start is held and nothing is pulled again."""
+        return self.puller is not None and self.puller.cached(model) is not None
 
     def start(self, model: LoadedModel, refs: tuple[tuple[str, HubRef], ...], slot: Slot) -> None:
         """Pull ``model``'s files unless one of its repos is being pulled already (one pull per repo)."""
@@ -178,7 +193,7 @@ class Pulls:
         refs = hub_refs(model)
         pull = next((self.active[ref.repo] for _, ref in refs if ref.repo in self.active), None)
         if pull is None:
-            return "pull starting"
+            return HELD if self.cached(model) else "pull starting"
         if pull.refs != refs:
             return f"waiting for the pull of {pull.ref} (one pull per repo)"
         return self.describe(pull)

@@ -10,7 +10,8 @@ The checks are pure functions over paths (bounded header and JSON reads, ``gguf`
 ``lora``), each raising EstimateError naming the file; ``check_files`` runs those that apply to a
 loaded model and says which manifest field each problem is about. The manifest loader calls it
 through the hook it is handed (``controller.manifests.loader.FilesCheck``): reading headers is this
-package's, a layer above the manifests.
+package's, a layer above the manifests. Hub files (``hf://``) are checked the same way once the
+controller has pulled them (``controller.hub.fit``, handing in the pulled weights' place).
 """
 
 from __future__ import annotations
@@ -37,31 +38,33 @@ _CHECKED: dict[tuple[Any, ...], list[Problem]] = {}
 _CHECKED_MAX = 256
 
 
-def check_files(model: LoadedModel) -> list[Problem]:
+def check_files(model: LoadedModel, *, weights: Path | None = None) -> list[Problem]:
     """Every problem with ``model``'s resolved files beside its weights, each with its field; none
-    when the weights are not here (hub weights: the engine downloads them). Read once per version
-    of the files: the manifests are loaded again whenever they change."""
-    if model.weights is None:
-        return []
+    when it names none, or when the weights are not here. ``weights``: where they are when the
+    loader did not resolve them (``model.weights`` None: hub weights, pulled into the hub cache).
+    Read once per version of the files: the manifests are loaded again whenever they change, and
+    on every reconcile pass."""
+    weights = model.weights if weights is None else weights
     files = model.files
-    paths = [model.weights, *(p for p in (files.mmproj, files.draft) if p), *(a.path for a in files.adapters)]
+    if weights is None or not (files.mmproj or files.draft or files.adapters):
+        return []
+    paths = [weights, *(p for p in (files.mmproj, files.draft) if p), *(a.path for a in files.adapters)]
     try:
         key = (model.manifest.resolved_engine, files, *(fingerprint(p) for p in paths))
     except (OSError, ValueError) as exc:
         return [((), f"cannot read the files beside the weights: {exc}")]
     found = _CHECKED.get(key)
     if found is None:
-        found = run_checks(model)
+        found = run_checks(model, weights)
         if len(_CHECKED) >= _CHECKED_MAX:
             _CHECKED.clear()
         _CHECKED[key] = found
     return found
 
 
-def run_checks(model: LoadedModel) -> list[Problem]:
-    """The checks of ``check_files``, each problem located at its field."""
-    weights, files = model.weights, model.files
-    assert weights is not None
+def run_checks(model: LoadedModel, weights: Path) -> list[Problem]:
+    """The checks of ``check_files`` against ``weights``, each problem located at its field."""
+    files = model.files
     llamacpp = model.manifest.resolved_engine == "llamacpp"
     checks: list[tuple[tuple[str | int, ...], Callable[[], object]]] = []
     if files.mmproj is not None:  # llama.cpp's alone (the manifest refuses it for vLLM)
