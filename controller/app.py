@@ -247,7 +247,7 @@ def with_pulled(load: Callable[[], list[LoadedModel]], cache: HubCache) -> Calla
 
     def load_pulled() -> list[LoadedModel]:
         models = cache.resolve(load())
-        check_pulled(models, cache, check_files)
+        check_pulled(models, check_files)
         return models
 
     return load_pulled

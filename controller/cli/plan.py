@@ -58,7 +58,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from controller.gpus.nvml import read_inventory
     from controller.placement.place import place, requests_for
     from controller.placement.report import estimates_table, plan_json, plan_table
-
     from controller.settings import ControllerSettings
 
     roots = [p.absolute() for p in args.model_root] if args.model_root else None

@@ -201,12 +201,6 @@ class HubCache:
         source, volume = self.mount
         return PulledFiles(source, volume, path, mmproj, tuple(beside))
 
-    def weights(self, model: LoadedModel) -> Path | None:
-        """Where the controller finds ``model``'s pulled hub weights (llama.cpp's GGUF, shard 1,
-        or vLLM's snapshot folder); None when its weights are not a pulled hub reference."""
-        pulled = model.pulled
-        return self.root / pulled.path if pulled is not None and pulled.path else None
-
     def resolve(self, models: list[LoadedModel]) -> list[LoadedModel]:
         """``models``, each whose hub files are all cached with ``pulled`` set (and those beside
         its weights in ``files``, where the estimate reads them)."""

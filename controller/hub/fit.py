@@ -21,28 +21,19 @@ package beside this one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Protocol
 
-from controller.hub.cache import HubCache
-from controller.manifests.loader import FileProblem, check_found
+from controller.manifests.loader import FileProblem, FilesCheck, check_found
 from controller.manifests.model import LoadedModel
 from controller.manifests.rules import hub_reference
 
 
-class FilesCheck(Protocol):
-    """``controller.weights.compat.check_files``: the problems with ``model``'s files beside its
-    weights, ``weights`` the place of weights the loader did not resolve."""
-
-    def __call__(self, model: LoadedModel, *, weights: Path | None = None) -> Iterable[FileProblem]: ...
-
-
-def check_pulled(models: Iterable[LoadedModel], cache: HubCache, check: FilesCheck) -> None:
-    """``check`` on every model of ``models`` whose hub files are all pulled (``pulled`` set),
-    against its weights where the controller sees them. Raises InvalidManifests with one located
-    error per problem, naming the hub reference it was pulled from."""
+def check_pulled(models: Iterable[LoadedModel], check: FilesCheck) -> None:
+    """``check`` (``controller.weights.compat.check_files``) on every model of ``models`` whose hub
+    files are all pulled (``pulled`` set: its weights and files where the controller reads them).
+    Raises InvalidManifests with one located error per problem, naming the hub reference it was
+    pulled from."""
     pulled = [model for model in models if model.pulled is not None]
-    check_found(pulled, lambda model: named(model, check(model, weights=cache.weights(model))))
+    check_found(pulled, lambda model: named(model, check(model)))
 
 
 def named(model: LoadedModel, problems: Iterable[FileProblem]) -> list[FileProblem]:

@@ -38,13 +38,12 @@ _CHECKED: dict[tuple[Any, ...], list[Problem]] = {}
 _CHECKED_MAX = 256
 
 
-def check_files(model: LoadedModel, *, weights: Path | None = None) -> list[Problem]:
+def check_files(model: LoadedModel) -> list[Problem]:
     """Every problem with ``model``'s resolved files beside its weights, each with its field; none
-    when it names none, or when the weights are not here. ``weights``: where they are when the
-    loader did not resolve them (``model.weights`` None: hub weights, pulled into the hub cache).
-    Read once per version of the files: the manifests are loaded again whenever they change, and
-    on every reconcile pass."""
-    weights = model.weights if weights is None else weights
+    when it names none, or when the weights are not here (``readable_weights``: resolved under a
+    root, or hub weights pulled into the cache). Read once per version of the files: the manifests
+    are loaded again whenever they change, and on every reconcile pass."""
+    weights = model.readable_weights
     files = model.files
     if weights is None or not (files.mmproj or files.draft or files.adapters):
         return []

@@ -222,28 +222,29 @@ def test_a_check_that_breaks_or_a_manifest_gone_is_still_one_error_at_its_file(t
         None,
         None,
         pulled=PulledFiles("", False, "w.gguf"),
+        pulled_root=tmp_path / "hub",
     )
     cache = HubCache(tmp_path / "hub")
 
-    def broken(model: LoadedModel, *, weights: Path | None = None) -> list[tuple[tuple[str | int, ...], str]]:
-        raise RuntimeError(f"boom at {weights}")
+    def broken(model: LoadedModel) -> list[tuple[tuple[str | int, ...], str]]:
+        raise RuntimeError(f"boom at {model.readable_weights}")
 
-    def misfit(model: LoadedModel, *, weights: Path | None = None) -> list[tuple[tuple[str | int, ...], str]]:
-        return [(("mmproj",), f"{weights}: too narrow")]
+    def misfit(model: LoadedModel) -> list[tuple[tuple[str | int, ...], str]]:
+        return [(("mmproj",), f"{model.readable_weights}: too narrow")]
 
     with pytest.raises(InvalidManifests) as caught:
-        check_pulled([model], cache, broken)
+        check_pulled([model], broken)
     (error,) = caught.value.errors
     weights = cache.root / "w.gguf"
     why = "cannot check the files beside the weights: RuntimeError: boom"
     assert str(error) == f"{manifest}:1: {why} at {weights}"  # the document's line
     with pytest.raises(InvalidManifests) as caught:
-        check_pulled([model], cache, misfit)
+        check_pulled([model], misfit)
     assert [str(e) for e in caught.value.errors] == [
         f"{manifest}:4 field 'mmproj': hf://test/tiny-vlm, pulled: {cache.root / 'w.gguf'}: too narrow"
     ]
     manifest.unlink()
     with pytest.raises(InvalidManifests) as caught:
-        check_pulled([model], cache, misfit)
+        check_pulled([model], misfit)
     assert [(e.line, e.field) for e in caught.value.errors] == [(None, "mmproj")]
-    check_pulled([replace(model, pulled=None)], cache, broken)  # not pulled: not checked
+    check_pulled([replace(model, pulled=None)], broken)  # not pulled: not checked
