@@ -33,6 +33,7 @@ from controller.manifests.engines import ENGINE_NAMES, VLLM
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import load_folder
 from controller.manifests.model import LoadedModel
+from controller.manifests.rules import HUB_PATTERN
 from controller.settings import ControllerSettings
 
 POLL_S = 1.0  # between progress lines' checks
@@ -134,7 +135,7 @@ def parse_refs(values: list[str], engine: str | None) -> tuple[tuple[str, HubRef
             )
         if kind == "mmproj" and engine == VLLM:
             raise HubError(f"--ref {value}: vLLM takes no projector file")
-        ref = HubRef.parse(reference, engine, kind)
+        ref = HubRef.parse(reference, engine, kind) if HUB_PATTERN.match(reference) else None
         if ref is None:
             raise HubError(f"--ref {value}: not a hub reference (hf://org/repo[:TAG])")
         refs.append((role, ref))

@@ -116,6 +116,7 @@ async def test_a_split_draft_is_one_line_not_a_link_to_one_shard(
         ((f"weights={DRAFT}",), "llamacpp", "ROLE is draft, mmproj or adapter:NAME"),
         (("adapter:=hf://a/b",), "llamacpp", "ROLE is draft, mmproj or adapter:NAME"),
         (("draft=some/file.gguf",), "llamacpp", "not a hub reference"),
+        (("draft=hf://org/repo/sub",), "llamacpp", "not a hub reference"),
         (("mmproj=hf://a/b",), "vllm", "vLLM takes no projector file"),
         ((f"draft={DRAFT}",), None, "--ref and --engine go together"),
         ((), "llamacpp", "--ref and --engine go together"),
