@@ -20,6 +20,7 @@ Hub token is the process's ``HF_TOKEN`` (the pod's, from its Secret), never an a
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -72,6 +73,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    # The HTTP client's request lines would print the CDN's signed URLs (download.py never logs them).
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     settings = ControllerSettings.from_env(hub_cache=args.hub_cache)
     if args.ref or args.engine:
         if args.target is not None:

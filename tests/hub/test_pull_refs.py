@@ -6,6 +6,7 @@ environment and never printed; one line and exit 1 for what it cannot do."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,12 +46,17 @@ def endpoint(hub: tuple[StandInHub, str], monkeypatch: pytest.MonkeyPatch) -> St
 
 
 async def test_pulls_links_and_the_docker_controller_finds_the_same_files(
-    endpoint: StandInHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    endpoint: StandInHub,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     cache = tmp_path / "cache"
     assert await asyncio.to_thread(pull, cache, f"draft={DRAFT}", f"adapter:a={LORA}") == 0
     out = capsys.readouterr()
     assert "pulling 100%" in out.out and TOKEN not in out.out + out.err
+    assert not [r for r in caplog.records if r.name == "httpx2"]  # its request lines: signed URLs
     assert endpoint.authorizations and set(endpoint.authorizations) == {f"Bearer {TOKEN}"}
     draft, lora = HubRef.parse(DRAFT, "llamacpp", "draft"), HubRef.parse(LORA, "llamacpp", "adapter")
     assert draft is not None and lora is not None
