@@ -1,8 +1,9 @@
 """`modelctl plan PATH`: which replica would get which GPUs, and why the rest would wait, against
 this machine's GPUs or a saved inventory; nothing is started. Hub models already in the hub cache
-(``modelctl pull``) are sized from their pulled files. With ``--diff``, what applying PATH
-would start, stop, roll or leave Pending against what the controller runs (exit 0 no change,
-2 changes, 1 errors), decided by the controller itself (POST /v1/plan).
+(``modelctl pull``) are sized from their pulled files, and those files checked against the
+weights. With ``--diff``, what applying PATH would start, stop, roll or leave Pending against
+what the controller runs (exit 0 no change, 2 changes, 1 errors), decided by the controller
+itself (POST /v1/plan).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from controller.cli import client
 from controller.cli.render import replica_range, report_invalid
 from controller.errors import InvalidManifests, ModelctlError
+from controller.hub.fit import check_pulled
 from controller.manifests.loader import load_folder
 from controller.manifests.model import LoadedModel
 from controller.weights.compat import check_files
@@ -64,6 +66,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         models = load_folder(args.path, model_roots=roots, check_files=check_files, detect_task=detect_task)
         models = ControllerSettings.from_env(hub_cache=args.hub_cache).hub.resolve(models)  # pulled: sized
+        check_pulled(models, check_files)  # and checked against the weights, as the controller does
         inventory = Inventory.from_json(args.inventory.read_text()) if args.inventory else read_inventory()
     except InvalidManifests as exc:
         return report_invalid(exc, args.path)

@@ -8,22 +8,33 @@ with progress. A model already cached is said so without a network call. For an 
 pull on a connected machine and carry the cache folder over (or fill the compose volume
 ``modelctl-hub-cache`` from it): the controller serves what it finds there offline.
 Exit status 0 when every model is in the cache, 1 when any pull failed (one line each on stderr).
+
+`modelctl pull --ref ROLE=hf://org/repo[:TAG] ... --engine ENGINE` pulls files beside the weights
+with no manifest at hand: what a Kubernetes pod's initContainer runs (``controller.kubernetes.
+hubfiles``). ROLE is ``draft``, ``mmproj`` or ``adapter:NAME``; the files are chosen as for a
+manifest naming the same reference for that engine (``controller.hub.select``), and each is linked
+where its reference alone names it (``HubRef.link``), which the rendered engine flags name. The
+Hub token is the process's ``HF_TOKEN`` (the pod's, from its Secret), never an argument.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.errors import HubError, InvalidManifests
-from controller.hub.cache import HubCache, describe, hub_refs
-from controller.hub.pull import Puller, PullPlan
+from controller.hub.cache import WEIGHTS, HubCache, HubRef, describe, hub_refs, kind_of
+from controller.hub.pull import TOKEN_VARS, Puller, PullPlan
+from controller.manifests.engines import ENGINE_NAMES, VLLM
 from controller.manifests.envrefs import EnvAllow
 from controller.manifests.loader import load_folder
 from controller.manifests.model import LoadedModel
+from controller.manifests.rules import HUB_PATTERN
 from controller.settings import ControllerSettings
 
 POLL_S = 1.0  # between progress lines' checks
@@ -37,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Pull the hf:// weights of every model in the manifests at PATH, or of the model "
         "named MODEL, into the hub cache, as the controller pulls them before a first start.",
     )
-    pull.add_argument("target", metavar="PATH|MODEL", help="a manifests folder or file, or a model's name")
+    pull.add_argument(
+        "target", nargs="?", metavar="PATH|MODEL", help="a manifests folder or file, or a model's name"
+    )
     pull.add_argument(
         "--manifests",
         type=Path,
@@ -47,11 +60,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     pull.add_argument(
         "--hub-cache", type=Path, help="the cache folder (MODELCTL_HUB_CACHE, ~/.cache/modelctl/hub)"
     )
+    pull.add_argument(
+        "--ref",
+        action="append",
+        default=[],
+        metavar="ROLE=hf://org/repo[:TAG]",
+        help="instead of PATH|MODEL: a file beside the weights (ROLE draft, mmproj or adapter:NAME), "
+        "pulled for --engine and linked at a place its reference names (Kubernetes' initContainer)",
+    )
+    pull.add_argument("--engine", choices=ENGINE_NAMES, help="the engine the --ref files are for")
     pull.set_defaults(func=cmd_pull)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
+    # The HTTP client's request lines would print the CDN's signed URLs (download.py never logs them).
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     settings = ControllerSettings.from_env(hub_cache=args.hub_cache)
+    if args.ref or args.engine:
+        if args.target is not None:
+            raise HubError("give PATH|MODEL or --ref, not both")
+        return pull_refs(Puller(HubCache(settings.hub_cache)), parse_refs(args.ref, args.engine))
+    if args.target is None:
+        raise HubError("nothing to pull: give PATH|MODEL, or --ref ROLE=hf://org/repo with --engine")
     models = chosen(args.target, args.manifests, settings)
     if not models:
         print(f"nothing to pull: no hf:// models in {args.target}")
@@ -90,12 +120,59 @@ def pull_one(puller: Puller, model: LoadedModel) -> bool:
     if puller.cached(model) is not None:
         print(f"{model.name}: {ref} is in the cache")
         return True
+    return watched(puller, model.name, ref, lambda on_plan: puller.pull(model, on_plan=on_plan))
+
+
+def parse_refs(values: list[str], engine: str | None) -> tuple[tuple[str, HubRef], ...]:
+    """``--ref ROLE=hf://...`` values as (role, reference) for ``engine``. Raises HubError naming
+    the value that is not one."""
+    if engine is None or not values:
+        raise HubError("--ref and --engine go together: --ref ROLE=hf://org/repo[:TAG] --engine ENGINE")
+    refs = []
+    for value in values:
+        role, _, reference = value.partition("=")
+        kind = kind_of(role)
+        if kind is None or kind == WEIGHTS:
+            raise HubError(
+                f"--ref {value}: ROLE is draft, mmproj or adapter:NAME (the engine pulls its weights)"
+            )
+        if kind == "mmproj" and engine == VLLM:
+            raise HubError(f"--ref {value}: vLLM takes no projector file")
+        ref = HubRef.parse(reference, engine, kind) if HUB_PATTERN.match(reference) else None
+        if ref is None:
+            raise HubError(f"--ref {value}: not a hub reference (hf://org/repo[:TAG])")
+        refs.append((role, ref))
+    return tuple(refs)
+
+
+def pull_refs(puller: Puller, refs: tuple[tuple[str, HubRef], ...]) -> int:
+    """Pull ``refs`` (the token: the process's HF_TOKEN), then link each at its ``HubRef.link``;
+    0, or 1 with one line on stderr when the pull or a link failed."""
+    label, token = describe(refs), next((os.environ[n] for n in TOKEN_VARS if os.environ.get(n)), None)
+    if all(puller.cache.find(ref) is not None for _, ref in refs):
+        print(f"{label} is in the cache")
+    elif not watched(
+        puller, "pull", label, lambda on_plan: puller.pull_refs([r for _, r in refs], token, on_plan=on_plan)
+    ):
+        return 1
+    try:
+        for role, ref in refs:
+            print(f"{role}: {ref} at {puller.cache.write_link(ref)}")
+    except (HubError, OSError) as exc:
+        print(f"modelctl: pull: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def watched(puller: Puller, name: str, ref: str, job: Callable[[Callable[[PullPlan], None]], object]) -> bool:
+    """Run ``job`` (a pull, handed the callback that hears its plans) on a thread, printing its
+    progress as ``name: ref: ...``; False (and one line on stderr) when it failed."""
     plans: list[PullPlan] = []
     outcome: list[BaseException | None] = []
 
     def run() -> None:
         try:
-            puller.pull(model, on_plan=plans.append)
+            job(plans.append)
             outcome.append(None)
         except BaseException as exc:  # reported below, on the main thread
             outcome.append(exc)
@@ -109,12 +186,12 @@ def pull_one(puller: Puller, model: LoadedModel) -> bool:
             progress = puller.measure(*plans)
             if progress.percent >= shown + STEP or (progress.percent == 100 and shown < 100):
                 shown = progress.percent
-                print(f"{model.name}: {ref}: {progress.describe()}", flush=True)
+                print(f"{name}: {ref}: {progress.describe()}", flush=True)
     error = outcome[0] if outcome else RuntimeError("the pull ended without a result")
     if error is None:
-        print(f"{model.name}: {ref} pulled into {puller.cache.root}")
+        print(f"{name}: {ref} pulled into {puller.cache.root}")
         return True
     if not isinstance(error, HubError):
         error = HubError(f"{ref}: unexpected error: {type(error).__name__}: {error}")
-    print(f"modelctl: pull: {model.name}: {error}", file=sys.stderr)
+    print(f"modelctl: pull: {name}: {error}", file=sys.stderr)
     return False

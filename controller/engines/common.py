@@ -45,9 +45,11 @@ def weights_source(model: LoadedModel, *, whole_folder: bool = False) -> Weights
     ``whole_folder``: a weights file is mounted with the folder it sits in (vLLM needs the
     config.json and tokenizer beside the .safetensors), and the path is that folder.
     Raises EngineError when host weights were not resolved against the model roots: a spec must
-    never mount a path that was not checked.
+    never mount a path that was not checked. Hub weights with ``pulled`` naming no path (a
+    Kubernetes rendering: only the files beside them are pulled, by the pod) are the engine's own
+    download.
     """
-    if model.hub is not None and model.pulled is not None:
+    if model.hub is not None and model.pulled is not None and model.pulled.path:
         return pulled_source(model.pulled)
     if model.hub is not None:
         cache = Mount(source=HUB_CACHE_VOLUME, target=HUB_CACHE_DIR, read_only=False, type="volume")

@@ -10,6 +10,12 @@ served offline, and a cache carried to an air-gapped machine works as it did whe
 The engines mount the same cache at ``HUB_CACHE_DIR`` (/cache): the controller's ``root`` is the
 Docker volume ``modelctl-hub-cache`` in compose (``source`` names it), or a host folder that is
 bind-mounted as it is (a controller run on the host).
+
+Where a pulled file lies depends on the commit the Hub named at pull time, which a Kubernetes
+rendering cannot know: there a pod's initContainer (``modelctl pull --ref``) pulls the files beside
+the weights and links each at a place that depends on its reference only (``HubRef.link``:
+``<root>/modelctl/links/<key>[.gguf]``, a relative link into its snapshot), and the engine's flags
+name that place.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from controller.hub.select import Selection
+from controller.errors import HubError
+from controller.hub.select import Selection, split_info
 from controller.manifests.engines import LLAMACPP
 from controller.manifests.model import AdapterFile, LoadedModel, PulledFiles
 from controller.manifests.rules import hub_reference
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HF_FOLDER = "huggingface/hub"  # huggingface_hub's cache_dir under the root (vLLM's HF_HOME/hub)
 RECORDS = "modelctl/pulls"
+LINKS = "modelctl/links"  # a pulled file at a place its reference alone names (``HubRef.link``)
 RECORD_LIMIT = 1 << 20  # bytes: a record lists a few hundred files at most
 
 
@@ -42,6 +50,15 @@ def default_root() -> Path:
 WEIGHTS = "weights"
 # What a reference names, by its role in the manifest: which files ``select`` picks for it.
 KINDS = ("weights", "draft", "mmproj", "adapter")
+ADAPTER_ROLE = "adapter:"  # an adapter's role: 'adapter:<name>'
+
+
+def kind_of(role: str) -> str | None:
+    """The kind of file a role names (``weights``, ``draft``, ``mmproj``, ``adapter:<name>``
+    -> ``adapter``); None for a role we do not know."""
+    if role.startswith(ADAPTER_ROLE):
+        return "adapter" if len(role) > len(ADAPTER_ROLE) else None
+    return role if role in KINDS and role != "adapter" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +96,23 @@ class HubRef:
         digest = hashlib.sha256(named.encode()).hexdigest()[:12]
         return f"{self.repo.replace('/', '--')}-{digest}"
 
+    @property
+    def link(self) -> str:
+        """Where ``HubCache.write_link`` links the pulled file, relative to the cache's root: a
+        llama.cpp GGUF file (``.gguf``), or vLLM's snapshot folder."""
+        return f"{LINKS}/{self.key}{'.gguf' if self.engine == LLAMACPP else ''}"
+
 
 def hub_refs(model: LoadedModel) -> tuple[tuple[str, HubRef], ...]:
     """Every hub reference ``model``'s manifest names, by role: ``weights``, ``draft``,
     ``mmproj``, ``adapter:<name>`` (in the manifest's order)."""
     manifest, engine = model.manifest, model.manifest.resolved_engine
-    named = [(WEIGHTS, manifest.model, WEIGHTS), ("draft", manifest.draft, "draft")]
-    named.append(("mmproj", manifest.mmproj, "mmproj"))
-    named += [(f"adapter:{a.name}", a.path, "adapter") for a in manifest.adapters]
+    named = [(WEIGHTS, manifest.model), ("draft", manifest.draft), ("mmproj", manifest.mmproj)]
+    named += [(f"{ADAPTER_ROLE}{a.name}", a.path) for a in manifest.adapters]
     refs = []
-    for role, value, kind in named:
-        ref = HubRef.parse(value, engine, kind) if value is not None else None
+    for role, value in named:
+        kind = kind_of(role)
+        ref = HubRef.parse(value, engine, kind) if value is not None and kind is not None else None
         if ref is not None:
             refs.append((role, ref))
     return tuple(refs)
@@ -174,6 +197,29 @@ class HubCache:
         path = snapshot / primary if ref.engine == LLAMACPP else snapshot
         extra = self.relative(snapshot / mmproj) if isinstance(mmproj, str) and mmproj in files else None
         return self.relative(path), (extra if ref.kind == WEIGHTS else None)
+
+    def write_link(self, ref: HubRef) -> Path:
+        """Link ``ref``'s pulled file (llama.cpp) or snapshot folder (vLLM) at ``ref.link``, replacing
+        an older link at once (a reader sees the old target or the new, never none). Returns the
+        link. Raises HubError when the files are not all in the cache, or when the file is one
+        shard of a split GGUF (llama.cpp finds shards 2..N by shard 1's own name, which one link
+        cannot keep)."""
+        found = self.find(ref)
+        if found is None:
+            raise HubError(f"{ref}: not in the hub cache at {self.root}: nothing to link")
+        target = self.root / found[0]
+        if ref.engine == LLAMACPP and split_info(target.name)[3] > 1:
+            raise HubError(
+                f"{ref}: {target.name} is one shard of a split GGUF, which cannot be linked as one "
+                "file: give it under the model root instead"
+            )
+        link = self.root / ref.link
+        link.parent.mkdir(parents=True, exist_ok=True)
+        fresh = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(os.path.relpath(target, link.parent))
+        fresh.replace(link)
+        return link
 
     def lookup(self, ref: HubRef) -> PulledFiles | None:
         """The pulled files of the hub weights ``ref`` when every one is in the cache; else None."""

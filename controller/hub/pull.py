@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +175,25 @@ class Puller:
         pulled = self.cache.lookup_model(model)
         if pulled is not None:
             return pulled
-        token = hub_token(model)
-        unique = dict.fromkeys(ref for _, ref in refs)  # two adapters from one repo: one plan
+        self.pull_refs([ref for _, ref in refs], hub_token(model), on_plan=on_plan)
+        pulled = self.cache.lookup_model(model)
+        if pulled is None:
+            where = self.cache.root
+            raise HubError(f"{describe(refs)}: downloaded, but the files are not in the cache at {where}")
+        return pulled
+
+    def pull_refs(
+        self,
+        refs: Iterable[HubRef],
+        token: str | None,
+        *,
+        on_plan: Callable[[PullPlan], None] | None = None,
+    ) -> None:
+        """``refs`` in the cache: each not cached planned (one plan per distinct reference: two
+        adapters from one repo share it), the room for all checked, then each downloaded and
+        recorded, as ``pull`` does for a model (``modelctl pull --ref`` calls it with no manifest).
+        Raises HubError."""
+        unique = dict.fromkeys(refs)
         plans = [self.plan(ref, token) for ref in unique if self.cache.find(ref) is None]
         self.check_room(*plans)
         for plan in plans:
@@ -184,11 +201,6 @@ class Puller:
                 on_plan(plan)
         for plan in plans:
             self.download(plan, token)
-        pulled = self.cache.lookup_model(model)
-        if pulled is None:
-            where = self.cache.root
-            raise HubError(f"{describe(refs)}: downloaded, but the files are not in the cache at {where}")
-        return pulled
 
     def target(self, plan: PullPlan, f: RepoFile) -> Target:
         """Where ``f`` of ``plan`` comes from (its resolve URL at the plan's commit) and goes."""

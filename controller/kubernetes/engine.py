@@ -18,7 +18,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from controller.engines import build_spec, sets_own_threads
-from controller.kubernetes import names
+from controller.engines.common import HUB_CACHE_DIR
+from controller.kubernetes import hubfiles, names
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import references
 from controller.manifests.model import LoadedModel
@@ -145,13 +146,33 @@ def pod_template(
         "automountServiceAccountToken": False,  # an engine never talks to the API server
         "enableServiceLinks": False,  # no <SERVICE>_PORT variables (VLLM_PORT would break vLLM)
         "securityContext": pod_security(spec.engine),
-        "containers": [container],
-        "volumes": volumes,
     }
+    if hubfiles.has_hub_files(model):
+        pod["securityContext"].setdefault("fsGroup", NON_ROOT_UID)  # the cache is writable for it
+        pod["initContainers"] = [pull_container(model, options)]
+    pod.update(containers=[container], volumes=volumes)
     if model.manifest.num_gpus:
         # GPU nodes are commonly tainted so that only GPU pods land there.
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def pull_container(model: LoadedModel, options: RenderOptions) -> dict[str, Any]:
+    """The initContainer that pulls the hub files beside the weights into the hub-cache PVC and
+    links them where the engine's flags name them (``hubfiles``): the modelctl image, as nobody
+    with a read-only root, bounded; the token from the Secret, as the engine's env is."""
+    container: dict[str, Any] = {
+        "name": hubfiles.NAME,
+        "image": options.gateway_image,
+        "args": hubfiles.pull_args(model),
+        "env": env_entries(hubfiles.pull_env(model), options.secret),
+        "resources": hubfiles.RESOURCES,
+        "securityContext": restricted_security(nobody=True),
+        "volumeMounts": [{"name": "hub-cache", "mountPath": HUB_CACHE_DIR}],
+    }
+    if not container["env"]:
+        del container["env"]
+    return container
 
 
 def env_entries(env: tuple[tuple[str, str], ...], secret: str) -> list[dict[str, Any]]:
@@ -202,9 +223,11 @@ def storage(
     mounts: list[dict[str, Any]] = []
     binds = 0
     for mount in spec.mounts:
-        if mount.type == "volume":
+        if mount.type == "volume":  # the hub cache: read-only unless the engine downloads into it
             volumes.append({"name": "hub-cache", "persistentVolumeClaim": {"claimName": options.cache_claim}})
             mounts.append({"name": "hub-cache", "mountPath": mount.target})
+            if mount.read_only:
+                mounts[-1]["readOnly"] = True
             continue
         name = "weights" if binds == 0 or not options.host_model_root else f"weights-{binds}"
         volume, volume_mount = weights_volume(mount, weights_root, options, name)
@@ -257,9 +280,11 @@ def resources(model: LoadedModel, spec: ContainerSpec, options: RenderOptions) -
     A CPU replica requests what the Docker controller places it against (``cpu_need``: weights +
     KV cache + the engine's overhead) and ``options.cpus`` cores, with a CPU limit as large (its
     threads match it), and the memory limit its Docker container gets (``spec.memory_limit``: the
-    estimate plus a margin; none when the weights cannot be sized). A GPU replica requests host
-    memory for the engine process only (its weights and KV cache are in GPU memory), no memory
-    limit. Processes: a pod's pids limit is the kubelet's (podPidsLimit), not the manifest's.
+    estimate plus a margin; none when the weights cannot be sized, or when hub files beside them,
+    pulled by the pod itself, are not here to size: the request is then a lower bound). A GPU
+    replica requests host memory for the engine process only (its weights and KV cache are in GPU
+    memory), no memory limit. Processes: a pod's pids limit is the kubelet's (podPidsLimit), not
+    the manifest's.
     """
     manifest = model.manifest
     if manifest.num_gpus:
@@ -268,7 +293,7 @@ def resources(model: LoadedModel, spec: ContainerSpec, options: RenderOptions) -
         return {"requests": requests, "limits": {"nvidia.com/gpu": manifest.num_gpus}}
     requests = {"cpu": str(options.cpus), "memory": mebibytes(cpu_need(model))}
     limits = {"cpu": str(options.cpus)}
-    if spec.memory_limit:
+    if spec.memory_limit and not hubfiles.has_hub_files(model):  # else a lower bound (notes say so)
         limits["memory"] = mebibytes(spec.memory_limit)
     return {"requests": requests, "limits": limits}
 
@@ -296,13 +321,18 @@ def probes(spec: ContainerSpec, load_timeout_s: float) -> dict[str, Any]:
 
 
 def container_security(engine: str) -> dict[str, Any]:
+    return restricted_security(nobody=RUNS_AS_NOBODY[engine])
+
+
+def restricted_security(*, nobody: bool) -> dict[str, Any]:
+    """No capabilities, no privilege escalation, seccomp on; ``nobody``: as nobody, read-only root."""
     context: dict[str, Any] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    if RUNS_AS_NOBODY[engine]:
+    if nobody:
         context.update(
             runAsNonRoot=True, runAsUser=NON_ROOT_UID, runAsGroup=NON_ROOT_UID, readOnlyRootFilesystem=True
         )

@@ -3,7 +3,9 @@ each, printed when rendering (never dropped in silence)."""
 
 from __future__ import annotations
 
+from controller.engines.files import hub_fields
 from controller.engines.vllm import VLLM_DEFAULT_LORA_RANK
+from controller.kubernetes import hubfiles
 from controller.kubernetes.engine import RUNS_AS_NOBODY, container_spec, replica_count
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import references
@@ -26,6 +28,12 @@ def model_notes(model: LoadedModel, options: RenderOptions) -> list[str]:
     if model.hub:
         lines.append(
             f"model {m.model}: the engine downloads it into PVC {options.cache_claim} (ReadWriteMany)"
+        )
+    if hub := [role for role, _ in hub_fields(model)]:
+        lines.append(
+            f"{', '.join(hub)}: hf:// files, pulled by the pod's initContainer ({hubfiles.NAME}, image "
+            f"{options.gateway_image}) into PVC {options.cache_claim}; the memory request does not count "
+            "them (not here to size)" + ("" if m.num_gpus else " and the replica gets no memory limit")
         )
     if m.resolved_engine == "vllm" and m.adapters and not any(a.path.exists() for a in model.files.adapters):
         lines.append(

@@ -8,7 +8,8 @@ removed; nothing else in the folder is touched.
 
 Weights: with ``model_root`` (a local copy of the model root) they are checked and sized as on
 Docker; without it a relative path stands for the same path under the cluster's model root, and a
-CPU replica's memory request is only the engine's overhead (notes say so).
+CPU replica's memory request is only the engine's overhead (notes say so). Files beside the weights
+named as hub references are pulled by the pod itself (``hubfiles``: an initContainer).
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from typing import Any
 
 import yaml
 
-from controller.engines.files import hub_fields
 from controller.errors import ModelctlError
 from controller.kubernetes.engine import cache_claim, model_objects
 from controller.kubernetes.gateway import gateway_objects
+from controller.kubernetes.hubfiles import has_hub_files, linked
 from controller.kubernetes.notes import model_notes
 from controller.kubernetes.options import RenderOptions
 from controller.manifests.envrefs import ANY_NAME
 from controller.manifests.loader import load_folder
 from controller.manifests.model import AdapterFile, ExtraFiles, LoadedModel
+from controller.manifests.rules import hub_reference
 from controller.weights.compat import check_files
 from controller.weights.task import detect_task
 
@@ -93,12 +95,7 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
         detect_task=detect_task,
     )
     for model in found:
-        model = dataclasses.replace(model, filled_env=None)
-        if hub := [role for role, _ in hub_fields(model)]:  # the controller pulls them; no pod does
-            raise ModelctlError(
-                f"{model.file}: model {model.name}: hf:// files beside the weights ({', '.join(hub)}) "
-                "are not rendered for Kubernetes yet: give their paths under the model root"
-            )
+        model = linked(dataclasses.replace(model, filled_env=None))  # hub files: the pod pulls them
         local = not model.hub or beside_weights(model)  # files that lie under the model root
         if not local:
             loaded.append((model, None))
@@ -110,8 +107,15 @@ def load_models(path: Path, model_root: Path | None) -> list[tuple[LoadedModel, 
 
 
 def beside_weights(model: LoadedModel) -> bool:
+    """Whether the manifest names a file beside the weights under the model root (not hf://)."""
     manifest = model.manifest
-    return bool(manifest.mmproj or manifest.draft or manifest.adapters)
+    named = [manifest.mmproj, manifest.draft, *(a.path for a in manifest.adapters)]
+    return any(path is not None and hub_reference(path) is None for path in named)
+
+
+def local_path(path: str | None) -> str | None:
+    """``path`` when it lies under the model root; None when absent or a hub reference."""
+    return path if path is not None and hub_reference(path) is None else None
 
 
 def cluster_weights(model: LoadedModel) -> LoadedModel:
@@ -122,10 +126,13 @@ def cluster_weights(model: LoadedModel) -> LoadedModel:
     manifest = model.manifest
     vllm = manifest.resolved_engine == "vllm"
     weights = None if model.hub else cluster_path(model, manifest.model, folder=vllm)
+    mmproj, draft = local_path(manifest.mmproj), local_path(manifest.draft)
     files = ExtraFiles(
-        mmproj=cluster_path(model, manifest.mmproj) if manifest.mmproj else None,
-        draft=cluster_path(model, manifest.draft) if manifest.draft else None,
-        adapters=tuple(AdapterFile(a.name, cluster_path(model, a.path)) for a in manifest.adapters),
+        mmproj=cluster_path(model, mmproj) if mmproj else None,
+        draft=cluster_path(model, draft) if draft else None,
+        adapters=tuple(
+            AdapterFile(a.name, cluster_path(model, a.path)) for a in manifest.adapters if local_path(a.path)
+        ),
     )
     return dataclasses.replace(model, weights=weights, files=files)
 
@@ -155,7 +162,7 @@ def render(path: Path, options: RenderOptions, *, model_root: Path | None = None
         notes.extend(lines)
         for obj in model_objects(model, root, options):
             files[file_name(obj)] = dump(obj, source=Path(model.file).name, notes=lines)
-    if any(model.hub for model, _ in loaded):
+    if any(model.hub or has_hub_files(model) for model, _ in loaded):
         files[file_name(cache_claim(options))] = dump(cache_claim(options), source=None, notes=[])
     for obj in gateway_objects([m for m, _ in loaded], options):
         files[file_name(obj)] = dump(obj, source=None, notes=[])

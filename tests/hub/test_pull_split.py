@@ -85,3 +85,28 @@ async def test_modelctl_plan_sizes_a_pulled_hub_model_and_places_it_on_a_gpu(
     after = json.loads(capsys.readouterr().out)
     assert after["pending"] == [] and len(after["assignments"]) == 1
     assert after["estimates"]["split"]["weights"] == 96_576_768
+
+
+async def test_modelctl_plan_refuses_a_pulled_adapter_that_does_not_fit(
+    hub: tuple[StandInHub, str],
+    cache: HubCache,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, url = hub
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "m.yaml").write_text(
+        "name: vlm\nmodel: hf://test/tiny-vlm\nengine: llamacpp\n"
+        "adapters:\n  - name: sea\n    path: hf://test/smollm2-lora\n"
+    )
+    plan = ["plan", str(folder), "--inventory", str(INVENTORY), "--hub-cache", str(cache.root)]
+    assert main(plan) == 0  # not pulled: nothing to check yet
+    pull = ["pull", str(folder), "--hub-cache", str(cache.root)]
+    assert await asyncio.to_thread(main, pull) == 0
+    capsys.readouterr()
+    assert main(plan) == 1
+    err = capsys.readouterr().err
+    assert "m.yaml:6 field 'adapters.0.path': hf://test/smollm2-lora, pulled: " in err, err

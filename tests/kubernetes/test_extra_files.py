@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from controller.errors import ModelctlError
 from controller.kubernetes.engine import container_spec, model_objects
 from controller.kubernetes.options import RenderOptions
 from controller.kubernetes.render import Rendering
@@ -131,16 +130,3 @@ def test_the_gateway_s_models_file_names_the_adapters_so_the_dns_table_routes_th
     assert (entry["engine"], entry["adapters"], entry["vision"]) == ("llamacpp", ["lora-a", "lora-b"], False)
     (model,) = parse_models(document)
     assert model.endpoints.adapters == ("lora-a", "lora-b")
-
-
-@pytest.mark.parametrize("root", [False, True])
-def test_a_hub_file_beside_the_weights_is_one_error_not_a_bogus_mount(tmp_path: Path, root: bool) -> None:
-    """The controller pulls hf:// drafts and adapters before a start; a rendered pod would not."""
-    (tmp_path / "m.yaml").write_text(
-        f"name: smol\nmodel: {GGUF}\nadapters: [{{name: a, path: 'hf://test/smollm2-lora'}}]\n"
-    )
-    options = {"model_root": model_root().resolve()} if root else {}
-    with pytest.raises(
-        ModelctlError, match=r"m\.yaml: model smol: hf:// files beside the weights \(adapter:a\) "
-    ):
-        render_dir(tmp_path, **options)

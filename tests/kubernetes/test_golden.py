@@ -15,7 +15,7 @@ import pytest
 from controller.kubernetes.options import RenderOptions
 from controller.kubernetes.render import render, write
 
-from .support import GGUF, REPO, model_root
+from .support import FIXTURES, GGUF, REPO, model_root
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {
@@ -23,6 +23,7 @@ CASES = {
     "seed": (REPO / "examples" / "seed.json", RenderOptions(), False),
     "vllm-gpu": (REPO / "examples" / "qwen-vllm-gpu.yaml", RenderOptions(inference_pool=True), False),
     "llamacpp-cpu": (REPO / "models" / "smollm2.yaml", RenderOptions(namespace="llm"), True),
+    "hub-files": (FIXTURES / "hub-files.yaml", RenderOptions(), False),
 }
 
 
