@@ -1,4 +1,5 @@
-"""Anthropic Messages <-> OpenAI chat, as pure functions (``doors.messages_translate``): what a
+"""Anthropic Messages <-> OpenAI chat, as pure functions (``doors.messages_translate``,
+``doors.messages_stream``): what a
 request becomes, what it is refused for, and the Message and events an answer becomes, whole and fed
 in any slices."""
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from controller.gateway.doors import messages_translate as translate
+from controller.gateway.doors.messages_stream import MessagesStream
 from controller.gateway.forward.events import MAX_EVENT_BYTES, EventTooLarge
 
 TOOL = {"name": "weather", "description": "The weather in a city.", "input_schema": {"type": "object"}}
@@ -281,7 +283,7 @@ def events(data: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def fed(data: bytes, size: int) -> bytes:
-    stream = translate.MessagesStream("smollm2-a")
+    stream = MessagesStream("smollm2-a")
     out = b"".join(stream.feed(data[at : at + size]) for at in range(0, len(data), size))
     return out + stream.end()
 
@@ -333,7 +335,7 @@ def test_a_stream_fed_in_any_slices_gives_the_same_events(size: int) -> None:
 
 
 def test_a_stream_that_ends_without_done_still_ends_and_counts() -> None:
-    stream = translate.MessagesStream("m")
+    stream = MessagesStream("m")
     out = stream.feed(chunk({"content": "Hi"}) + chunk({}, "length") + USAGE)
     assert stream.usage() == (9, 4) and not stream.done
     got = events(out + stream.end())
@@ -342,19 +344,19 @@ def test_a_stream_that_ends_without_done_still_ends_and_counts() -> None:
 
 
 def test_an_empty_stream_is_still_a_whole_message() -> None:
-    stream = translate.MessagesStream("m")
+    stream = MessagesStream("m")
     got = events(stream.feed(b": loading m\n\ndata: [DONE]\n\n") + stream.end())
     assert [n for n, _ in got] == ["message_start", "message_delta", "message_stop"]
 
 
 def test_errors_end_the_stream_as_anthropics_error_event() -> None:
-    stream = translate.MessagesStream("m")
+    stream = MessagesStream("m")
     replica = sse({"error": {"code": 500, "message": "boom", "type": "server_error"}})
     got = events(stream.feed(chunk({"content": "Hi"}) + replica) + stream.end())
     assert got[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": "boom"}})
     assert stream.done and stream.failed
     # The gateway's own error event (Anthropic's shape, written by the relay) keeps its type.
-    stream = translate.MessagesStream("m")
+    stream = MessagesStream("m")
     own = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}\n\n'
     assert events(stream.feed(own)) == [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "x"}})
@@ -362,7 +364,7 @@ def test_errors_end_the_stream_as_anthropics_error_event() -> None:
 
 
 def test_what_is_not_a_chunk_is_skipped_and_an_endless_event_is_refused() -> None:
-    stream = translate.MessagesStream("m")
+    stream = MessagesStream("m")
     assert events(stream.feed(b"data: [1, 2]\n\ndata: {not json\n\n" + chunk({"content": "ok"})))[-1][1][
         "delta"
     ] == {
@@ -375,7 +377,7 @@ def test_what_is_not_a_chunk_is_skipped_and_an_endless_event_is_refused() -> Non
 
 
 def test_the_gateways_error_after_an_unfinished_event_ends_the_stream() -> None:
-    stream = translate.MessagesStream("m")
+    stream = MessagesStream("m")
     stream.feed(chunk({"content": "Hi"}) + b'data: {"id": "chatc')  # the replica broke off here
     own = b'event: error\ndata: {"type": "error", "error": {"type": "api_error", "message": "failed"}}\n\n'
     got = events(stream.feed(own) + stream.end())

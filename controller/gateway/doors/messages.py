@@ -29,6 +29,7 @@ from controller.gateway.admission.prefix import prefix_key
 from controller.gateway.call import EVENT_STREAM, REPLICA_HEADER, Call, error_message
 from controller.gateway.doors import images, targets
 from controller.gateway.doors import messages_translate as translate
+from controller.gateway.doors.messages_stream import MessagesStream
 from controller.gateway.doors.pipeline import Door, Prepared
 from controller.gateway.errors import Refusal, anthropic_type
 
@@ -45,7 +46,7 @@ class AnthropicEvents(web.StreamResponse):
     """The client's response to a translated stream: each chunk written (OpenAI SSE) goes out as the
     Anthropic events it completes; ``write_eof`` first sends what the stream still owes."""
 
-    def __init__(self, stream: translate.MessagesStream) -> None:
+    def __init__(self, stream: MessagesStream) -> None:
         super().__init__(status=200, headers=_STREAM_HEADERS)
         self.events = stream
         self.delivered = False  # message_stop reached the client
@@ -76,7 +77,7 @@ class MessagesTranslation:
     def stream(self, status: int, content_type: str) -> web.StreamResponse | None:
         """Anthropic's events for a 200 event stream; None: read the answer whole."""
         if status == 200 and content_type == EVENT_STREAM:
-            self.response = AnthropicEvents(translate.MessagesStream(self.model))
+            self.response = AnthropicEvents(MessagesStream(self.model))
             return self.response
         return None
 
