@@ -145,7 +145,7 @@ def create_app(
     app[METRICS] = metrics
     pipeline = Pipeline(source, settings, proxy=proxy, admission=admission, metrics=metrics)
     router = GuardedRouter(app.router, guard(KeyCheck.from_settings(settings, metrics), cors))
-    Routes(source, settings, pipeline=pipeline, metrics=metrics, peers=peers).add_to(router)
+    Routes(source, settings, pipeline=pipeline, metrics=metrics, proxy=proxy, peers=peers).add_to(router)
     OllamaRoutes(source, settings, pipeline=pipeline, proxy=proxy, admission=admission).add_to(router)
     router.close()
 

@@ -26,7 +26,8 @@ REPLICA_HEADER = "X-Modelctl-Replica"
 
 
 class Translation(Protocol):
-    """A call made in another API's shape (``ollama.py``) and translated to the replica's OpenAI API.
+    """A call made in another API's shape (``ollama.py``; ``messages.py`` for Anthropic Messages to
+    a llama.cpp model with adapters) and translated to the replica's OpenAI chat API.
 
     Its body is translated before ``Proxy.forward``; ``path`` is the replica's path it goes to. A
     whole answer (read whole, up to ``upstream.MAX_WHOLE_ANSWER_BYTES``) comes back as the

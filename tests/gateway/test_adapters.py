@@ -215,22 +215,27 @@ async def test_vllm_gets_the_adapters_name_as_model(
     assert recorder.seen[-1] == (CHAT, raw)
 
 
-async def test_apis_where_llama_server_drops_lora_refuse(
+async def test_messages_go_as_chat_with_the_choice_and_other_apis_refuse_it(
     replicas: list[tuple[Recorder, str]], start_gateway: Any
 ) -> None:
     client = await start_gateway(table(replicas))
     messages = {"model": "smollm2-a", "max_tokens": 8, "messages": SEA}
-    status, answer = await post(client, "/v1/messages", messages)
-    assert status == 400 and answer["type"] == "error"  # Anthropic's shape
-    assert "smollm2-a" in answer["error"]["message"] and "/v1/chat/completions" in answer["error"]["message"]
-    status, answer = await post(client, "/v1/messages", messages | {"model": "smollm2"})
-    assert status == 400 and "drops the per-request adapter choice" in answer["error"]["message"]
+    for name in ("smollm2-a", "smollm2"):  # llama-server's /v1/messages would drop lora: translated
+        status, answer = await post(client, "/v1/messages", messages | {"model": name})
+        assert status == 200 and answer["type"] == "message" and answer["model"] == name
+        assert answer["content"][0]["text"].startswith("from r")
+    seen = [(path, json.loads(raw)) for recorder, _ in replicas for path, raw in recorder.seen]
+    assert sorted(json.dumps(body["lora"]) for _, body in seen) == sorted(
+        [json.dumps(lora(0)), json.dumps(lora(None))]
+    )
+    assert {path for path, _ in seen} == {CHAT}
     status, answer = await post(client, "/v1/embeddings", {"model": "smollm2:smollm2-b", "input": "x"})
     assert status == 400 and "smollm2-b" in answer["error"]["message"]
-    assert all(not recorder.seen for recorder, _ in replicas)
+    assert sum(len(recorder.seen) for recorder, _ in replicas) == 2
     # vLLM selects by name on every API; a model without adapters is as before.
     assert (await post(client, "/v1/messages", messages | {"model": "qwen-sql"}))[0] == 200
     assert (await post(client, "/v1/messages", messages | {"model": "plain"}))[0] == 200
+    assert replicas[0][0].seen[-1][0] == "/v1/messages"
 
 
 async def test_ollama_calls_carry_the_choice(

@@ -6,6 +6,8 @@ base model and each adapter answer the same prompt differently; every answer is 
 replicas and whatever ran before on the slot (the gateway sends the whole ``lora`` list on every
 request: docs/model-shapes.md, the prompt-cache trap); ``smollm2:smollm2-a`` is ``smollm2-a``;
 requests for both adapters spread over both replicas; /v1/models lists the adapters with their parent.
+Through the official anthropic client (Messages, translated to chat by the gateway: llama-server's
+own /v1/messages drops ``lora``) each name answers what chat answers, whole and streamed.
 
 (b) tiny-vlm (a tiny random SmolVLM, ``make shapes``) with its projector answers an image through
 OpenAI's, Anthropic's and Ollama's shapes; SmolLM2, without a projector, is refused by the gateway
@@ -99,6 +101,59 @@ async def test_adapters_by_name_over_two_replicas(
         samples = await scrape(rc)
         assert total(samples, "modelctl_gateway_requests_total", model="smollm2-a", status="200") == 5
         assert total(samples, "modelctl_gateway_requests_total", model="smollm2-b", status="200") == 5
+
+
+async def claude_sea(claude: anthropic.AsyncAnthropic, model: str, *, stream: bool = False) -> str:
+    """The answer to the sea prompt through Anthropic Messages (temperature 0, 16 tokens), whole or
+    streamed (the text as the stream's deltas spelled it)."""
+    ask: dict[str, Any] = {"model": model, "max_tokens": 16, "messages": SEA}
+    temperature = {"temperature": 0}  # this client has no temperature of its own: the body's field
+    if not stream:
+        message = await claude.messages.create(**ask, extra_body=temperature)
+        assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 16
+        return "".join(block.text for block in message.content if block.type == "text")
+    async with claude.messages.stream(**ask, extra_body=temperature) as events:
+        text = "".join([piece async for piece in events.text_stream])
+        final = await events.get_final_message()
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 16
+    assert final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0) > 0
+    return text
+
+
+async def test_messages_select_the_adapter_as_chat_does(
+    tmp_path: Path, model_root: Path, instance: str, docker_client: docker.DockerClient
+) -> None:
+    """llama-server's /v1/messages drops ``lora``: the gateway translates Messages for a model with
+    adapters to chat completions, so the official anthropic client gets each adapter's own answer,
+    the same as chat's, whole and streamed, and its tokens counted from the replica's usage."""
+    need(model_root, *ADAPTERS)
+    (tmp_path / "m.yaml").write_text(
+        f"name: smollm2\nmodel: {GGUF}\nreplicas: 1\nmax_batch_size: 1\ncontext_length: 512\n"
+        "adapters:\n"
+        f"  - {{name: smollm2-a, path: {ADAPTERS[0]}}}\n"
+        f"  - {{name: smollm2-b, path: {ADAPTERS[1]}}}\n"
+    )
+    config = settings(tmp_path, model_root, instance)
+    gateway = GatewaySettings(host="127.0.0.1", port=0)
+    async with serving(config, gateway, {"smollm2": 1}, docker_client) as rc:
+        client = openai.AsyncOpenAI(base_url=f"{rc.gateway_url}/v1", api_key="unused")
+        claude = anthropic.AsyncAnthropic(base_url=rc.gateway_url, api_key="unused", max_retries=0)
+        names = ("smollm2", "smollm2-a", "smollm2-b")
+        chat = {name: (await sea(client, name))[0] for name in names}
+        whole = {name: await claude_sea(claude, name) for name in names}
+        streamed = {name: await claude_sea(claude, name, stream=True) for name in names}
+        assert len(set(chat.values())) == 3, chat  # each adapter answers its own
+        assert whole == chat and streamed == chat, (chat, whole, streamed)
+        assert await claude_sea(claude, "smollm2:smollm2-b") == chat["smollm2-b"]
+        counted = await claude.messages.count_tokens(model="smollm2-a", messages=SEA)  # type: ignore[arg-type]
+        assert counted.input_tokens > 0
+
+        samples = await scrape(rc)
+        tokens = "modelctl_gateway_tokens_total"
+        assert total(samples, tokens, model="smollm2-a", api="anthropic", kind="completion") == 16 * 2
+        assert total(samples, tokens, model="smollm2-b", api="anthropic", kind="prompt") > 0
+        ok = "modelctl_gateway_requests_total"
+        assert total(samples, ok, model="smollm2-b", api="anthropic", status="200") == 3
 
 
 async def test_a_slot_never_answers_from_kv_computed_under_another_adapter(

@@ -11,7 +11,8 @@ The API a request speaks is decided once, from its path (``errors.api_of``): Ant
 (``/v1/messages``, ``/v1/messages/count_tokens``) get the gateway's own errors in Anthropic's
 shape; Messages and Responses (``/v1/responses``) get a prefix key of their own (``api_prefix_key``)
 and their streams' usage counted; every API is labelled in the metrics. The answers themselves pass
-through as the engine gives them (llama-server serves all three).
+through as the engine gives them (llama-server serves all three), except Messages for a llama.cpp
+model with LoRA adapters, which its door translates (``messages.MessagesDoor``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from controller.gateway.admission.hashring import hash64
 from controller.gateway.admission.prefix import chat_prefix, prefix_key, prompt_prefix
 from controller.gateway.doors import images, targets, tasks
 from controller.gateway.doors.audio import AUDIO_PATHS, AudioDoor
+from controller.gateway.doors.messages import MessagesDoor
 from controller.gateway.doors.pipeline import Door, Pipeline, Prepared, Router
 from controller.gateway.errors import ANTHROPIC, OPENAI, RESPONSES, Refusal, api_of
 from controller.gateway.forward.usage import USAGE_PATHS, ask_for_usage
@@ -39,6 +41,7 @@ from controller.gateway.telemetry.peers import Peers
 from controller.gateway.telemetry.recent import SNAPSHOT_KEY
 
 if TYPE_CHECKING:
+    from controller.gateway.forward.proxy import Proxy
     from controller.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -198,12 +201,14 @@ class Routes:
         *,
         pipeline: Pipeline,
         metrics: GatewayMetrics,
+        proxy: Proxy,
         peers: Peers | None = None,
     ) -> None:
         self._source = source
         self._settings = settings
         self._pipeline = pipeline
         self._door = OpenAIDoor(settings)
+        self._messages = MessagesDoor(self._door, settings, proxy)  # translated where lora would be lost
         self._metrics = metrics
         self._peers = peers
 
@@ -216,8 +221,9 @@ class Routes:
         router.add_get("/v1/models", self.list_models)
         router.add_get("/v1/models/{model:.+}", self.get_model)
         forward = self._pipeline.handler(self._door)
-        for path in API_PATHS:
+        for path in API_PATHS - {targets.MESSAGES}:
             router.add_post(path, forward)
+        router.add_post(targets.MESSAGES, self._pipeline.handler(self._messages))
         audio = self._pipeline.handler(AudioDoor())  # multipart, by its form's model field
         for path in AUDIO_PATHS:
             router.add_post(path, audio)

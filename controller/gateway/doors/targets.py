@@ -11,8 +11,10 @@ to a ready replica of the base model, and the replica's body selects the adapter
   the base model): a request without ``lora`` would reuse a prompt cache computed under another
   adapter (the prompt-cache trap). The client's own ``lora`` is replaced: it may not pick other
   adapters or scales. llama-server honours ``lora`` on chat completions, completions and
-  Responses; its Messages API drops it (it converts the body field by field), so an adapter there
-  is refused, and so is the base model (its answer could start from another adapter's cache).
+  Responses; its Messages API drops it (it converts the body field by field), so a Messages
+  request for such a model (an adapter, or the base: its answer could start from another
+  adapter's cache) is translated to a chat completion by the gateway (``messages``). Counting a
+  Messages request's tokens runs no model: the count is the tokenizer's, the same for every adapter.
 - vLLM serves each adapter under its own name (``--lora-modules name=path``): the body's ``model``
   becomes the adapter's name (so ``base:adapter`` works), and the base's name for the base model
   when the client used another (Ollama's ``:latest``).
@@ -32,26 +34,34 @@ from controller.gateway.admission.hashring import hash64
 
 # The replica paths where llama-server honours a request's ``lora`` (measured: docs/model-shapes.md).
 LORA_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
-# llama-server's Messages API drops ``lora``: nothing sent there to a model with adapters is right.
+# llama-server's Messages API drops ``lora``: nothing sent there to a model with adapters is right
+# (the Messages door translates such requests to chat completions first).
 MESSAGES = "/v1/messages"
+# Counting tokens runs no model: the same count under every adapter.
+COUNT_TOKENS = "/v1/messages/count_tokens"
+
+
+def translates_messages(target: Target) -> bool:
+    """True if a Messages request for ``target`` must go to its replica as a chat completion: a
+    llama.cpp model with adapters (its /v1/messages would drop the adapter choice)."""
+    return bool(target.entry.adapters) and target.entry.engine != VLLM
 
 
 def check_api(target: Target, path: str) -> None:
     """Raise Refusal (400) for a call to ``path`` whose adapter choice the engine would not honour."""
     entry = target.entry
-    if not entry.adapters or entry.engine == VLLM or path in LORA_PATHS:
+    if not entry.adapters or entry.engine == VLLM or path in LORA_PATHS or path == COUNT_TOKENS:
         return
     if target.adapter is not None:
         raise errors.bad_request(
             f"The adapter '{target.name}' of model '{entry.name}' is served on /v1/chat/completions, "
-            f"/v1/completions and /v1/responses (and Ollama's /api/chat, /api/generate), not on {path}: "
-            "llama-server does not take the adapter choice there."
+            "/v1/completions, /v1/responses and /v1/messages (and Ollama's /api/chat, /api/generate), "
+            f"not on {path}: llama-server does not take the adapter choice there."
         )
-    if path == MESSAGES:
+    if path == MESSAGES:  # not translated (``translates_messages``): a bug, never forwarded as is
         raise errors.bad_request(
             f"The model '{entry.name}' has LoRA adapters, and llama-server's /v1/messages drops the "
-            "per-request adapter choice: its answer could start from another adapter's prompt cache. "
-            "Use /v1/chat/completions or /v1/responses for this model."
+            "per-request adapter choice: its answer could start from another adapter's prompt cache."
         )
 
 

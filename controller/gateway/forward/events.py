@@ -1,7 +1,8 @@
 """Server-sent events cut out of a replica's byte stream as they complete, with a cap on one event.
 
-The stream mends (``mend``) and the Ollama translation (``ollama_translate``) work on whole events,
-so they hold the start of an event until its end (a blank line) arrives. An engine that never ends
+The stream mends (``mend``) and the Ollama and Messages translations (``ollama_translate``,
+``messages_translate``) work on whole events, so they hold the start of an event until its end (a
+blank line) arrives. An engine that never ends
 one (no blank line for megabytes) must neither grow that without bound nor cost time quadratic in
 it: ``Events`` keeps the pieces as they came, joins them once when an end arrives, and raises
 EventTooLarge once an unfinished event passes ``MAX_EVENT_BYTES`` (the relay ends the stream with

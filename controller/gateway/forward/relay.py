@@ -134,7 +134,12 @@ class Relay:
         ``write_timeout_s``), then the end. A failure ends the response (``_end_broken``)."""
         loop = asyncio.get_running_loop()
         chunk = b""
-        mending = mend.for_stream(call.api, call.model) if is_sse and upstream.status == 200 else None
+        translated = call.translation is not None  # its events are another API's: the translation's
+        mending = (
+            mend.for_stream(call.api, call.model)
+            if is_sse and upstream.status == 200 and not translated
+            else None
+        )
         if call.hide_usage and is_sse:  # the usage chunk the client did not ask for goes to the tail only
             mending = UsageStrip(tail)
         if is_sse and upstream.status == 200 and thinks_as_vllm(call):  # reasoning_content beside it
