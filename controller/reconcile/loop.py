@@ -2,7 +2,8 @@
 replicas are ready.
 
 Each pass reads, decides, executes, and publishes. It reads the manifests (keeping the last good
-set if they became invalid), lists the managed containers by label, probes health, and replaces
+set if they became invalid; a controller started on invalid ones changes nothing until they load,
+``hold_untouched``), lists the managed containers by label, probes health, and replaces
 crashed or stuck containers (with backoff, the reason read from their logs; each failed container
 counted once, however many passes its removal takes). Then it decides, in one pure function over a
 snapshot of all that (``decide.decide``: scaling, placement with room made by eviction, the plan),
@@ -135,6 +136,7 @@ class Reconciler:
         self.lifecycle = Lifecycle(lifecycle, watched_from=wall_clock())
         self.read_inventory = read_inventory  # NVML, or a fixed inventory in tests
         self.models: list[LoadedModel] = []  # the last valid manifests
+        self.loaded = False  # the manifests loaded once: until then a pass changes nothing
         self.manifest_errors: list[str] = []
         self.on_demand = on_demand or OnDemand()  # counts from the gateway's demand; eviction
         self.wake = asyncio.Event()
@@ -237,6 +239,9 @@ class Reconciler:
         """One pass. Returns True when every desired replica is ready and nothing is changing."""
         self.stage = Stage.MANIFESTS
         self.apply_models(await asyncio.to_thread(self.read_models))
+        if not self.loaded:
+            await self.hold_untouched()
+            return True
         started = self.wall_clock()
         self.pass_logs = {}
         seen = await asyncio.to_thread(self.read_seen)
@@ -371,10 +376,24 @@ class Reconciler:
             self.manifest_errors = errors
         else:
             self.models = loaded
+            self.loaded = True
             if self.manifest_errors:
                 log.info("manifests valid again")
             self.manifest_errors = []
         self.publish()
+
+    async def hold_untouched(self) -> None:
+        """A pass before the manifests ever loaded (a controller started on invalid ones): there
+        is no last good set to keep, and an empty one would remove every replica that runs. So
+        nothing is created, replaced or removed, and no endpoint table is published (the gateways
+        keep the one they hold); the report says why, beside the manifest errors."""
+        self.stage = Stage.CONTAINERS
+        running = sum(c.running for c in await asyncio.to_thread(self.runtime.list))
+        note = (
+            f"the manifests have not loaded since the controller started: its {running} running "
+            "replica(s) are kept as they are, and nothing changes until the manifests are valid"
+        )
+        self.publish(replicas=(), notes=(note,), completed=True)
 
     def read_seen(self) -> Seen:
         """Read what a pass starts from (blocking: Docker and NVML calls; run it in a thread)."""
