@@ -124,6 +124,7 @@ class FakeLlamaServer:
         self.gate: asyncio.Event | None = None  # a stream waits on it after its first chunk
         self.endless = False  # a stream goes on until the connection is closed
         self.break_after_first = False  # drop the connection after the first chunk
+        self.break_mid_event = False  # ... after the first chunk and half of the next event
         self.truncate_json = False  # promise a long JSON body, send a few bytes, drop it
         self.promised_length = 1000  # the Content-Length a truncated answer promises
         self.sent_last = False
@@ -189,7 +190,9 @@ class FakeLlamaServer:
         await resp.prepare(request)
         try:
             await resp.write(sse(chunk(model, PIECES[0])))
-            if self.break_after_first:
+            if self.break_mid_event:
+                await resp.write(sse(chunk(model, PIECES[1]))[:40])
+            if self.break_after_first or self.break_mid_event:
                 assert request.transport is not None
                 request.transport.close()
                 return resp

@@ -334,6 +334,21 @@ async def test_a_replica_that_breaks_mid_stream_ends_it_with_an_error_line(
     assert parts[-1] == {"error": "The model server failed mid-stream."}
 
 
+async def test_a_replica_that_breaks_inside_an_event_ends_it_with_an_error_line(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    """The half event the replica left is no chunk; the error after it must still be said, not
+    lost in that event's JSON (the stream then ended with a plain done line)."""
+    fake, url = await start_upstream("a")
+    fake.break_mid_event = True
+    client = await start_gateway(table_of(("m", (), [url])))
+    resp = await client.post("/api/chat", json={"model": "m", "messages": USER})
+    parts = ndjson(await resp.text())
+    assert parts[0]["message"]["content"] == PIECES[0]
+    assert parts[-1] == {"error": "The model server failed mid-stream."}
+    assert not any(p.get("done") for p in parts)
+
+
 async def test_a_large_json_answer_is_translated_whole(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:

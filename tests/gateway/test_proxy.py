@@ -166,6 +166,21 @@ async def test_upstream_dying_mid_stream_ends_it_with_an_error_event(
     assert in_flight(client, "m-0") == [0]
 
 
+async def test_upstream_dying_inside_an_event_sends_no_half_event_and_then_the_error(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    fake, url = await start_upstream("a")
+    fake.break_mid_event = True
+    client = await start_gateway(table_of(("m", (), [url])))
+    async with asyncio.timeout(10):
+        resp = await client.post(CHAT, json=STREAM)
+        body = await resp.content.read()
+    events = body.split(b"\n\n")  # the half event is held back (the mend), never sent half
+    assert b'"Hel"' in events[0]
+    assert events[1].startswith(b'data: {"error": {') and events[2:] == [b""]
+    assert in_flight(client, "m-0") == [0]
+
+
 async def test_upstream_dying_mid_body_is_a_502_when_the_body_is_small(
     start_gateway: StartGateway, start_upstream: StartUpstream
 ) -> None:

@@ -37,12 +37,6 @@ def error_event(message: str, type_: str = "api_error") -> bytes:
     return event("error", {"type": "error", "error": {"type": type_, "message": message}})
 
 
-# How the gateway's own error event starts (``errors.sse_error_event``, written into the stream by
-# the relay when the replica fails mid-answer). An OpenAI stream has no such line: a newline inside
-# its JSON is escaped.
-_GATEWAY_ERROR = b"event: error\n"
-
-
 class MessagesStream:
     """An OpenAI chat event stream, fed as it arrives, out as Anthropic's Messages events.
 
@@ -102,9 +96,6 @@ class MessagesStream:
         return out + (self._final() if not self.done else b"")
 
     def _event(self, raw: bytes) -> bytes:
-        cut = raw.rfind(_GATEWAY_ERROR)
-        if cut > 0:  # the gateway's error event after an event the replica never finished: that goes
-            raw = raw[cut:]
         data = b"\n".join(ln[5:].lstrip() for ln in raw.split(b"\n") if ln.startswith(b"data:"))
         if self.done or not data:
             return b""  # comments, or anything after the end

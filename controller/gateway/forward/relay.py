@@ -166,7 +166,8 @@ class Relay:
                     log.debug("client left %s mid-answer; closing replica %s", request.path, replica.id)
                     return resp
                 except (UpstreamError, EventTooLarge) as exc:  # the replica failed, or passed a cap
-                    await self._fail(request, resp, replica, call, watch, exc, is_sse=is_sse)
+                    cut = is_sse and not ends_event(chunk)
+                    await self._fail(request, resp, replica, call, watch, exc, is_sse=is_sse, cut=cut)
                     return resp
                 if call.first_byte_s is None:
                     call.first_byte_s = time.monotonic() - call.started
@@ -296,6 +297,7 @@ class Relay:
         exc: Exception,
         *,
         is_sse: bool,
+        cut: bool = False,
     ) -> None:
         """``_end_broken``, its writes within ``write_timeout_s`` (a read deadline that fired took
         ``watch`` out of the watchdog: it goes back in)."""
@@ -305,7 +307,7 @@ class Relay:
         watch.reading_since = None
         watch.writing_since = asyncio.get_running_loop().time()
         self._watchdog.add(watch)
-        await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api)
+        await self._end_broken(request, resp, replica, exc, is_sse=is_sse, api=call.api, cut=cut)
 
     async def _end_broken(
         self,
@@ -316,8 +318,12 @@ class Relay:
         *,
         is_sse: bool,
         api: str = OPENAI,
+        cut: bool = False,
     ) -> None:
-        """End a response whose upstream failed after the first byte, without hanging the client."""
+        """End a response whose upstream failed after the first byte, without hanging the client.
+        ``cut``: the replica stopped inside an event; a blank line ends that one first, so the
+        error event is an event of its own (a translation skips the broken one and says the error;
+        glued to it, the error was lost in the broken event's JSON)."""
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.warning("replica %s failed mid-answer to %s: %s", replica.id, request.path, reason)
         if not is_sse:
@@ -330,10 +336,15 @@ class Relay:
             message = "The model server failed mid-stream."
             if isinstance(exc, AnswerTooLarge | EventTooLarge):
                 message = f"The model server's answer passed a limit of the gateway: {exc}."
-            await resp.write(errors.sse_error_event(message, api))
+            await resp.write((b"\n\n" if cut else b"") + errors.sse_error_event(message, api))
             await resp.write_eof()
         except ConnectionError:
             log.debug("client left %s before the error event", request.path)
+
+
+def ends_event(written: bytes) -> bool:
+    """True when the bytes written last end an SSE event (or none were written)."""
+    return not written or written.endswith((b"\n\n", b"\n\r\n"))
 
 
 def thinks_as_vllm(call: Call) -> bool:
