@@ -22,6 +22,10 @@ llama-server image is built from (scripts/versions.sh):
         small Llama with SmolLM2's tokenizer and SmolVLM's image tokens), converted by
         convert_hf_to_gguf.py (text) and convert_hf_to_gguf.py --mmproj (projector). It answers
         nonsense, fast: the point is that llama-server loads a projector and takes images.
+  tiny-vlm-hf/
+        the same model as the HF folder it was converted from (config.json with its
+        vision_config, model.safetensors, SmolLM2's tokenizer and chat template, the Idefics3
+        image processor's and processor's configs), for vLLM, which loads Idefics3 from it.
   tiny-reranker/tiny-reranker.gguf
         a tiny random-initialised BertForSequenceClassification (one label: a cross-encoder's
         score) with a small WordPiece vocabulary of its own, converted by convert_hf_to_gguf.py
@@ -74,6 +78,7 @@ LORA_ALPHA = 16
 # ~2% of SmolLM2's weights, which changes the greedy answer without turning it into noise.
 LORA_STD = 0.03
 VLM = "tiny-vlm"
+VLM_HF = "tiny-vlm-hf"  # the same model as an HF folder, for vLLM
 RERANKER = "tiny-reranker"
 THINK = "smollm2-think"
 THINK_GGUF = "SmolLM2-135M-Instruct-think.gguf"
@@ -152,7 +157,11 @@ def adapter_complete(root: Path, name: str) -> bool:
 
 
 def vlm_complete(root: Path) -> bool:
-    return gguf_complete(root / VLM / f"{VLM}.gguf") and gguf_complete(root / VLM / f"mmproj-{VLM}.gguf")
+    return (
+        gguf_complete(root / VLM / f"{VLM}.gguf")
+        and gguf_complete(root / VLM / f"mmproj-{VLM}.gguf")
+        and (root / VLM_HF / "processor_config.json").is_file()
+    )
 
 
 def reranker_complete(root: Path) -> bool:
@@ -403,8 +412,9 @@ def make_vlm(root: Path, src: Path) -> None:
             "hidden_size": 64,
             "intermediate_size": 128,
             "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            # head size 32: vLLM's CPU attention takes 32, 64, 80, ... (16 fails the first request)
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
             "max_position_embeddings": 2048,
             "rms_norm_eps": 1e-5,
             "rope_theta": 100000.0,
@@ -458,6 +468,21 @@ def make_vlm(root: Path, src: Path) -> None:
         str(tmp / f"mmproj-{VLM}.gguf"),
         str(work),
     )
+    publish(tmp, out)
+    publish_vlm_folder(root, work)
+    sizes = ", ".join(f"{p.name} {p.stat().st_size}" for p in sorted(out.iterdir()))
+    say(f"wrote {out}/: {sizes}")
+
+
+def publish_vlm_folder(root: Path, work: Path) -> None:
+    """The HF folder the GGUFs were converted from, kept for vLLM (which loads Idefics3 from it),
+    with the processor's own config: an image is image_seq_len tokens per tile, (image_size /
+    patch_size)^2 / scale_factor^2 = 4 here (the processor's default, 169, is SmolVLM's)."""
+    out = root / VLM_HF
+    tmp = staging(out)
+    shutil.copytree(work, tmp)
+    processor = {"image_seq_len": 4, "processor_class": "Idefics3Processor"}
+    (tmp / "processor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
     publish(tmp, out)
     shutil.rmtree(work, ignore_errors=True)
     sizes = ", ".join(f"{p.name} {p.stat().st_size}" for p in sorted(out.iterdir()))
@@ -558,7 +583,7 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "models-data").absolute()
     todo = missing(root)
     if not todo:
-        say(f"up to date: {root} ({SPLIT}, {', '.join(ADAPTERS)}, {VLM}, {RERANKER}, {THINK})")
+        say(f"up to date: {root} ({SPLIT}, {', '.join(ADAPTERS)}, {VLM}, {VLM_HF}, {RERANKER}, {THINK})")
         return
     if not (root / GGUF).is_file():
         die(f"{root / GGUF} is missing; run scripts/fetch-model.sh {root} (make model) first")
@@ -584,7 +609,8 @@ def main() -> None:
         say(f"{step}: {time.monotonic() - start:.0f} s")
     files = [*split_shards(root), *(root / f"{n}.gguf" for n in ADAPTERS)]
     files += [root / n / "adapter_model.safetensors" for n in ADAPTERS]
-    files += [*sorted((root / VLM).iterdir()), root / RERANKER / f"{RERANKER}.gguf"]
+    files += [*sorted((root / VLM).iterdir()), root / VLM_HF / "model.safetensors"]
+    files += [root / RERANKER / f"{RERANKER}.gguf"]
     files += [root / THINK / THINK_GGUF]
     for path in files:
         say(f"sha256 {digest(path)}  {path.relative_to(root)}")
