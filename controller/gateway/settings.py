@@ -57,6 +57,11 @@ class GatewaySettings:
     # model names, key names and traffic volumes are then for key holders only. The console's
     # scraper sends MODELCTL_GATEWAY_KEY. Needs keys. Env MODELCTL_GATEWAY_METRICS_REQUIRE_KEY.
     metrics_require_key: bool = False
+    # Whether a vLLM replica may be handed an image by http(s) URL (it then downloads the image
+    # itself, from inside the replicas' network: a client could make it fetch any address there).
+    # Off: every image must be a data: URL (base64). llama.cpp never gets one by URL.
+    # Env MODELCTL_GATEWAY_IMAGE_URLS.
+    image_urls: bool = False
     # The web origins whose pages may call the gateway from a browser (CORS, ``cors.py``): each
     # "scheme://host[:port]", or "*" for any page (said explicitly, never a default). Empty: no CORS
     # header is sent and no preflight answered; engines' own CORS headers never reach clients either.
@@ -226,6 +231,8 @@ class GatewaySettings:
             values["metrics_require_key"] = _flag(
                 "MODELCTL_GATEWAY_METRICS_REQUIRE_KEY", env["MODELCTL_GATEWAY_METRICS_REQUIRE_KEY"]
             )
+        if env.get("MODELCTL_GATEWAY_IMAGE_URLS"):
+            values["image_urls"] = _flag("MODELCTL_GATEWAY_IMAGE_URLS", env["MODELCTL_GATEWAY_IMAGE_URLS"])
         if keys:
             values["api_keys"] = tuple(dict.fromkeys(keys))
         origins = _split_keys(env.get("MODELCTL_GATEWAY_CORS_ORIGINS", ""))

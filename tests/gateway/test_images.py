@@ -44,6 +44,13 @@ def responses(model: str, url: str) -> dict[str, Any]:
 async def gateway(aiohttp_server: Any, start_gateway: Any) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
     """The gateway over smollm2 (llama.cpp, no projector), vlm (llama.cpp with one), qwen-vl (vLLM,
     vision) and hub (llama.cpp, vision unknown), all on one recording replica."""
+    return await recorded(aiohttp_server, start_gateway)
+
+
+async def recorded(
+    aiohttp_server: Any, start_gateway: Any, **settings: Any
+) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
+    """``gateway`` with gateway ``settings``."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
     async def answer(request: web.Request) -> web.Response:
@@ -66,7 +73,7 @@ async def gateway(aiohttp_server: Any, start_gateway: Any) -> tuple[Any, list[tu
         entry("qwen-vl", "vllm", True),
         entry("hub", "llamacpp", None),
     )
-    return await start_gateway(EndpointTable(1, models)), seen
+    return await start_gateway(EndpointTable(1, models), **settings), seen
 
 
 async def post(client: Any, path: str, document: dict[str, Any]) -> tuple[int, Any]:
@@ -136,9 +143,28 @@ async def test_llamacpp_takes_no_image_by_url(gateway: Any) -> None:
     status, answer = await post(client, "/v1/responses", responses("vlm", "https://x/y.png"))
     assert status == 400
     assert seen == []
-    # vLLM fetches its own images (its --allowed-media-domains decide); vision unknown takes data: URLs.
+    assert (await post(client, "/v1/chat/completions", chat("hub", DATA_URL)))[0] == 200  # vision unknown
+
+
+async def test_vllm_fetches_images_by_url_only_where_the_gateway_allows_it(
+    aiohttp_server: Any, start_gateway: Any
+) -> None:
+    """vLLM downloads an image URL from inside the replicas' network (a client could aim it at
+    169.254.169.254): refused unless MODELCTL_GATEWAY_IMAGE_URLS, and llama.cpp never."""
+    client, seen = await recorded(aiohttp_server, start_gateway)
+    status, answer = await post(
+        client, "/v1/chat/completions", chat("qwen-vl", "http://169.254.169.254/x.png")
+    )
+    assert status == 400 and "MODELCTL_GATEWAY_IMAGE_URLS=true" in answer["error"]["message"]
+    status, _ = await post(
+        client, "/v1/messages", anthropic("qwen-vl", {"type": "url", "url": "https://x/y.png"})
+    )
+    assert status == 400 and seen == []
+    assert (await post(client, "/v1/chat/completions", chat("qwen-vl", DATA_URL)))[0] == 200
+    client, seen = await recorded(aiohttp_server, start_gateway, image_urls=True)
     assert (await post(client, "/v1/chat/completions", chat("qwen-vl", "https://x/y.png")))[0] == 200
-    assert (await post(client, "/v1/chat/completions", chat("hub", DATA_URL)))[0] == 200
+    status, answer = await post(client, "/v1/chat/completions", chat("vlm", "https://x/y.png"))
+    assert status == 400 and "IMAGE_URLS" not in answer["error"]["message"]  # llama.cpp: no setting helps
 
 
 async def test_images_are_counted(gateway: Any) -> None:

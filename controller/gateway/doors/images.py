@@ -8,7 +8,10 @@ llama-server without a projector answers 500 ("image input is not supported"), a
 http(s) URL it downloads the image itself, from inside the replica's network. So, per request:
 
 - a model that takes no images (the table's ``vision`` false) gets a 400 naming the model;
-- a llama.cpp model takes images as ``data:`` URLs only (base64 Anthropic sources are those);
+- images come as ``data:`` URLs only (base64 Anthropic sources are those): an engine handed an
+  http(s) URL fetches it from inside the replicas' network, where a client could aim it at any
+  address (vLLM does so too, measured). A gateway may let vLLM replicas fetch URLs
+  (``GatewaySettings.image_urls``); llama.cpp never;
 - at most ``MAX_IMAGES`` images (the body limit already bounds their bytes).
 
 A model whose ``vision`` is unknown (None: hub weights, an older controller) is not checked for
@@ -72,9 +75,9 @@ def part_url(part: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else ""
 
 
-def check(target: Target, document: dict[str, Any], body: bytes | None = None) -> None:
+def check(target: Target, document: dict[str, Any], body: bytes | None = None, *, urls: bool = False) -> None:
     """Raise Refusal (400) for images ``target`` cannot take. ``body``: the bytes ``document`` was
-    parsed from (None: walk it anyway)."""
+    parsed from (None: walk it anyway); ``urls``: whether a vLLM replica may fetch images by URL."""
     if body is not None and not may_hold_images(body):
         return
     entry = target.entry
@@ -83,10 +86,13 @@ def check(target: Target, document: dict[str, Any], body: bytes | None = None) -
             raise errors.bad_request(f"model {target.name} takes no images: {_why_not(entry.engine)}")
         if count > MAX_IMAGES:
             raise errors.bad_request(f"A request may hold at most {MAX_IMAGES} images.")
-        if entry.engine == LLAMACPP and not url.startswith(DATA):
+        if not url.startswith(DATA) and (entry.engine == LLAMACPP or not urls):
+            allow = (
+                "" if entry.engine == LLAMACPP else " (MODELCTL_GATEWAY_IMAGE_URLS=true allows it for vLLM)"
+            )
             raise errors.bad_request(
-                f"pass images as data: URLs (base64): model {target.name} is served by llama.cpp, "
-                "which takes no image by URL from the gateway"
+                f"pass images as data: URLs (base64): the gateway lets no replica of model "
+                f"{target.name} fetch an image by URL{allow}"
             )
 
 

@@ -141,6 +141,7 @@ class OpenAIDoor(Door):
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._prefix_chars = settings.affinity_prefix_chars
+        self._image_urls = settings.image_urls
 
     def api_of(self, request: web.Request) -> str:
         return api_of(request.path)
@@ -173,7 +174,7 @@ class OpenAIDoor(Door):
     ) -> Prepared:
         entry = target.entry
         targets.check_api(target, request.path)
-        images.check(target, document, body)
+        images.check(target, document, body, urls=self._image_urls)
         body, document = targets.replica_body(target, document, body)
         if request.path in tasks.REPLICA_PATHS:  # served by the replica under another path, whole
             return Prepared(body, None, False, False, translation=tasks.REPLICA_PATHS[request.path])
