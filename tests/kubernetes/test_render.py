@@ -50,7 +50,12 @@ def test_a_misspelt_field_fails_strict_validation() -> None:
 
 def test_inference_pool_for_vllm_models_only_and_valid_against_its_crd() -> None:
     pools = by_kind(render_dir(REPO / "examples", inference_pool=True), "InferencePool")
-    names = ["model", object_name("qwen2.5-0.5b"), object_name("smollm2-lora-vllm")]
+    names = [
+        "model",
+        object_name("qwen2.5-0.5b"),
+        object_name("smollm2-lora-vllm"),
+        object_name("tiny-vlm-vllm"),
+    ]
     assert sorted(p["metadata"]["name"] for p in pools) == sorted(names)
     for pool in pools:
         validate(pool)
