@@ -9,9 +9,10 @@ adapter's ``lora`` (``messages_translate``), and goes down the same pipeline as 
 balancing per adapter, retries before the first byte, cancel on disconnect, keys, metrics
 (``api="anthropic"``, tokens from the replica's own usage). The answer comes back as a Message: read
 whole (at most ``upstream.MAX_WHOLE_ANSWER_BYTES``) and translated, or as an event stream
-translated chunk by chunk into Anthropic's events (``AnthropicEvents``), each chunk held only until
-its end. A translated stream for a model with no ready replica is held without loading comments
-(its events are translated only once the replica answers), as Ollama's are.
+translated chunk by chunk into Anthropic's events (``translated.TranslatedResponse`` over
+``MessagesStream``), each chunk held only until its end. A translated stream for a model with no
+ready replica is held without loading comments (its events are translated only once the replica
+answers), as Ollama's are.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from controller.endpoints.table import EndpointTable, Target
 from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.prefix import prefix_key
-from controller.gateway.call import EVENT_STREAM, REPLICA_HEADER, Call, error_message
+from controller.gateway.call import EVENT_STREAM, Call, error_message
 from controller.gateway.doors import images, targets
 from controller.gateway.doors import messages_translate as translate
 from controller.gateway.doors.messages_stream import MessagesStream
 from controller.gateway.doors.pipeline import Door, Prepared
+from controller.gateway.doors.translated import Translated, TranslatedResponse, left_after_end
 from controller.gateway.errors import Refusal, anthropic_type
 
 if TYPE_CHECKING:
@@ -42,53 +44,22 @@ log = logging.getLogger(__name__)
 _STREAM_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class AnthropicEvents(web.StreamResponse):
-    """The client's response to a translated stream: each chunk written (OpenAI SSE) goes out as the
-    Anthropic events it completes; ``write_eof`` first sends what the stream still owes."""
-
-    def __init__(self, stream: MessagesStream) -> None:
-        super().__init__(status=200, headers=_STREAM_HEADERS)
-        self.events = stream
-        self.delivered = False  # message_stop reached the client
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        out = self.events.feed(bytes(data))
-        if out:
-            await super().write(out)
-            self.delivered = self.events.done and not self.events.failed
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        out = self.events.end()
-        if out:
-            await super().write(out)
-        await super().write_eof(data)
-
-
-class MessagesTranslation:
+class MessagesTranslation(Translated):
     """How one translated Messages call reaches the replica (``path``) and how its answer comes back."""
 
-    __slots__ = ("model", "path", "response")
+    __slots__ = ("model", "path")
 
     def __init__(self, model: str) -> None:
+        super().__init__()
         self.model = model  # the name the client asked for: the Message echoes it
         self.path = translate.CHAT
-        self.response: AnthropicEvents | None = None  # once the answer streams
 
     def stream(self, status: int, content_type: str) -> web.StreamResponse | None:
         """Anthropic's events for a 200 event stream; None: read the answer whole."""
         if status == 200 and content_type == EVENT_STREAM:
-            self.response = AnthropicEvents(MessagesStream(self.model))
+            self.response = TranslatedResponse(MessagesStream(self.model), 200, _STREAM_HEADERS)
             return self.response
         return None
-
-    def whole(self, resp: web.Response) -> web.StreamResponse:
-        """The replica's whole answer as a Message (or Anthropic's error)."""
-        if REPLICA_HEADER not in resp.headers:
-            return resp  # not the replica's (a client gone: nobody reads it)
-        body = resp.body if isinstance(resp.body, bytes) else b""
-        status, document = self.document(resp.status, body)
-        headers = {k: v for k, v in resp.headers.items() if k in (REPLICA_HEADER, "Retry-After")}
-        return web.json_response(document, status=status, headers=headers)
 
     def document(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
         """(status, Anthropic's JSON) for a replica's whole answer."""
@@ -171,13 +142,4 @@ class MessagesDoor(Door):
 
     def left(self, call: Call) -> int | None:
         """A client that left mid-stream: 200 with its tokens if message_stop had reached it."""
-        if call.delivered is not None:
-            return call.delivered
-        translation = call.translation
-        streamed = translation.response if isinstance(translation, MessagesTranslation) else None
-        if streamed is None or not streamed.delivered:
-            return None
-        usage = streamed.events.usage()
-        if usage is not None:
-            self._proxy.count_tokens(call, usage)
-        return 200
+        return left_after_end(call, self._proxy)

@@ -22,7 +22,7 @@ from controller.gateway.doors.messages_translate import (
     tokens,
     usage,
 )
-from controller.gateway.forward.events import Events
+from controller.gateway.forward.events import Translator
 
 log = logging.getLogger(__name__)
 
@@ -37,85 +37,32 @@ def error_event(message: str, type_: str = "api_error") -> bytes:
     return event("error", {"type": "error", "error": {"type": type_, "message": message}})
 
 
-class MessagesStream:
-    """An OpenAI chat event stream, fed as it arrives, out as Anthropic's Messages events.
-
-    ``feed`` takes any slice of the stream and returns the events its complete chunks make (maybe
-    none); ``end`` what is left to say when the stream ends (the closing events, if ``data: [DONE]``
-    never came). Blocks open and close as the deltas change kind (thinking, text, each tool call);
+class MessagesStream(Translator):
+    """An OpenAI chat event stream, fed as it arrives, out as Anthropic's Messages events
+    (``Translator``: ``feed``, ``end``; the end says the closing events if ``data: [DONE]`` never
+    came). Blocks open and close as the deltas change kind (thinking, text, each tool call);
     ``message_delta`` carries the stop reason and the replica's usage. An error (the replica's, or
     the gateway's own error event written into the stream) becomes Anthropic's ``error`` event and
     ends it. An event longer than ``events.MAX_EVENT_BYTES`` raises ``events.EventTooLarge``.
     """
 
-    __slots__ = (
-        "_block",
-        "_blocks",
-        "_events",
-        "_model",
-        "_reason",
-        "_skipped",
-        "_tools",
-        "_usage",
-        "done",
-        "failed",
-        "started",
-    )
+    __slots__ = ("_block", "_blocks", "_model", "_reason", "_tools", "_usage", "started")
 
     def __init__(self, model: str) -> None:
+        super().__init__()
         self._model = model  # the name the client asked for: the Message echoes it
-        self._events = Events()
         self._block: tuple[str, int] | None = None  # the open block: (kind, tool call index or -1)
         self._blocks = 0  # blocks started so far (the next one's index)
         self._tools: set[int] = set()  # the tool call indexes seen (at most MAX_TOOLS)
         self._reason: Any = None
         self._usage: Any = None
-        self._skipped = 0
         self.started = False  # message_start went out
-        self.done = False  # message_stop (or an error) went out
-        self.failed = False  # ... an error
 
     def usage(self) -> tuple[int, int] | None:
         """(prompt, completion) tokens of the replica's usage, once it came."""
         if not isinstance(self._usage, dict):
             return None
         return tokens(self._usage.get("prompt_tokens")), tokens(self._usage.get("completion_tokens"))
-
-    def feed(self, data: bytes) -> bytes:
-        if self.done:
-            return b""
-        complete = self._events.feed(data)
-        if not complete:
-            return b""
-        *events, _ = complete.replace(b"\r\n", b"\n").split(b"\n\n")
-        return b"".join(self._event(e) for e in events)
-
-    def end(self) -> bytes:
-        rest = self._events.flush()
-        out = self._event(rest.replace(b"\r\n", b"\n")) if rest.strip() else b""
-        return out + (self._final() if not self.done else b"")
-
-    def _event(self, raw: bytes) -> bytes:
-        data = b"\n".join(ln[5:].lstrip() for ln in raw.split(b"\n") if ln.startswith(b"data:"))
-        if self.done or not data:
-            return b""  # comments, or anything after the end
-        if data == b"[DONE]":
-            return self._final()
-        try:
-            document = json.loads(data)
-            if not isinstance(document, dict):
-                return self._skip(data)
-            if "error" in document:
-                return self._error(document)
-            return self._chunk(document)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
-            return self._skip(data)
-
-    def _skip(self, data: bytes) -> bytes:
-        if not self._skipped:
-            log.warning("a replica's event stream has an event that is not an OpenAI chunk: %r", data[:200])
-        self._skipped += 1
-        return b""
 
     def _error(self, document: dict[str, Any]) -> bytes:
         """The replica's error (OpenAI's shape) or the gateway's (Anthropic's) as the last event."""

@@ -8,7 +8,7 @@ adapter) and go down the same pipeline (``pipeline.Pipeline``) as any OpenAI req
 (queue, 429/503), balancing and prefix affinity, retries before the first byte, cancel on disconnect, and
 metrics (``api="ollama"``). The proxy relays the replica's answer into a ``Translation``: a whole JSON
 answer (read whole, at most ``upstream.MAX_WHOLE_ANSWER_BYTES``: 502 past it) is translated here, an
-event stream line by line into NDJSON as it arrives (``NdjsonResponse``; an event over
+event stream line by line into NDJSON as it arrives (``translated.TranslatedResponse``; an event over
 ``ollama_translate.MAX_EVENT_BYTES`` ends it with an error line).
 Calls that manage models
 (pull, push, create, copy, delete, blobs) are refused: models are declared in the manifests.
@@ -32,11 +32,12 @@ from controller.gateway import errors
 from controller.gateway.admission.balancer import PREFIX_AFFINITY
 from controller.gateway.admission.prefix import prefix_key
 from controller.gateway.admission.queues import Admission
-from controller.gateway.call import REPLICA_HEADER, Call, error_message
+from controller.gateway.call import Call, error_message
 from controller.gateway.doors import images, targets
 from controller.gateway.doors import ollama_models as models
 from controller.gateway.doors import ollama_translate as translate
 from controller.gateway.doors.pipeline import Door, Pipeline, Prepared, Router
+from controller.gateway.doors.translated import Translated, TranslatedResponse, left_after_end
 from controller.gateway.errors import Refusal
 from controller.gateway.forward.proxy import Proxy
 from controller.gateway.tables.source import TableSource
@@ -65,57 +66,25 @@ def refusal(status: int, message: str, *, retry_after: int | None = None) -> Ref
     return Refusal(status, message, retry_after=retry_after)
 
 
-class NdjsonResponse(web.StreamResponse):
-    """The client's response to a streamed call: each chunk written (OpenAI SSE) goes out as the
-    NDJSON lines it completes; ``write_eof`` first sends what the stream still owes (the done line)."""
-
-    def __init__(self, stream: translate.NdjsonStream, status: int) -> None:
-        super().__init__(status=status, headers={"Content-Type": translate.NDJSON})
-        self.ndjson = stream
-        self.delivered = False  # the done line reached the client
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        stream = self.ndjson
-        out = stream.feed(bytes(data))
-        if out:
-            await super().write(out)
-            self.delivered = stream.done and not stream.failed
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        out = self.ndjson.end()
-        if out:
-            await super().write(out)
-        await super().write_eof(data)
-
-
-class OllamaTranslation:
+class OllamaTranslation(Translated):
     """How one Ollama call reaches the replica (``path``) and how its answer comes back."""
 
-    __slots__ = ("kind", "model", "path", "response", "started")
+    __slots__ = ("kind", "model", "path", "started")
 
     def __init__(self, kind: str, path: str, model: str, started: float) -> None:
+        super().__init__()
         self.kind = kind  # "chat", "generate", "embed" or "embeddings"
         self.path = path
         self.model = model  # the name the client asked for: Ollama echoes it
         self.started = started
-        self.response: NdjsonResponse | None = None  # once the answer streams
 
     def stream(self, status: int, content_type: str) -> web.StreamResponse | None:
         """NDJSON lines for an event stream of chats and generations; None: read the answer whole."""
         if content_type == "text/event-stream" and self.kind in ("chat", "generate"):
             stream = translate.NdjsonStream(self.kind, self.model, self.started)
-            self.response = NdjsonResponse(stream, status)
+            self.response = TranslatedResponse(stream, status, {"Content-Type": translate.NDJSON})
             return self.response
         return None
-
-    def whole(self, resp: web.Response) -> web.StreamResponse:
-        """The replica's whole answer in Ollama's shape."""
-        body = resp.body if isinstance(resp.body, bytes) else b""
-        if REPLICA_HEADER not in resp.headers:
-            return resp  # not the replica's (a client gone: nobody reads it)
-        status, document = self.document(resp.status, body)
-        headers = {k: v for k, v in resp.headers.items() if k in (REPLICA_HEADER, "Retry-After")}
-        return web.json_response(document, status=status, headers=headers)
 
     def document(self, status: int, body: bytes) -> tuple[int, dict[str, Any]]:
         """(status, Ollama's JSON) for a replica's whole answer."""
@@ -198,16 +167,7 @@ class OllamaDoor(Door):
 
     def left(self, call: Call) -> int | None:
         """A client that left mid-stream: 200 with its tokens if the done line had reached it."""
-        if call.delivered is not None:
-            return call.delivered
-        translation = call.translation
-        streamed = translation.response if isinstance(translation, OllamaTranslation) else None
-        if streamed is None or not streamed.delivered:
-            return None
-        usage = streamed.ndjson.usage()
-        if usage is not None:
-            self._proxy.count_tokens(call, usage)
-        return 200
+        return left_after_end(call, self._proxy)
 
     def _request(self, document: dict[str, Any], target: Target) -> tuple[str, dict[str, Any] | None]:
         """(path, OpenAI body) for the replica; body None: nothing to ask (Ollama's load call)."""

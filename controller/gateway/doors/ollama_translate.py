@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import math
 import re
 import time
@@ -24,9 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.endpoints.table import VLLM
-from controller.gateway.forward.events import Events
-
-log = logging.getLogger(__name__)
+from controller.gateway.forward.events import Translator
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 NDJSON = "application/x-ndjson"
@@ -332,87 +329,35 @@ def line(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode() + b"\n"
 
 
-class NdjsonStream:
-    """An OpenAI event stream, fed as it arrives, out as Ollama's NDJSON lines.
-
-    ``feed`` takes any slice of the stream and returns the lines its complete events make (maybe
-    none); ``end`` returns what is left to say when the stream ends (the ``done`` line, if
-    ``data: [DONE]`` never came). An error event becomes ``{"error": "..."}`` and ends the stream.
-    An event longer than ``events.MAX_EVENT_BYTES`` raises ``events.EventTooLarge`` (the relay
-    then feeds the error event that ends it); an event that is not what OpenAI sends is skipped.
+class NdjsonStream(Translator):
+    """An OpenAI event stream, fed as it arrives, out as Ollama's NDJSON lines (``Translator``:
+    ``feed``, ``end``). An error event becomes ``{"error": "..."}`` and ends the stream; the end
+    says the ``done`` line if ``data: [DONE]`` never came. An event longer than
+    ``events.MAX_EVENT_BYTES`` raises ``events.EventTooLarge`` (the relay then feeds the error
+    event that ends it); an event that is not what OpenAI sends is skipped.
     """
 
-    __slots__ = (
-        "_calls",
-        "_events",
-        "_first",
-        "_kind",
-        "_model",
-        "_reason",
-        "_skipped",
-        "_started",
-        "_timings",
-        "_usage",
-        "done",
-        "failed",
-    )
+    __slots__ = ("_calls", "_first", "_kind", "_model", "_reason", "_started", "_timings", "_usage")
 
     def __init__(self, kind: str, model: str, started: float) -> None:
+        super().__init__()
         self._kind = kind  # "chat" or "generate"
         self._model = model
         self._started = started
-        self._events = Events()
-        self._skipped = 0  # events that made no sense, logged once
         self._first: float | None = None
         self._reason = "stop"
         self._usage: Any = None
         self._timings: Any = None
         self._calls: dict[int, dict[str, Any]] = {}  # tool call deltas by index, joined
-        self.done = False  # the stream ended: with its done line, or with an error line
-        self.failed = False  # ... with an error line
 
     def usage(self) -> tuple[int, int] | None:
         """(prompt, completion) tokens of the stream's usage, once it came."""
         found = counts(self._usage)
         return (found["prompt_eval_count"], found["eval_count"]) if found else None
 
-    def feed(self, data: bytes) -> bytes:
-        if self.done:
-            return b""  # anything after the end
-        complete = self._events.feed(data)
-        if not complete:
-            return b""
-        *events, _ = complete.replace(b"\r\n", b"\n").split(b"\n\n")
-        return b"".join(self._event(e) for e in events)
-
-    def end(self) -> bytes:
-        rest = self._events.flush()
-        out = self._event(rest.replace(b"\r\n", b"\n")) if rest.strip() else b""
-        return out + (self._final() if not self.done else b"")
-
-    def _event(self, event: bytes) -> bytes:
-        data = b"\n".join(ln[5:].lstrip() for ln in event.split(b"\n") if ln.startswith(b"data:"))
-        if self.done or not data:
-            return b""  # comments (": loading"), or anything after the end
-        if data == b"[DONE]":
-            return self._final()
-        try:
-            document = json.loads(data)
-            if not isinstance(document, dict):
-                return self._skip(data)
-            if "error" in document:
-                self.done = self.failed = True
-                return line({"error": error_text(document)})
-            return self._chunk(document)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError, RecursionError):
-            return self._skip(data)
-
-    def _skip(self, data: bytes) -> bytes:
-        """An event that is not an OpenAI chunk: left out (logged for the first of a stream)."""
-        if not self._skipped:
-            log.warning("a replica's event stream has an event that is not an OpenAI chunk: %r", data[:200])
-        self._skipped += 1
-        return b""
+    def _error(self, document: dict[str, Any]) -> bytes:
+        self.done = self.failed = True
+        return line({"error": error_text(document)})
 
     def _chunk(self, document: dict[str, Any]) -> bytes:
         if document.get("usage"):
